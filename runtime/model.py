@@ -1,0 +1,237 @@
+"""The quantized model: the single description that export/ writes and everyone else reads.
+
+runtime/ executes a ``QuantModel``, the C generator writes it out as ``model_data.c``, the host
+tool reads it for shapes and the model hash. Nothing re-derives quantization constants after
+export: they are stored here, computed once.
+
+Conventions
+- Activations are int8, NHWC. A ``TensorSpec.shape`` is the shape of one sample, without the
+  batch axis: ``(H, W, C)`` for feature maps, ``(K,)`` for vectors.
+- Conv weights are int8 OHWI ``[M, KH, KW, C // groups]``; fully connected weights are
+  ``[M, K]`` with K in the NHWC flattening order of the input. Biases are int32 ``[M]``.
+- ``Layer.params`` holds the op's scalar attributes (JSON-serializable); ``Layer.arrays`` holds
+  its constant arrays (weights, bias, requantization constants, ...).
+
+The ``.tcm`` file: ``b"TINYCONV"``, u16 format version, u16 reserved, u32 header length, a JSON
+header, the arrays' bytes (each 16-byte aligned, little-endian), and a CRC-32 of everything
+before it. The model hash is the first 8 bytes of SHA-256 over header and arrays, so any change
+to the integer computation changes the hash the device reports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ModelFileError
+from runtime.requant import MODES, Requant
+
+FORMAT_VERSION = 1
+MAGIC = b"TINYCONV"
+_PREAMBLE = struct.Struct("<8sHHI")
+_ALIGN = 16
+_DTYPES = {"int8": np.int8, "int32": np.int32, "float32": np.float32, "uint8": np.uint8}
+
+OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add")
+
+
+@dataclass
+class TensorSpec:
+    """One int8 activation tensor: per-sample shape, quantization, and its place in the arena."""
+
+    name: str
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+    offset: int = 0  # byte offset in the device's activation arena, planned by export/
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Layer:
+    """One operation. ``inputs`` and ``output`` name tensors of the model."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    output: str
+    params: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def requant(self, prefix: str = "") -> Requant:
+        """The requantization constants stored under ``prefix`` (``""`` for conv/fc output).
+
+        The mode is the model's; a layer stores ``multiplier``/``shift`` or ``scale``."""
+        a = self.arrays
+        if prefix + "multiplier" in a:
+            return Requant.fixed(a[prefix + "multiplier"], a[prefix + "shift"],
+                                 self.params.get("rounding", "double"))
+        return Requant.float(a[prefix + "scale"])
+
+
+@dataclass
+class QuantModel:
+    name: str
+    requant_mode: str
+    tensors: dict[str, TensorSpec]
+    layers: list[Layer]
+    input: str
+    output: str
+    arena_size: int = 0
+    metadata: dict = field(default_factory=dict)  # provenance: source file, calibration, ...
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.tensors[self.input]
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.tensors[self.output]
+
+    def validate(self) -> None:
+        """Structural checks every reader relies on; raises ModelFileError."""
+        if self.requant_mode not in MODES:
+            raise ModelFileError(f"unknown requantization mode {self.requant_mode!r}")
+        known = {self.input}
+        if self.input not in self.tensors or self.output not in self.tensors:
+            raise ModelFileError("model input or output tensor is not declared")
+        for layer in self.layers:
+            if layer.op not in OPS:
+                raise ModelFileError(f"layer {layer.name!r} has unknown op {layer.op!r}")
+            for name in layer.inputs:
+                if name not in known:
+                    raise ModelFileError(
+                        f"layer {layer.name!r} reads {name!r} before anything writes it")
+            if layer.output not in self.tensors:
+                raise ModelFileError(f"layer {layer.name!r} writes undeclared {layer.output!r}")
+            known.add(layer.output)
+        if self.output not in known:
+            raise ModelFileError(f"no layer writes the model output {self.output!r}")
+
+    # -- serialization -------------------------------------------------------------------------
+
+    def _header_and_blob(self, with_metadata: bool = True) -> tuple[bytes, bytes]:
+        blob = bytearray()
+        layers = []
+        for layer in self.layers:
+            arrays = {}
+            for key, value in sorted(layer.arrays.items()):
+                value = np.ascontiguousarray(value)
+                if value.dtype.name not in _DTYPES:
+                    raise ValueError(f"{layer.name}.{key}: dtype {value.dtype} not storable")
+                blob.extend(b"\0" * (-len(blob) % _ALIGN))
+                arrays[key] = {"dtype": value.dtype.name, "shape": list(value.shape),
+                               "offset": len(blob)}
+                blob.extend(value.astype(value.dtype.newbyteorder("<")).tobytes())
+            layers.append({"op": layer.op, "name": layer.name, "inputs": list(layer.inputs),
+                           "output": layer.output, "params": layer.params, "arrays": arrays})
+        header = {
+            "name": self.name, "requant_mode": self.requant_mode, "input": self.input,
+            "output": self.output, "arena_size": self.arena_size,
+            "tensors": [{"name": t.name, "shape": list(t.shape), "scale": float(t.scale),
+                         "zero_point": int(t.zero_point), "offset": int(t.offset)}
+                        for t in self.tensors.values()],
+            "layers": layers,
+        }
+        if with_metadata:
+            header["metadata"] = self.metadata
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        return text, bytes(blob)
+
+    @property
+    def hash(self) -> str:
+        """16 hex digits identifying the integer computation (and what the device reports).
+
+        Metadata (provenance) is left out, so re-exporting the same model gives the same hash."""
+        header, blob = self._header_and_blob(with_metadata=False)
+        digest = hashlib.sha256()
+        digest.update(header)
+        digest.update(blob)
+        return digest.hexdigest()[:16]
+
+    def to_bytes(self) -> bytes:
+        header, blob = self._header_and_blob()
+        pad = b"\0" * (-(_PREAMBLE.size + len(header)) % _ALIGN)
+        body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(header) + len(pad)) + header + pad
+        body += blob
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a crash never leaves a half-written file under ``path``."""
+        write_atomic(Path(path), self.to_bytes())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def from_bytes(data: bytes, source: str = "model") -> QuantModel:
+    if len(data) < _PREAMBLE.size + 4:
+        raise ModelFileError(f"{source}: too short to be a tinyconv model ({len(data)} bytes)")
+    magic, version, _, header_len = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise ModelFileError(f"{source}: not a tinyconv model file (bad magic)")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{source}: model format version {version} was written by a newer "
+                             f"tinyconv; this one reads up to version {FORMAT_VERSION}")
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise ModelFileError(f"{source}: corrupt or truncated (CRC-32 mismatch)")
+    start = _PREAMBLE.size
+    try:
+        header = json.loads(data[start:start + header_len].rstrip(b"\0"))
+        blob = memoryview(data)[start + header_len:len(data) - 4]
+        tensors = {t["name"]: TensorSpec(t["name"], tuple(t["shape"]), t["scale"],
+                                         t["zero_point"], t["offset"]) for t in header["tensors"]}
+        layers = []
+        for item in header["layers"]:
+            arrays = {}
+            for key, meta in item["arrays"].items():
+                dtype = np.dtype(_DTYPES[meta["dtype"]]).newbyteorder("<")
+                count = int(np.prod(meta["shape"], dtype=np.int64))
+                end = meta["offset"] + count * dtype.itemsize
+                if meta["offset"] < 0 or end > len(blob):
+                    raise ModelFileError(f"{source}: array {item['name']}.{key} out of bounds")
+                arrays[key] = np.frombuffer(blob[meta["offset"]:end], dtype=dtype).astype(
+                    dtype.newbyteorder("=")).reshape(meta["shape"])
+            layers.append(Layer(item["op"], item["name"], item["inputs"], item["output"],
+                                item["params"], arrays))
+        model = QuantModel(header["name"], header["requant_mode"], tensors, layers,
+                           header["input"], header["output"], header["arena_size"],
+                           header.get("metadata", {}))
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"{source}: malformed model header ({exc})") from None
+    model.validate()
+    return model
+
+
+def load(path: str | os.PathLike) -> QuantModel:
+    """Read a ``.tcm`` file (or the ``model.tcm`` inside an export directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.tcm"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model {path}: {exc.strerror}") from None
+    return from_bytes(data, str(path))
