@@ -16,7 +16,8 @@ from runtime.errors import TinyconvError
 SUBCOMMAND_MODULES = (
     "export.cli",          # export
     "runtime.cli",         # run
-    "firmware_host.cli",   # build, verify, bench
+    "firmware_host.build", # build
+    "firmware_host.verify",  # verify
     "tinyconv.demo",       # demo
     "tinyconv.report",     # report
 )
