@@ -1,0 +1,129 @@
+"""The demo's steps, in order: data, training (cached), ONNX, export, device verification.
+
+Everything lands in one output directory, so each step can be inspected or rerun by hand:
+
+    OUT/convnet-<key>.npz   trained weights, reused when the training settings are the same
+    OUT/digits_convnet.onnx float model written from the numpy network
+    OUT/calibration.npz     x: training images used to calibrate the int8 ranges
+    OUT/test.npz            x, y: the whole test split (what is streamed to the device)
+    OUT/export/             tinyconv export's output (model.onnx, model.q.onnx, model.tcm, C)
+    OUT/verify.json         tinyconv verify's full report
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.model import write_atomic
+from tinyconv.demo.convnet import ConvNet, TrainConfig, train
+from tinyconv.demo.data import Digits, load_digits
+from tinyconv.demo.onnx_writer import onnxruntime_logits, save_onnx
+
+CALIBRATION_IMAGES = 256  # training images (never test images) that set the activation ranges
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def save_npz(path: Path, **arrays) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def trained_network(out_dir: Path, digits: Digits, config: TrainConfig, retrain: bool = False,
+                    say: Callable[[str], None] = _say) -> ConvNet:
+    """Train, or reuse the weights cached in ``out_dir`` for exactly these settings."""
+    cache = out_dir / f"convnet-{config.key()}.npz"
+    if cache.exists() and not retrain:
+        net, _ = ConvNet.load(cache)
+        say(f"training: reusing {cache} (delete it or pass --retrain to train again)")
+        return net
+    started = time.perf_counter()
+    interactive = sys.stdout.isatty()
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if interactive:
+            print(f"\rtraining: epoch {epoch}/{config.epochs}  loss {loss:.4f}", end="",
+                  flush=True)
+
+    net, log = train(digits.x_train, digits.y_train, config, on_epoch)
+    if interactive:
+        print()
+    say(f"training: {config.epochs} epochs of SGD on {len(digits.x_train)} images in "
+        f"{time.perf_counter() - started:.1f} s, final loss {log.losses[-1]:.4f}")
+    net.save(cache, config=config.key())
+    return net
+
+
+@dataclass
+class Prepared:
+    """What the steps before the device produced."""
+
+    digits: Digits
+    net: ConvNet
+    onnx_path: Path
+    calibration_path: Path
+    test_path: Path
+    float_accuracy: float  # numpy network on the test split
+
+
+def prepare(out_dir: Path, config: TrainConfig = TrainConfig(), retrain: bool = False,
+            say: Callable[[str], None] = _say) -> Prepared:
+    """Data, training, the float ONNX model and the .npz files, checked against each other."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    say(f"data: scikit-learn digits upsampled to {digits.x_test.shape[-1]}x"
+        f"{digits.x_test.shape[-1]}, {len(digits.x_train)} train / {len(digits.x_test)} test")
+    net = trained_network(out_dir, digits, config, retrain, say)
+    onnx_path = save_onnx(net, out_dir / "digits_convnet.onnx", side=digits.x_test.shape[-1])
+    numpy_logits = net.forward(digits.x_test)
+    ort_logits = onnxruntime_logits(onnx_path, digits.x_test)
+    worst = float(np.abs(ort_logits - numpy_logits).max())
+    say(f"onnx: wrote {onnx_path}; onnxruntime vs numpy logits: max |diff| {worst:.2e}")
+    calibration_path = out_dir / "calibration.npz"
+    save_npz(calibration_path, x=digits.x_train[:CALIBRATION_IMAGES])
+    test_path = out_dir / "test.npz"
+    save_npz(test_path, x=digits.x_test, y=digits.y_test)
+    accuracy = float((numpy_logits.argmax(axis=1) == digits.y_test).mean())
+    say(f"float accuracy (numpy network, test split): {100 * accuracy:.2f}%")
+    return Prepared(digits, net, onnx_path, calibration_path, test_path, accuracy)
+
+
+def export_model(prepared: Prepared, export_dir: Path, requant: str,
+                 say: Callable[[str], None] = _say):
+    """Calibrate on training images, quantize (per-channel, minmax) and write ``export_dir``."""
+    import export
+
+    calibration = prepared.digits.x_train[:CALIBRATION_IMAGES]
+    result = export.from_onnx(str(prepared.onnx_path), calibration, requant=requant,
+                              name="digits")
+    result.save(export_dir)
+    say(f"export: int8 per-channel, {requant} requantization -> {export_dir}")
+    return result
+
+
+def run(out_dir: Path, device: str = "host", requant: str = "fixed",
+        config: TrainConfig = TrainConfig(), retrain: bool = False) -> int:
+    """The whole demo; returns the verify step's exit status."""
+    from firmware_host.verify import verify
+
+    started = time.perf_counter()
+    prepared = prepare(out_dir, config, retrain)
+    export_dir = out_dir / "export"
+    export_model(prepared, export_dir, requant)
+    _say(f"device: {device}, streaming {len(prepared.digits.x_test)} test images over serial")
+    result = verify(export_dir, prepared.digits.x_test, labels=prepared.digits.y_test,
+                    device=device, json_path=out_dir / "verify.json", progress=True)
+    result.print_summary()
+    _say(f"demo finished in {time.perf_counter() - started:.1f} s; pictures and accuracy "
+         f"tables: tinyconv report {export_dir} --input {prepared.test_path} --labels "
+         f"--out {out_dir / 'report'}")
+    return result.exit_status
