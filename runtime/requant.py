@@ -100,12 +100,16 @@ class Requant:
         return int((self.multiplier if self.mode == "fixed" else self.scale).size)
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
-        """Scale an accumulator (channels on the last axis) to int64 output units, unclamped,
-        before the output zero point is added."""
-        acc = np.asarray(acc, dtype=np.int64)
+        """Scale an accumulator (channels on the last axis) to output units, unclamped, before
+        the output zero point is added: int64 in fixed mode, integer-valued float32 in float mode.
+
+        ``acc`` holds integers; a float array is accepted when its values are exact integers
+        (the fast kernels accumulate in float32/float64 where that is provably exact)."""
+        acc = np.asarray(acc)
         if self.mode == "float":
-            product = acc.astype(np.float32) * self.scale
-            return np.rint(product).astype(np.int64)
+            # float32(acc) rounds like onnxruntime's int32 -> float conversion
+            return np.rint(acc.astype(np.float32) * self.scale)
+        acc = acc.astype(np.int64)
         multiplier = self.multiplier.astype(np.int64)
         shift = self.shift.astype(np.int64)
         if self.rounding == "single":
@@ -125,5 +129,6 @@ def requantize(acc: np.ndarray, rq: Requant, output_zero_point: int,
                act_range: tuple[int, int] = (-128, 127)) -> np.ndarray:
     """int32 accumulators -> int8: scale, add the output zero point, clamp to the activation
     range (a fused ReLU/ReLU6 is just a narrower range)."""
-    out = rq.apply(acc) + int(output_zero_point)
+    out = rq.apply(acc)
+    out += int(output_zero_point)
     return np.clip(out, act_range[0], act_range[1]).astype(np.int8)

@@ -1,0 +1,562 @@
+"""The int8 kernels: bit-exact, vectorized, and the arithmetic every other executor must match.
+
+Activations are int8 NHWC ``[N, H, W, C]``, conv weights int8 OHWI ``[M, KH, KW, C // groups]``.
+Each op exists in two requantization modes (see runtime/requant.py and docs/ARITHMETIC.md):
+``fixed`` follows TensorFlow Lite Micro's int8 reference kernels, ``float`` follows
+onnxruntime's CPU kernels. The slow loop versions in runtime/reference.py are the oracle for
+the code here.
+
+Ops whose constants are not a plain per-channel requantization (average pool, global average
+pool, add) take a ``consts`` dict made once by ``avg_pool_constants``,
+``global_avg_pool_constants`` or ``add_constants``. That dict is exactly what export/ stores in
+``Layer.arrays`` and what the C generator copies: its keys are documented in docs/ARITHMETIC.md.
+
+Speed: integer products summed in float32 are exact while every partial sum stays below 2**24,
+so convolutions run as float32 GEMMs (BLAS) whenever a bound computed from the weights proves
+it, and split the reduction into exact chunks when it cannot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.requant import INT32_MAX, MODES, Requant, quantize_multiplier, requantize
+
+__all__ = [
+    "Requant", "ConvPlan", "plan_conv2d", "conv2d", "fully_connected", "max_pool2d",
+    "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
+    "add_constants", "quantize", "dequantize", "output_size",
+]
+
+INT8_MIN, INT8_MAX = -128, 127
+_EXACT_F32 = 2**24  # integers below this magnitude are exact in float32
+ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 add: inputs are scaled up by 2**20 first
+
+
+# -- argument checking ---------------------------------------------------------------------------
+
+def _int8(name: str, array, ndim: int | None = None) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype != np.int8:
+        raise ValueError(f"{name} must be int8, got {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {array.shape}")
+    return array
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    values = tuple(int(v) for v in np.broadcast_to(np.asarray(value), (2,)))
+    if min(values) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return values
+
+
+def _pads(padding) -> tuple[int, int, int, int]:
+    pads = tuple(int(p) for p in padding)
+    if len(pads) != 4:
+        raise ValueError(f"padding must be (top, left, bottom, right), got {padding!r}")
+    return pads
+
+
+def _zero_point(name: str, value) -> int:
+    value = int(value)
+    if not INT8_MIN <= value <= INT8_MAX:
+        raise ValueError(f"{name} must lie in [-128, 127], got {value}")
+    return value
+
+
+def _act_range(act_range) -> tuple[int, int]:
+    low, high = (int(v) for v in act_range)
+    if not INT8_MIN <= low <= high <= INT8_MAX:
+        raise ValueError(f"act_range must satisfy -128 <= min <= max <= 127, got {act_range!r}")
+    return low, high
+
+
+def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                dilation: int = 1) -> int:
+    """Output length along one axis (floor mode; ceil mode is extra padding after)."""
+    span = (kernel - 1) * dilation + 1
+    return (size + pad_before + pad_after - span) // stride + 1
+
+
+def _pad_nhwc(x: np.ndarray, pads, value) -> np.ndarray:
+    """Pad (or, for negative pads, crop) H and W with ``value``."""
+    top, left, bottom, right = pads
+    x = x[:, max(-top, 0):x.shape[1] - max(-bottom, 0), max(-left, 0):x.shape[2] - max(-right, 0)]
+    widths = ((0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)), (0, 0))
+    if any(w != (0, 0) for w in widths):
+        x = np.pad(x, widths, constant_values=value)
+    return x
+
+
+def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
+    """Yield ``(ky, kx, view)``: the input tap (ky, kx) of every output position, as a strided
+    view ``[N, OH, OW, C]`` of the padded input, in row-major tap order."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            yield ky, kx, xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw, :]
+
+
+def _spatial(x, kernel, stride, padding, dilation=(1, 1)):
+    kh, kw = kernel
+    pt, pl, pb, pr = padding
+    oh = output_size(x.shape[1], kh, stride[0], pt, pb, dilation[0])
+    ow = output_size(x.shape[2], kw, stride[1], pl, pr, dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel {kernel} does not fit input {x.shape[1:3]} with padding "
+                         f"{padding} (output would be {oh}x{ow})")
+    return oh, ow
+
+
+# -- convolution and fully connected -------------------------------------------------------------
+
+def _exact_chunks(w_abs_sum_max: int, k: int) -> int:
+    """How many float32 GEMMs the K reduction must be split into so every partial sum is exact.
+
+    ``|x| <= 128`` for int8 inputs, so a chunk is exact when ``128 * sum|w| < 2**24``."""
+    if 128 * w_abs_sum_max < _EXACT_F32:
+        return 1
+    per_chunk = _EXACT_F32 // (128 * 127) - 1  # worst case |w| = 127 (or 128)
+    return -(-k // per_chunk)
+
+
+@dataclass(eq=False)
+class ConvPlan:
+    """Weights preprocessed once for ``conv2d``: float32 GEMM matrices, the input zero point
+    folded into the bias, and the exactness/overflow analysis. Call it with an int8 input."""
+
+    weights_shape: tuple[int, int, int, int]
+    groups: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    input_zero_point: int
+    output_zero_point: int
+    act_range: tuple[int, int]
+    rq: Requant
+    matrices: np.ndarray  # float32 [G, KH*KW*Cg, Mg], or [KH, KW, C, k] for depthwise
+    bias: np.ndarray  # int64 [M]: bias - input_zero_point * sum(w) (the input is padded with zp)
+    chunks: int
+    depthwise: bool
+    acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = _int8("x", x, 4)
+        m, kh, kw, cg = self.weights_shape
+        if x.shape[3] != cg * self.groups:
+            raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
+                             f"groups = {cg * self.groups}")
+        oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
+        xp = _pad_nhwc(x, self.padding, self.input_zero_point).astype(np.float32)
+        if self.depthwise:
+            acc = self._depthwise(xp, (oh, ow))
+        else:
+            acc = self._gemm(xp, (oh, ow))
+        acc = acc.reshape(x.shape[0], oh, ow, m)
+        if self.acc_fits_f32:
+            acc += self.bias.astype(np.float32)
+        else:
+            acc = acc.astype(np.float64) + self.bias
+        return requantize(acc, self.rq, self.output_zero_point, self.act_range)
+
+    def _columns(self, xp, out_hw):
+        _, kh, kw, _ = self.weights_shape
+        n, c = xp.shape[0], xp.shape[3]
+        if (kh, kw) == (1, 1) and self.stride == (1, 1):
+            return xp.reshape(n * out_hw[0] * out_hw[1], c)
+        cols = np.empty((n, out_hw[0], out_hw[1], kh, kw, c), np.float32)
+        for ky, kx, view in _windows(xp, (kh, kw), self.stride, self.dilation, out_hw):
+            cols[:, :, :, ky, kx, :] = view
+        return cols.reshape(n * out_hw[0] * out_hw[1], kh * kw * c)
+
+    def _gemm(self, xp, out_hw):
+        cols = self._columns(xp, out_hw)
+        g = self.groups
+        if g > 1:
+            rows = cols.shape[0]
+            cg = self.weights_shape[3]
+            cols = cols.reshape(rows, -1, g, cg).transpose(2, 0, 1, 3).reshape(g, rows, -1)
+        else:
+            cols = cols[None]
+        k = cols.shape[2]
+        if self.chunks == 1:
+            acc = np.matmul(cols, self.matrices)
+        else:
+            step = -(-k // self.chunks)
+            acc = np.zeros((g, cols.shape[1], self.matrices.shape[2]), np.float64)
+            for start in range(0, k, step):
+                acc += np.matmul(cols[:, :, start:start + step],
+                                 self.matrices[:, start:start + step])
+        if g > 1:
+            acc = acc.transpose(1, 0, 2).reshape(acc.shape[1], -1)
+        else:
+            acc = acc[0]
+        return acc
+
+    def _depthwise(self, xp, out_hw):
+        kh, kw, c, k = self.matrices.shape
+        n = xp.shape[0]
+        acc = np.zeros((n, out_hw[0], out_hw[1], c, k), np.float32)
+        for ky, kx, view in _windows(xp, (kh, kw), self.stride, self.dilation, out_hw):
+            if k == 1:
+                acc[..., 0] += view * self.matrices[ky, kx, :, 0]
+            else:
+                acc += view[..., None] * self.matrices[ky, kx]
+        return acc
+
+
+def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, stride=(1, 1),
+                padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+                act_range=(INT8_MIN, INT8_MAX)) -> ConvPlan:
+    """Check and preprocess a convolution's weights once; the plan then runs any batch."""
+    w = _int8("w", w, 4)
+    m, kh, kw, cg = w.shape
+    groups = int(groups)
+    if groups < 1 or m % groups:
+        raise ValueError(f"groups={groups} must divide the {m} output channels of w")
+    if bias is None:
+        bias = np.zeros(m, np.int32)
+    bias = np.asarray(bias)
+    if bias.dtype != np.int32 or bias.shape != (m,):
+        raise ValueError(f"bias must be int32 [{m}], got {bias.dtype} {bias.shape}")
+    if not isinstance(rq, Requant):
+        raise ValueError(f"rq must be a Requant, got {type(rq).__name__}")
+    if rq.channels not in (1, m):
+        raise ValueError(f"rq has {rq.channels} channels, w has {m} output channels")
+    zp = _zero_point("input_zero_point", input_zero_point)
+    w64 = w.reshape(m, -1).astype(np.int64)
+    abs_sum = np.abs(w64).sum(axis=1)
+    bias64 = bias.astype(np.int64) - zp * w64.sum(axis=1)
+    bound = int((255 * abs_sum + np.abs(bias.astype(np.int64))).max(initial=0))
+    if bound > INT32_MAX:
+        raise ValueError(f"w: accumulator could overflow int32 (bound {bound}); "
+                         "use fewer input channels or smaller weights")
+    depthwise = cg == 1 and groups > 1
+    if depthwise:
+        k = m // groups
+        matrices = w.reshape(groups, k, kh, kw).transpose(2, 3, 0, 1).astype(np.float32)
+    else:
+        mg = m // groups
+        matrices = np.ascontiguousarray(
+            w.reshape(groups, mg, kh * kw * cg).transpose(0, 2, 1).astype(np.float32))
+    max_abs = int(abs_sum.max(initial=0))
+    chunks = _exact_chunks(max_abs, kh * kw * cg)
+    if depthwise and chunks > 1:  # a depthwise tap sum is tiny; never happens for real kernels
+        raise ValueError(f"w: depthwise kernel {kh}x{kw} too large for exact accumulation")
+    acc_bound = 128 * max_abs + int(np.abs(bias64).max(initial=0))
+    return ConvPlan((m, kh, kw, cg), groups, _pair("stride", stride), _pair("dilation", dilation),
+                    _pads(padding), zp, _zero_point("output_zero_point", output_zero_point),
+                    _act_range(act_range), rq, matrices, bias64, chunks, depthwise,
+                    chunks == 1 and acc_bound < _EXACT_F32)
+
+
+def conv2d(x, w, bias, rq: Requant, *, input_zero_point, output_zero_point, stride=(1, 1),
+           padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+           act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """int8 NHWC convolution -> int8 ``[N, OH, OW, M]``. ``padding`` is (top, left, bottom,
+    right); ``groups == C`` with ``M = C * k`` is depthwise with channel multiplier k."""
+    plan = plan_conv2d(w, bias, rq, input_zero_point=input_zero_point,
+                       output_zero_point=output_zero_point, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, act_range=act_range)
+    return plan(x)
+
+
+def plan_fully_connected(w, bias, rq: Requant, *, input_zero_point, output_zero_point,
+                         act_range=(INT8_MIN, INT8_MAX)) -> ConvPlan:
+    """A fully connected layer is a 1x1 convolution over a 1x1 image with K channels."""
+    w = _int8("w", w, 2)
+    return plan_conv2d(w[:, None, None, :], bias, rq, input_zero_point=input_zero_point,
+                       output_zero_point=output_zero_point, act_range=act_range)
+
+
+def fully_connected(x, w, bias, rq: Requant, *, input_zero_point, output_zero_point,
+                    act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """``x`` int8 ``[N, ...]`` (flattened in NHWC order), ``w`` int8 ``[M, K]`` -> ``[N, M]``."""
+    x = _int8("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x must be [N, ...] with a batch axis, got shape {x.shape}")
+    w = _int8("w", w, 2)
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[1] != w.shape[1]:
+        raise ValueError(f"x has {flat.shape[1]} features per sample but w expects {w.shape[1]}")
+    plan = plan_fully_connected(w, bias, rq, input_zero_point=input_zero_point,
+                                output_zero_point=output_zero_point, act_range=act_range)
+    return plan(flat[:, None, None, :]).reshape(x.shape[0], w.shape[0])
+
+
+# -- pooling -------------------------------------------------------------------------------------
+
+def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
+               act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Max over the window's taps inside the image (padding never wins). Output quantization
+    equals the input's, in both modes."""
+    x = _int8("x", x, 4)
+    kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
+    low, high = _act_range(act_range)
+    out_hw = _spatial(x, kernel, stride, padding)
+    xp = _pad_nhwc(x, padding, INT8_MIN)
+    out = None
+    for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
+        out = view.copy() if out is None else np.maximum(out, view, out=out)
+    return np.clip(out, low, high).astype(np.int8)
+
+
+def _const(consts: dict, key: str, dtype) -> np.ndarray:
+    try:
+        value = np.asarray(consts[key])
+    except KeyError:
+        raise ValueError(f"consts is missing {key!r} (make it with the *_constants function)")
+    if value.dtype != dtype:
+        raise ValueError(f"consts[{key!r}] must be {np.dtype(dtype).name}, got {value.dtype}")
+    return value
+
+
+def _is_fixed(consts: dict) -> bool:
+    return "multiplier" in consts
+
+
+def _scalar_i32(value) -> np.ndarray:
+    return np.array([int(value)], np.int32)
+
+
+def _scalar_f32(value) -> np.ndarray:
+    return np.array([value], np.float32)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _fixed_rescale(x_scale, y_scale) -> tuple[np.ndarray, np.ndarray]:
+    multiplier, shift = quantize_multiplier(float(np.float32(x_scale)) / float(np.float32(y_scale)))
+    return _scalar_i32(multiplier), _scalar_i32(shift)
+
+
+def _same_quantization(x_scale, x_zp, y_scale, y_zp) -> bool:
+    return np.float32(x_scale) == np.float32(y_scale) and int(x_zp) == int(y_zp)
+
+
+def avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, kernel,
+                       mode: str) -> dict[str, np.ndarray]:
+    """Constants for ``avg_pool2d`` (see docs/ARITHMETIC.md for each key)."""
+    _check_mode(mode)
+    kh, kw = _pair("kernel", kernel)
+    consts = {"input_zero_point": _scalar_i32(_zero_point("x_zero_point", x_zero_point)),
+              "output_zero_point": _scalar_i32(_zero_point("y_zero_point", y_zero_point))}
+    if mode == "fixed":
+        consts["multiplier"], consts["shift"] = _fixed_rescale(x_scale, y_scale)
+        consts["rescale"] = _scalar_i32(
+            not _same_quantization(x_scale, x_zero_point, y_scale, y_zero_point))
+    else:
+        consts["x_scale"] = _scalar_f32(x_scale)
+        consts["y_scale"] = _scalar_f32(y_scale)
+        consts["global_scale"] = _global_scale(x_scale, y_scale, kh * kw)
+    return consts
+
+
+def _global_scale(x_scale, y_scale, count: int) -> np.ndarray:
+    """onnxruntime's ``x_scale / (y_scale * count)``, in float32, in that order."""
+    return _scalar_f32(np.float32(x_scale) / (np.float32(y_scale) * np.float32(count)))
+
+
+def _rounding_divide(acc: np.ndarray, count) -> np.ndarray:
+    """TFLite's integer average: divide rounding half away from zero (C truncating division)."""
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
+
+
+def _fixed_mean(acc_centered: np.ndarray, count, consts: dict) -> np.ndarray:
+    """TFLite's int8 MEAN: rescale the zero-centered sum, then divide by the count rounding
+    half away from zero, then add the output zero point."""
+    rq = Requant.fixed(_const(consts, "multiplier", np.int32), _const(consts, "shift", np.int32))
+    return _rounding_divide(rq.apply(acc_centered), count) + int(consts["output_zero_point"][0])
+
+
+def _float_global(raw_sum: np.ndarray, count: int, scale: np.float32, x_zp: int, y_zp: int):
+    """onnxruntime's QLinearGlobalAveragePool: ``rint(float32(sum - zp * count) * scale)``."""
+    acc = (raw_sum - x_zp * count).astype(np.float32)
+    return np.rint(acc * scale) + y_zp
+
+
+def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
+               count_include_pad: bool = False, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Average pool. ``fixed``: TFLite's rounding division by the count (no rescale when input
+    and output quantization are equal). ``float``: onnxruntime's QLinearAveragePool."""
+    x = _int8("x", x, 4)
+    kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
+    low, high = _act_range(act_range)
+    oh, ow = _spatial(x, kernel, stride, padding)
+    x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
+    y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
+    n, h, w, c = x.shape
+    kh, kw = kernel
+    # Valid-tap counts per output position (rows x cols of the window inside the image).
+    rows = np.clip(np.arange(oh) * stride[0] - padding[0], 0, h)
+    rows = np.clip(np.arange(oh) * stride[0] - padding[0] + kh, 0, h) - rows
+    cols = np.clip(np.arange(ow) * stride[1] - padding[1], 0, w)
+    cols = np.clip(np.arange(ow) * stride[1] - padding[1] + kw, 0, w) - cols
+    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    count = np.int64(kh * kw) if count_include_pad else valid
+
+    if _is_fixed(consts):
+        rescale = int(_const(consts, "rescale", np.int32)[0])
+        if rescale:  # sum of (x - zp); padding contributes 0
+            xp = _pad_nhwc(x.astype(np.int32) - x_zp, padding, 0)
+        else:  # raw sum as TFLite does; counted padding holds the zero point
+            xp = _pad_nhwc(x.astype(np.int32), padding, x_zp if count_include_pad else 0)
+        acc = np.zeros((n, oh, ow, c), np.int64)
+        for _, _, view in _windows(xp, kernel, stride, (1, 1), (oh, ow)):
+            acc += view
+        out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
+        return np.clip(out, low, high).astype(np.int8)
+
+    x_scale = _const(consts, "x_scale", np.float32)[0]
+    y_scale = _const(consts, "y_scale", np.float32)[0]
+    if (kh, kw) == (h, w) and padding == (0, 0, 0, 0):
+        # onnxruntime runs a whole-image window without padding as a global average pool
+        raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+        scale = _const(consts, "global_scale", np.float32)[0]
+        out = _float_global(raw, h * w, scale, x_zp, y_zp)
+        return np.clip(out, low, high).astype(np.int8)
+    xf = _pad_nhwc(x_scale * (x.astype(np.float32) - np.float32(x_zp)), padding, 0)
+    total = np.zeros((n, oh, ow, c), np.float32)
+    for _, _, view in _windows(xf, kernel, stride, (1, 1), (oh, ow)):
+        total += view  # row-major tap order, as onnxruntime sums; padding adds +0.0 exactly
+    mean = total / count.astype(np.float32)
+    out = np.rint(mean / y_scale + np.float32(y_zp))
+    return np.clip(out, low, high).astype(np.int8)
+
+
+def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spatial,
+                              mode: str) -> dict[str, np.ndarray]:
+    """Constants for ``global_avg_pool`` over an input of ``spatial = (H, W)``."""
+    _check_mode(mode)
+    height, width = _pair("spatial", spatial)
+    count = height * width
+    consts = {"input_zero_point": _scalar_i32(_zero_point("x_zero_point", x_zero_point)),
+              "output_zero_point": _scalar_i32(_zero_point("y_zero_point", y_zero_point)),
+              "count": _scalar_i32(count)}
+    if mode == "fixed":
+        consts["multiplier"], consts["shift"] = _fixed_rescale(x_scale, y_scale)
+    else:
+        consts["scale"] = _global_scale(x_scale, y_scale, count)
+    return consts
+
+
+def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Mean over H and W -> ``[N, 1, 1, C]``. ``fixed``: TFLite's int8 MEAN; ``float``:
+    onnxruntime's QLinearGlobalAveragePool."""
+    x = _int8("x", x, 4)
+    low, high = _act_range(act_range)
+    count = x.shape[1] * x.shape[2]
+    if int(_const(consts, "count", np.int32)[0]) != count:
+        raise ValueError(f"consts were made for {int(consts['count'][0])} positions but x has "
+                         f"{x.shape[1]}x{x.shape[2]} = {count}")
+    x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
+    y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
+    raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+    if _is_fixed(consts):
+        out = _fixed_mean(raw - x_zp * count, count, consts)
+    else:
+        out = _float_global(raw, count, _const(consts, "scale", np.float32)[0], x_zp, y_zp)
+    return np.clip(out, low, high).astype(np.int8)
+
+
+# -- add -----------------------------------------------------------------------------------------
+
+def add_constants(a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_point,
+                  mode: str) -> dict[str, np.ndarray]:
+    """Constants for ``add`` (see docs/ARITHMETIC.md for each key)."""
+    _check_mode(mode)
+    zps = [_zero_point(n, v) for n, v in (("a_zero_point", a_zero_point),
+                                          ("b_zero_point", b_zero_point),
+                                          ("y_zero_point", y_zero_point))]
+    a_scale, b_scale, y_scale = (np.float32(s) for s in (a_scale, b_scale, y_scale))
+    if mode == "fixed":  # TFLite's PrepareGeneralSubOp / add.cc, in double
+        twice_max = 2.0 * max(float(a_scale), float(b_scale))
+        consts = {"a_zero_point": _scalar_i32(zps[0]), "b_zero_point": _scalar_i32(zps[1]),
+                  "output_zero_point": _scalar_i32(zps[2]),
+                  "left_shift": _scalar_i32(ADD_LEFT_SHIFT)}
+        for prefix, real in (("a_", float(a_scale) / twice_max), ("b_", float(b_scale) / twice_max),
+                             ("", twice_max / ((1 << ADD_LEFT_SHIFT) * float(y_scale)))):
+            multiplier, shift = quantize_multiplier(real)
+            consts[prefix + "multiplier"] = _scalar_i32(multiplier)
+            consts[prefix + "shift"] = _scalar_i32(shift)
+        return consts
+    a_ratio = a_scale / y_scale  # float32, as onnxruntime's QLinearAdd computes them
+    b_ratio = b_scale / y_scale
+    offset = np.float32(zps[2]) - (a_ratio * np.float32(zps[0]) + b_ratio * np.float32(zps[1]))
+    return {"a_scale": _scalar_f32(a_ratio), "b_scale": _scalar_f32(b_ratio),
+            "offset": _scalar_f32(offset)}
+
+
+def fma_f32(a: np.ndarray, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``a * b + c`` with one rounding, like the FMA instruction.
+
+    The product of two float32 is exact in float64; the float64 sum is made round-to-odd (its
+    exact error is found by TwoSum), and a round-to-odd result with 29 spare bits rounds to
+    float32 exactly as the single-rounded FMA would."""
+    p = np.asarray(a, np.float32).astype(np.float64) * np.float64(np.float32(b))
+    c = np.asarray(c, np.float32).astype(np.float64)
+    s = p + c
+    t = s - p
+    err = (p - (s - t)) + (c - t)
+    even = (s.view(np.int64) & 1) == 0
+    fix = (err != 0) & even
+    if fix.any():
+        s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+def add(a, b, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Elementwise int8 add with its own input and output quantization. ``fixed``: TFLite's
+    int8 add (inputs scaled up by ``2**left_shift``, rescaled, summed, rescaled). ``float``:
+    onnxruntime's QLinearAdd as its AVX2 kernel computes it (two fused multiply-adds)."""
+    a = _int8("a", a)
+    b = _int8("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    low, high = _act_range(act_range)
+    if _is_fixed(consts):
+        shift = int(_const(consts, "left_shift", np.int32)[0])
+        scaled = []
+        for prefix, x in (("a_", a), ("b_", b)):
+            zp = int(_const(consts, prefix + "zero_point", np.int32)[0])
+            rq = Requant.fixed(_const(consts, prefix + "multiplier", np.int32),
+                               _const(consts, prefix + "shift", np.int32))
+            scaled.append(rq.apply((x.astype(np.int64) - zp) << shift))
+        total = scaled[0] + scaled[1]
+        out_rq = Requant.fixed(_const(consts, "multiplier", np.int32),
+                               _const(consts, "shift", np.int32))
+        out = out_rq.apply(total) + int(_const(consts, "output_zero_point", np.int32)[0])
+        return np.clip(out, low, high).astype(np.int8)
+    partial = fma_f32(b.astype(np.float32), _const(consts, "b_scale", np.float32)[0],
+                      _const(consts, "offset", np.float32)[0])
+    value = fma_f32(a.astype(np.float32), consts["a_scale"][0], partial)
+    out = np.rint(value)
+    return np.clip(out, low, high).astype(np.int8)
+
+
+# -- quantize / dequantize -----------------------------------------------------------------------
+
+def quantize(x, scale, zero_point) -> np.ndarray:
+    """float -> int8 as onnxruntime's QuantizeLinear: ``clamp(rint(x / scale) + zp)`` in float32
+    (division, round half to even)."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.float32(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    zp = _zero_point("zero_point", zero_point)
+    q = np.rint(np.clip(x / scale, np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp)))
+    return (q + zp).astype(np.int8)
+
+
+def dequantize(q, scale, zero_point) -> np.ndarray:
+    """int8 -> float32 as onnxruntime's DequantizeLinear: ``float32(q - zp) * scale``."""
+    q = _int8("q", q)
+    zp = _zero_point("zero_point", zero_point)
+    return (q.astype(np.float32) - np.float32(zp)) * np.float32(scale)
