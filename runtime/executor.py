@@ -1,0 +1,101 @@
+"""Run a ``QuantModel`` over a batch of int8 inputs with runtime/'s kernels.
+
+Each layer's weights are preprocessed once per model object (a ``kernels.ConvPlan``), not once
+per call: a dataset streamed in batches pays for it once. The cache lives beside the model, keyed
+by the model's identity and checked against each weight array's identity, so a model edited in
+place is re-planned rather than run with stale weights.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from runtime import kernels
+from runtime.model import Layer, QuantModel
+
+_plans: dict[int, dict[int, tuple[int, kernels.ConvPlan]]] = {}
+
+
+def _model_plans(model: QuantModel) -> dict:
+    key = id(model)
+    if key not in _plans:
+        _plans[key] = {}
+        weakref.finalize(model, _plans.pop, key, None)
+    return _plans[key]
+
+
+def _plan(model: QuantModel, index: int, layer: Layer) -> kernels.ConvPlan:
+    cache = _model_plans(model)
+    weights = layer.arrays["weights"]
+    cached = cache.get(index)
+    if cached is not None and cached[0] == id(weights):
+        return cached[1]
+    p = layer.params
+    common = dict(input_zero_point=model.tensors[layer.inputs[0]].zero_point,
+                  output_zero_point=model.tensors[layer.output].zero_point,
+                  act_range=(p.get("act_min", -128), p.get("act_max", 127)))
+    if layer.op == "conv2d":
+        plan = kernels.plan_conv2d(weights, layer.arrays.get("bias"), layer.requant(),
+                                   stride=p.get("stride", (1, 1)),
+                                   padding=p.get("padding", (0, 0, 0, 0)),
+                                   dilation=p.get("dilation", (1, 1)),
+                                   groups=p.get("groups", 1), **common)
+    else:
+        plan = kernels.plan_fully_connected(weights, layer.arrays.get("bias"), layer.requant(),
+                                            **common)
+    cache[index] = (id(weights), plan)
+    return plan
+
+
+def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.ndarray:
+    p = layer.params
+    act = (p.get("act_min", -128), p.get("act_max", 127))
+    x = values[layer.inputs[0]]
+    if layer.op == "conv2d":
+        return _plan(model, index, layer)(x)
+    if layer.op == "fully_connected":
+        flat = x.reshape(x.shape[0], -1)
+        return _plan(model, index, layer)(flat[:, None, None, :]).reshape(x.shape[0], -1)
+    if layer.op == "max_pool2d":
+        return kernels.max_pool2d(x, p["kernel"], stride=p.get("stride", p["kernel"]),
+                                  padding=p.get("padding", (0, 0, 0, 0)), act_range=act)
+    if layer.op == "avg_pool2d":
+        return kernels.avg_pool2d(x, p["kernel"], layer.arrays,
+                                  stride=p.get("stride", p["kernel"]),
+                                  padding=p.get("padding", (0, 0, 0, 0)),
+                                  count_include_pad=bool(p.get("count_include_pad", False)),
+                                  act_range=act)
+    if layer.op == "global_avg_pool":
+        return kernels.global_avg_pool(x, layer.arrays, act_range=act)
+    if layer.op == "add":
+        return kernels.add(x, values[layer.inputs[1]], layer.arrays, act_range=act)
+    raise ValueError(f"layer {layer.name!r}: unknown op {layer.op!r}")
+
+
+def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):
+    """Execute ``model`` on ``x_int8`` ``[N, *input_shape]``; returns the int8 output
+    ``[N, *output_shape]``, and with ``collect=True`` also a dict of every tensor by name
+    (the input included), for per-layer comparison."""
+    x = np.asarray(x_int8)
+    spec = model.input_spec
+    if x.dtype != np.int8:
+        raise ValueError(f"x_int8 must be int8, got {x.dtype}")
+    if tuple(x.shape[1:]) != tuple(spec.shape):
+        raise ValueError(f"x_int8 must be [N, {', '.join(map(str, spec.shape))}], "
+                         f"got shape {x.shape}")
+    values = {model.input: x}
+    for index, layer in enumerate(model.layers):
+        out = _run_layer(model, index, layer, values)
+        values[layer.output] = out.reshape((x.shape[0],) + tuple(model.tensors[layer.output].shape))
+        if not collect:
+            _release(model, index, values)
+    y = values[model.output]
+    return (y, values) if collect else y
+
+
+def _release(model: QuantModel, index: int, values: dict) -> None:
+    """Drop tensors no later layer reads, so large batches keep only live activations."""
+    later = {name for layer in model.layers[index + 1:] for name in layer.inputs}
+    for name in [n for n in values if n not in later and n != model.output]:
+        del values[name]

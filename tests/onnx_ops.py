@@ -1,0 +1,123 @@
+"""Tiny one-node ONNX graphs run by onnxruntime: the independent oracle for ``float`` mode.
+
+Each function takes NHWC int8 tensors like ``runtime.kernels`` does, builds the equivalent
+onnxruntime graph (NCHW), runs it on one thread and returns NHWC int8 again.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+MS = "com.microsoft"
+
+
+def _tensor(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _run(node, inputs: dict, initializers: list, out_type=TensorProto.INT8, opset=13):
+    graph_inputs = [helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+        for name, value in inputs.items()]
+    graph = helper.make_graph([node], "g", graph_inputs,
+                              [helper.make_tensor_value_info("y", out_type, None)],
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return session.run(["y"], inputs)[0]
+
+
+def nchw(x):
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def qlinear_conv(x, x_scale, x_zp, w, w_scales, y_scale, y_zp, bias=None, *, stride=(1, 1),
+                 padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """``w`` OHWI int8, ``w_scales`` float32 [M] or scalar."""
+    w_oihw = np.ascontiguousarray(w.transpose(0, 3, 1, 2))
+    w_scales = np.asarray(w_scales, np.float32)
+    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
+             _tensor("w", w_oihw), _tensor("ws", w_scales),
+             _tensor("wz", np.zeros(w_scales.shape, np.int8)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+    if bias is not None:
+        inits.append(_tensor("b", np.asarray(bias, np.int32)))
+        names.append("b")
+    node = helper.make_node("QLinearConv", names, ["y"], strides=list(stride),
+                            pads=list(padding), dilations=list(dilation), group=groups,
+                            kernel_shape=list(w.shape[1:3]))
+    return nhwc(_run(node, {"x": nchw(x)}, inits))
+
+
+def qlinear_matmul(x, x_scale, x_zp, w, w_scales, y_scale, y_zp):
+    """``x`` int8 [N, K], ``w`` int8 [M, K] (our layout); y int8 [N, M]. No bias."""
+    w_scales = np.asarray(w_scales, np.float32)
+    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
+             _tensor("w", np.ascontiguousarray(w.T)), _tensor("ws", w_scales),
+             _tensor("wz", np.zeros(w_scales.shape, np.int8)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    return _run(node, {"x": x}, inits)
+
+
+def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
+    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
+             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    node = helper.make_node("QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"],
+                            domain=MS)
+    return _run(node, {"a": a, "b": b}, inits)
+
+
+def qlinear_average_pool(x, x_scale, x_zp, y_scale, y_zp, kernel, *, stride, padding,
+                         count_include_pad):
+    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    node = helper.make_node("QLinearAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                            domain=MS, kernel_shape=list(kernel), strides=list(stride),
+                            pads=list(padding), count_include_pad=int(count_include_pad))
+    return nhwc(_run(node, {"x": nchw(x)}, inits))
+
+
+def qlinear_global_average_pool(x, x_scale, x_zp, y_scale, y_zp):
+    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                            domain=MS, channels_last=0)
+    return nhwc(_run(node, {"x": nchw(x)}, inits))
+
+
+def max_pool(x, kernel, *, stride, padding):
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(kernel),
+                            strides=list(stride), pads=list(padding))
+    return nhwc(_run(node, {"x": nchw(x)}, []))
+
+
+def quantize_linear(x, scale, zp):
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
+    return _run(node, {"x": np.asarray(x, np.float32)},
+                [_tensor("s", np.float32(scale)), _tensor("z", np.int8(zp))])
+
+
+def dequantize_linear(q, scale, zp):
+    node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])
+    return _run(node, {"q": q}, [_tensor("s", np.float32(scale)), _tensor("z", np.int8(zp))],
+                out_type=TensorProto.FLOAT)
+
+
+__all__ = ["onnx", "qlinear_conv", "qlinear_matmul", "qlinear_add", "qlinear_average_pool",
+           "qlinear_global_average_pool", "max_pool", "quantize_linear", "dequantize_linear",
+           "nchw", "nhwc"]
