@@ -1,0 +1,298 @@
+"""A client for the device protocol over any pyserial URL (a /dev path, a pty path,
+``socket://host:port``, ``rfc2217://...``).
+
+``Link.infer_many`` keeps a bounded window of INFER requests in flight, so the link carries the
+next image while the device computes the current one. Nothing is trusted without its CRC and a
+sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
+sequence number a bounded number of times, then reported failed for that image. Every wait has
+a deadline, so a dead or silent device ends the run instead of hanging it.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import serial
+
+from firmware_host import wire
+from runtime.errors import TinyconvError
+
+
+class LinkError(TinyconvError):
+    """The device cannot be reached or stopped answering altogether."""
+
+
+@dataclass
+class LinkStats:
+    frames_sent: int = 0
+    frames_received: int = 0
+    retries: int = 0
+    corrupt: int = 0          # replies with bad COBS/CRC/length, or oversized garbage
+    stale: int = 0            # valid replies whose seq was no longer in flight
+    timeouts: int = 0
+    device_errors: int = 0    # ERROR replies
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    payload_bytes_sent: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class InferOutcome:
+    """What became of one input: ``output`` is None when every attempt failed."""
+
+    index: int
+    output: np.ndarray | None = None
+    ticks: int | None = None
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)  # why each failed attempt failed
+
+    @property
+    def ok(self) -> bool:
+        return self.output is not None
+
+
+class Link:
+    def __init__(self, url: str, *, baud: int = 115200, timeout: float = 2.0, window: int = 4,
+                 retries: int = 3, connect_timeout: float = 0.0):
+        """``timeout``: how long the oldest request in flight may wait for its reply.
+        ``retries``: resends per request after the first attempt.
+        ``connect_timeout``: keep trying to open ``url`` this long (a device still starting)."""
+        if window < 1 or retries < 0 or timeout <= 0:
+            raise ValueError("window >= 1, retries >= 0 and timeout > 0 are required")
+        self.url, self.timeout, self.window, self.retries = url, timeout, window, retries
+        self.stats = LinkStats()
+        self._seq = 0
+        self._info: wire.DeviceInfo | None = None
+        self._splitter = wire.FrameSplitter(max_frame=1 << 20)
+        self._frames: deque[bytes] = deque()
+        self._port = self._open(url, baud, connect_timeout)
+
+    def _open(self, url: str, baud: int, connect_timeout: float):
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                return serial.serial_for_url(url, baudrate=baud, timeout=0.02,
+                                             write_timeout=self.timeout)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                if time.monotonic() >= deadline:
+                    raise LinkError(f"cannot open device {url}: {exc}") from None
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            finally:
+                self._port = None
+
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- bytes and frames ----------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def _send(self, type_: int, payload: bytes = b"") -> int:
+        seq = self._next_seq()
+        data = wire.encode_frame(wire.Frame(type_, seq, payload))
+        try:
+            self._port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"writing to {self.url} failed: {exc}") from None
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(data)
+        self.stats.payload_bytes_sent += len(payload)
+        return seq
+
+    def _receive(self) -> wire.Frame | None:
+        """The next valid frame, or None when nothing valid arrived within the port's short
+        read timeout. Corrupt frames are counted and skipped."""
+        while not self._frames:
+            try:
+                data = self._port.read(max(1, self._port.in_waiting))
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(f"reading from {self.url} failed: {exc}") from None
+            if not data:
+                return None
+            self.stats.bytes_received += len(data)
+            before = self._splitter.oversized
+            self._frames.extend(self._splitter.feed(data))
+            self.stats.corrupt += self._splitter.oversized - before
+        raw = self._frames.popleft()
+        try:
+            frame = wire.decode_frame(raw)
+        except wire.FrameError:
+            self.stats.corrupt += 1
+            return None
+        self.stats.frames_received += 1
+        return frame
+
+    # -- single requests -----------------------------------------------------------------------
+
+    def request(self, type_: int, payload: bytes = b"", expect: int | None = None) -> wire.Frame:
+        """Send one request and return its reply, resending on loss or corruption; replies
+        with other sequence numbers (left over from earlier traffic) are skipped."""
+        failures = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            seq = self._send(type_, payload)
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                frame = self._receive()
+                if frame is None:
+                    continue
+                if frame.seq != seq:
+                    self.stats.stale += 1
+                    continue
+                if frame.type == wire.Msg.ERROR:
+                    self.stats.device_errors += 1
+                    code, text = wire.parse_error(frame.payload)
+                    failures.append(f"device error {code}: {text}")
+                    break
+                if expect is not None and frame.type != expect:
+                    failures.append(f"unexpected reply type 0x{frame.type:02x}")
+                    break
+                return frame
+            else:
+                self.stats.timeouts += 1
+                failures.append(f"no reply within {self.timeout:g} s")
+        raise LinkError(f"device {self.url} did not answer {wire.Msg(type_).name} "
+                        f"({'; '.join(failures)})")
+
+    def sync(self) -> tuple[int, int, int]:
+        """Flush any half frame on both sides and RESET the device; returns its counters."""
+        self._port.write(b"\0")
+        self.stats.bytes_sent += 1
+        frame = self.request(wire.Msg.RESET, expect=wire.Msg.RESET_REPLY)
+        return wire.parse_reset(frame.payload)
+
+    def info(self) -> wire.DeviceInfo:
+        if self._info is None:
+            frame = self.request(wire.Msg.INFO, expect=wire.Msg.INFO_REPLY)
+            try:
+                self._info = wire.parse_info(frame.payload)
+            except wire.FrameError as exc:
+                raise LinkError(f"device {self.url} sent a malformed INFO reply: {exc}") from None
+            if self._info.protocol_version != wire.PROTOCOL_VERSION:
+                raise LinkError(f"device {self.url} speaks protocol version "
+                                f"{self._info.protocol_version}, this tinyconv speaks "
+                                f"{wire.PROTOCOL_VERSION}")
+        return self._info
+
+    # -- streaming inference -------------------------------------------------------------------
+
+    def infer(self, x) -> InferOutcome:
+        return next(self.infer_many([x]))
+
+    def infer_many(self, inputs: Iterable) -> Iterator[InferOutcome]:
+        """Yield one InferOutcome per input, in input order. Each input is the int8 tensor (any
+        shape with the device's input size). At most ``window`` requests are in flight and at
+        most ``window`` outcomes are held back for ordering, so memory is bounded."""
+        info = self.info()
+        source = iter(inputs)
+        payloads: dict[int, bytes] = {}
+        outcomes: dict[int, InferOutcome] = {}
+        done: dict[int, InferOutcome] = {}
+        in_flight: OrderedDict[int, int] = OrderedDict()  # seq -> index, in send order
+        resend: deque[int] = deque()
+        next_index = 0
+        next_yield = 0
+        exhausted = False
+        head_since = time.monotonic()
+
+        def finish(index: int, failure: str | None, retry: bool) -> None:
+            outcome = outcomes[index]
+            if failure is not None:
+                outcome.failures.append(failure)
+                if retry and outcome.attempts <= self.retries:
+                    resend.append(index)
+                    return
+            del payloads[index]
+            done[index] = outcomes.pop(index)
+
+        def retire(seq: int, failure: str | None, retry: bool = True) -> None:
+            nonlocal head_since
+            index = in_flight.pop(seq)
+            head_since = time.monotonic()
+            finish(index, failure, retry)
+
+        while True:
+            while len(in_flight) < self.window:
+                if resend:
+                    index = resend.popleft()
+                    self.stats.retries += 1
+                elif not exhausted and next_index < next_yield + self.window:
+                    try:
+                        x = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        continue
+                    data = np.ascontiguousarray(x, dtype=np.int8).tobytes()
+                    if len(data) != info.input_size:
+                        raise TinyconvError(f"input {next_index} has {len(data)} values, the "
+                                            f"device's model takes {info.input_size}")
+                    index = next_index
+                    next_index += 1
+                    payloads[index] = data
+                    outcomes[index] = InferOutcome(index)
+                else:
+                    break
+                if not in_flight:
+                    head_since = time.monotonic()
+                outcomes[index].attempts += 1
+                in_flight[self._send(wire.Msg.INFER, payloads[index])] = index
+            while next_yield in done:
+                yield done.pop(next_yield)
+                next_yield += 1
+            if not in_flight:
+                if exhausted and not resend:
+                    return
+                continue
+            frame = self._receive()
+            if frame is not None:
+                if frame.seq not in in_flight:
+                    self.stats.stale += 1
+                    continue
+                # The device answers in order: requests sent before this one were lost.
+                for seq in list(in_flight):
+                    if seq == frame.seq:
+                        break
+                    retire(seq, "request or its reply lost")
+                self._complete(frame, in_flight, outcomes, info, retire)
+            elif time.monotonic() - head_since > self.timeout:
+                self.stats.timeouts += 1
+                retire(next(iter(in_flight)), f"no reply within {self.timeout:g} s")
+
+    def _complete(self, frame, in_flight, outcomes, info, retire) -> None:
+        if frame.type == wire.Msg.RESULT:
+            try:
+                ticks, output = wire.parse_result(frame.payload, info.output_size)
+            except wire.FrameError as exc:
+                retire(frame.seq, f"malformed RESULT: {exc}")
+                return
+            outcome = outcomes[in_flight[frame.seq]]
+            outcome.ticks = ticks
+            outcome.output = output.reshape(info.output_shape)
+            retire(frame.seq, None)
+        elif frame.type == wire.Msg.ERROR:
+            self.stats.device_errors += 1
+            try:
+                code, text = wire.parse_error(frame.payload)
+            except wire.FrameError:
+                code, text = 0, "malformed ERROR reply"
+            # A model failure is deterministic: resending the same input cannot help.
+            retire(frame.seq, f"device error {code}: {text}", retry=code != wire.ErrorCode.MODEL)
+        else:
+            retire(frame.seq, f"unexpected reply type 0x{frame.type:02x}")
