@@ -1,0 +1,156 @@
+"""The Python API of export/: a trained model in, every artifact the device flow needs out.
+
+    result = export.from_onnx("net.onnx", "calib.npz", requant="float")
+    result.save("build/net")   # model.onnx, model.q.onnx, model.tcm, model_data.c/.h, report.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export import calibrate as _calibrate
+from export.graph import FloatGraph
+from export.onnx_import import clean_model, load_model, to_graph
+from export.plan import plan_arena
+from export.qonnx import to_qonnx
+from export.quantize import quantize
+from export.report import build_report, format_report
+from runtime.errors import TinyconvError
+from runtime.model import QuantModel
+
+ARTIFACTS = ("model.onnx", "model.q.onnx", "model.tcm", "model_data.c", "model_data.h",
+             "report.json")
+
+
+@dataclass
+class ExportResult:
+    float_model: onnx.ModelProto  # model.onnx
+    quant_onnx: onnx.ModelProto  # model.q.onnx
+    model: QuantModel  # model.tcm
+    report: dict  # report.json
+    graph: FloatGraph  # the float layers, for tooling
+
+    def table(self) -> str:
+        return format_report(self.report)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write every artifact into ``out_dir`` atomically: either the complete new directory
+        is there afterwards, or the previous ``out_dir`` (or none) is left untouched."""
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+        try:
+            onnx.save(self.float_model, tmp / "model.onnx")
+            onnx.save(self.quant_onnx, tmp / "model.q.onnx")
+            (tmp / "model.tcm").write_bytes(self.model.to_bytes())
+            (tmp / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
+            _write_c(self.model, tmp)
+            _replace_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out_dir
+
+
+def _write_c(model: QuantModel, out_dir: Path) -> None:
+    try:
+        from export.c_codegen import write_c_sources
+    except ModuleNotFoundError as exc:
+        if exc.name != "export.c_codegen":
+            raise
+        # TODO(firmware helper): export/c_codegen.py not there yet; model_data.c/.h are skipped.
+        return
+    write_c_sources(model, out_dir)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not target.is_dir():
+        raise TinyconvError(f"{target} exists and is not a directory")
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.replace(target, old / "previous")
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old / "previous", target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool = True,
+              method: str = "minmax", name: str | None = None) -> ExportResult:
+    """Import, calibrate, quantize and plan an ONNX float model (path or ModelProto).
+
+    ``calibration`` is an array in the model's own input layout, an .npz holding one as ``x``,
+    or an onnxruntime ``CalibrationDataReader``."""
+    if name is None:
+        name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
+    float_model = clean_model(load_model(source))
+    graph = to_graph(float_model)
+    ranges = _calibrate.calibrate(float_model, calibration, method)
+    metadata = {"source": str(source) if isinstance(source, (str, os.PathLike)) else "ModelProto",
+                "calibration_method": method, "per_channel": per_channel,
+                "input_layout": graph.boundary.input_layout}
+    model, weight_scales = quantize(graph, ranges, mode=requant, per_channel=per_channel,
+                                    name=name, metadata=metadata)
+    plan_arena(model)
+    q_onnx = to_qonnx(model, weight_scales, graph.boundary)
+    return ExportResult(float_model, q_onnx, model, build_report(model), graph)
+
+
+def filters_model(weights: np.ndarray, bias: np.ndarray | None, input_shape, *,
+                  stride: int = 1, padding: int | str = "same", relu: bool = False
+                  ) -> onnx.ModelProto:
+    """A one-Conv ONNX model from PyTorch-layout filters: weights OIHW, input (C, H, W)."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.ndim == 3:  # [O, KH, KW]: single-channel filters
+        weights = weights[:, None]
+    if weights.ndim != 4:
+        raise TinyconvError(f"filters must be OIHW (or OHW), got shape {list(weights.shape)}")
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 2:
+        shape = (weights.shape[1], *shape)
+    if len(shape) != 3 or shape[0] != weights.shape[1]:
+        raise TinyconvError(f"input_shape {list(input_shape)} does not match filters with "
+                            f"{weights.shape[1]} input channels (expected (C, H, W))")
+    bias = np.zeros(weights.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
+    if bias.shape != (weights.shape[0],):
+        raise TinyconvError(f"bias must have shape [{weights.shape[0]}], got {list(bias.shape)}")
+    attrs = {"strides": [stride, stride]}
+    if padding == "same":
+        attrs["auto_pad"] = "SAME_UPPER"
+    else:
+        attrs["pads"] = [int(padding)] * 4
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["conv"], name="conv", **attrs)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["conv"], ["y"], name="relu"))
+    else:
+        nodes[0].output[0] = "y"
+    graph = helper.make_graph(
+        nodes, "filters", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def from_filters(weights, bias, input_shape, calibration, *, stride: int = 1,
+                 padding: int | str = "same", relu: bool = False, **options) -> ExportResult:
+    """Export raw conv filters (e.g. 8 learned 3x3 filters, OIHW like PyTorch) as a model.
+
+    ``calibration`` holds sample inputs, NCHW (or [N, H, W] for one channel)."""
+    model = filters_model(weights, bias, input_shape, stride=stride, padding=padding, relu=relu)
+    if not hasattr(calibration, "get_next"):
+        x = _calibrate.load_calibration(calibration)
+        calibration = x[:, None] if x.ndim == 3 else x
+    options.setdefault("name", "filters")
+    return from_onnx(model, calibration, **options)

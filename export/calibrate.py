@@ -1,0 +1,104 @@
+"""Activation ranges from calibration data, measured by onnxruntime's own calibrators.
+
+Reusing ``onnxruntime.quantization.calibrate`` (MinMax, Percentile, Entropy) means our ranges are
+the ones ``quantize_static`` would pick for the same data, and no histogram code is written twice.
+Ranges are asymmetric for every method (``symmetric=False``): activations are quantized
+asymmetrically, and a symmetric range would waste half the codes of every post-ReLU tensor.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from runtime.errors import TinyconvError
+
+METHODS = ("minmax", "percentile", "entropy")
+_BATCH = 32
+
+
+class ArrayReader:
+    """A ``CalibrationDataReader`` over an in-memory array, in batches the model accepts."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int):
+        self.input_name, self.x, self.batch, self.position = input_name, x, batch, 0
+
+    def get_next(self):
+        if self.position >= len(self.x):
+            return None
+        chunk = self.x[self.position:self.position + self.batch]
+        self.position += self.batch
+        return {self.input_name: chunk}
+
+    def rewind(self):
+        self.position = 0
+
+
+def load_calibration(source) -> np.ndarray:
+    """The array ``x`` of an .npz file (or an array given directly), as float32."""
+    if isinstance(source, np.ndarray):
+        return source.astype(np.float32, copy=False)
+    path = Path(source)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise TinyconvError(f"{path}: calibration file has no array 'x' "
+                                    f"(it has {', '.join(data.files) or 'none'})")
+            return np.asarray(data["x"], dtype=np.float32)
+    except TinyconvError:
+        raise
+    except Exception as exc:
+        raise TinyconvError(f"{path}: cannot read calibration data ({exc})") from None
+
+
+def _check_data(x: np.ndarray, input_info) -> None:
+    dims = [d.dim_value if d.HasField("dim_value") else -1
+            for d in input_info.type.tensor_type.shape.dim]
+    if x.ndim != len(dims) or any(d > 0 and d != s for d, s in zip(dims[1:], x.shape[1:])):
+        raise TinyconvError(f"calibration data has shape {list(x.shape)} but model input "
+                            f"{input_info.name!r} expects {['N'] + dims[1:]}")
+    if len(x) == 0:
+        raise TinyconvError("calibration data is empty")
+    if not np.all(np.isfinite(x)):
+        raise TinyconvError("calibration data holds NaN or infinity")
+
+
+def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str, tuple[float, float]]:
+    """(min, max) of every float tensor of ``model`` over the calibration data.
+
+    ``data`` is an array in the model's input layout, an .npz path, or any object with
+    onnxruntime's ``CalibrationDataReader`` interface (``get_next()``)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise TinyconvError(f"unknown calibration method {method!r}; choose one of "
+                            f"{', '.join(METHODS)}")
+    input_info = model.graph.input[0]
+    if hasattr(data, "get_next"):
+        reader = data
+    else:
+        x = load_calibration(data)
+        _check_data(x, input_info)
+        batch_dim = input_info.type.tensor_type.shape.dim[0]
+        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _BATCH
+        reader = ArrayReader(input_info.name, x, batch)
+    with tempfile.TemporaryDirectory(prefix="tinyconv-calib-") as tmp:
+        model_path = os.path.join(tmp, "model.onnx")
+        onnx.save(model, model_path)
+        try:
+            calibrator = create_calibrator(
+                model_path, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+                calibrate_method=methods[method], extra_options={"symmetric": False})
+            calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+        except TinyconvError:
+            raise
+        except Exception as exc:
+            raise TinyconvError(f"calibration failed: {str(exc).splitlines()[0]}") from None
+    return {name: (float(np.min(value.range_value[0])), float(np.max(value.range_value[1])))
+            for name, value in ranges.data.items()}

@@ -1,0 +1,46 @@
+"""``tinyconv export``: the command-line face of ``export.from_onnx``."""
+from __future__ import annotations
+
+import argparse
+
+from runtime.requant import MODES
+
+EXAMPLE = """example:
+  tinyconv export net.onnx --calibration calib.npz --out build/net --requant float
+
+CALIBRATION is an .npz with an array x of float32 inputs in the model's own input layout
+(NCHW for PyTorch exports, NHWC for Keras/tf2onnx). DIR receives model.onnx, model.q.onnx,
+model.tcm, model_data.c/.h and report.json, all or nothing."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="quantize an ONNX model to int8 and write the device artifacts",
+        description="Import an ONNX float model, calibrate it, quantize it to int8 and write "
+        "every artifact the device flow needs.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model (float)")
+    parser.add_argument("--calibration", required=True, metavar="DATA.npz",
+                        help="calibration inputs: array x in the model's input layout")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--requant", choices=MODES, default="fixed",
+                        help="fixed: integer multiplier+shift, no FPU (default); float: "
+                        "float32 scales, bit-exact with onnxruntime")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="one weight scale per layer instead of one per output channel")
+    parser.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                        default="minmax", help="how activation ranges are chosen (default minmax)")
+    parser.add_argument("--name", help="model name (default: the file name)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from export.api import from_onnx
+
+    result = from_onnx(args.model, args.calibration, requant=args.requant,
+                       per_channel=not args.per_tensor, method=args.calibration_method,
+                       name=args.name)
+    out = result.save(args.out)
+    print(result.table())
+    print(f"wrote {out}")
+    return 0

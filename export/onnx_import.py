@@ -1,0 +1,526 @@
+"""Read an ONNX float model as exporters write it and turn it into a ``FloatGraph``.
+
+Two steps, kept apart because each has its own output:
+- ``clean_model`` gives ``model.onnx``: functions inlined, constants folded, Identity/Dropout
+  removed, BatchNormalization folded into the Conv before it, shapes inferred. It is still an
+  ordinary float ONNX model (onnx.checker passes, onnxruntime runs it), and calibration runs it.
+- ``to_graph`` maps that model onto the device's ops, or raises a ``TinyconvError`` naming the
+  node and op it cannot map, before anything is written.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.inliner
+import onnx.version_converter
+from onnx import helper, numpy_helper
+
+from export.graph import Boundary, FloatGraph, FloatLayer
+from runtime.errors import TinyconvError
+
+SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
+                 "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul",
+                 "Add", "Identity", "Dropout", "Constant", "Transpose")
+_ACTIVATIONS = ("Relu", "Clip")
+MIN_OPSET = 13
+
+
+def load_model(source) -> onnx.ModelProto:
+    """A ModelProto from a path (external data next to it is read too) or a ModelProto."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        return model
+    path = Path(source)
+    if not path.is_file():
+        raise TinyconvError(f"{path}: no such ONNX model file")
+    try:
+        return onnx.load(os.fspath(path))
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TinyconvError(f"{path}: not a readable ONNX model ({reason})") from None
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 0
+
+
+def _initializers(graph) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _check_connected(graph) -> None:
+    """Every node input exists and the nodes can be ordered: name the first that fails."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            node = pending[0]
+            produced = {o for n in pending for o in n.output}
+            missing = [i for i in node.input if i not in available and i not in produced]
+            if missing:
+                raise TinyconvError(
+                    f"node {node.name!r} ({node.op_type}) reads {missing[0]!r}, which no "
+                    "initializer, graph input or node provides (missing initializer?)")
+            raise TinyconvError(f"the graph has a cycle through node {node.name!r} "
+                                f"({node.op_type})")
+        for node in ready:
+            available.update(node.output)
+            ordered.append(node)
+            pending.remove(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _name_nodes(graph) -> None:
+    used = {n.name for n in graph.node if n.name}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def _rename_input(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+
+
+def _rename_output(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for k, name in enumerate(node.output):
+            if name == old:
+                node.output[k] = new
+    _rename_input(graph, old, new)
+
+
+def _fold_constants(graph) -> None:
+    for node in [n for n in graph.node if n.op_type == "Constant"]:
+        attr = node.attribute[0]
+        value = helper.get_attribute_value(attr)
+        if attr.name == "value":
+            array = numpy_helper.to_array(value)
+        elif attr.name in ("value_float", "value_int"):
+            array = np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
+        elif attr.name in ("value_floats", "value_ints"):
+            array = np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
+        else:
+            raise TinyconvError(f"node {node.name!r} (Constant) uses unsupported attribute "
+                                f"{attr.name!r}")
+        graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        graph.node.remove(node)
+
+
+def _strip_passthrough(graph) -> None:
+    """Remove Identity and Dropout (inference mode); keep graph input/output names intact."""
+    outputs = {o.name for o in graph.output}
+    inputs = {i.name for i in graph.input}
+    for node in [n for n in graph.node if n.op_type in ("Identity", "Dropout")]:
+        src, dst = node.input[0], node.output[0]
+        if len(node.output) > 1 and node.output[1]:
+            if any(node.output[1] in n.input for n in graph.node) or node.output[1] in outputs:
+                raise TinyconvError(f"node {node.name!r} (Dropout): its mask output is used")
+        graph.node.remove(node)
+        if dst in outputs:
+            if src in inputs or src in outputs:
+                raise TinyconvError(f"node {node.name!r} ({node.op_type}) copies a graph input "
+                                    "or output to an output; nothing to compute")
+            _rename_output(graph, src, dst)
+        else:
+            _rename_input(graph, dst, src)
+
+
+def _fold_batchnorm(graph) -> None:
+    params = _initializers(graph)
+    outputs = {o.name for o in graph.output}
+    by_output = {o: n for n in graph.node for o in n.output}
+    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
+        conv = by_output.get(bn.input[0])
+        users = [n for n in graph.node if bn.input[0] in n.input]
+        if conv is None or conv.op_type != "Conv" or len(users) != 1 or bn.input[0] in outputs:
+            raise TinyconvError(f"node {bn.name!r} (BatchNormalization) must directly follow a "
+                                "Conv whose output it alone reads, so it can be folded")
+        if len(bn.output) > 1 and any(bn.output[1:]):
+            raise TinyconvError(f"node {bn.name!r} (BatchNormalization) is in training mode")
+        try:
+            gamma, beta, mean, var = (params[name].astype(np.float64) for name in bn.input[1:5])
+            weight = params[conv.input[1]].astype(np.float64)
+        except KeyError as exc:
+            raise TinyconvError(f"node {bn.name!r} (BatchNormalization): parameter {exc} is not "
+                                "an initializer") from None
+        eps = _attrs(bn).get("epsilon", 1e-5)
+        bias = (params[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2]
+                else np.zeros(weight.shape[0]))
+        factor = gamma / np.sqrt(var + eps)
+        new_w = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+        new_b = ((bias - mean) * factor + beta).astype(np.float32)
+        w_name, b_name = conv.name + "_folded_W", conv.name + "_folded_B"
+        graph.initializer.extend([numpy_helper.from_array(new_w, w_name),
+                                  numpy_helper.from_array(new_b, b_name)])
+        del conv.input[1:]
+        conv.input.extend([w_name, b_name])
+        conv.output[0] = bn.output[0]
+        graph.node.remove(bn)
+    _drop_unused_initializers(graph)
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {i for n in graph.node for i in n.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    graph_inputs = [i for i in graph.input if i.name in used or i.name not in
+                    {init.name for init in graph.initializer}]
+    del graph.input[:]
+    graph.input.extend(graph_inputs)
+
+
+def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The float model as tinyconv imports it (written as ``model.onnx``)."""
+    if _opset(model) < MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise TinyconvError(f"ONNX opset {_opset(model)} could not be upgraded to "
+                                f"{MIN_OPSET}: {str(exc).splitlines()[0]}") from None
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    graph = model.graph
+    # Initializers may be listed as graph inputs (old exporters); they are constants here.
+    init_names = {i.name for i in graph.initializer}
+    real_inputs = [i for i in graph.input if i.name not in init_names]
+    if len(real_inputs) != 1 or len(graph.output) != 1:
+        raise TinyconvError(f"the model must have exactly one input and one output, it has "
+                            f"{len(real_inputs)} and {len(graph.output)}")
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+    _name_nodes(graph)
+    _check_ops(graph)
+    _check_connected(graph)
+    _fold_constants(graph)
+    _strip_passthrough(graph)
+    _fold_batchnorm(graph)
+    _check_input(graph.input[0])
+    del graph.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise TinyconvError(f"the ONNX model is not valid: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def _check_input(value_info) -> None:
+    tensor = value_info.type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT:
+        raise TinyconvError(f"model input {value_info.name!r} must be float32, it is "
+                            f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}")
+    dims = tensor.shape.dim
+    if len(dims) != 4:
+        raise TinyconvError(f"model input {value_info.name!r} must be an image batch of rank 4, "
+                            f"it has rank {len(dims)}")
+    for axis, dim in enumerate(dims[1:], start=1):
+        if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            raise TinyconvError(
+                f"model input {value_info.name!r} has a dynamic dimension {axis} "
+                f"({dim.dim_param or '?'}); only the batch dimension may be dynamic: re-export "
+                "with a fixed image size")
+
+
+# -- mapping onto device ops -----------------------------------------------------------------
+
+
+def _shape(model, name: str) -> list[int]:
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if vi.name == name:
+            dims = vi.type.tensor_type.shape.dim
+            return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    raise TinyconvError(f"shape inference could not determine the shape of tensor {name!r}")
+
+
+def _nhwc(onnx_shape: list[int], name: str) -> tuple[int, ...]:
+    per_sample = onnx_shape[1:]
+    if any(d <= 0 for d in per_sample):
+        raise TinyconvError(f"tensor {name!r} has a dynamic shape {onnx_shape}; only the batch "
+                            "dimension may be dynamic")
+    if len(per_sample) == 3:
+        c, h, w = per_sample
+        return (h, w, c)
+    if len(per_sample) == 1:
+        return tuple(per_sample)
+    raise TinyconvError(f"tensor {name!r} has rank {len(onnx_shape)}; tinyconv handles NCHW "
+                        "feature maps and [N, K] vectors")
+
+
+def _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw) -> list[int]:
+    """Explicit [top, left, bottom, right] padding, whatever auto_pad/ceil_mode said."""
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    pads = [0, 0, 0, 0]
+    if auto == "NOTSET":
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    for axis in range(2):
+        need = (out_hw[axis] - 1) * stride[axis] + (kernel[axis] - 1) * dilation[axis] + 1
+        total = max(0, need - in_hw[axis])
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            small = total // 2
+            begin = small if auto == "SAME_UPPER" else total - small
+            pads[axis], pads[axis + 2] = begin, total - begin
+        elif auto == "NOTSET" and pads[axis] + pads[axis + 2] < total:
+            pads[axis + 2] = total - pads[axis]  # ceil_mode: one more window at the end
+        elif auto not in ("NOTSET", "VALID"):
+            raise TinyconvError(f"node {node.name!r} ({node.op_type}): unknown auto_pad {auto!r}")
+    return [int(p) for p in pads]
+
+
+class _Mapper:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        graph = model.graph
+        self.params = _initializers(graph)
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.graph_output = graph.output[0].name
+        self.alias: dict[str, str] = {}  # ONNX tensor -> IR tensor (flatten, NHWC transpose)
+        self.fused: set[str] = set()  # nodes already absorbed into a layer
+        self.layers: list[FloatLayer] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.layout = "NCHW"
+
+    def const(self, node, index: int) -> np.ndarray:
+        name = node.input[index] if index < len(node.input) else ""
+        if name not in self.params:
+            raise TinyconvError(f"node {node.name!r} ({node.op_type}): input {index} "
+                                f"({name!r}) must be a constant initializer")
+        array = self.params[name]
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise TinyconvError(f"node {node.name!r} ({node.op_type}): initializer {name!r} "
+                                "holds NaN or infinity")
+        return array
+
+    def src(self, name: str) -> str:
+        return self.alias.get(name, name)
+
+    def only_consumer(self, tensor: str):
+        users = self.consumers.get(tensor, [])
+        if len(users) == 1 and tensor != self.graph_output:
+            return users[0]
+        return None
+
+    def unsupported(self, node, why: str = ""):
+        return TinyconvError(
+            f"node {node.name!r} has op {node.op_type}{why}, which tinyconv cannot map; "
+            f"supported ops: {', '.join(SUPPORTED_OPS)}")
+
+    def emit(self, node, op, inputs, output, **kw) -> FloatLayer:
+        """Add a layer, absorbing any Relu/Clip chain that alone follows it into its clamp."""
+        lo, hi = -math.inf, math.inf
+        while (nxt := self.only_consumer(output)) is not None and nxt.op_type in _ACTIVATIONS:
+            a_lo, a_hi = self.activation_range(nxt)
+            lo, hi = max(lo, a_lo), min(hi, a_hi)
+            self.fused.add(nxt.name)
+            output = nxt.output[0]
+        layer = FloatLayer(op, node.name, [self.src(i) for i in inputs], output,
+                           clamp=(lo, hi), **kw)
+        self.shapes[output] = _nhwc(_shape(self.model, output), output)
+        self.layers.append(layer)
+        return layer
+
+    def activation_range(self, node) -> tuple[float, float]:
+        if node.op_type == "Relu":
+            return 0.0, math.inf
+        lo = float(self.const(node, 1)) if len(node.input) > 1 and node.input[1] else -math.inf
+        hi = float(self.const(node, 2)) if len(node.input) > 2 and node.input[2] else math.inf
+        return lo, hi
+
+    def run(self) -> FloatGraph:
+        graph = self.model.graph
+        x = graph.input[0].name
+        self.shapes[x] = _nhwc(_shape(self.model, x), x)
+        for node in graph.node:
+            if node.name in self.fused:
+                continue
+            handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None:
+                raise self.unsupported(node)
+            handler(node)
+        output = self.src(self.graph_output)
+        if output not in self.shapes:
+            raise TinyconvError(f"the model output {self.graph_output!r} is not computed by any "
+                                "supported layer")
+        if not self.layers:
+            raise TinyconvError("the model has no layer tinyconv can run (no Conv, Gemm, ...)")
+        boundary = Boundary(graph.input[0], graph.output[0], self.layout)
+        return FloatGraph(x, output, self.shapes, self.layers, boundary)
+
+    # -- one handler per ONNX op ---------------------------------------------------------------
+
+    def op_Transpose(self, node):
+        x = graph_input = self.model.graph.input[0].name
+        perm = list(_attrs(node).get("perm", []))
+        if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
+            raise self.unsupported(node, " (only NHWC->NCHW right after the input is supported)")
+        # tf2onnx/Keras: the model input is NHWC, exactly the device layout.
+        h, w, c = _shape(self.model, x)[1:]
+        self.shapes[x] = (h, w, c)
+        self.alias[node.output[0]] = x
+        self.layout = "NHWC"
+
+    def op_Conv(self, node):
+        attrs = _attrs(node)
+        weight = self.const(node, 1).astype(np.float32)
+        if weight.ndim != 4:
+            raise self.unsupported(node, f" with a {weight.ndim - 2}-D kernel")
+        bias = (self.const(node, 2).astype(np.float32) if len(node.input) > 2 and node.input[2]
+                else np.zeros(weight.shape[0], np.float32))
+        stride = list(attrs.get("strides", [1, 1]))
+        dilation = list(attrs.get("dilations", [1, 1]))
+        kernel = list(weight.shape[2:])
+        in_hw = _shape(self.model, node.input[0])[2:]
+        out_hw = _shape(self.model, node.output[0])[2:]
+        pads = _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw)
+        self.emit(node, "conv2d", [node.input[0]], node.output[0],
+                  params={"stride": stride, "padding": pads, "dilation": dilation,
+                          "groups": int(attrs.get("group", 1))},
+                  weights=np.ascontiguousarray(weight.transpose(0, 2, 3, 1)), bias=bias)
+
+    def _pool(self, node, op):
+        attrs = _attrs(node)
+        kernel = list(attrs["kernel_shape"])
+        stride = list(attrs.get("strides", [1, 1]))
+        if list(attrs.get("dilations", [1, 1])) != [1, 1]:
+            raise self.unsupported(node, " with dilations")
+        in_hw = _shape(self.model, node.input[0])[2:]
+        out_hw = _shape(self.model, node.output[0])[2:]
+        params = {"kernel": kernel, "stride": stride}
+        if op == "avg_pool2d":
+            if attrs.get("ceil_mode", 0):
+                raise self.unsupported(node, " with ceil_mode=1")
+            params["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
+        params["padding"] = _pads(node, attrs, in_hw, kernel, stride, [1, 1], out_hw)
+        if len(node.output) > 1 and node.output[1]:
+            raise self.unsupported(node, " with an Indices output")
+        self.emit(node, op, [node.input[0]], node.output[0], params=params)
+
+    def op_MaxPool(self, node):
+        self._pool(node, "max_pool2d")
+
+    def op_AveragePool(self, node):
+        self._pool(node, "avg_pool2d")
+
+    def op_GlobalAveragePool(self, node):
+        self.emit(node, "global_avg_pool", [node.input[0]], node.output[0])
+
+    def op_ReduceMean(self, node):
+        attrs = _attrs(node)
+        axes = (list(self.const(node, 1)) if len(node.input) > 1 and node.input[1]
+                else list(attrs.get("axes", [])))
+        rank = len(_shape(self.model, node.input[0]))
+        if rank != 4 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            raise self.unsupported(node, f" over axes {axes} (only H, W: a global average pool)")
+        self.emit(node, "global_avg_pool", [node.input[0]], node.output[0])
+        if not attrs.get("keepdims", 1):
+            self.shapes[self.layers[-1].output] = (1, 1, self.shapes[self.layers[-1].output][0])
+
+    def _flatten(self, node):
+        out = _shape(self.model, node.output[0])
+        if len(out) != 2:
+            raise self.unsupported(node, f" to shape {out} (only [N, K] before a Gemm/MatMul)")
+        self.alias[node.output[0]] = self.src(node.input[0])
+
+    def op_Flatten(self, node):
+        if _attrs(node).get("axis", 1) != 1:
+            raise self.unsupported(node, " with axis != 1")
+        self._flatten(node)
+
+    def op_Reshape(self, node):
+        self._flatten(node)
+
+    def _fully_connected(self, node, weight_km: np.ndarray, bias: np.ndarray, output: str):
+        source = self.src(node.input[0])
+        shape = self.shapes[source]
+        k = int(np.prod(shape))
+        if weight_km.shape[0] != k:
+            raise TinyconvError(f"node {node.name!r} ({node.op_type}): weight has "
+                                f"{weight_km.shape[0]} rows for {k} inputs")
+        weight = weight_km.T.astype(np.float32)  # [M, K], K in NCHW flattening order
+        if len(shape) == 3:
+            h, w, c = shape
+            weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(-1, k)
+        self.emit(node, "fully_connected", [node.input[0]], output,
+                  weights=np.ascontiguousarray(weight),
+                  bias=np.broadcast_to(bias.astype(np.float32).reshape(-1),
+                                       (weight.shape[0],)).copy())
+
+    def op_Gemm(self, node):
+        attrs = _attrs(node)
+        if attrs.get("transA", 0):
+            raise self.unsupported(node, " with transA=1")
+        b = self.const(node, 1).astype(np.float64)
+        b = b.T if attrs.get("transB", 0) else b  # [K, M]
+        c = (self.const(node, 2).astype(np.float64) if len(node.input) > 2 and node.input[2]
+             else np.zeros(b.shape[1]))
+        self._fully_connected(node, b * attrs.get("alpha", 1.0), c * attrs.get("beta", 1.0),
+                              node.output[0])
+
+    def op_MatMul(self, node):
+        b = self.const(node, 1)
+        add = self.only_consumer(node.output[0])
+        bias, output = np.zeros(b.shape[-1], np.float32), node.output[0]
+        if add is not None and add.op_type == "Add":
+            other = 1 if add.input[0] == node.output[0] else 0
+            if add.input[other] in self.params:
+                bias = self.const(add, other)
+                output = add.output[0]
+                self.fused.add(add.name)
+        if b.ndim != 2 or bias.size != b.shape[1]:
+            raise self.unsupported(node, " that is not a [N, K] x [K, M] (+ [M]) linear layer")
+        self._fully_connected(node, b, bias, output)
+
+    def op_Add(self, node):
+        if any(i in self.params for i in node.input):
+            raise self.unsupported(node, " with a constant operand (only residual Add of two "
+                                   "activations, or MatMul + Add)")
+        a, b = node.input
+        if _shape(self.model, a) != _shape(self.model, b):
+            raise self.unsupported(node, " with broadcasting")
+        self.emit(node, "add", [a, b], node.output[0])
+
+    def op_Relu(self, node):
+        raise self.unsupported(node, " not directly after Conv/Gemm/pool/Add")
+
+    op_Clip = op_Relu
+
+
+def _check_ops(graph) -> None:
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
+            raise TinyconvError(
+                f"node {node.name!r} has op {node.op_type}"
+                f"{' (domain ' + node.domain + ')' if node.domain else ''}, which tinyconv "
+                f"does not support; supported ops: {', '.join(SUPPORTED_OPS)}")
+
+
+def to_graph(model: onnx.ModelProto) -> FloatGraph:
+    """Map a cleaned float model onto device ops (raises TinyconvError for anything else)."""
+    _check_ops(model.graph)
+    return _Mapper(model).run()

@@ -1,0 +1,193 @@
+"""``model.q.onnx``: the QuantModel as an onnxruntime QOperator graph, a drop-in for model.onnx.
+
+Same input and output names, shapes and float types as ``model.onnx``: QuantizeLinear at the
+start, DequantizeLinear at the end, NCHW int8 in between. Every weight, bias and zero point is
+the QuantModel's own value (OHWI transposed to OIHW), so in ``float`` requantization mode
+onnxruntime computes exactly what runtime/ computes. Op by op:
+conv2d -> QLinearConv; fully_connected -> Reshape + 1x1 QLinearConv (the conv's requantization,
+which is the runtime's); max_pool2d -> MaxPool on int8; avg_pool2d / global_avg_pool / add ->
+com.microsoft QLinearAveragePool / QLinearGlobalAveragePool / QLinearAdd; a clamp narrower than
+int8 saturation -> Clip on int8. The int8 tensor for QuantModel tensor ``T`` is ``T_quantized``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.graph import Boundary
+from runtime.model import QuantModel, TensorSpec
+
+SUFFIX = "_quantized"
+OPSET = 13
+
+
+def qname(tensor: str) -> str:
+    return tensor + SUFFIX
+
+
+class _Writer:
+    def __init__(self, model: QuantModel, weight_scales: dict, boundary: Boundary):
+        self.model, self.weight_scales, self.boundary = model, weight_scales, boundary
+        self.nodes: list = []
+        self.inits: list = []
+        self.names: set[str] = set()
+
+    def const(self, hint: str, value) -> str:
+        name = hint
+        while name in self.names:
+            name += "_"
+        self.names.add(name)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def qparams(self, spec: TensorSpec) -> list[str]:
+        return [self.const(spec.name + "_scale", np.float32(spec.scale)),
+                self.const(spec.name + "_zero_point", np.int8(spec.zero_point))]
+
+    def node(self, op, inputs, outputs, name, domain="", **attrs):
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None,
+                                           **attrs))
+
+    def clamp(self, layer, produced: str) -> None:
+        """Apply act_min/act_max where they cut tighter than int8 saturation."""
+        lo, hi = layer.params.get("act_min", -128), layer.params.get("act_max", 127)
+        target = qname(layer.output)
+        if lo == -128 and hi == 127:
+            return
+        self.node("Clip", [produced, self.const(layer.name + "_act_min", np.int8(lo)),
+                           self.const(layer.name + "_act_max", np.int8(hi))],
+                  [target], layer.name + "_clamp")
+
+    def out_name(self, layer) -> str:
+        lo, hi = layer.params.get("act_min", -128), layer.params.get("act_max", 127)
+        return qname(layer.output) if (lo, hi) == (-128, 127) else qname(layer.output) + "_raw"
+
+    def conv_node(self, layer, x: str, weights_oihw: np.ndarray, output: str, **attrs):
+        xs = self.model.tensors[layer.inputs[0]]
+        ys = self.model.tensors[layer.output]
+        w_scale = self.weight_scales[layer.name]
+        w_scale = w_scale if w_scale.size > 1 else np.float32(w_scale[0])
+        w_zp = np.zeros(np.shape(w_scale), np.int8)
+        self.node("QLinearConv",
+                  [x, *self.qparams(xs),
+                   self.const(layer.name + "_W", weights_oihw.astype(np.int8)),
+                   self.const(layer.name + "_W_scale", np.asarray(w_scale, np.float32)),
+                   self.const(layer.name + "_W_zero_point", w_zp),
+                   *self.qparams(ys),
+                   self.const(layer.name + "_B", layer.arrays["bias"].astype(np.int32))],
+                  [output], layer.name, **attrs)
+
+    # -- one method per op ----------------------------------------------------------------------
+
+    def w_conv2d(self, layer):
+        p = layer.params
+        w = layer.arrays["weights"].transpose(0, 3, 1, 2)
+        self.conv_node(layer, qname(layer.inputs[0]), w, self.out_name(layer),
+                       kernel_shape=list(w.shape[2:]), strides=p["stride"], pads=p["padding"],
+                       dilations=p["dilation"], group=p["groups"])
+
+    def w_fully_connected(self, layer):
+        source = self.model.tensors[layer.inputs[0]]
+        x = qname(layer.inputs[0])
+        if len(source.shape) == 3 and source.shape[:2] != (1, 1):
+            self.node("Transpose", [x], [layer.name + "_nhwc"], layer.name + "_to_nhwc",
+                      perm=[0, 2, 3, 1])
+            x = layer.name + "_nhwc"
+        column = layer.name + "_column"
+        self.node("Reshape", [x, self.const(layer.name + "_column_shape",
+                                            np.array([0, -1, 1, 1], np.int64))],
+                  [column], layer.name + "_to_column")
+        w = layer.arrays["weights"]
+        self.conv_node(layer, column, w.reshape(*w.shape, 1, 1), layer.name + "_conv",
+                       kernel_shape=[1, 1])
+        self.node("Reshape", [layer.name + "_conv", self.const(
+            layer.name + "_vector_shape", np.array([0, -1], np.int64))],
+            [self.out_name(layer)], layer.name + "_to_vector")
+
+    def w_max_pool2d(self, layer):
+        p = layer.params
+        self.node("MaxPool", [qname(layer.inputs[0])], [self.out_name(layer)], layer.name,
+                  kernel_shape=p["kernel"], strides=p["stride"], pads=p["padding"])
+
+    def w_avg_pool2d(self, layer):
+        p = layer.params
+        x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
+        self.node("QLinearAveragePool",
+                  [qname(layer.inputs[0]), *self.qparams(x), *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft",
+                  kernel_shape=p["kernel"], strides=p["stride"], pads=p["padding"],
+                  count_include_pad=int(p["count_include_pad"]))
+
+    def w_global_avg_pool(self, layer):
+        x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
+        self.node("QLinearGlobalAveragePool",
+                  [qname(layer.inputs[0]), *self.qparams(x), *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft", channels_last=0)
+
+    def w_add(self, layer):
+        a, b, y = (self.model.tensors[n] for n in (*layer.inputs, layer.output))
+        self.node("QLinearAdd",
+                  [qname(a.name), *self.qparams(a), qname(b.name), *self.qparams(b),
+                   *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft")
+
+    def build(self) -> onnx.ModelProto:
+        model, boundary = self.model, self.boundary
+        x_spec, y_spec = model.input_spec, model.output_spec
+        x_in, y_out = boundary.onnx_input.name, boundary.onnx_output.name
+        first = qname(model.input) + ("_nhwc" if boundary.input_layout == "NHWC" else "")
+        self.node("QuantizeLinear", [x_in, *self.qparams(x_spec)], [first], "quantize_input")
+        if boundary.input_layout == "NHWC":
+            self.node("Transpose", [first], [qname(model.input)], "input_to_nchw",
+                      perm=[0, 3, 1, 2])
+        for layer in model.layers:
+            getattr(self, "w_" + layer.op)(layer)
+            self.clamp(layer, self.out_name(layer))
+        onnx_dims = [d.dim_value for d in boundary.onnx_output.type.tensor_type.shape.dim]
+        internal_rank = 4 if len(y_spec.shape) == 3 else 2
+        dequantized = y_out if len(onnx_dims) == internal_rank else y_out + "_unshaped"
+        self.node("DequantizeLinear", [qname(model.output), *self.qparams(y_spec)],
+                  [dequantized], "dequantize_output")
+        if dequantized != y_out:
+            shape = np.array([0] + onnx_dims[1:], np.int64)
+            self.node("Reshape", [dequantized, self.const("output_shape", shape)], [y_out],
+                      "output_reshape")
+        graph = helper.make_graph(self.nodes, model.name, [boundary.onnx_input],
+                                  [boundary.onnx_output], self.inits)
+        q = helper.make_model(graph, producer_name="tinyconv", opset_imports=[
+            helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+        q.ir_version = 8
+        return q
+
+
+def to_qonnx(model: QuantModel, weight_scales: dict, boundary: Boundary) -> onnx.ModelProto:
+    """The QOperator ONNX model computing ``model`` (see the module docstring)."""
+    return _Writer(model, weight_scales, boundary).build()
+
+
+def run_qonnx(q: onnx.ModelProto, model: QuantModel, x: np.ndarray,
+              collect: bool = False) -> dict[str, np.ndarray] | np.ndarray:
+    """Run model.q.onnx in onnxruntime on float input ``x`` (the model's ONNX layout).
+
+    Returns the int8 output in NHWC (the runtime's layout), or with ``collect=True`` every
+    QuantModel tensor's int8 value keyed by its name, so a mismatch points at its layer."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(q)
+    wanted = [model.output] if not collect else list(model.tensors)
+    for name in wanted:
+        rank = 4 if len(model.tensors[name].shape) == 3 else 2
+        probe.graph.output.append(helper.make_tensor_value_info(
+            qname(name), TensorProto.INT8, [None] * rank))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(probe.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    names = [qname(n) for n in wanted]
+    values = session.run(names, {q.graph.input[0].name: x.astype(np.float32)})
+    result = {}
+    for name, value in zip(wanted, values):
+        result[name] = value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
+    return result if collect else result[model.output]
