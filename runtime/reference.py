@@ -1,0 +1,213 @@
+"""Slow, obviously-correct loop versions of every kernel: the oracle the fast ones are tested
+against. One output element at a time, Python integers, the formulas of docs/ARITHMETIC.md
+read straight off the page. Never used to run models.
+
+Requantization of an accumulator goes through runtime/requant.py (its own hand-computed tests
+prove it); everything around it (indexing, padding, counting, summing, rounding division, the
+fused multiply-add of float-mode add) is spelled out here independently of runtime/kernels.py.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from runtime.requant import Requant
+
+
+def _requant_one(acc: int, rq: Requant, channel: int) -> int:
+    if rq.mode == "fixed":
+        one = Requant.fixed(rq.multiplier[channel % rq.channels], rq.shift[channel % rq.channels],
+                            rq.rounding)
+    else:
+        one = Requant.float(rq.scale[channel % rq.channels])
+    return int(one.apply(np.array([acc], np.int64))[0])
+
+
+def _clamp(v: int, low: int, high: int) -> int:
+    return max(low, min(high, v))
+
+
+def _out_size(size, k, s, before, after, d=1):
+    return (size + before + after - ((k - 1) * d + 1)) // s + 1
+
+
+def conv2d(x, w, bias, rq, *, input_zero_point, output_zero_point, stride=(1, 1),
+           padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, act_range=(-128, 127)):
+    n_, h, wd, c = x.shape
+    m, kh, kw, cg = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = stride, dilation, padding
+    oh, ow = _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw)
+    mg = m // groups
+    y = np.zeros((n_, oh, ow, m), np.int8)
+    for n in range(n_):
+        for oy in range(oh):
+            for ox in range(ow):
+                for o in range(m):
+                    g = o // mg
+                    acc = 0 if bias is None else int(bias[o])
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy, ix = oy * sh - pt + ky * dh, ox * sw - pl + kx * dw
+                            if not (0 <= iy < h and 0 <= ix < wd):
+                                continue  # padding: contributes (zp - zp) * w = 0
+                            for ci in range(cg):
+                                acc += int(w[o, ky, kx, ci]) * (
+                                    int(x[n, iy, ix, g * cg + ci]) - int(input_zero_point))
+                    assert -2**31 <= acc < 2**31
+                    value = _requant_one(acc, rq, o) + int(output_zero_point)
+                    y[n, oy, ox, o] = _clamp(value, *act_range)
+    return y
+
+
+def fully_connected(x, w, bias, rq, *, input_zero_point, output_zero_point,
+                    act_range=(-128, 127)):
+    flat = x.reshape(x.shape[0], -1)
+    y = np.zeros((flat.shape[0], w.shape[0]), np.int8)
+    for n in range(flat.shape[0]):
+        for o in range(w.shape[0]):
+            acc = 0 if bias is None else int(bias[o])
+            for k in range(w.shape[1]):
+                acc += int(w[o, k]) * (int(flat[n, k]) - int(input_zero_point))
+            y[n, o] = _clamp(_requant_one(acc, rq, o) + int(output_zero_point), *act_range)
+    return y
+
+
+def _window(x, n, oy, ox, ch, kernel, stride, padding):
+    """The values of the taps inside the image, in row-major order, and the tap count."""
+    (kh, kw), (sh, sw), (pt, pl, _, _) = kernel, stride, padding
+    values = []
+    for ky in range(kh):
+        for kx in range(kw):
+            iy, ix = oy * sh - pt + ky, ox * sw - pl + kx
+            if 0 <= iy < x.shape[1] and 0 <= ix < x.shape[2]:
+                values.append(int(x[n, iy, ix, ch]))
+    return values
+
+
+def _pool(x, kernel, stride, padding, fn):
+    n_, h, w, c = x.shape
+    oh = _out_size(h, kernel[0], stride[0], padding[0], padding[2])
+    ow = _out_size(w, kernel[1], stride[1], padding[1], padding[3])
+    y = np.zeros((n_, oh, ow, c), np.int8)
+    for n in range(n_):
+        for oy in range(oh):
+            for ox in range(ow):
+                for ch in range(c):
+                    y[n, oy, ox, ch] = fn(_window(x, n, oy, ox, ch, kernel, stride, padding))
+    return y
+
+
+def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0), act_range=(-128, 127)):
+    return _pool(x, kernel, stride, padding, lambda v: _clamp(max(v, default=-128), *act_range))
+
+
+def _c_div(a: int, b: int) -> int:
+    """C's integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _tflite_round_div(acc: int, count: int) -> int:
+    return _c_div(acc + count // 2, count) if acc > 0 else _c_div(acc - count // 2, count)
+
+
+def _to_f32(v) -> np.float32:
+    return np.float32(v)
+
+
+def _round_half_even(v: float) -> int:
+    return int(round(float(v)))  # Python's round() is half to even
+
+
+def avg_pool2d(x, kernel, consts, *, stride, padding=(0, 0, 0, 0), count_include_pad=False,
+               act_range=(-128, 127)):
+    x_zp = int(consts["input_zero_point"][0])
+    y_zp = int(consts["output_zero_point"][0])
+    area = kernel[0] * kernel[1]
+    if "multiplier" in consts:
+        rq = Requant.fixed(consts["multiplier"], consts["shift"])
+
+        def fixed(values):
+            count = area if count_include_pad else len(values)
+            if consts["rescale"][0]:
+                acc = sum(v - x_zp for v in values)
+                value = _tflite_round_div(_requant_one(acc, rq, 0), count) + y_zp
+            else:
+                acc = sum(values) + x_zp * (count - len(values))
+                value = _tflite_round_div(acc, count)
+            return _clamp(value, *act_range)
+        return _pool(x, kernel, stride, padding, fixed)
+
+    x_scale, y_scale = _to_f32(consts["x_scale"][0]), _to_f32(consts["y_scale"][0])
+    whole = tuple(kernel) == x.shape[1:3] and tuple(padding) == (0, 0, 0, 0)
+
+    def floating(values):
+        if whole:
+            acc = _to_f32(sum(values) - x_zp * area)
+            return _clamp(_round_half_even(acc * consts["global_scale"][0]) + y_zp, *act_range)
+        total = _to_f32(0.0)
+        for v in values:
+            total = _to_f32(total + _to_f32(x_scale * _to_f32(v - x_zp)))
+        count = area if count_include_pad else len(values)
+        mean = _to_f32(total / _to_f32(count))
+        value = _to_f32(_to_f32(mean / y_scale) + _to_f32(y_zp))
+        return _clamp(_round_half_even(value), *act_range)
+    return _pool(x, kernel, stride, padding, floating)
+
+
+def global_avg_pool(x, consts, *, act_range=(-128, 127)):
+    n_, h, w, c = x.shape
+    x_zp = int(consts["input_zero_point"][0])
+    y_zp = int(consts["output_zero_point"][0])
+    count = h * w
+    y = np.zeros((n_, 1, 1, c), np.int8)
+    for n in range(n_):
+        for ch in range(c):
+            acc = sum(int(x[n, i, j, ch]) - x_zp for i in range(h) for j in range(w))
+            if "multiplier" in consts:
+                rq = Requant.fixed(consts["multiplier"], consts["shift"])
+                value = _tflite_round_div(_requant_one(acc, rq, 0), count) + y_zp
+            else:
+                value = _round_half_even(_to_f32(acc) * consts["scale"][0]) + y_zp
+            y[n, 0, 0, ch] = _clamp(value, *act_range)
+    return y
+
+
+def _round_to_f32(value: Fraction) -> np.float32:
+    """Round an exact rational to the nearest float32, ties to even (normal range)."""
+    if value == 0:
+        return np.float32(0.0)
+    sign = -1 if value < 0 else 1
+    value = abs(value)
+    exponent = value.numerator.bit_length() - value.denominator.bit_length()
+    while Fraction(2) ** exponent > value:
+        exponent -= 1
+    while Fraction(2) ** (exponent + 1) <= value:
+        exponent += 1
+    ulp = Fraction(2) ** (exponent - 23)
+    mantissa = round(value / ulp)  # Fraction.__round__: half to even
+    return np.float32(sign * float(mantissa * ulp))
+
+
+def _fma(a, b, c) -> np.float32:
+    return _round_to_f32(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+
+def add(a, b, consts, *, act_range=(-128, 127)):
+    y = np.zeros(a.shape, np.int8)
+    for index in np.ndindex(a.shape):
+        va, vb = int(a[index]), int(b[index])
+        if "multiplier" in consts:
+            shift = int(consts["left_shift"][0])
+            total = 0
+            for prefix, v in (("a_", va), ("b_", vb)):
+                rq = Requant.fixed(consts[prefix + "multiplier"], consts[prefix + "shift"])
+                total += _requant_one((v - int(consts[prefix + "zero_point"][0])) * 2**shift, rq, 0)
+            out_rq = Requant.fixed(consts["multiplier"], consts["shift"])
+            value = _requant_one(total, out_rq, 0) + int(consts["output_zero_point"][0])
+        else:
+            partial = _fma(vb, consts["b_scale"][0], consts["offset"][0])
+            value = _round_half_even(_fma(va, consts["a_scale"][0], partial))
+        y[index] = _clamp(_clamp(value, -128, 127), *act_range)
+    return y
