@@ -1,0 +1,86 @@
+"""Requantization against hand-computed cases from the formulas (docs/ARITHMETIC.md), and fixed
+mode against float mode on random data."""
+import numpy as np
+import pytest
+
+from runtime import kernels
+from runtime.requant import INT32_MAX, INT32_MIN, Requant, quantize_multiplier, requantize
+
+
+def apply(rq, values):
+    return [int(v) for v in rq.apply(np.array(values, np.int64))]
+
+
+def test_fixed_half_multiplier_rounds_half_away_from_zero():
+    # M = 2**30 is 0.5: SRDHM(a, M) = (a * 2**30 + 2**30) >> 31 = floor((a + 1) / 2)
+    rq = Requant.fixed([1 << 30], [0])
+    assert apply(rq, [1, 2, 3, -1, -2, -3, 0]) == [1, 1, 2, 0, -1, -1, 0]
+
+
+def test_fixed_right_shift_ties_and_negatives():
+    # M = 2**31 - 1 ~ 1.0, shift -2: divide by 4, rounding half away from zero
+    rq = Requant.fixed([INT32_MAX], [-2])
+    # h = SRDHM(a, 2**31-1) equals a for these small a; then RoundingDivideByPOT(a, 2)
+    assert apply(rq, [6, 5, 7, 2, -2, -6, -5, -7]) == [2, 1, 2, 1, -1, -2, -1, -2]
+
+
+def test_fixed_left_shift_wraps_to_int32_first():
+    rq = Requant.fixed([1 << 30], [2])
+    assert apply(rq, [3]) == [6]  # (3 << 2) * 0.5
+    # 2**29 << 2 = 2**31 wraps to INT32_MIN; times 0.5 -> -2**30
+    assert apply(rq, [1 << 29]) == [-(1 << 30)]
+
+
+def test_fixed_saturates_int32_min_times_int32_min():
+    rq = Requant.fixed([INT32_MIN], [0])
+    assert apply(rq, [INT32_MIN]) == [INT32_MAX]
+    assert apply(rq, [-1]) == [1]  # (-1 * -2**31 + 2**30) >> 31 = 1
+
+
+def test_single_rounding():
+    rq = Requant.fixed([1 << 30], [-1], rounding="single")
+    # T = 32: (acc * 2**30 + 2**31) >> 32 = floor(acc / 4 + 1/2)
+    assert apply(rq, [2, 6, -2, -6, 5]) == [1, 2, 0, -1, 1]
+
+
+def test_float_mode_rounds_half_to_even():
+    rq = Requant.float([0.5])
+    assert apply(rq, [1, 3, 5, -1, -3, 7]) == [0, 2, 2, 0, -2, 4]
+
+
+def test_float_scale_is_computed_in_float32_in_order():
+    rq = Requant.from_scales(0.1, [0.3], 0.7, mode="float")
+    expected = (np.float32(0.1) * np.float32(0.3)) / np.float32(0.7)
+    assert rq.scale[0] == expected
+
+
+@pytest.mark.parametrize("real, expected", [
+    (0.5, (1 << 30, 0)), (0.25, (1 << 30, -1)), (1.0, (1 << 30, 1)), (3.0, (3 << 29, 2)),
+    (0.0, (0, 0)), (2.0**-40, (0, 0)),
+    (1 - 2.0**-33, (1 << 30, 1)),  # q * 2**31 rounds to 2**31: halve it, bump the exponent
+])
+def test_quantize_multiplier(real, expected):
+    assert quantize_multiplier(real) == expected
+
+
+def test_requantize_adds_zero_point_and_clamps():
+    rq = Requant.float([1.0])
+    out = requantize(np.array([[-300, -5, 0, 5, 300]]), rq, 3, act_range=(3, 100))
+    assert out.tolist() == [[3, 3, 3, 8, 100]]
+    assert out.dtype == np.int8
+
+
+def test_fixed_within_one_lsb_of_float_and_rarely_different():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (8, 12, 12, 16)).astype(np.int8)
+    w = rng.integers(-127, 128, (24, 3, 3, 16)).astype(np.int8)
+    w_scales = np.exp(rng.uniform(-7, -4, 24)).astype(np.float32)
+    bias = rng.integers(-20000, 20000, 24).astype(np.int32)
+    args = dict(input_zero_point=-7, output_zero_point=4, padding=(1, 1, 1, 1))
+    outs = [kernels.conv2d(x, w, bias, Requant.from_scales(0.05, w_scales, 0.9, mode), **args)
+            for mode in ("fixed", "float")]
+    diff = np.abs(outs[0].astype(int) - outs[1].astype(int))
+    assert diff.max() <= 1
+    assert diff.mean() < 0.01
+    unclamped = (outs[1] > -128) & (outs[1] < 127)
+    assert unclamped.mean() > 0.5  # the comparison is not just saturated values
