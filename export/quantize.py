@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from export.graph import FloatGraph, FloatLayer
+from runtime import kernels
 from runtime.errors import TinyconvError
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import INT32_MAX, MODES, Requant
@@ -164,33 +165,25 @@ class _Quantizer:
         params = dict(layer.params, **self.act_params(layer, y))
         return Layer("max_pool2d", layer.name, layer.inputs, layer.output, params)
 
-    def _kernel_constants(self, layer: FloatLayer, inputs: list[TensorSpec], y: TensorSpec,
-                          **geometry) -> dict:
-        from runtime import kernels  # written by the runtime; its constants are the contract
-
-        function = getattr(kernels, f"{layer.op}_constants", None)
-        if function is None:
-            raise TinyconvError(f"layer {layer.name!r}: this runtime has no "
-                                f"{layer.op}_constants(); cannot quantize {layer.op}")
-        scales = [(t.scale, t.zero_point) for t in inputs]
-        return function(*scales, (y.scale, y.zero_point), mode=self.mode, **geometry)
-
     def q_avg_pool2d(self, layer: FloatLayer) -> Layer:
         x, y = self.spec(layer.inputs[0]), self.output_spec(layer)
         params = dict(layer.params, **self.act_params(layer, y))
-        arrays = self._kernel_constants(layer, [x], y, kernel=tuple(layer.params["kernel"]))
+        arrays = kernels.avg_pool_constants(x.scale, x.zero_point, y.scale, y.zero_point,
+                                            layer.params["kernel"], self.mode)
         return Layer("avg_pool2d", layer.name, layer.inputs, layer.output, params, arrays)
 
     def q_global_avg_pool(self, layer: FloatLayer) -> Layer:
         x, y = self.spec(layer.inputs[0]), self.output_spec(layer)
-        arrays = self._kernel_constants(layer, [x], y, spatial=tuple(x.shape[:2]))
+        arrays = kernels.global_avg_pool_constants(x.scale, x.zero_point, y.scale, y.zero_point,
+                                                   x.shape[:2], self.mode)
         return Layer("global_avg_pool", layer.name, layer.inputs, layer.output,
                      self.act_params(layer, y), arrays)
 
     def q_add(self, layer: FloatLayer) -> Layer:
         a, b = (self.spec(n) for n in layer.inputs)
         y = self.output_spec(layer)
-        arrays = self._kernel_constants(layer, [a, b], y)
+        arrays = kernels.add_constants(a.scale, a.zero_point, b.scale, b.zero_point, y.scale,
+                                       y.zero_point, self.mode)
         return Layer("add", layer.name, layer.inputs, layer.output,
                      self.act_params(layer, y), arrays)
 
