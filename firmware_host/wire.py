@@ -44,23 +44,28 @@ class FrameError(ValueError):
 
 
 def cobs_encode(data: bytes) -> bytes:
-    """COBS without the delimiter. Runs of 254 non-zero bytes become a 0xFF block; the final
-    block is always written (as the firmware's encoder does), so the output is canonical."""
+    """COBS without the delimiter, canonical as in the COBS paper (and byte for byte what the
+    firmware's encoder sends): runs of 254 non-zero bytes become a 0xFF block, and data that
+    ends right after such a block gets no empty final block."""
     out = bytearray()
     block = bytearray()
+    after_full = False
     for byte in data:
         if byte == 0:
             out.append(len(block) + 1)
             out += block
             block.clear()
+            after_full = False
         else:
             block.append(byte)
             if len(block) == 254:
                 out.append(0xFF)
                 out += block
                 block.clear()
-    out.append(len(block) + 1)
-    out += block
+                after_full = True
+    if block or not after_full:
+        out.append(len(block) + 1)
+        out += block
     return bytes(out)
 
 
@@ -123,13 +128,6 @@ def parse_frame(raw: bytes) -> Frame:
 def decode_frame(encoded: bytes) -> Frame:
     """One wire frame without its delimiter -> Frame; raises FrameError."""
     return parse_frame(cobs_decode(encoded))
-
-
-def wire_size(payload_len: int) -> int:
-    """Bytes on the wire for a frame with this payload when the payload holds no zero bytes
-    (the worst case for COBS overhead): header, payload, CRC, COBS codes, delimiter."""
-    body = FRAME_OVERHEAD + payload_len
-    return body + (body // 254) + 1 + 1
 
 
 class FrameSplitter:

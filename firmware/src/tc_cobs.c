@@ -64,10 +64,12 @@ void tc_cobs_encoder_init(tc_cobs_encoder *e, tc_cobs_sink sink)
 {
     e->sink = sink;
     e->n = 0;
+    e->after_full = 0;
 }
 
 static void emit_block(tc_cobs_encoder *e)
 {
+    e->after_full = (uint8_t)(e->n == 254U);
     e->block[0] = (uint8_t)(e->n + 1U);
     e->sink(e->block, (size_t)e->n + 1U);
     e->n = 0;
@@ -92,6 +94,10 @@ void tc_cobs_encode(tc_cobs_encoder *e, const uint8_t *data, size_t len)
 void tc_cobs_encoder_finish(tc_cobs_encoder *e)
 {
     static const uint8_t delimiter = 0;
-    emit_block(e);
+    /* Data ending right after a full block needs no final (empty) block: the 0xFF code
+     * already says "no zero follows". This is the canonical encoding of the COBS paper. */
+    if (e->n > 0U || !e->after_full) {
+        emit_block(e);
+    }
     e->sink(&delimiter, 1);
 }

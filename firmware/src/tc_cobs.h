@@ -35,6 +35,7 @@ typedef struct {
     tc_cobs_sink sink;
     uint8_t block[255];    /* block[0] is the code byte, block[1 .. n] the data */
     uint8_t n;
+    uint8_t after_full;    /* the last block emitted was a full 0xFF block */
 } tc_cobs_encoder;
 
 void tc_cobs_encoder_init(tc_cobs_encoder *e, tc_cobs_sink sink);
