@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tinyconv.demo.convnet import TrainConfig
+
 DEVICES = ("host", "lm3s6965evb", "mps2-an386")
 DEFAULT_OUT = Path("build/demo")
 
@@ -28,15 +30,15 @@ def register(subparsers) -> None:
     parser.add_argument("--requant", choices=("fixed", "float"), default="fixed",
                         help="requantization scheme: fixed (integer-only, default) or float "
                              "(onnxruntime's, needs an FPU)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="training seed (the trained weights are cached per seed)")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed,
+                        help=f"training seed (default: {TrainConfig.seed}; the trained weights "
+                             "are cached per seed)")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even when cached weights exist")
     parser.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    from tinyconv.demo.convnet import TrainConfig
     from tinyconv.demo.pipeline import run
 
     return run(args.out, device=args.device, requant=args.requant,

@@ -185,9 +185,12 @@ class ConvNet:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides the trained weights; the demo's cache is keyed by it."""
+    """Everything that decides the trained weights; the demo's cache is keyed by it.
 
-    seed: int = 0
+    Seed 1 is the default because all its filters stay alive (seed 0 reaches the same 98.06%
+    but one first-layer filter dies: its ReLU never fires, a dull picture)."""
+
+    seed: int = 1
     epochs: int = 15
     batch_size: int = 32
     learning_rate: float = 0.05

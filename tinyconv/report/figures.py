@@ -78,19 +78,21 @@ class _Grid:
 
 def filters_png(float_weights: np.ndarray, int8_weights: np.ndarray | None,
                 title: str = "learned first-layer filters") -> bytes:
-    """Heatmaps of ``[M, C, KH, KW]`` filters (float, and int8 dequantized when given), red for
-    positive and blue for negative weights, one colour scale per filter."""
+    """Heatmaps of ``[M, C, KH, KW]`` filters (float, and the int8 codes when given), red for
+    positive and blue for negative weights. Each filter of each version gets its own symmetric
+    colour scale: int8 weights are the float ones times a positive per-filter factor, so the two
+    rows differ only where rounding to 255 levels shows."""
     m, c = float_weights.shape[:2]
     versions = [("float", float_weights)]
     if int8_weights is not None:
         versions.append(("int8", int8_weights))
     grid = _Grid(c * len(versions), m, FILTER_CELL_PX, title)
     for f in range(m):
-        limit = float(np.abs(float_weights[f]).max()) or 1.0
         grid.column_label(f, f"filter {f}")
         for ci in range(c):
             for v, (label, weights) in enumerate(versions):
                 row = ci * len(versions) + v
+                limit = float(np.abs(weights[f]).max()) or 1.0
                 grid.axes(row, f).imshow(weights[f, ci], cmap="RdBu_r", vmin=-limit, vmax=limit,
                                          interpolation="nearest")
                 if f == 0:

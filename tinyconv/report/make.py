@@ -1,0 +1,161 @@
+"""Assemble a report: read the export directory and the data, compute the tables, draw the
+pictures, write ``index.html`` and the PNGs into the report directory in one atomic step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+import runtime
+from runtime.errors import TinyconvError
+from runtime.model import QuantModel
+from tinyconv.report import figures, page, quality
+
+
+@dataclass
+class Report:
+    """What ``make_report`` wrote, for callers that print or test it."""
+
+    out_dir: Path
+    results: list[quality.Result]
+    files: list[str]
+
+
+def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` (float inputs in model.onnx's layout) and, with ``want_labels``, ``y``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise TinyconvError(f"{path}: no array 'x' (it has "
+                                    f"{', '.join(data.files) or 'none'})")
+            x = np.asarray(data["x"], dtype=np.float32)
+            if not want_labels:
+                return x, None
+            if "y" not in data.files:
+                raise TinyconvError(f"{path}: --labels given but there is no array 'y'")
+            y = np.asarray(data["y"]).astype(np.int64).reshape(-1)
+    except OSError as exc:
+        raise TinyconvError(f"cannot read {path}: {exc}") from None
+    except ValueError as exc:
+        raise TinyconvError(f"{path}: not a readable .npz file ({exc})") from None
+    if len(y) != len(x):
+        raise TinyconvError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    return x, y
+
+
+def first_conv_filters(onnx_path: Path, model: QuantModel) -> tuple[np.ndarray, np.ndarray]:
+    """The first conv layer's float filters (ONNX OIHW) and its int8 codes, in the same layout."""
+    layer = next((l for l in model.layers if l.op == "conv2d"), None)
+    if layer is None:
+        raise TinyconvError(f"{model.name}: no conv layer to picture")
+    graph = onnx.load(str(onnx_path)).graph
+    initializers = {i.name: i for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    node = next((n for n in convs if n.name == layer.name), convs[0] if convs else None)
+    if node is None or node.input[1] not in initializers:
+        raise TinyconvError(f"{onnx_path}: cannot find the weights of conv {layer.name!r}")
+    float_w = numpy_helper.to_array(initializers[node.input[1]])
+    int8_w = layer.arrays["weights"].transpose(0, 3, 1, 2)  # OHWI -> OIHW
+    if float_w.shape != int8_w.shape:
+        raise TinyconvError(f"{onnx_path}: conv {node.name!r} weights {list(float_w.shape)} do "
+                            f"not match the int8 layer's {list(int8_w.shape)}")
+    return float_w, int8_w
+
+
+def _picture_of(sample: np.ndarray) -> np.ndarray:
+    """One input as a 2-D image: channels averaged, whichever axis holds them."""
+    if sample.ndim == 3:
+        channel_axis = 0 if sample.shape[0] <= 4 else -1
+        return sample.mean(axis=channel_axis)
+    return sample.reshape(1, -1) if sample.ndim == 1 else sample
+
+
+def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool = False,
+                calibration: Path | None = None, pictured: int = 3,
+                device_outputs: np.ndarray | None = None,
+                say: Callable[[str], None] = print) -> Report:
+    """Write the report for the model in ``export_dir`` evaluated on ``inputs``.
+
+    ``calibration`` (an .npz with ``x``) calibrates the re-exports; by default the inputs do.
+    ``device_outputs`` (int8, one row per pictured input) adds the device to outputs.png."""
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    onnx_path = export_dir / "model.onnx"
+    if not onnx_path.is_file():
+        raise TinyconvError(f"{export_dir}: no model.onnx (is it a tinyconv export directory?)")
+    model = runtime.load(export_dir)
+    x, y = load_inputs(Path(inputs), labels)
+    cal = x if calibration is None else load_inputs(Path(calibration), False)[0]
+    say(f"report: {model.name}, {len(x)} inputs, {len(quality.CONFIGS)} int8 configurations")
+    results = quality.compare_configs(export_dir, model, x, y, cal,
+                                      on_step=lambda label: say(f"report: exporting {label}"))
+
+    pictured = max(1, min(pictured, len(x)))
+    floats = quality.float_activations(onnx_path, x[:pictured])
+    int8 = quality.int8_activations(model, x[:pictured])
+    files: dict[str, bytes] = {}
+    images: list[tuple[str, str]] = []
+
+    float_w, int8_w = first_conv_filters(onnx_path, model)
+    files["filters.png"] = figures.filters_png(float_w, int8_w)
+    images.append(("filters.png", "Learned first-layer filters: float weights and int8 codes"))
+
+    conv_outputs = [l.output for l in model.layers if l.op == "conv2d" and l.output in floats]
+    for i in range(pictured):
+        maps = [(name, quality.to_nhwc(floats[name][i:i + 1])[0], int8[name][i])
+                for name in conv_outputs]
+        caption = f"input {i}" + ("" if y is None else f" (label {y[i]})")
+        files[f"features_{i}.png"] = figures.features_png(_picture_of(x[i]), maps,
+                                                          f"{caption}: feature maps after each "
+                                                          "conv layer, float vs int8")
+        images.append((f"features_{i}.png", f"Feature maps of {caption}"))
+
+    out_spec = model.output_spec
+    float_out = floats[quality.float_output_name(onnx_path)].reshape(pictured, -1)
+    int8_out = int8[model.output].reshape(pictured, -1)
+    device = None
+    if device_outputs is not None:
+        from runtime import kernels
+
+        device = kernels.dequantize(np.asarray(device_outputs, np.int8).reshape(pictured, -1),
+                                    out_spec.scale, out_spec.zero_point)
+    files["outputs.png"] = figures.outputs_png(
+        float_out, int8_out, device,
+        [None] * pictured if y is None else [int(v) for v in y[:pictured]])
+    images.append(("outputs.png", "Model outputs of the pictured inputs"))
+
+    facts = [("model", f"{model.name} (hash {model.hash}, requant {model.requant_mode})"),
+             ("export directory", str(export_dir)), ("inputs", f"{inputs} ({len(x)} samples)"),
+             ("calibration of the re-exports", str(calibration or inputs)),
+             ("labels", "yes" if y is not None else "no")]
+    layers = [(l.op, l.output) for l in model.layers]
+    files["index.html"] = page.render(f"tinyconv report: {model.name}", facts, results, layers,
+                                      images).encode()
+    page.write_dir_atomic(out_dir, files)
+    return Report(out_dir, results, sorted(files))
+
+
+def format_table(results: list[quality.Result]) -> str:
+    """The accuracy table as Markdown, for the terminal and docs/QUANTIZATION.md."""
+    width = max(len(r.label) for r in results)
+    lines = [f"| {'model':<{width}} | top-1 accuracy | top-1 = float | output SQNR (dB) |",
+             f"|{'-' * (width + 2)}|---------------:|--------------:|-----------------:|"]
+    for r in results:
+        lines.append(f"| {r.label:<{width}} | {page.percent(r.accuracy):>14} | "
+                     f"{page.percent(r.agreement):>13} | {page.decibels(r.output_sqnr):>16} |")
+    return "\n".join(lines)
+
+
+def format_layer_table(results: list[quality.Result], model: QuantModel) -> str:
+    """SQNR per layer (rows) and int8 configuration (columns), as Markdown."""
+    int8 = [r for r in results if r.layer_sqnr]
+    lines = ["| layer | " + " | ".join(r.label for r in int8) + " |",
+             "|---|" + "---:|" * len(int8)]
+    for layer in model.layers:
+        cells = [page.decibels(r.layer_sqnr[layer.output]) if layer.output in r.layer_sqnr
+                 else "—" for r in int8]
+        lines.append(f"| {layer.op} → `{layer.output}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
