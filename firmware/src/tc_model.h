@@ -12,4 +12,9 @@
  * Returns TC_OK or a TC_ERR_* code. Not reentrant: one inference at a time. */
 int tc_model_run(const int8_t *input, int8_t *output);
 
+/* tc_model_run that also records clock() ticks spent in each layer into layer_ticks
+ * (TC_NUM_LAYERS entries; e.g. clock = tc_port_ticks) for per-layer profiling. */
+int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(void),
+                       uint32_t *layer_ticks);
+
 #endif

@@ -1,0 +1,425 @@
+"""C code generation: a ``QuantModel`` written out as ``model_data.h`` / ``model_data.c``.
+
+The generated files are the device's copy of the model: ``const`` weights (OHWI), biases and
+requantization constants copied verbatim from the model (never re-derived), a ``const`` layer
+table that ``firmware/src/tc_model.c`` walks, and the macros of the firmware contract (name,
+hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
+them into any C99 project; the layer table's struct is defined in the header itself and carries
+a version number that ``tc_model.c`` checks at compile time.
+
+Values that are floats in the model (scales) are written as C99 hexadecimal float literals, so
+the device sees exactly the float32 bits runtime/ uses; in ``fixed`` mode no float appears at
+all, and input/output scales are given as IEEE-754 bit patterns.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import TinyconvError
+from runtime.model import Layer, QuantModel, TensorSpec, write_atomic
+
+LAYER_TABLE_VERSION = 1
+OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
+            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6}
+RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
+IPARAM_COUNT = 10
+
+# Op-specific constants of avg_pool2d / global_avg_pool / add (runtime.kernels *_constants),
+# in the order tc_model.c reads them from tc_layer_t.iparams / .fparams.
+_IPARAM_KEYS = {
+    ("avg_pool2d", "fixed"): ("input_zero_point", "output_zero_point", "multiplier", "shift",
+                              "rescale"),
+    ("avg_pool2d", "float"): ("input_zero_point", "output_zero_point"),
+    ("global_avg_pool", "fixed"): ("input_zero_point", "output_zero_point", "multiplier",
+                                   "shift", "count"),
+    ("global_avg_pool", "float"): ("input_zero_point", "output_zero_point", None, None,
+                                   "count"),
+    ("add", "fixed"): ("a_zero_point", "b_zero_point", "output_zero_point", "left_shift",
+                       "a_multiplier", "a_shift", "b_multiplier", "b_shift", "multiplier",
+                       "shift"),
+    ("add", "float"): (),
+}
+_FPARAM_KEYS = {
+    ("avg_pool2d", "float"): ("x_scale", "y_scale", "global_scale"),
+    ("global_avg_pool", "float"): ("scale",),
+    ("add", "float"): ("a_scale", "b_scale", "offset"),
+}
+
+_HEADER_TYPES = """\
+#define TC_LAYER_TABLE_VERSION {version}
+
+/* tc_layer_t.op */
+{op_macros}
+
+/* tc_layer_t.rq_mode: how conv2d / fully_connected requantize (firmware/src/tc_requant.h) */
+#define TC_LAYER_RQ_FIXED_DOUBLE 0
+#define TC_LAYER_RQ_FIXED_SINGLE 1
+#define TC_LAYER_RQ_FLOAT 2
+
+/* One layer. Shapes are per sample, NHWC; a vector of K values is 1 x 1 x K. Offsets are byte
+ * offsets into the activation arena. iparams / fparams hold the op-specific constants of
+ * avg_pool2d, global_avg_pool and add in the order export/c_codegen.py documents. */
+typedef struct {{
+    int32_t op, rq_mode;
+    uint32_t input_offset, input2_offset, output_offset;
+    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    int32_t pad_top, pad_left, pad_bottom, pad_right;
+    int32_t groups, count_include_pad;
+    int32_t input_zero_point, output_zero_point, act_min, act_max;
+    uint32_t macs;
+    const int8_t *weights;      /* OHWI [out_c, kernel_h, kernel_w, in_c / groups] or [out_c, K] */
+    const int32_t *bias;        /* [out_c] or 0 */
+    const int32_t *multiplier;  /* fixed mode: [out_c] */
+    const int32_t *shift;       /* fixed mode: [out_c] */
+    const float *scale;         /* float mode: [out_c] */
+    int32_t iparams[{iparams}];
+    const float *fparams;
+}} tc_layer_t;
+
+extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
+"""
+
+
+def _fail(model: QuantModel, message: str) -> TinyconvError:
+    return TinyconvError(f"model {model.name!r}: cannot generate C: {message}")
+
+
+def _c_string(text: str) -> str:
+    """A C string literal for any text (escapes, and no '??' trigraphs under -std=c99)."""
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\?':
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _comment(text: str) -> str:
+    return text.replace("*/", "* /").replace("\n", " ")
+
+
+def _c_int(value: int) -> str:
+    value = int(value)
+    return "(-2147483647 - 1)" if value == -(2**31) else str(value)
+
+
+def _c_float(value) -> str:
+    """Exact float32 literal in C99 hexadecimal notation."""
+    value = float(np.float32(value))
+    if not np.isfinite(value):
+        raise ValueError(f"non-finite float {value}")
+    return float(value).hex() + "f"
+
+
+def _float_bits(value: float) -> str:
+    return "0x%08xUL" % struct.unpack("<I", struct.pack("<f", float(value)))[0]
+
+
+def _hw_c(spec: TensorSpec) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in spec.shape)
+    if len(shape) == 3:
+        return shape
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    raise ValueError(f"tensor {spec.name!r} has shape {shape}; expected (H, W, C) or (K,)")
+
+
+def _out_size(size, kernel, stride, before, after, dilation=1):
+    return (size + before + after - ((kernel - 1) * dilation + 1)) // stride + 1
+
+
+class _Writer:
+    """Accumulates the ``static const`` arrays of model_data.c."""
+
+    def __init__(self):
+        self.chunks: list[str] = []
+
+    def array(self, ctype: str, name: str, values, fmt, comment: str) -> str:
+        flat = np.asarray(values).reshape(-1)
+        if flat.size == 0:
+            raise ValueError(f"{comment}: empty array")
+        items = [fmt(v) for v in flat.tolist()]
+        lines = []
+        for start in range(0, len(items), 16):
+            lines.append("    " + ", ".join(items[start:start + 16]) + ",")
+        self.chunks.append(f"/* {_comment(comment)} */\nstatic const {ctype} {name}[{flat.size}]"
+                           f" TC_ALIGN = {{\n" + "\n".join(lines) + "\n};\n")
+        return name
+
+
+def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tuple[dict, int]:
+    """The tc_layer_t initializer fields of one layer, and its scratch-buffer need in bytes."""
+    t = model.tensors
+    src = t[layer.inputs[0]]
+    dst = t[layer.output]
+    in_h, in_w, in_c = _hw_c(src)
+    out_h, out_w, out_c = _hw_c(dst)
+    p = layer.params
+    a = layer.arrays
+    mode = model.requant_mode
+    e = {"op": None, "rq_mode": 0, "input_offset": src.offset, "input2_offset": 0,
+         "output_offset": dst.offset, "in_h": in_h, "in_w": in_w, "in_c": in_c,
+         "out_h": out_h, "out_w": out_w, "out_c": out_c, "kernel_h": 1, "kernel_w": 1,
+         "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "pad_top": 0,
+         "pad_left": 0, "pad_bottom": 0, "pad_right": 0, "groups": 1, "count_include_pad": 0,
+         "input_zero_point": src.zero_point, "output_zero_point": dst.zero_point,
+         "act_min": int(p.get("act_min", -128)), "act_max": int(p.get("act_max", 127)),
+         "macs": 0, "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
+         "scale": "0", "iparams": [0] * IPARAM_COUNT, "fparams": "0"}
+    if not -128 <= e["act_min"] <= e["act_max"] <= 127:
+        raise ValueError(f"activation range [{e['act_min']}, {e['act_max']}] is not within int8")
+    prefix = f"tc_l{index}"
+    scratch = 0
+
+    def spatial(kh, kw, dh=1, dw=1):
+        stride = p.get("stride", [1, 1])
+        pads = p.get("padding", [0, 0, 0, 0])
+        e.update(kernel_h=kh, kernel_w=kw, stride_h=int(stride[0]), stride_w=int(stride[1]),
+                 dilation_h=dh, dilation_w=dw, pad_top=int(pads[0]), pad_left=int(pads[1]),
+                 pad_bottom=int(pads[2]), pad_right=int(pads[3]))
+        if min(e["stride_h"], e["stride_w"], dh, dw) < 1:
+            raise ValueError("stride and dilation must be >= 1")
+        if min(pads) < 0:
+            raise ValueError(f"negative padding {list(pads)} is not supported by the firmware")
+        expect = (_out_size(in_h, kh, e["stride_h"], e["pad_top"], e["pad_bottom"], dh),
+                  _out_size(in_w, kw, e["stride_w"], e["pad_left"], e["pad_right"], dw))
+        if expect != (out_h, out_w):
+            raise ValueError(f"output is {out_h}x{out_w} but the parameters give "
+                             f"{expect[0]}x{expect[1]}")
+
+    def requant_arrays(m):
+        rq = layer.requant()
+        if rq.mode != mode:
+            raise ValueError(f"requantization is {rq.mode} but the model is {mode}")
+        if rq.mode == "float":
+            e["rq_mode"] = RQ_CODES["float"]
+            e["scale"] = w.array("float", f"{prefix}_scale", np.broadcast_to(rq.scale, (m,)),
+                                 _c_float, f"{layer.name}: float32 requantization scale")
+        else:
+            e["rq_mode"] = RQ_CODES[rq.rounding]
+            e["multiplier"] = w.array("int32_t", f"{prefix}_multiplier",
+                                      np.broadcast_to(rq.multiplier, (m,)), _c_int,
+                                      f"{layer.name}: Q31 multiplier")
+            e["shift"] = w.array("int32_t", f"{prefix}_shift", np.broadcast_to(rq.shift, (m,)),
+                                 _c_int, f"{layer.name}: shift (> 0: left)")
+
+    def weights_and_bias(weights, m):
+        e["weights"] = w.array("int8_t", f"{prefix}_weights", weights, str,
+                               f"{layer.name}: weights {'x'.join(map(str, weights.shape))}")
+        if "bias" in a:
+            bias = np.asarray(a["bias"])
+            if bias.shape != (m,):
+                raise ValueError(f"bias has shape {bias.shape}, expected ({m},)")
+            e["bias"] = w.array("int32_t", f"{prefix}_bias", bias, _c_int,
+                                f"{layer.name}: bias")
+        requant_arrays(m)
+
+    if layer.op == "conv2d":
+        weights = np.asarray(a["weights"])
+        if weights.dtype != np.int8 or weights.ndim != 4:
+            raise ValueError(f"weights must be int8 OHWI, got {weights.dtype} {weights.shape}")
+        m, kh, kw, cg = weights.shape
+        groups = int(p.get("groups", 1))
+        dil = p.get("dilation", [1, 1])
+        if groups < 1 or cg * groups != in_c or m % groups or m != out_c:
+            raise ValueError(f"weights {weights.shape} with groups={groups} do not map "
+                             f"{in_c} input channels to {out_c} outputs")
+        spatial(kh, kw, int(dil[0]), int(dil[1]))
+        depthwise = cg == 1 and groups == in_c and groups > 1
+        e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups,
+                 macs=out_h * out_w * m * kh * kw * cg)
+        if not depthwise:
+            scratch = 2 * kh * kw * cg * 2  # two int16 im2col columns
+        weights_and_bias(weights, m)
+    elif layer.op == "fully_connected":
+        weights = np.asarray(a["weights"])
+        depth = in_h * in_w * in_c
+        if weights.dtype != np.int8 or weights.ndim != 2 or weights.shape[1] != depth:
+            raise ValueError(f"weights {weights.dtype} {weights.shape} do not match an input "
+                             f"of {depth} values")
+        if (out_h, out_w, out_c) != (1, 1, weights.shape[0]):
+            raise ValueError(f"output shape {dst.shape} is not ({weights.shape[0]},)")
+        e.update(op=OP_CODES["fully_connected"], macs=weights.shape[0] * depth)
+        scratch = depth * 2
+        weights_and_bias(weights, weights.shape[0])
+    elif layer.op in ("max_pool2d", "avg_pool2d"):
+        kh, kw = (int(k) for k in p["kernel"])
+        spatial(kh, kw)
+        if out_c != in_c:
+            raise ValueError(f"pooling changes channels {in_c} -> {out_c}")
+        e["op"] = OP_CODES[layer.op]
+        e["count_include_pad"] = int(bool(p.get("count_include_pad", False)))
+        if layer.op == "max_pool2d":
+            if (src.scale, src.zero_point) != (dst.scale, dst.zero_point):
+                raise ValueError("max_pool2d must keep its input's quantization")
+        else:
+            _op_constants(layer, mode, e, w, prefix)
+    elif layer.op == "global_avg_pool":
+        if (out_h, out_w, out_c) != (1, 1, in_c):
+            raise ValueError(f"output shape {dst.shape} is not (1, 1, {in_c})")
+        e.update(op=OP_CODES["global_avg_pool"], kernel_h=in_h, kernel_w=in_w)
+        _op_constants(layer, mode, e, w, prefix)
+        if e["iparams"][4] != in_h * in_w:
+            raise ValueError(f"constants were made for {e['iparams'][4]} positions, input has "
+                             f"{in_h * in_w}")
+    elif layer.op == "add":
+        other = t[layer.inputs[1]]
+        if len(layer.inputs) != 2 or _hw_c(other) != (in_h, in_w, in_c) or \
+                (out_h, out_w, out_c) != (in_h, in_w, in_c):
+            raise ValueError("add needs two inputs and an output of the same shape")
+        e.update(op=OP_CODES["add"], input2_offset=other.offset)
+        _op_constants(layer, mode, e, w, prefix)
+    else:
+        raise ValueError(f"op {layer.op!r} is not supported by the firmware")
+    return e, scratch
+
+
+def _op_constants(layer: Layer, mode: str, e: dict, w: _Writer, prefix: str) -> None:
+    a = layer.arrays
+    for slot, key in enumerate(_IPARAM_KEYS[(layer.op, mode)]):
+        if key is not None:
+            if key not in a:
+                raise ValueError(f"constant {key!r} missing for {mode} mode")
+            e["iparams"][slot] = int(np.asarray(a[key]).reshape(-1)[0])
+    fkeys = _FPARAM_KEYS.get((layer.op, mode))
+    if fkeys:
+        missing = [k for k in fkeys if k not in a]
+        if missing:
+            raise ValueError(f"constants {missing} missing for {mode} mode")
+        values = [np.asarray(a[k], np.float32).reshape(-1)[0] for k in fkeys]
+        e["fparams"] = w.array("float", f"{prefix}_fparams", np.array(values, np.float32),
+                               _c_float, f"{layer.name}: {', '.join(fkeys)}")
+
+
+def _check_arena(model: QuantModel) -> None:
+    for spec in model.tensors.values():
+        if spec.offset < 0 or spec.offset + spec.size > model.arena_size:
+            raise _fail(model, f"tensor {spec.name!r} ({spec.size} bytes at offset "
+                               f"{spec.offset}) lies outside the {model.arena_size}-byte arena; "
+                               "plan the arena first (export.plan.plan_arena)")
+    for layer in model.layers:
+        out = model.tensors[layer.output]
+        for name in layer.inputs:
+            src = model.tensors[name]
+            if src.offset < out.offset + out.size and out.offset < src.offset + src.size:
+                raise _fail(model, f"layer {layer.name!r} writes {out.name!r} over its input "
+                                   f"{src.name!r} in the arena")
+
+
+def _shape_init(shape) -> str:
+    return "{" + ", ".join(str(int(s)) for s in shape) + "}"
+
+
+def render(model: QuantModel) -> tuple[str, str]:
+    """The text of model_data.h and model_data.c."""
+    model.validate()
+    if not model.layers:
+        raise _fail(model, "the model has no layers")
+    _check_arena(model)
+    w = _Writer()
+    entries = []
+    scratch = 4
+    for index, layer in enumerate(model.layers):
+        try:
+            entry, need = _layer_entry(model, index, layer, w)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise _fail(model, f"layer {layer.name!r} ({layer.op}): {detail}") from None
+        entries.append((layer, entry))
+        scratch = max(scratch, need)
+    scratch = -(-scratch // 4) * 4
+    inp, out = model.input_spec, model.output_spec
+    mode_macro = "TC_REQUANT_FLOAT" if model.requant_mode == "float" else "TC_REQUANT_FIXED"
+    total_macs = sum(e["macs"] for _, e in entries)
+    op_macros = "\n".join(f"#define TC_OP_{name.upper()} {code}" for name, code in OP_CODES.items())
+    header = f"""\
+/* model_data.h: model {_comment(model.name)} (hash {model.hash}), generated by tinyconv's
+ * export/c_codegen.py. Do not edit: re-export instead. Needs <stdint.h> only. */
+#ifndef TC_MODEL_DATA_H
+#define TC_MODEL_DATA_H
+
+#include <stdint.h>
+
+#define TC_MODEL_NAME {_c_string(model.name)}
+#define TC_MODEL_HASH 0x{model.hash}ULL
+
+#define TC_REQUANT_FIXED 0
+#define TC_REQUANT_FLOAT 1
+#define TC_REQUANT_MODE {mode_macro}
+
+/* Activation arena (bytes) and the model's input/output places in it */
+#define TC_ARENA_SIZE {model.arena_size}
+#define TC_INPUT_OFFSET {inp.offset}
+#define TC_OUTPUT_OFFSET {out.offset}
+/* Scratch memory (bytes) the conv2d / fully_connected kernels need */
+#define TC_SCRATCH_SIZE {scratch}
+
+#define TC_INPUT_SIZE {inp.size}
+#define TC_OUTPUT_SIZE {out.size}
+#define TC_INPUT_RANK {len(inp.shape)}
+#define TC_INPUT_SHAPE_INIT {_shape_init(inp.shape)}
+#define TC_OUTPUT_RANK {len(out.shape)}
+#define TC_OUTPUT_SHAPE_INIT {_shape_init(out.shape)}
+/* Scales as IEEE-754 float32 bit patterns, so fixed-mode firmware needs no float */
+#define TC_INPUT_SCALE_BITS {_float_bits(inp.scale)} /* {float(np.float32(inp.scale))!r} */
+#define TC_INPUT_ZERO_POINT ({int(inp.zero_point)})
+#define TC_OUTPUT_SCALE_BITS {_float_bits(out.scale)} /* {float(np.float32(out.scale))!r} */
+#define TC_OUTPUT_ZERO_POINT ({int(out.zero_point)})
+
+#define TC_NUM_LAYERS {len(entries)}
+#define TC_TOTAL_MACS {total_macs}UL
+
+/* Alignment of the weight arrays and the arena; define TC_ALIGN before including this header
+ * to override it (e.g. to place weights in a section). */
+#ifndef TC_ALIGN
+#if defined(__GNUC__)
+#define TC_ALIGN __attribute__((aligned(16)))
+#else
+#define TC_ALIGN
+#endif
+#endif
+
+""" + _HEADER_TYPES.format(version=LAYER_TABLE_VERSION, op_macros=op_macros,
+                           iparams=IPARAM_COUNT) + "\n#endif\n"
+
+    rows = []
+    for layer, e in entries:
+        fields = []
+        for key, value in e.items():
+            if key == "iparams":
+                value = "{" + ", ".join(_c_int(v) for v in value) + "}"
+            elif isinstance(value, (int, np.integer)):
+                value = _c_int(value) + ("u" if key.endswith("offset") or key == "macs" else "")
+            fields.append(f".{key} = {value}")
+        lines = [", ".join(fields[i:i + 4]) for i in range(0, len(fields), 4)]
+        rows.append(f"    /* {_comment(layer.name)}: {layer.op} */\n    {{" + ",\n     ".join(lines)
+                    + "},")
+    source = f"""\
+/* model_data.c: model {_comment(model.name)} (hash {model.hash}), generated by tinyconv's
+ * export/c_codegen.py. Do not edit: re-export instead. */
+#include <stdint.h>
+
+#include "model_data.h"
+
+""" + "\n".join(w.chunks) + "\nconst tc_layer_t tc_layers[TC_NUM_LAYERS] = {\n" + \
+        "\n".join(rows) + "\n};\n"
+    return header, source
+
+
+def write_c_sources(model: QuantModel, out_dir) -> list[Path]:
+    """Write ``model_data.h`` and ``model_data.c`` into ``out_dir`` (each atomically) and
+    return their paths. Raises TinyconvError naming the layer the firmware cannot run."""
+    header, source = render(model)
+    out_dir = Path(out_dir)
+    paths = [out_dir / "model_data.h", out_dir / "model_data.c"]
+    write_atomic(paths[0], header.encode())
+    write_atomic(paths[1], source.encode())
+    return paths

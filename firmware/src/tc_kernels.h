@@ -1,0 +1,113 @@
+/* The int8 kernels, one public function per file, in the style of CMSIS-NN's s8 kernels.
+ *
+ * Every kernel takes small parameter structs, int8 NHWC activations and OHWI weights, returns
+ * TC_OK or a TC_ERR_* code (tc_model.h), and never allocates: a kernel that needs scratch memory
+ * has a *_get_buffer_size() companion and receives that memory in a tc_context. The arithmetic
+ * is runtime/kernels.py's, bit for bit (docs/ARITHMETIC.md). */
+#ifndef TC_KERNELS_H
+#define TC_KERNELS_H
+
+#include <stdint.h>
+
+#include "tc_model.h"
+#include "tc_requant.h"
+
+/* Scratch memory the caller owns. */
+typedef struct {
+    void *buf;
+    int32_t size;
+} tc_context;
+
+/* A per-sample NHWC shape; a vector of K values is {1, 1, K}. */
+typedef struct {
+    int32_t h, w, c;
+} tc_dims;
+
+/* Filter shape: m output channels of kh x kw x c (c = input channels per group). */
+typedef struct {
+    int32_t m, kh, kw, c;
+} tc_filter_dims;
+
+typedef struct {
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left; /* bottom/right padding follows from the output shape */
+    int32_t dilation_h, dilation_w;
+    int32_t groups;            /* conv2d: 1 or any divisor; depthwise: input channels */
+    int32_t act_min, act_max;  /* clamp after requantization, within [-128, 127] */
+} tc_conv_params;
+
+typedef struct {
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t act_min, act_max;
+} tc_fc_params;
+
+typedef struct {
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left, pad_bottom, pad_right;
+    int32_t count_include_pad; /* avg_pool2d: divide by the full window, padding included */
+    int32_t act_min, act_max;
+} tc_pool_params;
+
+/* Average pools (docs/ARITHMETIC.md). fixed: TFLite's int8 average / MEAN, i.e. the sum
+ * (zero-centred and rescaled when rescale != 0) divided by the count rounding half away from
+ * zero. float: onnxruntime's QLinearAveragePool / QLinearGlobalAveragePool. */
+typedef struct {
+    int32_t mode;              /* TC_RQ_FIXED_DOUBLE or TC_RQ_FLOAT */
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t multiplier, shift; /* fixed: input scale / output scale */
+    int32_t rescale;           /* fixed avg_pool2d: 0 when input and output quantization agree */
+    const float *scales;       /* float: avg_pool2d {x_scale, y_scale, global_scale};
+                                  global_avg_pool {scale}; NULL in fixed mode */
+} tc_mean_params;
+
+/* Elementwise add of two int8 tensors with their own quantization. fixed: TFLite's int8 add;
+ * float: onnxruntime's QLinearAdd (two fused multiply-adds). */
+typedef struct {
+    int32_t mode;              /* TC_RQ_FIXED_DOUBLE or TC_RQ_FLOAT */
+    int32_t a_zero_point, b_zero_point, output_zero_point, left_shift;
+    int32_t a_multiplier, a_shift, b_multiplier, b_shift, multiplier, shift;
+    const float *scales;       /* float: {a_scale, b_scale, offset}; NULL in fixed mode */
+    int32_t act_min, act_max;
+} tc_add_params;
+
+/* conv2d, including grouped convolution (filter.c = in.c / groups). */
+int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
+int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
+              const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
+              const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
+              int8_t *output);
+
+/* Depthwise conv2d: groups == in.c, filter.m = in.c * channel multiplier, filter.c == 1. */
+int tc_depthwise_conv2d(const tc_conv_params *params, const tc_requant_params *rq,
+                        const tc_dims *in_dims, const int8_t *input,
+                        const tc_filter_dims *filter, const int8_t *weights,
+                        const int32_t *bias, const tc_dims *out_dims, int8_t *output);
+
+/* Fully connected: output[m] over the input read as a vector of depth values. */
+int32_t tc_fully_connected_get_buffer_size(int32_t depth);
+int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
+                       const tc_requant_params *rq, int32_t depth, const int8_t *input,
+                       int32_t out_channels, const int8_t *weights, const int32_t *bias,
+                       int8_t *output);
+
+/* Max pool: output quantization equals the input's; taps in the padding are ignored. */
+int tc_max_pool2d(const tc_pool_params *params, const tc_dims *in_dims, const int8_t *input,
+                  const tc_dims *out_dims, int8_t *output);
+
+int tc_avg_pool2d(const tc_pool_params *params, const tc_mean_params *mean,
+                  const tc_dims *in_dims, const int8_t *input, const tc_dims *out_dims,
+                  int8_t *output);
+
+/* Mean over H and W: output is 1 x 1 x C. */
+int tc_global_avg_pool(const tc_mean_params *mean, int32_t act_min, int32_t act_max,
+                       const tc_dims *in_dims, const int8_t *input, int8_t *output);
+
+int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
+           int8_t *output);
+
+#endif

@@ -1,0 +1,182 @@
+/* The model runner: walks the generated layer table (model_data.c) and calls one kernel per
+ * layer on the static activation arena, at the offsets export/ planned. */
+#include <stddef.h>
+
+#include "model_data.h"
+#include "tc_kernels.h"
+#include "tc_model.h"
+
+#if TC_LAYER_TABLE_VERSION != 1
+#error "model_data.h has a layer table this tc_model.c does not know: re-export the model"
+#endif
+#if TC_REQUANT_MODE == TC_REQUANT_FLOAT && !TC_ENABLE_FLOAT_REQUANT
+#error "a float-mode model needs TC_ENABLE_FLOAT_REQUANT=1"
+#endif
+
+static int8_t tc_arena[TC_ARENA_SIZE] TC_ALIGN;
+static int16_t tc_scratch[(TC_SCRATCH_SIZE + 1) / 2] TC_ALIGN;
+
+static void tc_copy(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        dst[i] = src[i];
+    }
+}
+
+static tc_requant_params tc_layer_requant(const tc_layer_t *l)
+{
+    tc_requant_params rq;
+    rq.mode = l->rq_mode == TC_LAYER_RQ_FLOAT
+                  ? TC_RQ_FLOAT
+                  : (l->rq_mode == TC_LAYER_RQ_FIXED_SINGLE ? TC_RQ_FIXED_SINGLE
+                                                            : TC_RQ_FIXED_DOUBLE);
+    rq.multiplier = l->multiplier;
+    rq.shift = l->shift;
+    rq.scale = l->scale;
+    return rq;
+}
+
+static tc_mean_params tc_layer_mean(const tc_layer_t *l)
+{
+    tc_mean_params mean;
+    mean.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+    mean.input_zero_point = l->iparams[0];
+    mean.output_zero_point = l->iparams[1];
+    mean.multiplier = l->iparams[2];
+    mean.shift = l->iparams[3];
+    mean.rescale = l->iparams[4];
+    mean.scales = l->fparams;
+    return mean;
+}
+
+static int tc_run_layer(const tc_layer_t *l)
+{
+    const int8_t *in = tc_arena + l->input_offset;
+    int8_t *out = tc_arena + l->output_offset;
+    tc_dims in_dims, out_dims;
+    in_dims.h = l->in_h;
+    in_dims.w = l->in_w;
+    in_dims.c = l->in_c;
+    out_dims.h = l->out_h;
+    out_dims.w = l->out_w;
+    out_dims.c = l->out_c;
+    switch (l->op) {
+    case TC_OP_CONV2D:
+    case TC_OP_DEPTHWISE_CONV2D: {
+        const tc_requant_params rq = tc_layer_requant(l);
+        tc_conv_params p;
+        tc_filter_dims f;
+        p.input_zero_point = l->input_zero_point;
+        p.output_zero_point = l->output_zero_point;
+        p.stride_h = l->stride_h;
+        p.stride_w = l->stride_w;
+        p.pad_top = l->pad_top;
+        p.pad_left = l->pad_left;
+        p.dilation_h = l->dilation_h;
+        p.dilation_w = l->dilation_w;
+        p.groups = l->groups;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        f.m = l->out_c;
+        f.kh = l->kernel_h;
+        f.kw = l->kernel_w;
+        f.c = l->in_c / l->groups;
+        if (l->op == TC_OP_DEPTHWISE_CONV2D) {
+            return tc_depthwise_conv2d(&p, &rq, &in_dims, in, &f, l->weights, l->bias,
+                                       &out_dims, out);
+        } else {
+            tc_context ctx;
+            ctx.buf = tc_scratch;
+            ctx.size = (int32_t)sizeof tc_scratch;
+            return tc_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias, &out_dims,
+                             out);
+        }
+    }
+    case TC_OP_FULLY_CONNECTED: {
+        const tc_requant_params rq = tc_layer_requant(l);
+        tc_fc_params p;
+        tc_context ctx;
+        p.input_zero_point = l->input_zero_point;
+        p.output_zero_point = l->output_zero_point;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        ctx.buf = tc_scratch;
+        ctx.size = (int32_t)sizeof tc_scratch;
+        return tc_fully_connected(&ctx, &p, &rq, l->in_h * l->in_w * l->in_c, in, l->out_c,
+                                  l->weights, l->bias, out);
+    }
+    case TC_OP_MAX_POOL2D:
+    case TC_OP_AVG_POOL2D: {
+        tc_pool_params p;
+        p.kernel_h = l->kernel_h;
+        p.kernel_w = l->kernel_w;
+        p.stride_h = l->stride_h;
+        p.stride_w = l->stride_w;
+        p.pad_top = l->pad_top;
+        p.pad_left = l->pad_left;
+        p.pad_bottom = l->pad_bottom;
+        p.pad_right = l->pad_right;
+        p.count_include_pad = l->count_include_pad;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        if (l->op == TC_OP_MAX_POOL2D) {
+            return tc_max_pool2d(&p, &in_dims, in, &out_dims, out);
+        } else {
+            const tc_mean_params mean = tc_layer_mean(l);
+            return tc_avg_pool2d(&p, &mean, &in_dims, in, &out_dims, out);
+        }
+    }
+    case TC_OP_GLOBAL_AVG_POOL: {
+        const tc_mean_params mean = tc_layer_mean(l);
+        return tc_global_avg_pool(&mean, l->act_min, l->act_max, &in_dims, in, out);
+    }
+    case TC_OP_ADD: {
+        tc_add_params p;
+        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+        p.a_zero_point = l->iparams[0];
+        p.b_zero_point = l->iparams[1];
+        p.output_zero_point = l->iparams[2];
+        p.left_shift = l->iparams[3];
+        p.a_multiplier = l->iparams[4];
+        p.a_shift = l->iparams[5];
+        p.b_multiplier = l->iparams[6];
+        p.b_shift = l->iparams[7];
+        p.multiplier = l->iparams[8];
+        p.shift = l->iparams[9];
+        p.scales = l->fparams;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        return tc_add(&p, l->in_h * l->in_w * l->in_c, in, tc_arena + l->input2_offset, out);
+    }
+    default:
+        return TC_ERR_UNSUPPORTED;
+    }
+}
+
+int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(void),
+                       uint32_t *layer_ticks)
+{
+    int32_t i;
+    if (input == NULL || output == NULL) {
+        return TC_ERR_BAD_ARG;
+    }
+    tc_copy(tc_arena + TC_INPUT_OFFSET, input, TC_INPUT_SIZE);
+    for (i = 0; i < TC_NUM_LAYERS; i++) {
+        const uint32_t start = clock ? clock() : 0u;
+        const int rc = tc_run_layer(&tc_layers[i]);
+        if (clock && layer_ticks) {
+            layer_ticks[i] = clock() - start;
+        }
+        if (rc != TC_OK) {
+            return rc;
+        }
+    }
+    tc_copy(output, tc_arena + TC_OUTPUT_OFFSET, TC_OUTPUT_SIZE);
+    return TC_OK;
+}
+
+int tc_model_run(const int8_t *input, int8_t *output)
+{
+    return tc_model_run_timed(input, output, NULL, NULL);
+}

@@ -1,0 +1,115 @@
+/* Requantization: int32 accumulator -> int8, exactly as runtime/requant.py computes it.
+ *
+ * Three schemes, chosen per model at export time (docs/ARITHMETIC.md has the formulas):
+ *   TC_RQ_FIXED_DOUBLE  TFLite Micro / CMSIS-NN: SaturatingRoundingDoublingHighMul, then
+ *                       RoundingDivideByPOT. Integer only.
+ *   TC_RQ_FIXED_SINGLE  CMSIS-NN's single-rounding variant, one 64-bit rounding shift.
+ *   TC_RQ_FLOAT         onnxruntime's QLinearConv: float32 product, round half to even.
+ * The functions return the scaled value before the output zero point is added; the caller adds
+ * it and clamps (tc_clamp_s8). Static inline because they run once per output element.
+ *
+ * Build with TC_ENABLE_FLOAT_REQUANT=0 (the Makefile does for fixed-mode models) and no
+ * floating-point instruction or soft-float helper is referenced anywhere in the kernels. */
+#ifndef TC_REQUANT_H
+#define TC_REQUANT_H
+
+#include <stdint.h>
+
+#ifndef TC_ENABLE_FLOAT_REQUANT
+#define TC_ENABLE_FLOAT_REQUANT 1
+#endif
+
+#define TC_RQ_FIXED_DOUBLE 0
+#define TC_RQ_FIXED_SINGLE 1
+#define TC_RQ_FLOAT 2
+
+/* Per-output-channel constants; per-tensor models repeat one value. */
+typedef struct {
+    int32_t mode;               /* TC_RQ_* */
+    const int32_t *multiplier;  /* fixed: Q31 multiplier per channel */
+    const int32_t *shift;       /* fixed: > 0 is a left shift, in [-31, 30] */
+    const float *scale;         /* float: float32 multiplier per channel */
+} tc_requant_params;
+
+/* Arithmetic right shift of a negative value is implementation-defined in C99; every compiler
+ * tinyconv supports (gcc, clang, arm-none-eabi-gcc) shifts arithmetically, as CMSIS-NN assumes. */
+static inline int32_t tc_requant_fixed_double(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t a = (int32_t)((uint32_t)acc << left); /* wraps like int32 */
+    int32_t high;
+    int32_t mask, remainder, threshold;
+    if (a == INT32_MIN && multiplier == INT32_MIN) {
+        high = INT32_MAX;
+    } else {
+        high = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+    }
+    mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    remainder = high & mask;
+    threshold = (mask >> 1) + (high < 0);
+    return (high >> right) + (remainder > threshold);
+}
+
+static inline int32_t tc_requant_fixed_single(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t total = 31 - shift; /* in [1, 62] */
+    const int64_t product = (int64_t)acc * multiplier + ((int64_t)1 << (total - 1));
+    return (int32_t)(product >> total);
+}
+
+#if TC_ENABLE_FLOAT_REQUANT
+/* Round half to even without libm: adding and subtracting 1.5 * 2^23 leaves a float32 with no
+ * fraction bits, rounded by the FPU's round-to-nearest-even (the IEEE default, which C99 and
+ * every tinyconv target start in). Exact for |v| < 2^22; anything larger saturates to int8 after
+ * the zero point is added, so it is clamped first. */
+static inline int32_t tc_round_half_even(float v)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    volatile float shifted;
+    if (v > 4194304.0f) {
+        v = 4194304.0f;
+    } else if (v < -4194304.0f) {
+        v = -4194304.0f;
+    }
+    shifted = v + magic; /* volatile: keep the float32 rounding even under x87 excess precision */
+    return (int32_t)(shifted - magic);
+}
+
+static inline int32_t tc_requant_float(int32_t acc, float scale)
+{
+    return tc_round_half_even((float)acc * scale);
+}
+#endif
+
+/* Scale acc for output channel ch with the model's scheme. */
+static inline int32_t tc_requantize(int32_t acc, const tc_requant_params *rq, int32_t ch)
+{
+#if TC_ENABLE_FLOAT_REQUANT
+    if (rq->mode == TC_RQ_FLOAT) {
+        return tc_requant_float(acc, rq->scale[ch]);
+    }
+#endif
+    if (rq->mode == TC_RQ_FIXED_SINGLE) {
+        return tc_requant_fixed_single(acc, rq->multiplier[ch], rq->shift[ch]);
+    }
+    return tc_requant_fixed_double(acc, rq->multiplier[ch], rq->shift[ch]);
+}
+
+/* Divide by count > 0 rounding half away from zero (TFLite's integer average); 0 for count 0,
+ * as runtime/ gives for a window that lies wholly in the padding. */
+static inline int32_t tc_rounding_divide(int32_t acc, int32_t count)
+{
+    const int32_t half = count / 2;
+    if (count <= 0) {
+        return 0;
+    }
+    return acc > 0 ? (acc + half) / count : -((half - acc) / count);
+}
+
+static inline int8_t tc_clamp_s8(int32_t v, int32_t lo, int32_t hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+#endif
