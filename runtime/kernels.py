@@ -80,14 +80,15 @@ def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after:
     return (size + pad_before + pad_after - span) // stride + 1
 
 
-def _pad_nhwc(x: np.ndarray, pads, value) -> np.ndarray:
-    """Pad (or, for negative pads, crop) H and W with ``value``."""
+def _pad_nhwc(x: np.ndarray, pads, value, dtype=None) -> np.ndarray:
+    """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``."""
     top, left, bottom, right = pads
     x = x[:, max(-top, 0):x.shape[1] - max(-bottom, 0), max(-left, 0):x.shape[2] - max(-right, 0)]
-    widths = ((0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)), (0, 0))
-    if any(w != (0, 0) for w in widths):
-        x = np.pad(x, widths, constant_values=value)
-    return x
+    top, left, bottom, right = (max(p, 0) for p in pads)
+    n, h, w, c = x.shape
+    out = np.full((n, h + top + bottom, w + left + right, c), value, dtype or x.dtype)
+    out[:, top:top + h, left:left + w] = x
+    return out
 
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
@@ -150,7 +151,7 @@ class ConvPlan:
             raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
                              f"groups = {cg * self.groups}")
         oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
-        xp = _pad_nhwc(x, self.padding, self.input_zero_point).astype(np.float32)
+        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32)
         if self.depthwise:
             acc = self._depthwise(xp, (oh, ow))
         else:
@@ -199,12 +200,16 @@ class ConvPlan:
     def _depthwise(self, xp, out_hw):
         kh, kw, c, k = self.matrices.shape
         n = xp.shape[0]
+        if k == 1:  # one fused multiply-and-sum over a strided window view: no temporaries
+            windows = np.lib.stride_tricks.sliding_window_view(
+                xp, ((kh - 1) * self.dilation[0] + 1, (kw - 1) * self.dilation[1] + 1),
+                axis=(1, 2))[:, ::self.stride[0], ::self.stride[1], :,
+                             ::self.dilation[0], ::self.dilation[1]]
+            windows = windows[:, :out_hw[0], :out_hw[1]].transpose(0, 1, 2, 4, 5, 3)
+            return np.einsum("nhwklc,klc->nhwc", windows, self.matrices[..., 0])
         acc = np.zeros((n, out_hw[0], out_hw[1], c, k), np.float32)
         for ky, kx, view in _windows(xp, (kh, kw), self.stride, self.dilation, out_hw):
-            if k == 1:
-                acc[..., 0] += view * self.matrices[ky, kx, :, 0]
-            else:
-                acc += view[..., None] * self.matrices[ky, kx]
+            acc += view[..., None] * self.matrices[ky, kx]
         return acc
 
 
@@ -237,7 +242,8 @@ def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, st
     depthwise = cg == 1 and groups > 1
     if depthwise:
         k = m // groups
-        matrices = w.reshape(groups, k, kh, kw).transpose(2, 3, 0, 1).astype(np.float32)
+        matrices = np.ascontiguousarray(
+            w.reshape(groups, k, kh, kw).transpose(2, 3, 0, 1), dtype=np.float32)
     else:
         mg = m // groups
         matrices = np.ascontiguousarray(

@@ -130,5 +130,9 @@ def requantize(acc: np.ndarray, rq: Requant, output_zero_point: int,
     """int32 accumulators -> int8: scale, add the output zero point, clamp to the activation
     range (a fused ReLU/ReLU6 is just a narrower range)."""
     out = rq.apply(acc)
-    out += int(output_zero_point)
-    return np.clip(out, act_range[0], act_range[1]).astype(np.int8)
+    zp = int(output_zero_point)
+    # clamp before adding the zero point so the addition can happen in int8 without overflow
+    np.clip(out, act_range[0] - zp, act_range[1] - zp, out=out)
+    result = out.astype(np.int8)
+    result += np.int8(zp)
+    return result

@@ -1,0 +1,89 @@
+"""Time kernels.conv2d against onnxruntime's QLinearConv, one thread each, same inputs.
+
+    python benchmarks/bench_runtime.py [--repeat 20]
+
+Prints per-layer times, the ratio runtime/onnxruntime and the geometric mean of the ratios
+(target <= 1.0, no layer > 3). BLAS is limited to one thread with threadpoolctl (or, without
+it, with the *_NUM_THREADS variables set before numpy is imported); onnxruntime runs with
+intra_op_num_threads=1. The weight preprocessing (kernels.plan_conv2d) is done once, outside
+the timed loop, as the executor does; the timed call includes padding, im2col, GEMM and
+requantization.
+"""
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import onnx_ops  # noqa: E402
+from runtime import kernels  # noqa: E402
+from runtime.requant import Requant  # noqa: E402
+
+# name, batch, H, W, C, M, kernel, groups
+LAYERS = [
+    ("28x28x1->8 3x3", 1, 28, 28, 1, 8, 3, 1),
+    ("32x32x3->16 3x3", 1, 32, 32, 3, 16, 3, 1),
+    ("32x32x16->32 3x3", 1, 32, 32, 16, 32, 3, 1),
+    ("16x16x32->64 3x3", 1, 16, 16, 32, 64, 3, 1),
+    ("16x16x64 dw 3x3", 1, 16, 16, 64, 64, 3, 64),
+    ("8x8x64->128 1x1", 1, 8, 8, 64, 128, 1, 1),
+    ("8 x 32x32x32->64 3x3", 8, 32, 32, 32, 64, 3, 1),
+]
+
+
+def best_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        threadpool_limits(1)
+        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '?')} "
+                         f"threads={i['num_threads']}" for i in threadpool_info())
+    except ImportError:
+        blas = "threadpoolctl not installed; BLAS threads set by environment"
+    print(f"numpy {np.__version__}; BLAS: {blas}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    rng = np.random.default_rng(0)
+    ratios = []
+    print(f"{'layer':24s} {'runtime ms':>11s} {'ort ms':>9s} {'ratio':>6s}")
+    for name, n, h, w, c, m, k, groups in LAYERS:
+        x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+        weights = rng.integers(-127, 128, (m, k, k, c // groups)).astype(np.int8)
+        w_scales = np.exp(rng.uniform(-7, -5, m)).astype(np.float32)
+        bias = rng.integers(-5000, 5000, m).astype(np.int32)
+        pad = (k // 2,) * 4
+        plan = kernels.plan_conv2d(weights, bias, Requant.from_scales(0.05, w_scales, 0.1, "float"),
+                                   input_zero_point=-3, output_zero_point=2, padding=pad,
+                                   groups=groups)
+        session, feed = onnx_ops.qlinear_conv_session(x, 0.05, -3, weights, w_scales, 0.1, 2,
+                                                      bias, padding=pad, groups=groups)
+        assert np.array_equal(onnx_ops.nhwc(session.run(["y"], feed)[0]), plan(x)), name
+        t_rt = best_time(lambda: plan(x), args.repeat)
+        t_ort = best_time(lambda: session.run(["y"], feed), args.repeat)
+        ratios.append(t_rt / t_ort)
+        print(f"{name:24s} {t_rt * 1e3:11.3f} {t_ort * 1e3:9.3f} {ratios[-1]:6.2f}")
+    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    print(f"geometric mean ratio {geomean:.2f} (target <= 1.0); worst {max(ratios):.2f} (<= 3)")
+
+
+if __name__ == "__main__":
+    main()
