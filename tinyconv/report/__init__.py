@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                         help=".npz with 'x' to calibrate the re-exports (default: --input)")
     parser.add_argument("--images", type=int, default=3,
                         help="how many inputs to picture (default: 3)")
+    parser.add_argument("--device",
+                        help="also run the pictured inputs on this device: host, lm3s6965evb, "
+                             "mps2-an386 (built and started here) or a pyserial URL")
     parser.set_defaults(func=_main)
 
 
@@ -34,7 +37,8 @@ def _main(args) -> int:
     from tinyconv.report.make import format_table, make_report
 
     report = make_report(args.dir, args.input, args.out, labels=args.labels,
-                         calibration=args.calibration, pictured=args.images)
+                         calibration=args.calibration, pictured=args.images,
+                         device=args.device)
     print(format_table(report.results))
     print(f"report: wrote {report.out_dir / 'index.html'} and {len(report.files) - 1} images")
     return 0

@@ -76,12 +76,14 @@ def _picture_of(sample: np.ndarray) -> np.ndarray:
 
 def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool = False,
                 calibration: Path | None = None, pictured: int = 3,
-                device_outputs: np.ndarray | None = None,
+                device: str | None = None, device_outputs: np.ndarray | None = None,
                 say: Callable[[str], None] = print) -> Report:
     """Write the report for the model in ``export_dir`` evaluated on ``inputs``.
 
     ``calibration`` (an .npz with ``x``) calibrates the re-exports; by default the inputs do.
-    ``device_outputs`` (int8, one row per pictured input) adds the device to outputs.png."""
+    The device's outputs for the pictured inputs join outputs.png when ``device`` (a target or
+    pyserial URL, as ``tinyconv verify --device`` takes) or ``device_outputs`` (int8, one row
+    per pictured input) is given."""
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     onnx_path = export_dir / "model.onnx"
     if not onnx_path.is_file():
@@ -116,21 +118,29 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     out_spec = model.output_spec
     float_out = floats[quality.float_output_name(onnx_path)].reshape(pictured, -1)
     int8_out = int8[model.output].reshape(pictured, -1)
-    device = None
+    if device is not None and device_outputs is None:
+        from tinyconv.report.device import device_outputs as fetch
+
+        say(f"report: running the {pictured} pictured inputs on device {device}")
+        device_outputs = fetch(export_dir, model, device,
+                               quality.quantize_input(model, x[:pictured]))
+    device_out = None
     if device_outputs is not None:
         from runtime import kernels
 
-        device = kernels.dequantize(np.asarray(device_outputs, np.int8).reshape(pictured, -1),
-                                    out_spec.scale, out_spec.zero_point)
+        device_out = kernels.dequantize(
+            np.asarray(device_outputs, np.int8).reshape(pictured, -1), out_spec.scale,
+            out_spec.zero_point)
     files["outputs.png"] = figures.outputs_png(
-        float_out, int8_out, device,
+        float_out, int8_out, device_out,
         [None] * pictured if y is None else [int(v) for v in y[:pictured]])
     images.append(("outputs.png", "Model outputs of the pictured inputs"))
 
     facts = [("model", f"{model.name} (hash {model.hash}, requant {model.requant_mode})"),
              ("export directory", str(export_dir)), ("inputs", f"{inputs} ({len(x)} samples)"),
              ("calibration of the re-exports", str(calibration or inputs)),
-             ("labels", "yes" if y is not None else "no")]
+             ("labels", "yes" if y is not None else "no"),
+             ("device outputs", device or ("given" if device_outputs is not None else "none"))]
     layers = [(l.op, l.output) for l in model.layers]
     files["index.html"] = page.render(f"tinyconv report: {model.name}", facts, results, layers,
                                       images).encode()
