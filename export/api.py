@@ -20,6 +20,7 @@ from export import calibrate as _calibrate
 from export.graph import FloatGraph
 from export.onnx_import import clean_model, load_model, to_graph
 from export.plan import plan_arena
+from export.qimport import dequantize_model, is_quantized
 from export.qonnx import to_qonnx
 from export.quantize import quantize
 from export.report import build_report, format_report
@@ -92,15 +93,24 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     """Import, calibrate, quantize and plan an ONNX float model (path or ModelProto).
 
     ``calibration`` is an array in the model's own input layout, an .npz holding one as ``x``,
-    or an onnxruntime ``CalibrationDataReader``."""
+    or an onnxruntime ``CalibrationDataReader``; it may be None for a model onnxruntime
+    already quantized (QDQ or QOperator), whose scales and integers are then used as they are."""
     if name is None:
         name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
-    float_model = clean_model(load_model(source))
-    graph = to_graph(float_model)
-    ranges = _calibrate.calibrate(float_model, calibration, method)
+    source_model = load_model(source)
+    quantization, integers = {}, None
+    if is_quantized(source_model):  # onnxruntime's scales and integers are kept as they are
+        source_model, quantization, integers = dequantize_model(source_model)
+    float_model = clean_model(source_model)
+    graph = to_graph(float_model, integers)
+    graph.set_quantization(quantization)
+    if calibration is None and not quantization:
+        raise TinyconvError("calibration data is required to quantize a float model")
+    ranges = {} if calibration is None else _calibrate.calibrate(float_model, calibration, method)
     metadata = {"source": str(source) if isinstance(source, (str, os.PathLike)) else "ModelProto",
-                "calibration_method": method, "per_channel": per_channel,
-                "input_layout": graph.boundary.input_layout}
+                "calibration_method": method if calibration is not None else None,
+                "per_channel": per_channel, "input_layout": graph.boundary.input_layout,
+                "prequantized": bool(quantization)}
     model, weight_scales = quantize(graph, ranges, mode=requant, per_channel=per_channel,
                                     name=name, metadata=metadata)
     plan_arena(model)

@@ -51,6 +51,15 @@ class FloatGraph:
     boundary: Boundary
     # (scale, zero_point) fixed by an already-quantized source; calibration fills the rest.
     quantization: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # ONNX tensors that are views of a layer tensor (Flatten/Reshape, the NHWC input Transpose)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def set_quantization(self, by_onnx_name: dict[str, tuple[float, int]]) -> None:
+        """Adopt a source's quantization, also where it sits on a view of a layer tensor."""
+        self.quantization = dict(by_onnx_name)
+        for view, tensor in self.aliases.items():
+            if view in by_onnx_name:
+                self.quantization.setdefault(tensor, by_onnx_name[view])
 
     def consumers(self, tensor: str) -> list[FloatLayer]:
         return [layer for layer in self.layers if tensor in layer.inputs]

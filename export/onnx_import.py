@@ -291,8 +291,9 @@ def _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw) -> list[int]:
 
 
 class _Mapper:
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, ints: dict | None = None):
         self.model = model
+        self.ints = ints or {}  # already-quantized source: float initializer -> (int, scales)
         graph = model.graph
         self.params = _initializers(graph)
         self.consumers: dict[str, list] = {}
@@ -370,7 +371,7 @@ class _Mapper:
         if not self.layers:
             raise TinyconvError("the model has no layer tinyconv can run (no Conv, Gemm, ...)")
         boundary = Boundary(graph.input[0], graph.output[0], self.layout)
-        return FloatGraph(x, output, self.shapes, self.layers, boundary)
+        return FloatGraph(x, output, self.shapes, self.layers, boundary, aliases=self.alias)
 
     # -- one handler per ONNX op ---------------------------------------------------------------
 
@@ -401,7 +402,19 @@ class _Mapper:
         self.emit(node, "conv2d", [node.input[0]], node.output[0],
                   params={"stride": stride, "padding": pads, "dilation": dilation,
                           "groups": int(attrs.get("group", 1))},
-                  weights=np.ascontiguousarray(weight.transpose(0, 2, 3, 1)), bias=bias)
+                  weights=np.ascontiguousarray(weight.transpose(0, 2, 3, 1)), bias=bias,
+                  **self.integers(node, lambda w: w.transpose(0, 2, 3, 1), weight.shape[0]))
+
+    def integers(self, node, to_device_layout, channels: int) -> dict:
+        """Integer weights and bias of an already-quantized source, in the device layout."""
+        if node.input[1] not in self.ints:
+            return {}
+        w_q, w_scales = self.ints[node.input[1]]
+        bias = node.input[2] if len(node.input) > 2 else ""
+        bias_q = self.ints[bias][0] if bias in self.ints else np.zeros(channels, np.int32)
+        return {"weights_q": np.ascontiguousarray(to_device_layout(w_q)).astype(np.int8),
+                "weight_scales": w_scales.astype(np.float32),
+                "bias_q": np.broadcast_to(bias_q.reshape(-1), (channels,)).astype(np.int32)}
 
     def _pool(self, node, op):
         attrs = _attrs(node)
@@ -455,21 +468,28 @@ class _Mapper:
     def op_Reshape(self, node):
         self._flatten(node)
 
-    def _fully_connected(self, node, weight_km: np.ndarray, bias: np.ndarray, output: str):
+    def _fully_connected(self, node, weight_km: np.ndarray, bias: np.ndarray, output: str,
+                         transposed: bool = False):
         source = self.src(node.input[0])
         shape = self.shapes[source]
         k = int(np.prod(shape))
         if weight_km.shape[0] != k:
             raise TinyconvError(f"node {node.name!r} ({node.op_type}): weight has "
                                 f"{weight_km.shape[0]} rows for {k} inputs")
-        weight = weight_km.T.astype(np.float32)  # [M, K], K in NCHW flattening order
-        if len(shape) == 3:
-            h, w, c = shape
-            weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(-1, k)
+
+        def to_device_layout(w_km):  # [M, K], K in the NHWC order the device reads
+            w = w_km.T
+            if len(shape) == 3:
+                h, wd, c = shape
+                w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(-1, k)
+            return w
+
+        weight = to_device_layout(weight_km).astype(np.float32)
+        m = weight.shape[0]
+        ints = self.integers(node, lambda w: to_device_layout(w.T if transposed else w), m)
         self.emit(node, "fully_connected", [node.input[0]], output,
                   weights=np.ascontiguousarray(weight),
-                  bias=np.broadcast_to(bias.astype(np.float32).reshape(-1),
-                                       (weight.shape[0],)).copy())
+                  bias=np.broadcast_to(bias.astype(np.float32).reshape(-1), (m,)).copy(), **ints)
 
     def op_Gemm(self, node):
         attrs = _attrs(node)
@@ -480,7 +500,7 @@ class _Mapper:
         c = (self.const(node, 2).astype(np.float64) if len(node.input) > 2 and node.input[2]
              else np.zeros(b.shape[1]))
         self._fully_connected(node, b * attrs.get("alpha", 1.0), c * attrs.get("beta", 1.0),
-                              node.output[0])
+                              node.output[0], transposed=bool(attrs.get("transB", 0)))
 
     def op_MatMul(self, node):
         b = self.const(node, 1)
@@ -520,7 +540,9 @@ def _check_ops(graph) -> None:
                 f"does not support; supported ops: {', '.join(SUPPORTED_OPS)}")
 
 
-def to_graph(model: onnx.ModelProto) -> FloatGraph:
-    """Map a cleaned float model onto device ops (raises TinyconvError for anything else)."""
+def to_graph(model: onnx.ModelProto, ints: dict | None = None) -> FloatGraph:
+    """Map a cleaned float model onto device ops (raises TinyconvError for anything else).
+
+    ``ints`` (from export.qimport) holds the integer weights of an already-quantized source."""
     _check_ops(model.graph)
-    return _Mapper(model).run()
+    return _Mapper(model, ints).run()

@@ -71,7 +71,8 @@ class _Quantizer:
             scale, zp = self.graph.quantization[name]
         else:
             if name not in self.ranges:
-                raise TinyconvError(f"calibration produced no range for tensor {name!r}")
+                raise TinyconvError(f"tensor {name!r} has no quantization: the model does not "
+                                    "give one and calibration (if any) did not reach it")
             lo, hi = self.ranges[name]
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise TinyconvError(f"tensor {name!r} reached NaN/infinity during calibration")

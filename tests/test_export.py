@@ -76,6 +76,11 @@ def cnn(head: str = "reducemean", layout: str = "NCHW") -> onnx.ModelProto:
                   mk("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
         inits += [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
                   _init(rng, "fc_w", 10, 16), _init(rng, "fc_b", 10, scale=0.1)]
+    elif head == "gap_gemm":  # what onnxruntime quantizes to QLinear ops end to end
+        nodes += [mk("GlobalAveragePool", ["r5"], ["gap"], name="gap"),
+                  mk("Flatten", ["gap"], ["flat"], name="flatten"),
+                  mk("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+        inits += [_init(rng, "fc_w", 10, 16), _init(rng, "fc_b", 10, scale=0.1)]
     else:  # GlobalAveragePool, Reshape, MatMul + Add, with a Constant node for the shape
         nodes += [mk("GlobalAveragePool", ["r5"], ["gap"], name="gap"),
                   mk("Constant", [], ["shape"], name="shape_const",
