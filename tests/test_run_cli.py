@@ -1,0 +1,57 @@
+"""``tinyconv run`` end to end on a small model file, and the progress bar."""
+import io
+
+import numpy as np
+
+import runtime
+from runtime import kernels
+from tinyconv.cli import main
+from tinyconv.progress import Progress
+from tiny_models import tiny_model
+
+
+def test_run_float_nchw_inputs_with_labels(tmp_path, capsys):
+    model = tiny_model("fixed")
+    model.save(tmp_path / "m" / "model.tcm")
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (10, 2, 8, 8)).astype(np.float32)  # NCHW floats
+    expected = runtime.run(model, kernels.quantize(x.transpose(0, 2, 3, 1), 0.03, -5))
+    labels = expected.argmax(axis=1)
+    labels[:5] = (labels[:5] + 1) % 3  # half right
+    np.savez(tmp_path / "data.npz", x=x, y=labels)
+    status = main(["run", str(tmp_path / "m"), "--input", str(tmp_path / "data.npz"),
+                   "--output", str(tmp_path / "out.npz"), "--labels", "--per-layer",
+                   "--batch-size", "3"])
+    assert status == 0
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out["y_q"], expected)
+        np.testing.assert_array_equal(out["y"], kernels.dequantize(expected, model.output_spec.scale, 7))
+        assert out["layer/c1"].shape == (10, 8, 8, 6)
+    assert "top-1 accuracy: 0.5000" in capsys.readouterr().out
+
+
+def test_user_mistakes_exit_2_without_output(tmp_path, capsys):
+    tiny_model().save(tmp_path / "model.tcm")
+    np.savez(tmp_path / "bad.npz", x=np.zeros((2, 5, 5, 2), np.float32))
+    status = main(["run", str(tmp_path), "--input", str(tmp_path / "bad.npz"),
+                   "--output", str(tmp_path / "out.npz")])
+    assert status == 2
+    assert "model expects [N, 8, 8, 2]" in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.tcm").write_bytes(b"TINYCONV" + b"\0" * 20)
+    assert main(["run", str(tmp_path / "broken"), "--input", str(tmp_path / "bad.npz"),
+                 "--output", str(tmp_path / "out.npz")]) == 2
+
+
+def test_progress_bar_only_after_delay(monkeypatch):
+    monkeypatch.setenv("FORCE_PROGRESS", "1")
+    stream = io.StringIO()
+    quick = Progress(10, "x", delay=60, stream=stream)
+    quick.update(10)
+    quick.close()
+    assert stream.getvalue() == ""
+    slow = Progress(4, "work", delay=0, stream=stream)
+    slow.update(2)
+    slow.close()
+    assert "work [" in stream.getvalue() and "2/4" in stream.getvalue()
