@@ -364,3 +364,48 @@ def test_local_functions_are_inlined():
     assert [layer.op for layer in result.model.layers] == ["conv2d"]
     assert result.model.layers[0].params["act_min"] == result.model.output_spec.zero_point
     np.testing.assert_allclose(ort_float(result.float_model, x), ort_float(model, x), rtol=1e-5)
+
+
+def _compiler(name: str) -> str:
+    import os
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required under CI but is not installed")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "arm-none-eabi-gcc"])
+def test_every_generated_model_data_c_compiles(exports, tmp_path, compiler):
+    import subprocess
+    from pathlib import Path
+
+    cc = _compiler(compiler)
+    firmware_src = Path(__file__).resolve().parent.parent / "firmware" / "src"
+    for index, result in enumerate(exports.values()):
+        out = result.save(tmp_path / f"m{index}")
+        assert (out / "model_data.h").exists() and (out / "model_data.c").exists()
+        done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                               "-I", str(out), "-I", str(firmware_src), "-c",
+                               str(out / "model_data.c"), "-o", str(out / "model_data.o")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_per_layer_comparison_points_at_the_broken_layer(exports):
+    import copy
+
+    from export.compare import compare_layers, first_mismatch
+
+    result = exports["globalpool", "NCHW", "float"]
+    x = images(4)
+    rows = compare_layers(result.model, result.quant_onnx, x)
+    assert len(rows) == len(result.model.layers) and first_mismatch(rows) is None
+    broken = copy.deepcopy(result.model)
+    target = broken.layers[2]  # the 1x1 conv
+    target.arrays["bias"] = target.arrays["bias"] + 5000
+    row = first_mismatch(compare_layers(broken, result.quant_onnx, x))
+    assert row is not None and row["layer"] == target.name and row["max_lsb"] > 0
