@@ -20,8 +20,9 @@ def register(subparsers) -> None:
         "every artifact the device flow needs.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model (float)")
-    parser.add_argument("--calibration", required=True, metavar="DATA.npz",
-                        help="calibration inputs: array x in the model's input layout")
+    parser.add_argument("--calibration", metavar="DATA.npz",
+                        help="calibration inputs: array x in the model's input layout "
+                        "(required unless onnxruntime already quantized the model)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--requant", choices=MODES, default="fixed",
                         help="fixed: integer multiplier+shift, no FPU (default); float: "

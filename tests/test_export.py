@@ -409,3 +409,33 @@ def test_per_layer_comparison_points_at_the_broken_layer(exports):
     target.arrays["bias"] = target.arrays["bias"] + 5000
     row = first_mismatch(compare_layers(broken, result.quant_onnx, x))
     assert row is not None and row["layer"] == target.name and row["max_lsb"] > 0
+
+
+def test_clamp_after_max_pool_becomes_an_int8_clip():
+    """Max pool keeps its input's quantization, so a Relu after it is a real clamp: model.q.onnx
+    needs a Clip on int8, and onnxruntime must still agree with runtime/ exactly."""
+    mk = helper.make_node
+    rng = np.random.default_rng(9)
+    graph = helper.make_graph(
+        [mk("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         mk("MaxPool", ["c"], ["mp"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+            pads=[1, 1, 1, 1]),
+         mk("Clip", ["mp", "lo", "hi"], ["out"], name="clip")], "clamp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2, 9, 9])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4, 5, 5])],
+        [_init(rng, "w", 4, 2, 3, 3), _init(rng, "b", 4),
+         numpy_helper.from_array(np.array(-0.2, np.float32), "lo"),
+         numpy_helper.from_array(np.array(0.3, np.float32), "hi")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.normal(size=(16, 2, 9, 9)).astype(np.float32)
+    result = export.from_onnx(model, x, requant="float")
+    pool = result.model.layers[1]
+    spec = result.model.tensors[pool.output]
+    assert pool.params["act_min"] == spec.zero_point + round(-0.2 / spec.scale) > -128
+    assert pool.params["act_max"] == spec.zero_point + round(0.3 / spec.scale) < 127
+    assert "Clip" in {n.op_type for n in result.quant_onnx.graph.node}
+    x_q = kernels.quantize(x.transpose(0, 2, 3, 1), result.model.input_spec.scale,
+                           result.model.input_spec.zero_point)
+    y = runtime.run(result.model, x_q)
+    assert np.array_equal(y, run_qonnx(result.quant_onnx, result.model, x))
+    assert y.min() == pool.params["act_min"] and y.max() == pool.params["act_max"]

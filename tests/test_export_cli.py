@@ -198,3 +198,10 @@ def test_all_zero_activation_gets_documented_fallback():
     y = result.model.output_spec
     assert y.scale == pytest.approx(2 / 255) and y.zero_point == 0
     assert any("all zeros" in w for w in result.report["warnings"])
+
+
+def test_float_model_without_calibration_exits_2(tmp_path, capsys):
+    onnx.save(small_model(), tmp_path / "net.onnx")
+    code, _, err = run_cli(["export", tmp_path / "net.onnx", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "calibration data is required" in err
+    assert not (tmp_path / "o").exists()
