@@ -27,10 +27,6 @@ from export.report import build_report, format_report
 from runtime.errors import TinyconvError
 from runtime.model import QuantModel
 
-ARTIFACTS = ("model.onnx", "model.q.onnx", "model.tcm", "model_data.c", "model_data.h",
-             "report.json")
-
-
 @dataclass
 class ExportResult:
     float_model: onnx.ModelProto  # model.onnx

@@ -60,6 +60,3 @@ class FloatGraph:
         for view, tensor in self.aliases.items():
             if view in by_onnx_name:
                 self.quantization.setdefault(tensor, by_onnx_name[view])
-
-    def consumers(self, tensor: str) -> list[FloatLayer]:
-        return [layer for layer in self.layers if tensor in layer.inputs]

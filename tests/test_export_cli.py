@@ -205,3 +205,13 @@ def test_float_model_without_calibration_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["export", tmp_path / "net.onnx", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "calibration data is required" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cycle_is_refused_naming_a_node(calib):
+    import export
+    from runtime.errors import TinyconvError
+
+    model = small_model()
+    model.graph.node[0].input[0] = "y"  # conv reads the relu's output, which reads the conv
+    with pytest.raises(TinyconvError, match="cycle through node 'conv'"):
+        export.from_onnx(model, calib)
