@@ -171,8 +171,8 @@ def test_onnx_matches_the_reference_evaluator(digits, trained):
 
 # -- int8: the demo's accuracy targets -------------------------------------------------------------
 # Measured with the defaults (seed 1, 256 calibration images): float 98.06%; int8 per-channel
-# minmax 98.06% in both requantization modes, per-tensor 98.06%; output SQNR per-channel
-# 39.4 dB vs per-tensor 39.0 dB (docs/QUANTIZATION.md).
+# and per-tensor minmax 98.06% in both requantization modes; output SQNR per-channel 38.7 dB
+# vs per-tensor 36.5 dB (docs/QUANTIZATION.md).
 
 @pytest.fixture(scope="session")
 def int8_models(digits, trained, tmp_path_factory):
@@ -215,4 +215,4 @@ def test_per_channel_sqnr_at_least_per_tensor(digits, trained, int8_models):
     per_channel = _sqnr(reference, _int8_logits(int8_models[True, "fixed"], digits.x_test))
     per_tensor = _sqnr(reference, _int8_logits(int8_models[False, "fixed"], digits.x_test))
     assert per_channel >= per_tensor
-    assert per_channel >= 35.0  # measured 39.4 dB
+    assert per_channel >= 35.0  # measured 38.7 dB

@@ -105,14 +105,14 @@ def test_layer_sqnr_matches_an_independent_float_forward(rendered, small_export)
 
 # -- the pictures and the page -----------------------------------------------------------------
 
-# Sizes from the documented layout (tinyconv/report/figures.py): a 96 px label column, a 32 px
+# Sizes from the documented layout (tinyconv/report/figures.py): a 96 px label column, a 40 px
 # title band, 72 px filter cells, 56 px feature cells, 320x240 px output panels.
 EXPECTED_SIZES = {  # name: (height, width)
-    "filters.png": (32 + 2 * 72, 96 + 8 * 72),  # rows: float, int8; 8 filters
-    "outputs.png": (32 + 240, PICTURED * 320),
+    "filters.png": (40 + 2 * 72, 96 + 8 * 72),  # rows: float, int8; 8 filters
+    "outputs.png": (40 + 240, PICTURED * 320),
 }
 for _i in range(PICTURED):  # rows: input, conv1 float/int8, conv2 float/int8; 16 channels
-    EXPECTED_SIZES[f"features_{_i}.png"] = (32 + 5 * 56, 96 + 16 * 56)
+    EXPECTED_SIZES[f"features_{_i}.png"] = (40 + 5 * 56, 96 + 16 * 56)
 
 
 def test_pngs_decode_with_the_expected_sizes(rendered):
@@ -158,7 +158,7 @@ def test_device_outputs_are_drawn_when_given(small_export, tmp_path):
     assert without != with_device
     report = make.make_report(export_dir, inputs, tmp_path / "r", pictured=2,
                               device_outputs=device, say=lambda _: None)
-    assert imread(report.out_dir / "outputs.png").shape[:2] == (272, 640)
+    assert imread(report.out_dir / "outputs.png").shape[:2] == (40 + 240, 2 * 320)
 
 
 # -- atomic output and user mistakes -----------------------------------------------------------
@@ -200,7 +200,7 @@ def test_cli_writes_the_report(small_export, tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "per-tensor, minmax, fixed" in out and "index.html" in out
-    assert imread(tmp_path / "r" / "features_0.png").shape[:2] == (32 + 5 * 56, 96 + 16 * 56)
+    assert imread(tmp_path / "r" / "features_0.png").shape[:2] == (40 + 5 * 56, 96 + 16 * 56)
 
 
 @pytest.mark.parametrize("arrays, flags, message", [

@@ -34,11 +34,15 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    from tinyconv.report.make import format_table, make_report
+    import runtime
+    from tinyconv.report.make import format_layer_table, format_table, make_report
 
     report = make_report(args.dir, args.input, args.out, labels=args.labels,
                          calibration=args.calibration, pictured=args.images,
                          device=args.device)
     print(format_table(report.results))
+    print()
+    print("SQNR per layer (dB), int8 activation vs float activation:")
+    print(format_layer_table(report.results, runtime.load(args.dir)))
     print(f"report: wrote {report.out_dir / 'index.html'} and {len(report.files) - 1} images")
     return 0

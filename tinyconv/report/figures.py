@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 LABEL_PX = 96
-TITLE_PX = 32
+TITLE_PX = 40
 FILTER_CELL_PX = 72
 FEATURE_CELL_PX = 56
 OUTPUT_PANEL_PX = (320, 240)
@@ -53,7 +53,7 @@ class _Grid:
         self.rows, self.columns, self.cell = rows, columns, cell
         self.width, self.height = grid_size(rows, columns, cell)
         self.figure = _figure(self.width, self.height)
-        self.figure.text(0.5, 1 - TITLE_PX / 2 / self.height, title, ha="center", va="center",
+        self.figure.text(0.5, 1 - 12 / self.height, title, ha="center", va="center",
                          fontsize=10)
 
     def axes(self, row: int, column: int):
@@ -135,7 +135,7 @@ def outputs_png(float_out: np.ndarray, int8_out: np.ndarray, device_out: np.ndar
     k, classes = float_out.shape
     width, height = k * panel_w, TITLE_PX + panel_h
     figure = _figure(width, height)
-    figure.text(0.5, 1 - TITLE_PX / 2 / height, title, ha="center", va="center", fontsize=10)
+    figure.text(0.5, 1 - 12 / height, title, ha="center", va="center", fontsize=10)
     bar = 0.8 / len(series)
     x = np.arange(classes)
     for i in range(k):
