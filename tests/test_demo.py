@@ -216,3 +216,41 @@ def test_per_channel_sqnr_at_least_per_tensor(digits, trained, int8_models):
     per_tensor = _sqnr(reference, _int8_logits(int8_models[False, "fixed"], digits.x_test))
     assert per_channel >= per_tensor
     assert per_channel >= 35.0  # measured 38.7 dB
+
+
+# -- the whole demo, on the host device ----------------------------------------------------------
+
+def _needs(tool: str) -> None:
+    import os
+    import shutil
+
+    if shutil.which(tool) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is required under CI=true")
+        pytest.skip(f"{tool} not installed")
+
+
+def test_demo_end_to_end_on_the_host_device(tmp_path, capsys):
+    import json
+
+    from tinyconv.cli import main
+
+    _needs("gcc")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    report = json.loads((out / "verify.json").read_text())
+    assert report["images"] == 360 and report["device_equal_images"] == 360
+    assert report["ort_images"] == 360 and report["ort_max_lsb"] <= 1
+    accuracy = report["accuracy"]
+    assert accuracy["device"] == accuracy["runtime"]
+    assert accuracy["runtime"] >= accuracy["float"] - 0.005
+    assert accuracy["float"] >= FLOAT_ACCURACY_FLOOR
+    for text in ("float accuracy", "device == runtime", "device vs onnxruntime", "throughput",
+                 "PASS"):
+        assert text in first, text
+    # again: the cached weights are reused and every number is the same
+    assert main(["demo", "--out", str(out)]) == 0
+    assert "reusing" in capsys.readouterr().out
+    again = json.loads((out / "verify.json").read_text())
+    assert again["accuracy"] == accuracy and again["model_hash"] == report["model_hash"]

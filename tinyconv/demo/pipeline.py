@@ -12,7 +12,6 @@ Everything lands in one output directory, so each step can be inspected or rerun
 from __future__ import annotations
 
 import io
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +45,14 @@ def trained_network(out_dir: Path, digits: Digits, config: TrainConfig, retrain:
         net, _ = ConvNet.load(cache)
         say(f"training: reusing {cache} (delete it or pass --retrain to train again)")
         return net
+    from tinyconv.progress import Progress
+
     started = time.perf_counter()
-    interactive = sys.stdout.isatty()
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        if interactive:
-            print(f"\rtraining: epoch {epoch}/{config.epochs}  loss {loss:.4f}", end="",
-                  flush=True)
-
-    net, log = train(digits.x_train, digits.y_train, config, on_epoch)
-    if interactive:
-        print()
+    bar = Progress(config.epochs, "training (epochs)")
+    try:
+        net, log = train(digits.x_train, digits.y_train, config, lambda *_: bar.update())
+    finally:
+        bar.close()
     say(f"training: {config.epochs} epochs of SGD on {len(digits.x_train)} images in "
         f"{time.perf_counter() - started:.1f} s, final loss {log.losses[-1]:.4f}")
     net.save(cache, config=config.key())
