@@ -30,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.tinyconv-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo,torch]"
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
