@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -374,6 +375,19 @@ def _progress(total: int, enabled: bool):
     return update
 
 
+@contextmanager
+def _one_blas_thread():
+    """The references run on a worker thread next to the device and the link loop; BLAS
+    spreading over every core as well only makes them fight (when threadpoolctl is there)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int = 115200,
            json_path=None, progress: bool = True, limit: int | None = None,
            timeout: float | None = None, window: int = 4, retries: int = 3) -> VerifyResult:
@@ -398,7 +412,7 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     with start_device(device, export_dir) as dev, \
             Link(dev.url, baud=baud, timeout=timeout, window=window, retries=retries,
                  connect_timeout=dev.connect_timeout) as link, \
-            ThreadPoolExecutor(1) as pool:
+            ThreadPoolExecutor(1) as pool, _one_blas_thread():
         link.sync()
         info = link.info()
         if info.model_hash != model.hash:

@@ -46,26 +46,21 @@ class FrameError(ValueError):
 def cobs_encode(data: bytes) -> bytes:
     """COBS without the delimiter, canonical as in the COBS paper (and byte for byte what the
     firmware's encoder sends): runs of 254 non-zero bytes become a 0xFF block, and data that
-    ends right after such a block gets no empty final block."""
+    ends right after such a block gets no empty final block.
+
+    Works on the zero-free pieces between zeros (bytes.split runs in C), not byte by byte."""
     out = bytearray()
-    block = bytearray()
-    after_full = False
-    for byte in data:
-        if byte == 0:
-            out.append(len(block) + 1)
-            out += block
-            block.clear()
-            after_full = False
-        else:
-            block.append(byte)
-            if len(block) == 254:
-                out.append(0xFF)
-                out += block
-                block.clear()
-                after_full = True
-    if block or not after_full:
-        out.append(len(block) + 1)
-        out += block
+    pieces = bytes(data).split(b"\0")
+    last = len(pieces) - 1
+    for i, piece in enumerate(pieces):
+        full, rest = divmod(len(piece), 254)
+        for k in range(full):
+            out.append(0xFF)
+            out += piece[254 * k:254 * (k + 1)]
+        if i == last and full and not rest:
+            break  # ends right after a full block: no empty final block
+        out.append(rest + 1)
+        out += piece[254 * full:]
     return bytes(out)
 
 

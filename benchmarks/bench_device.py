@@ -1,0 +1,124 @@
+"""Device throughput and wire efficiency: images/s through ``verify`` over the host device's
+pseudo-terminal and its TCP mode, and under QEMU on the ARM boards (when qemu-system-arm, the
+ARM toolchain and the ports are there), plus the protocol's wire efficiency for a 28x28 image.
+
+    .venv/bin/python benchmarks/bench_device.py [--images 1000] [--targets host,lm3s6965evb]
+
+The model is a small 28x28x1 CNN (conv 3x3x8, maxpool, conv 3x3x16, maxpool, global average,
+dense 10) exported in fixed mode (float mode on mps2-an386, the board with an FPU). Every run
+also checks device == runtime on every image; a figure from a failing run is not printed.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import export  # noqa: E402
+from firmware_host import wire  # noqa: E402
+from firmware_host.verify import verify  # noqa: E402
+
+
+def cnn_28x28(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+    inits = [init("w1", 8, 1, 3, 3), init("b1", 8, scale=0.1), init("w2", 16, 8, 3, 3, scale=0.1),
+             init("b2", 16, scale=0.1), init("wf", 10, 16), init("bf", 10, scale=0.1)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "bench28", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def wire_efficiency(rng: np.random.Generator) -> tuple[float, int]:
+    """Payload bytes / bytes on the wire for one INFER of a 28x28 int8 image (mean of 100)."""
+    sizes = [len(wire.encode_frame(wire.Frame(wire.Msg.INFER, i, rng.integers(
+        -128, 128, 784, dtype=np.int8).tobytes()))) for i in range(100)]
+    return 784 / float(np.mean(sizes)), max(sizes)
+
+
+def host_tcp_url(executable: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([str(executable), "--tcp", "0"], stdout=subprocess.PIPE)
+    return process, process.stdout.readline().decode().strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--qemu-images", type=int, default=200)
+    parser.add_argument("--targets", default="host,host-tcp,lm3s6965evb,mps2-an386")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+
+    efficiency, largest = wire_efficiency(rng)
+    print(f"wire efficiency, 28x28 INFER: {100 * efficiency:.2f} % "
+          f"(784 payload bytes in at most {largest} on the wire; target >= 97 %)")
+
+    x = rng.random((max(args.images, args.qemu_images), 1, 28, 28)).astype(np.float32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {}
+        for mode in ("fixed", "float"):
+            dirs[mode] = export.from_onnx(cnn_28x28(), x[:64], requant=mode,
+                                          name="bench28").save(Path(tmp) / mode)
+        for target in args.targets.split(","):
+            mode = "float" if target == "mps2-an386" else "fixed"
+            count = args.images if target.startswith("host") else args.qemu_images
+            if not target.startswith("host") and not (shutil.which("qemu-system-arm")
+                                                      and shutil.which("arm-none-eabi-gcc")):
+                print(f"{target}: skipped (qemu-system-arm or arm-none-eabi-gcc missing)")
+                continue
+            process = None
+            try:
+                device = target
+                if target == "host-tcp":
+                    from firmware_host.build import build_firmware
+                    process, device = host_tcp_url(build_firmware(dirs[mode], "host"))
+                result = verify(dirs[mode], x[:count], device=device, progress=False)
+            except Exception as exc:  # a port still missing must not hide the other figures
+                print(f"{target}: not measured ({type(exc).__name__}: {exc})")
+                continue
+            finally:
+                if process is not None:
+                    process.terminate()
+                    process.wait()
+            if result.exit_status != 0:
+                print(f"{target}: device != runtime, figures withheld")
+                continue
+            link = result.link
+            rows.append((target, mode, result.images, result.images_per_s,
+                         result.ticks_per_inference, result.ticks_unit, result.ticks_per_mac,
+                         link["payload_bytes_sent"] / link["bytes_sent"]))
+    print(f"\n{'device':<12} {'mode':<6} {'images':>6} {'images/s':>9} {'ticks/inference':>22} "
+          f"{'ticks/MAC':>9} {'tx efficiency':>13}")
+    for target, mode, n, ips, ticks, unit, per_mac, eff in rows:
+        print(f"{target:<12} {mode:<6} {n:>6} {ips:>9.1f} {ticks:>9.0f} {unit:<12} "
+              f"{per_mac:>9.4g} {100 * eff:>12.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
