@@ -1,0 +1,112 @@
+/* Cortex-M start-up, tick counter and semihosting shared by the QEMU ports. */
+#include "tc_cortex_m.h"
+
+#define TC_SYST_CSR 0xE000E010u
+#define TC_SYST_RVR 0xE000E014u
+#define TC_SYST_CVR 0xE000E018u
+#define TC_CPACR 0xE000ED88u
+#define TC_SYS_WRITE0 0x04
+#define TC_SYS_EXIT_EXTENDED 0x20
+#define TC_ADP_STOPPED_APPLICATION_EXIT 0x20026
+
+extern uint32_t tc_data_load[], tc_data_start[], tc_data_end[], tc_bss_start[], tc_bss_end[];
+int main(int argc, char **argv);
+
+static volatile uint32_t tc_tick_wraps;
+static uint32_t tc_tick_scale = 1u;
+
+void tc_reset_handler(void)
+{
+    uint32_t *src = tc_data_load, *dst;
+    for (dst = tc_data_start; dst < tc_data_end;) {
+        *dst++ = *src++;
+    }
+    for (dst = tc_bss_start; dst < tc_bss_end;) {
+        *dst++ = 0u;
+    }
+#if defined(__ARM_FP)
+    TC_REG(TC_CPACR) |= 0xFu << 20; /* CP10, CP11: full access to the FPU */
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
+    tc_semihost_exit(main(0, 0));
+}
+
+void tc_default_handler(void)
+{
+    tc_semihost_write("tinyconv: unexpected exception\n");
+    tc_semihost_exit(3);
+}
+
+void tc_hardfault_handler(void)
+{
+    tc_semihost_write("tinyconv: hard fault\n");
+    tc_semihost_exit(3);
+}
+
+void tc_systick_handler(void)
+{
+    tc_tick_wraps++;
+}
+
+void tc_ticks_init(uint32_t instructions_per_count)
+{
+    tc_tick_scale = instructions_per_count;
+    TC_REG(TC_SYST_RVR) = 0x00FFFFFFu;
+    TC_REG(TC_SYST_CVR) = 0u;
+    TC_REG(TC_SYST_CSR) = 7u; /* enable, interrupt on wrap, processor clock */
+    /* The current value reads 0 until the first reload, which would look like a full period
+     * gone by: wait (boundedly, in case the clock does not run) for the reload. */
+    {
+        volatile uint32_t spins = 0u;
+        while (TC_REG(TC_SYST_CVR) == 0u && spins < 100000u) {
+            spins++;
+        }
+    }
+}
+
+uint32_t tc_ticks_now(void)
+{
+    uint32_t wraps, value;
+    do { /* re-read if SysTick wrapped while we looked */
+        wraps = tc_tick_wraps;
+        value = TC_REG(TC_SYST_CVR);
+    } while (wraps != tc_tick_wraps);
+    return ((wraps << 24) + (0x00FFFFFFu - value)) * tc_tick_scale;
+}
+
+static int tc_semihost(int op, const void *arg)
+{
+    register int r0 __asm__("r0") = op;
+    register const void *r1 __asm__("r1") = arg;
+    __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+void tc_semihost_write(const char *text)
+{
+    (void)tc_semihost(TC_SYS_WRITE0, text);
+}
+
+void tc_semihost_exit(int code)
+{
+    uint32_t block[2];
+    block[0] = TC_ADP_STOPPED_APPLICATION_EXIT;
+    block[1] = (uint32_t)code;
+    for (;;) {
+        (void)tc_semihost(TC_SYS_EXIT_EXTENDED, block);
+    }
+}
+
+int tc_rx_ring_get(tc_rx_ring *r)
+{
+    for (;;) {
+        __asm__ volatile("cpsid i" ::: "memory");
+        if (r->head != r->tail) {
+            const uint8_t byte = r->data[r->tail % TC_RX_RING_SIZE];
+            r->tail = r->tail + 1u;
+            __asm__ volatile("cpsie i" ::: "memory");
+            return byte;
+        }
+        __asm__ volatile("wfi\n\tcpsie i" ::: "memory");
+    }
+}

@@ -1,0 +1,60 @@
+/* Shared by the Cortex-M ports (lm3s6965evb, mps2-an386): start-up, the SysTick-based tick
+ * counter, semihosting, and the interrupt-fed receive ring buffer. A board file provides the
+ * vector table, the UART driver and tc_port_target_name. */
+#ifndef TC_CORTEX_M_H
+#define TC_CORTEX_M_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_REG(addr) (*(volatile uint32_t *)(addr))
+
+#define TC_NVIC_ISER0 0xE000E100u
+
+/* Exception handlers every vector table lists. */
+void tc_reset_handler(void);
+void tc_default_handler(void);
+void tc_hardfault_handler(void);
+void tc_systick_handler(void);
+
+/* The initial stack pointer, from the linker script; declared as a function so the vector
+ * table can be an array of function pointers in strict ISO C. */
+extern void tc_stack_top(void);
+
+/* Start SysTick on the processor clock, free running. instructions_per_count converts its
+ * counts to guest instructions (QEMU -icount shift=3 runs one instruction per 8 ns). */
+void tc_ticks_init(uint32_t instructions_per_count);
+uint32_t tc_ticks_now(void);
+
+/* Semihosting (QEMU -semihosting-config enable=on,target=native). */
+void tc_semihost_write(const char *text);
+void tc_semihost_exit(int code);
+
+/* Single-producer (RX interrupt), single-consumer (tc_port_getc) byte ring. */
+#ifndef TC_RX_RING_SIZE
+#define TC_RX_RING_SIZE 4096u /* a power of two */
+#endif
+typedef struct {
+    volatile uint32_t head; /* written by the interrupt */
+    volatile uint32_t tail; /* written by the reader */
+    volatile uint32_t dropped;
+    uint8_t data[TC_RX_RING_SIZE];
+} tc_rx_ring;
+
+static inline void tc_rx_ring_put(tc_rx_ring *r, uint8_t byte)
+{
+    const uint32_t head = r->head;
+    if (head - r->tail >= TC_RX_RING_SIZE) {
+        r->dropped++; /* full: the protocol's CRC and retries recover the frame */
+        return;
+    }
+    r->data[head % TC_RX_RING_SIZE] = byte;
+    r->head = head + 1u;
+}
+
+/* Next byte, sleeping with WFI while the ring is empty. Interrupts are masked around the
+ * empty check so an interrupt cannot slip in between the check and the WFI (a pending
+ * interrupt still wakes WFI; unmasking then runs its handler). */
+int tc_rx_ring_get(tc_rx_ring *r);
+
+#endif

@@ -1,0 +1,55 @@
+"""qemu-system-arm command lines for the two Cortex-M boards tinyconv runs on.
+
+Facts that shaped them (QEMU 7.2): the UART is a TCP server socket with ``nodelay=on``
+(without it every reply waits ~40 ms for Nagle), ``wait=off`` so QEMU starts before the host
+connects; ``-icount shift=3`` makes the guest run exactly one instruction per 8 ns of virtual
+time, so the ports' SysTick tick counter counts instructions; semihosting lets a self-test
+image print and end QEMU with an exit code. Semihosting output goes to QEMU's stderr.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import TinyconvError
+
+QEMU = "qemu-system-arm"
+BOARDS = ("lm3s6965evb", "mps2-an386")  # QEMU machine names, also our target names
+_COMMON = ("-nographic", "-monitor", "none", "-icount", "shift=3",
+           "-semihosting-config", "enable=on,target=native")
+
+
+def _machine(target: str) -> str:
+    if target not in BOARDS:
+        raise TinyconvError(f"no QEMU board for target {target!r}; use one of {', '.join(BOARDS)}")
+    return target
+
+
+def qemu_command(target: str, elf: str | os.PathLike, port: int) -> list[str]:
+    """Run ``elf`` on ``target`` with UART0 on a TCP server at 127.0.0.1:``port``."""
+    return [QEMU, "-M", _machine(target), *_COMMON, "-kernel", str(elf),
+            "-chardev", f"socket,id=u0,host=127.0.0.1,port={int(port)},server=on,wait=off,"
+                        "nodelay=on",
+            "-serial", "chardev:u0"]
+
+
+@dataclass(frozen=True)
+class SemihostedRun:
+    exit_code: int
+    output: str  # what the guest wrote over semihosting (plus any QEMU warnings)
+
+
+def run_semihosted(target: str, elf: str | os.PathLike, timeout: float = 60.0) -> SemihostedRun:
+    """Run a self-contained image (no UART traffic) until it exits through semihosting."""
+    if shutil.which(QEMU) is None:
+        raise TinyconvError(f"{QEMU} is not installed (apt-get install qemu-system-arm)")
+    command = [QEMU, "-M", _machine(target), *_COMMON, "-serial", "null", "-kernel", str(elf)]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinyconvError(f"{Path(elf).name} on {target} did not exit within {timeout:g} s")
+    return SemihostedRun(done.returncode, (done.stderr + done.stdout).decode(errors="replace"))
