@@ -9,6 +9,7 @@ while the device works, so the link stays busy.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -29,6 +30,7 @@ from firmware_host.link import Link
 from runtime import kernels
 from runtime.errors import TinyconvError
 from runtime.model import QuantModel, write_atomic
+from tinyconv.progress import Progress
 
 BATCH = 256
 MAX_RECORDS = 1000  # per-image mismatch records kept for the JSON report
@@ -355,26 +357,6 @@ class _Tally:
             r.cosine = self.cosines / r.float_images
 
 
-def _progress(total: int, enabled: bool):
-    """tinyconv.progress's bar when it is there, else a plain counter on a terminal."""
-    if not enabled:
-        return lambda n: None
-    try:
-        from tinyconv.progress import Progress  # noqa: WPS433 (optional module)
-
-        bar = Progress(total, "verify")
-        return bar.update
-    except ImportError:
-        pass
-    if not sys.stderr.isatty():
-        return lambda n: None
-
-    def update(n: int) -> None:
-        end = "\n" if n >= total else ""
-        print(f"\rverify: {n}/{total} images", end=end, file=sys.stderr, flush=True)
-    return update
-
-
 @contextmanager
 def _one_blas_thread():
     """The references run on a worker thread next to the device and the link loop; BLAS
@@ -434,7 +416,7 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
         if refs.float_session is None:
             result.notes.append("no model.onnx in the export directory: no float reference")
         tally = _Tally(result, model)
-        update = _progress(total, progress)
+        bar = Progress(total, "verify", stream=None if progress else io.StringIO())
         waiting: deque = deque()  # (batch, future of its references), in input order
 
         def device_inputs() -> Iterable[np.ndarray]:
@@ -451,8 +433,9 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
             if len(done) == len(batch.x_q):
                 waiting.popleft()
                 tally.add(batch, done, future.result())
+                bar.update(len(done))
                 done = []
-                update(result.images)
+        bar.close()
         result.seconds = time.perf_counter() - started
         tally.finish()
         result.link = link.stats.as_dict()
