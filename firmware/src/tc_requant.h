@@ -54,8 +54,9 @@ static inline int32_t tc_requant_fixed_double(int32_t acc, int32_t multiplier, i
 static inline int32_t tc_requant_fixed_single(int32_t acc, int32_t multiplier, int32_t shift)
 {
     const int32_t total = 31 - shift; /* in [1, 62] */
-    const int64_t product = (int64_t)acc * multiplier + ((int64_t)1 << (total - 1));
-    return (int32_t)(product >> total);
+    const int64_t result = ((int64_t)acc * multiplier + ((int64_t)1 << (total - 1))) >> total;
+    /* large left shifts can leave int32; saturating keeps the int8 clamp right */
+    return result > INT32_MAX ? INT32_MAX : (result < INT32_MIN ? INT32_MIN : (int32_t)result);
 }
 
 #if TC_ENABLE_FLOAT_REQUANT
