@@ -69,7 +69,9 @@ class Link:
         self.stats = LinkStats()
         self._seq = 0
         self._info: wire.DeviceInfo | None = None
-        self._splitter = wire.FrameSplitter(max_frame=1 << 20)
+        # Replies before INFO (RESET, INFO, ERROR) fit in 4 KiB; INFO then says how big a
+        # RESULT can be. Anything longer is garbage and is dropped, not buffered.
+        self._splitter = wire.FrameSplitter(max_frame=4096)
         self._frames: deque[bytes] = deque()
         self._port = self._open(url, baud, connect_timeout)
 
@@ -116,19 +118,20 @@ class Link:
         return seq
 
     def _receive(self) -> wire.Frame | None:
-        """The next valid frame, or None when nothing valid arrived within the port's short
-        read timeout. Corrupt frames are counted and skipped."""
-        while not self._frames:
+        """The next valid frame, or None when none is complete after one read (which waits at
+        most the port's short timeout), so callers get to check their deadlines even while a
+        broken device streams bytes without delimiters. Corrupt frames are counted, skipped."""
+        if not self._frames:
             try:
                 data = self._port.read(max(1, self._port.in_waiting))
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(f"reading from {self.url} failed: {exc}") from None
-            if not data:
-                return None
             self.stats.bytes_received += len(data)
             before = self._splitter.oversized
             self._frames.extend(self._splitter.feed(data))
             self.stats.corrupt += self._splitter.oversized - before
+            if not self._frames:
+                return None
         raw = self._frames.popleft()
         try:
             frame = wire.decode_frame(raw)
@@ -185,6 +188,8 @@ class Link:
                 self._info = wire.parse_info(frame.payload)
             except wire.FrameError as exc:
                 raise LinkError(f"device {self.url} sent a malformed INFO reply: {exc}") from None
+            result_frame = wire.FRAME_OVERHEAD + 4 + self._info.output_size
+            self._splitter.max_frame = max(4096, result_frame + result_frame // 254 + 1)
             if self._info.protocol_version != wire.PROTOCOL_VERSION:
                 raise LinkError(f"device {self.url} speaks protocol version "
                                 f"{self._info.protocol_version}, this tinyconv speaks "

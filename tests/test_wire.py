@@ -225,3 +225,27 @@ def test_link_open_failure_is_a_clear_error():
         port = probe.getsockname()[1]
     with pytest.raises(LinkError, match="cannot open device"):
         Link(f"socket://127.0.0.1:{port}")
+
+
+def test_link_times_out_on_a_device_that_babbles_without_delimiters():
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def babble():
+        conn, _ = server.accept()
+        with conn:
+            try:
+                while not stop.is_set():
+                    conn.sendall(b"\x55" * 512)
+            except OSError:
+                pass  # the link hung up
+
+    threading.Thread(target=babble, daemon=True).start()
+    try:
+        with Link(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout=0.3,
+                  retries=1) as link:
+            with pytest.raises(LinkError, match="did not answer INFO"):
+                link.info()
+            assert link.stats.corrupt >= 1  # the endless "frame" was dropped, not stored
+    finally:
+        stop.set()
