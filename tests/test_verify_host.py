@@ -1,5 +1,6 @@
 """End to end: a small CNN exported with export/, the host device built from it, and
-``tinyconv verify`` streaming images over a real pseudo-terminal.
+``tinyconv verify`` streaming images over a real pseudo-terminal (and over TCP to the ARM
+builds under qemu-system-arm, started and stopped by verify itself).
 
 The verdict of verify() is cross-checked here by talking to the device directly and comparing
 with runtime.run; exit status 1 is provoked by a Python device that answers one image wrongly.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -94,6 +96,28 @@ def test_verify_over_pty_every_image_equal(exported, mode, tmp_path):
     assert saved["link"]["frames_sent"] >= IMAGES
 
 
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required under CI=true but is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+@pytest.mark.parametrize("board, mode", [("lm3s6965evb", "fixed"), ("mps2-an386", "float")])
+def test_verify_under_qemu_every_image_equal(exported, board, mode):
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    dirs, data, _, _ = exported
+    result = verify(dirs[mode], data, labels=True, device=board, progress=False)
+    assert result.exit_status == 0 and result.target == board
+    assert result.images == IMAGES == result.device_equal_images
+    if mode == "float":
+        assert result.ort_equal_images == IMAGES
+    assert result.ticks_unit == "instructions" and result.ticks_per_mac > 0
+
+
 def test_device_outputs_equal_runtime_independently_of_verify(exported):
     """The same comparison verify() makes, done by hand for int8 inputs."""
     dirs, _, x, _ = exported
@@ -117,10 +141,11 @@ def test_device_is_stopped_after_use_and_on_errors(exported):
     with start_device("host", dirs["fixed"]) as device:
         assert Path(device.url).exists()
     assert not Path(device.url).exists()  # the pty vanished with its process
-    with pytest.raises(RuntimeError):
-        with start_device("host", dirs["fixed"]) as device:
-            raise RuntimeError("boom")
-    assert not Path(device.url).exists()
+    for interruption in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(interruption)):
+            with start_device("host", dirs["fixed"]) as device:
+                raise interruption
+        assert not Path(device.url).exists()
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
