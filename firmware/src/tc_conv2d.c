@@ -2,6 +2,11 @@
 #include <stddef.h>
 
 #include "tc_kernels.h"
+
+/* hot loop: optimize for speed even in an -Os image */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
 #include "tc_matmul.h"
 
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter)

@@ -3,6 +3,11 @@
  * (the window is clipped once per pixel, so the inner loop has no bounds checks). */
 #include "tc_kernels.h"
 
+/* hot loop: optimize for speed even in an -Os image */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
 /* First tap index t with 0 <= start + t * step, and one past the last with start + t * step
  * < size, clipped to [0, taps]. */
 static void tc_valid_taps(int32_t start, int32_t step, int32_t taps, int32_t size,

@@ -1,6 +1,12 @@
 /* Internal dot-product engine for conv2d and fully_connected (see tc_matmul.h). */
 #include "tc_matmul.h"
 
+/* The inner loops are the whole cost of a convolution: optimize them for speed even in an -Os
+ * image (-Os spills the four accumulators of the 2x2 block to the stack). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define TC_USE_DSP 1

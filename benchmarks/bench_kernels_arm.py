@@ -1,0 +1,115 @@
+"""Instructions per MAC of each conv / fully connected layer on the two QEMU boards.
+
+    .venv/bin/python benchmarks/bench_kernels_arm.py [--mode fixed|float]
+
+Builds the firmware self-test image (firmware/selftest/) for a small CNN with random int8
+weights, runs it under qemu-system-arm with -icount shift=3 on lm3s6965evb (Cortex-M3) and
+mps2-an386 (Cortex-M4, SMLAD path), and reads the per-layer tick counts the image reports. The
+ports convert SysTick counts to guest instructions (resolution 10 on lm3s, 5 on mps2), so the
+figures are executed instructions, not cycles. Outputs are also checked against runtime/.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _firmware_models import random_inputs, random_model, reference_run  # noqa: E402
+from export.c_codegen import write_c_sources  # noqa: E402
+from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size  # noqa: E402
+from firmware_host.qemu import run_semihosted  # noqa: E402
+
+BOARDS = ("lm3s6965evb", "mps2-an386")
+SPEC = ((28, 28, 1), [
+    dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=16, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
+    dict(op="max_pool2d", kernel=(2, 2)),
+    dict(op="conv2d", out=32, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=32, kernel=(3, 3), groups=32, padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=32, kernel=(1, 1), relu=True),
+    dict(op="max_pool2d", kernel=(2, 2)),
+    dict(op="fully_connected", out=10),
+])
+INPUTS = 2
+
+
+def describe(model, layer) -> str:
+    src = model.tensors[layer.inputs[0]].shape
+    dst = model.tensors[layer.output].shape
+    what = layer.op
+    if layer.op == "conv2d":
+        w = layer.arrays["weights"].shape
+        what = f"conv {w[1]}x{w[2]}" + (" depthwise" if layer.params["groups"] > 1 else "")
+    return f"{what} {'x'.join(map(str, src))} -> {'x'.join(map(str, dst))}"
+
+
+def macs(model, layer) -> int:
+    if layer.op == "conv2d":
+        m, kh, kw, cg = layer.arrays["weights"].shape
+        oh, ow, _ = model.tensors[layer.output].shape
+        return oh * ow * m * kh * kw * cg
+    if layer.op == "fully_connected":
+        return int(layer.arrays["weights"].size)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("fixed", "float"), default="fixed")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    model = random_model(rng, SPEC[0], SPEC[1], args.mode, name="bench")
+    x = random_inputs(rng, model, INPUTS)
+    expected = reference_run(model, x).reshape(INPUTS, -1)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_c_sources(model, work)
+        rows = ",\n".join("{" + ", ".join(map(str, r.reshape(-1))) + "}" for r in x)
+        (work / "selftest_inputs.h").write_text(
+            f"#define TC_SELFTEST_COUNT {INPUTS}\nstatic const int8_t "
+            f"tc_selftest_inputs[{INPUTS}][TC_INPUT_SIZE] = {{\n{rows}\n}};\n")
+        for board in BOARDS:
+            elf = build_firmware(work, board, app=str(FIRMWARE_DIR / "selftest" /
+                                                      "selftest_main.c"),
+                                 extra_include=work, out_dir=work / board)
+            run = run_semihosted(board, elf, timeout=300)
+            if run.exit_code != 0:
+                print(run.output)
+                return 1
+            lines = re.findall(r"^out ([0-9a-f]+) ticks ([0-9 ]+)$", run.output, re.M)
+            outputs = np.stack([np.frombuffer(bytes.fromhex(h), np.int8) for h, _ in lines])
+            if not np.array_equal(outputs, expected):
+                print(f"{board}: device output differs from runtime/")
+                return 1
+            ticks = np.array([[int(v) for v in t.split()] for _, t in lines])
+            results[board] = (ticks[-1], firmware_size(elf))
+
+    print(f"instructions per MAC, {args.mode} mode, QEMU -icount shift=3 "
+          f"(outputs == runtime/ on {INPUTS} inputs)")
+    print(f"{'layer':44} {'MACs':>8} " + " ".join(f"{b:>12}" for b in BOARDS))
+    for index, layer in enumerate(model.layers):
+        n = macs(model, layer)
+        cells = []
+        for board in BOARDS:
+            ticks = results[board][0][index + 1]
+            cells.append(f"{ticks / n:12.2f}" if n else f"{ticks:>9} ins")
+        print(f"{describe(model, layer):44} {n:8} " + " ".join(cells))
+    total_macs = sum(macs(model, layer) for layer in model.layers)
+    print(f"{'whole inference':44} {total_macs:8} " +
+          " ".join(f"{results[b][0][0] / total_macs:12.2f}" for b in BOARDS))
+    for board in BOARDS:
+        size = results[board][1]
+        print(f"{board}: self-test image flash {size['flash']} B, RAM {size['ram']} B")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
