@@ -20,6 +20,7 @@ import onnx.version_converter
 from onnx import helper, numpy_helper
 
 from export.graph import Boundary, FloatGraph, FloatLayer
+from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
@@ -212,12 +213,13 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.input[:]
     graph.input.extend(real_inputs)
     _name_nodes(graph)
-    _check_ops(graph)
     _check_connected(graph)
     _fold_constants(graph)
+    _check_ops(graph, exempt=static_nodes(graph))
+    _check_input(graph.input[0])
+    fold_static(model)
     _strip_passthrough(graph)
     _fold_batchnorm(graph)
-    _check_input(graph.input[0])
     del graph.value_info[:]
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
@@ -531,8 +533,12 @@ class _Mapper:
     op_Clip = op_Relu
 
 
-def _check_ops(graph) -> None:
+def _check_ops(graph, exempt=()) -> None:
+    """Name the first node whose op tinyconv cannot run (``exempt``: nodes folded away)."""
+    skip = {id(node) for node in exempt}
     for node in graph.node:
+        if id(node) in skip:
+            continue
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
             raise TinyconvError(
                 f"node {node.name!r} has op {node.op_type}"
