@@ -217,11 +217,12 @@ def from_bytes(data: bytes, source: str = "model") -> QuantModel:
         model = QuantModel(header["name"], header["requant_mode"], tensors, layers,
                            header["input"], header["output"], header["arena_size"],
                            header.get("metadata", {}))
+        model.validate()  # inside the try: a header that lies about types is malformed too
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+            RecursionError) as exc:
         raise ModelFileError(f"{source}: malformed model header ({exc})") from None
-    model.validate()
     return model
 
 
