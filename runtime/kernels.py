@@ -17,11 +17,13 @@ it, and split the reduction into exact chunks when it cannot.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
-from runtime.requant import INT32_MAX, MODES, Requant, quantize_multiplier, requantize
+from runtime.requant import (INT32_MAX, MODES, Requant, quantize_multiplier, requantize,
+                             requantize_inplace)
 
 __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "fully_connected", "max_pool2d",
@@ -80,15 +82,21 @@ def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after:
     return (size + pad_before + pad_after - span) // stride + 1
 
 
-def _pad_nhwc(x: np.ndarray, pads, value, dtype=None) -> np.ndarray:
-    """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``."""
+def _pad_nhwc(x: np.ndarray, pads, value, dtype=None, repeat: int = 1) -> np.ndarray:
+    """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``;
+    ``repeat > 1`` repeats every channel that many times in place (a depthwise channel
+    multiplier). Only the border is filled, so the image is written exactly once."""
     top, left, bottom, right = pads
     x = x[:, max(-top, 0):x.shape[1] - max(-bottom, 0), max(-left, 0):x.shape[2] - max(-right, 0)]
     top, left, bottom, right = (max(p, 0) for p in pads)
     n, h, w, c = x.shape
-    out = np.full((n, h + top + bottom, w + left + right, c), value, dtype or x.dtype)
-    out[:, top:top + h, left:left + w] = x
-    return out
+    out = np.empty((n, h + top + bottom, w + left + right, c, repeat), dtype or x.dtype)
+    out[:, :top] = value
+    out[:, top + h:] = value
+    out[:, top:top + h, :left] = value
+    out[:, top:top + h, left + w:] = value
+    np.copyto(out[:, top:top + h, left:left + w], x[..., None], casting="unsafe")
+    return out.reshape(out.shape[:3] + (c * repeat,))
 
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
@@ -138,11 +146,12 @@ class ConvPlan:
     output_zero_point: int
     act_range: tuple[int, int]
     rq: Requant
-    matrices: np.ndarray  # float32 [G, KH*KW*Cg, Mg], or [KH, KW, C, k] for depthwise
+    matrices: np.ndarray  # float32 [G, KH*KW*Cg, Mg], or [KH, KW, M] for depthwise
     bias: np.ndarray  # int64 [M]: bias - input_zero_point * sum(w) (the input is padded with zp)
     chunks: int
     depthwise: bool
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
+    _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = _int8("x", x, 4)
@@ -151,17 +160,38 @@ class ConvPlan:
             raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
                              f"groups = {cg * self.groups}")
         oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
-        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32)
+        rows = self._row_constants(ow)
         if self.depthwise:
-            acc = self._depthwise(xp, (oh, ow))
+            acc = self._depthwise(x, (oh, ow), rows.weights)
         else:
+            xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32)
             acc = self._gemm(xp, (oh, ow))
-        acc = acc.reshape(x.shape[0], oh, ow, m)
+        acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
         if self.acc_fits_f32:
-            acc += self.bias.astype(np.float32)
+            acc += rows.bias
         else:
-            acc = acc.astype(np.float64) + self.bias
-        return requantize(acc, self.rq, self.output_zero_point, self.act_range)
+            acc = acc.astype(np.float64) + np.tile(self.bias, ow)
+        if rows.scale is not None and acc.dtype == np.float32:
+            out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
+                                     rows.scale)
+        else:
+            out = requantize(acc.reshape(-1, m), self.rq, self.output_zero_point, self.act_range)
+        return out.reshape(x.shape[0], oh, ow, m)
+
+    def _row_constants(self, ow: int) -> "_RowConstants":
+        """Bias, scale and depthwise weights tiled along one output row of width ``ow``, made
+        once per width: per-channel constants broadcast over a 64-channel axis make numpy run
+        64-element inner loops, while a whole row is one long contiguous loop."""
+        rows = self._rows.get(ow)
+        if rows is None:
+            m = self.weights_shape[0]
+            scale = self.rq.scale if self.rq.mode == "float" else None
+            rows = _RowConstants(
+                bias=np.tile(self.bias.astype(np.float32), ow),
+                scale=None if scale is None else np.tile(np.broadcast_to(scale, (m,)), ow),
+                weights=np.tile(self.matrices, ow) if self.depthwise else None)
+            self._rows[ow] = rows
+        return rows
 
     def _columns(self, xp, out_hw):
         _, kh, kw, _ = self.weights_shape
@@ -197,20 +227,35 @@ class ConvPlan:
             acc = acc[0]
         return acc
 
-    def _depthwise(self, xp, out_hw):
-        kh, kw, c, k = self.matrices.shape
-        n = xp.shape[0]
-        if k == 1:  # one fused multiply-and-sum over a strided window view: no temporaries
-            windows = np.lib.stride_tricks.sliding_window_view(
-                xp, ((kh - 1) * self.dilation[0] + 1, (kw - 1) * self.dilation[1] + 1),
-                axis=(1, 2))[:, ::self.stride[0], ::self.stride[1], :,
-                             ::self.dilation[0], ::self.dilation[1]]
-            windows = windows[:, :out_hw[0], :out_hw[1]].transpose(0, 1, 2, 4, 5, 3)
-            return np.einsum("nhwklc,klc->nhwc", windows, self.matrices[..., 0])
-        acc = np.zeros((n, out_hw[0], out_hw[1], c, k), np.float32)
-        for ky, kx, view in _windows(xp, (kh, kw), self.stride, self.dilation, out_hw):
-            acc += view[..., None] * self.matrices[ky, kx]
-        return acc
+    def _depthwise(self, x, out_hw, row_weights):
+        """One einsum over every tap: numpy's fused multiply-and-sum loop runs along whole
+        output rows (OW * M contiguous floats) of the input and of the row-tiled weights.
+
+        The channel multiplier is folded into the padded copy (each input channel repeated k
+        times), so output channel m reads input channel m // k at the same offset. With a
+        horizontal stride the taps of one row are not evenly spaced, so each kernel column is
+        first gathered into its own contiguous plane."""
+        (kh, kw, m), (oh, ow) = self.matrices.shape, out_hw
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, m // x.shape[3])
+        if sw == 1:
+            tap_step = dw * m
+        else:
+            span = (ow - 1) * sw + 1
+            xp = np.stack([xp[:, :, kx * dw:kx * dw + span:sw] for kx in range(kw)], axis=2)
+            tap_step = ow * m
+        item, row = xp.itemsize, xp.strides[1]
+        taps = as_strided(xp, (xp.shape[0], oh, kh, kw, ow * m),
+                          (xp.strides[0], sh * row, dh * row, tap_step * item, item),
+                          writeable=False)
+        return np.einsum("nyabj,abj->nyj", taps, row_weights)
+
+
+@dataclass(frozen=True)
+class _RowConstants:
+    bias: np.ndarray  # float32 [OW * M]
+    scale: np.ndarray | None  # float32 [OW * M], float mode
+    weights: np.ndarray | None  # float32 [KH, KW, OW * M], depthwise
 
 
 def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, stride=(1, 1),
@@ -240,10 +285,8 @@ def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, st
         raise ValueError(f"w: accumulator could overflow int32 (bound {bound}); "
                          "use fewer input channels or smaller weights")
     depthwise = cg == 1 and groups > 1
-    if depthwise:
-        k = m // groups
-        matrices = np.ascontiguousarray(
-            w.reshape(groups, k, kh, kw).transpose(2, 3, 0, 1), dtype=np.float32)
+    if depthwise:  # [KH, KW, M]; output channel m reads input channel m // (M // groups)
+        matrices = np.ascontiguousarray(w[..., 0].transpose(1, 2, 0), dtype=np.float32)
     else:
         mg = m // groups
         matrices = np.ascontiguousarray(
