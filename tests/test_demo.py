@@ -254,3 +254,18 @@ def test_demo_end_to_end_on_the_host_device(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out
     again = json.loads((out / "verify.json").read_text())
     assert again["accuracy"] == accuracy and again["model_hash"] == report["model_hash"]
+
+
+def test_demo_under_qemu_on_the_cortex_m3(tmp_path, capsys):
+    import json
+
+    from tinyconv.cli import main
+
+    _needs("arm-none-eabi-gcc")
+    _needs("qemu-system-arm")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", "lm3s6965evb"]) == 0
+    assert "target lm3s6965evb" in capsys.readouterr().out
+    report = json.loads((out / "verify.json").read_text())
+    assert report["images"] == 360 and report["device_equal_images"] == 360
+    assert report["ticks_unit"] == "instructions" and report["ticks_per_inference"] > 0

@@ -119,7 +119,7 @@ def run(out_dir: Path, device: str = "host", requant: str = "fixed",
     result = verify(export_dir, prepared.digits.x_test, labels=prepared.digits.y_test,
                     device=device, json_path=out_dir / "verify.json", progress=True)
     result.print_summary()
-    _say(f"demo finished in {time.perf_counter() - started:.1f} s; pictures and accuracy "
-         f"tables: tinyconv report {export_dir} --input {prepared.test_path} --labels "
-         f"--out {out_dir / 'report'}")
+    _say(f"demo finished in {time.perf_counter() - started:.1f} s. Pictures and accuracy "
+         f"tables:\n  tinyconv report {export_dir} --input {prepared.test_path} --labels "
+         f"--calibration {prepared.calibration_path} --out {out_dir / 'report'}")
     return result.exit_status
