@@ -47,7 +47,8 @@ def cnn_28x28(seed: int = 0) -> onnx.ModelProto:
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
     graph = helper.make_graph(
-        nodes, "bench28", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 28, 28])],
+        nodes, "bench28",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

@@ -138,7 +138,8 @@ def test_untrustworthy_frames_are_dropped_silently(driver):
     short = wire.cobs_encode(bytes([1, 1, 5, 0, 0, 0, 0])) + b"\x00"  # < header + CRC
     truncated = frame(wire.Msg.INFO, 3)[:-3] + b"\x00"  # ends inside a COBS block
     info = frame(wire.Msg.INFO, 4)
-    got = replies(run_driver(driver, short + truncated + b"\x00\x00" + info + frame(wire.Msg.RESET, 5)))
+    stream = short + truncated + b"\x00\x00" + info + frame(wire.Msg.RESET, 5)
+    got = replies(run_driver(driver, stream))
     assert [r.seq for r in got] == [4, 5]
     assert wire.parse_reset(got[1].payload) == (2, 2, 0)  # INFO and RESET; short, truncated
 

@@ -11,7 +11,7 @@ typedef enum {
     TC_COBS_MORE = 0,   /* byte consumed, frame not finished */
     TC_COBS_FRAME,      /* a 0x00 ended a well-formed frame: buf[0 .. len-1] */
     TC_COBS_EMPTY,      /* a 0x00 with nothing before it (resynchronisation): ignore */
-    TC_COBS_OVERFLOW,   /* frame ended, but it decoded to more than cap bytes; buf holds the first cap */
+    TC_COBS_OVERFLOW,   /* frame ended but decoded to more than cap bytes (buf: the first cap) */
     TC_COBS_BROKEN      /* frame ended inside a COBS block: truncated or corrupt */
 } tc_cobs_status;
 

@@ -88,7 +88,7 @@ static void reply_error(uint16_t seq, uint16_t code, const char *text)
     reply_end();
 }
 
-/* -- requests ----------------------------------------------------------------------------------- */
+/* -- requests --------------------------------------------------------------------------- */
 
 static void reply_info(uint16_t seq)
 {
@@ -97,7 +97,8 @@ static void reply_info(uint16_t seq)
     static const char model_name[] = TC_MODEL_NAME;
     size_t name_len = text_length(model_name, 255U);
     size_t target_len = text_length(tc_port_target_name, 255U);
-    uint32_t payload = (uint32_t)(44U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + name_len + target_len);
+    uint32_t payload =
+        (uint32_t)(44U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + name_len + target_len);
     size_t i;
 
     reply_begin((uint8_t)TC_MSG_INFO_REPLY, seq, payload);

@@ -49,7 +49,8 @@ static void make_raw(int fd)
     if (tcgetattr(fd, &t) != 0) {
         die("tcgetattr");
     }
-    t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON | IXOFF);
+    t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON |
+                             IXOFF);
     t.c_oflag &= ~(tcflag_t)OPOST;
     t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
     t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
@@ -94,7 +95,8 @@ static void open_tcp(const char *port_text)
     int one = 1;
 
     if (*port_text == '\0' || *end != '\0' || port < 0 || port > 65535) {
-        fprintf(stderr, "tinyconv-device: --tcp needs a port number 0..65535, got '%s'\n", port_text);
+        fprintf(stderr, "tinyconv-device: --tcp needs a port number 0..65535, got '%s'\n",
+                port_text);
         exit(2);
     }
     listener = socket(AF_INET, SOCK_STREAM, 0);
