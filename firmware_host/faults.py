@@ -66,6 +66,9 @@ class FaultCounts:
     stalls: int = 0
     resets: int = 0
     clients: int = 0
+    frames_up: int = 0    # non-empty 0x00-delimited frames received from the host
+    frames_down: int = 0  # ... and delivered to it
+    max_in_flight: int = 0  # most host frames ahead of the replies delivered (fault-free runs)
 
     @property
     def injected(self) -> int:
@@ -130,6 +133,15 @@ class _Endpoint:
             os.close(self.fd)
 
 
+def _count_frames(data: bytes, frames: int, in_frame: bool) -> tuple[int, bool]:
+    """Non-empty 0x00-delimited frames in a stream, carried across chunks."""
+    for byte in data:
+        if byte == 0:
+            frames += in_frame
+        in_frame = byte != 0
+    return frames, in_frame
+
+
 class _Direction:
     """One direction's damage: per-byte decisions from its own generator, and a release queue
     so a stall holds back this direction only."""
@@ -140,6 +152,10 @@ class _Direction:
         self.clean_frames = clean_frames
         self.queue: deque[tuple[float, bytes]] = deque()
         self.hold_until = 0.0
+        self.frames = 0
+        self._in_frame = False
+        self.frames_out = 0
+        self._out_in_frame = False
 
     def damage(self, data: bytes) -> bytes:
         p = self.plan
@@ -168,6 +184,7 @@ class _Direction:
         return bytes(out)
 
     def push(self, data: bytes) -> None:
+        self.frames, self._in_frame = _count_frames(data, self.frames, self._in_frame)
         self._flush(bytearray(self.damage(data)))
 
     def _flush(self, out: bytearray) -> None:
@@ -178,6 +195,8 @@ class _Direction:
         ready = bytearray()
         while self.queue and self.queue[0][0] <= now:
             ready += self.queue.popleft()[1]
+        self.frames_out, self._out_in_frame = _count_frames(ready, self.frames_out,
+                                                            self._out_in_frame)
         return bytes(ready)
 
     def next_release(self) -> float | None:
@@ -278,6 +297,9 @@ class FaultRelay:
                             data = data[cut:]
                         self.counts.bytes_up += len(data)
                         up.push(data)
+                        self.counts.frames_up = up.frames
+                        self.counts.max_in_flight = max(self.counts.max_in_flight,
+                                                        up.frames - down.frames_out)
                     elif key.data == DOWN:
                         data = device.read()
                         if data is None:
@@ -301,6 +323,7 @@ class FaultRelay:
             device.write(data)
         if down is not None:
             data = down.due(now)
+            self.counts.frames_down = down.frames_out
             if data:
                 try:
                     client.sendall(data)

@@ -21,9 +21,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
-FIRMWARE = ROOT / "firmware"
-CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
 SIDE = 16
 
 
@@ -74,15 +71,12 @@ def export_small_cnn(out_dir: Path) -> Path:
 
 
 def build_host_device(export_dir: Path) -> Path:
-    """Compile firmware/src, the host port and the export's model_data.c into one executable."""
-    cc = require_tool("gcc")
-    exe = export_dir / "tinyconv-device"
-    sources = sorted((FIRMWARE / "src").glob("*.c")) + [FIRMWARE / "ports" / "host" / "port_host.c",
-                                                         export_dir / "model_data.c"]
-    result = subprocess.run([cc, *CFLAGS, "-I", str(FIRMWARE / "src"), "-I", str(export_dir),
-                             *map(str, sources), "-o", str(exe)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return exe
+    """The POSIX device, built the way users build it (``tinyconv build --target host``)."""
+    require_tool("gcc")
+    require_tool("make")
+    from firmware_host.build import build_firmware
+
+    return Path(build_firmware(export_dir, "host"))
 
 
 class HostDevice:
