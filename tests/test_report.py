@@ -161,6 +161,25 @@ def test_device_outputs_are_drawn_when_given(small_export, tmp_path):
     assert imread(report.out_dir / "outputs.png").shape[:2] == (40 + 240, 2 * 320)
 
 
+def test_device_outputs_from_the_host_device_equal_runtime(small_export, tmp_path):
+    import os
+    import shutil
+
+    import runtime
+
+    if shutil.which("gcc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("gcc is required under CI=true")
+        pytest.skip("gcc not installed")
+    _, export_dir, inputs, digits, _ = small_export
+    report = make.make_report(export_dir, inputs, tmp_path / "r", pictured=2, device="host",
+                              say=lambda _: None)
+    model = runtime.load(export_dir)
+    expected = runtime.run(model, quality.quantize_input(model, digits.x_test[:2]))
+    assert np.array_equal(report.device_outputs, expected)
+    assert "device outputs</td><td>host" in (report.out_dir / "index.html").read_text()
+
+
 # -- atomic output and user mistakes -----------------------------------------------------------
 
 def test_refuses_to_replace_a_directory_that_is_not_a_report(tmp_path):

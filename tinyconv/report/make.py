@@ -23,6 +23,7 @@ class Report:
     out_dir: Path
     results: list[quality.Result]
     files: list[str]
+    device_outputs: np.ndarray | None = None  # int8, the pictured inputs, when a device ran
 
 
 def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -145,7 +146,7 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     files["index.html"] = page.render(f"tinyconv report: {model.name}", facts, results, layers,
                                       images).encode()
     page.write_dir_atomic(out_dir, files)
-    return Report(out_dir, results, sorted(files))
+    return Report(out_dir, results, sorted(files), device_outputs)
 
 
 def format_table(results: list[quality.Result]) -> str:
