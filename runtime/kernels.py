@@ -17,6 +17,7 @@ it, and split the reduction into exact chunks when it cannot.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
 
 INT8_MIN, INT8_MAX = -128, 127
 _EXACT_F32 = 2**24  # integers below this magnitude are exact in float32
+_SCRATCH_BYTES = 1 << 20  # a conv plan keeps its padded input buffer up to this size
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 add: inputs are scaled up by 2**20 first
 
 
@@ -82,21 +84,28 @@ def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after:
     return (size + pad_before + pad_after - span) // stride + 1
 
 
-def _pad_nhwc(x: np.ndarray, pads, value, dtype=None, repeat: int = 1) -> np.ndarray:
+def _pad_nhwc(x: np.ndarray, pads, value, dtype=None, repeat: int = 1,
+              bordered: np.ndarray | None = None) -> np.ndarray:
     """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``;
     ``repeat > 1`` repeats every channel that many times in place (a depthwise channel
-    multiplier). Only the border is filled, so the image is written exactly once."""
+    multiplier). Only the border is filled, so the image is written exactly once; a
+    ``bordered`` array from an earlier call with the same shapes already has its border, and
+    only the image is written into it."""
     top, left, bottom, right = pads
     x = x[:, max(-top, 0):x.shape[1] - max(-bottom, 0), max(-left, 0):x.shape[2] - max(-right, 0)]
     top, left, bottom, right = (max(p, 0) for p in pads)
     n, h, w, c = x.shape
-    out = np.empty((n, h + top + bottom, w + left + right, c, repeat), dtype or x.dtype)
-    out[:, :top] = value
-    out[:, top + h:] = value
-    out[:, top:top + h, :left] = value
-    out[:, top:top + h, left + w:] = value
+    shape = (n, h + top + bottom, w + left + right, c, repeat)
+    if bordered is None:
+        out = np.empty(shape, dtype or x.dtype)
+        out[:, :top] = value
+        out[:, top + h:] = value
+        out[:, top:top + h, :left] = value
+        out[:, top:top + h, left + w:] = value
+    else:
+        out = bordered.reshape(shape)
     np.copyto(out[:, top:top + h, left:left + w], x[..., None], casting="unsafe")
-    return out.reshape(out.shape[:3] + (c * repeat,))
+    return out.reshape(shape[:3] + (c * repeat,))
 
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
@@ -152,6 +161,7 @@ class ConvPlan:
     depthwise: bool
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
     _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
+    _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = _int8("x", x, 4)
@@ -164,8 +174,7 @@ class ConvPlan:
         if self.depthwise:
             acc = self._depthwise(x, (oh, ow), rows.weights)
         else:
-            xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32)
-            acc = self._gemm(xp, (oh, ow))
+            acc = self._gemm(self._padded(x), (oh, ow))
         acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
         if self.acc_fits_f32:
             acc += rows.bias
@@ -177,6 +186,19 @@ class ConvPlan:
         else:
             out = requantize(acc.reshape(-1, m), self.rq, self.output_zero_point, self.act_range)
         return out.reshape(x.shape[0], oh, ow, m)
+
+    def _padded(self, x: np.ndarray, repeat: int = 1) -> np.ndarray:
+        """The input padded with its zero point, in float32. A small layer keeps its padded
+        buffer (one per thread, for the last input shape) so later calls skip the border and
+        the allocation, a good part of their time; large ones are not worth holding on to."""
+        scratch = self._scratch
+        if getattr(scratch, "shape", None) == x.shape:
+            return _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, repeat,
+                             bordered=scratch.buffer)
+        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, repeat)
+        if xp.nbytes <= _SCRATCH_BYTES:
+            scratch.shape, scratch.buffer = x.shape, xp
+        return xp
 
     def _row_constants(self, ow: int) -> "_RowConstants":
         """Bias, scale and depthwise weights tiled along one output row of width ``ow``, made
@@ -237,7 +259,7 @@ class ConvPlan:
         first gathered into its own contiguous plane."""
         (kh, kw, m), (oh, ow) = self.matrices.shape, out_hw
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, m // x.shape[3])
+        xp = self._padded(x, m // x.shape[3])
         if sw == 1:
             tap_step = dw * m
         else:
