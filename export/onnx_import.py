@@ -19,6 +19,7 @@ import onnx.inliner
 import onnx.version_converter
 from onnx import helper, numpy_helper
 
+from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
 from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
@@ -221,6 +222,8 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _strip_passthrough(graph)
     _fold_batchnorm(graph)
     del graph.value_info[:]
+    free_batch(model)
+    _drop_unused_initializers(graph)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
         onnx.checker.check_model(model)

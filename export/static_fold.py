@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from export.batch import retarget_reshape
 from runtime.errors import TinyconvError
 
 # Inputs that an op reads only for their shape or element type, never their values.
@@ -101,14 +102,9 @@ def _fix_reshape(graph, node, shapes: list[tuple[int, ...]], batches) -> None:
         raise TinyconvError(f"node {node.name!r} (Reshape) computes a target shape from the "
                             "batch size in a way tinyconv cannot fold (only one axis may "
                             "hold the batch)")
-    target = np.array(shapes[0], np.int64)
+    target = list(shapes[0])
     target[varying[0]] = -1
-    name = node.output[0] + "_target_shape"
-    graph.initializer.append(numpy_helper.from_array(target, name))
-    node.input[1] = name
-    for attr in node.attribute:
-        if attr.name == "allowzero":
-            attr.i = 0
+    retarget_reshape(graph, node, target)
 
 
 def _evaluate(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str, np.ndarray]:
