@@ -34,7 +34,8 @@ __all__ = [
 
 INT8_MIN, INT8_MAX = -128, 127
 _EXACT_F32 = 2**24  # integers below this magnitude are exact in float32
-_SCRATCH_BYTES = 1 << 20  # a conv plan keeps its padded input buffer up to this size
+_SCRATCH_BYTES = 1 << 20
+_TAP_MAJOR_CHANNELS = 4  # im2col copies tap-major up to this many input channels  # a conv plan keeps its padded input buffer up to this size
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 add: inputs are scaled up by 2**20 first
 
 
@@ -216,14 +217,24 @@ class ConvPlan:
         return rows
 
     def _columns(self, xp, out_hw):
+        """im2col: one GEMM row ``[P, KH*KW*C]`` per output position, copied in one call from
+        a strided view. With few channels it is the transpose of a tap-major copy, so the copy
+        runs along whole output rows instead of C floats at a time (BLAS takes the transposed
+        operand as it is)."""
         _, kh, kw, _ = self.weights_shape
-        n, c = xp.shape[0], xp.shape[3]
+        (n, _, _, c), (oh, ow) = xp.shape, out_hw
         if (kh, kw) == (1, 1) and self.stride == (1, 1):
-            return xp.reshape(n * out_hw[0] * out_hw[1], c)
-        cols = np.empty((n, out_hw[0], out_hw[1], kh, kw, c), np.float32)
-        for ky, kx, view in _windows(xp, (kh, kw), self.stride, self.dilation, out_hw):
-            cols[:, :, :, ky, kx, :] = view
-        return cols.reshape(n * out_hw[0] * out_hw[1], kh * kw * c)
+            return xp.reshape(n * oh * ow, c)
+        image, row, pixel, item = xp.strides
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        positions = ((n, image), (oh, sh * row), (ow, sw * pixel))
+        taps = ((kh, dh * row), (kw, dw * pixel), (c, item))
+        tap_major = c <= min(_TAP_MAJOR_CHANNELS, ow // 4)  # measured: faster up to 4 channels
+        shape, strides = zip(*(taps + positions if tap_major else positions + taps))
+        cols = np.ascontiguousarray(as_strided(xp, shape, strides, writeable=False))
+        if tap_major:
+            return cols.reshape(kh * kw * c, n * oh * ow).T
+        return cols.reshape(n * oh * ow, kh * kw * c)
 
     def _gemm(self, xp, out_hw):
         cols = self._columns(xp, out_hw)
@@ -232,6 +243,8 @@ class ConvPlan:
             rows = cols.shape[0]
             cg = self.weights_shape[3]
             cols = cols.reshape(rows, -1, g, cg).transpose(2, 0, 1, 3).reshape(g, rows, -1)
+        elif self.chunks == 1:
+            return np.matmul(cols, self.matrices[0])
         else:
             cols = cols[None]
         k = cols.shape[2]

@@ -117,3 +117,20 @@ def test_a_plan_reused_across_shapes_and_threads_gives_each_call_its_own_result(
     assert len(results) == 120
     for index, got in results.values():
         np.testing.assert_array_equal(got, expected[index])
+
+
+@pytest.mark.parametrize("c, stride, dilation, padding", [
+    (1, (1, 1), (1, 1), (1, 1, 1, 1)), (3, (2, 1), (1, 2), (0, 2, 1, 1)),
+    (4, (1, 2), (2, 1), (2, 0, 0, 1)), (8, (1, 1), (1, 1), (1, 2, 1, 0))])
+def test_dense_conv_both_im2col_layouts_match_onnxruntime(c, stride, dilation, padding):
+    rng = np.random.default_rng(c)
+    x = rng.integers(-128, 128, (2, 20, 40, c)).astype(np.int8)
+    w = rng.integers(-127, 128, (12, 3, 3, c)).astype(np.int8)
+    bias = rng.integers(-30000, 30000, 12).astype(np.int32)
+    w_scales = np.exp(rng.uniform(-7, -4, 12)).astype(np.float32)
+    expected = onnx_ops.qlinear_conv(x, 0.05, 9, w, w_scales, 0.1, -7, bias, stride=stride,
+                                     padding=padding, dilation=dilation)
+    got = kernels.conv2d(x, w, bias, Requant.from_scales(0.05, w_scales, 0.1, "float"),
+                         input_zero_point=9, output_zero_point=-7, stride=stride,
+                         padding=padding, dilation=dilation)
+    np.testing.assert_array_equal(got, expected)
