@@ -180,6 +180,29 @@ def test_device_outputs_from_the_host_device_equal_runtime(small_export, tmp_pat
     assert "device outputs</td><td>host" in (report.out_dir / "index.html").read_text()
 
 
+def test_a_configuration_that_cannot_be_exported_is_shown_not_fatal(small_export, tmp_path,
+                                                                      monkeypatch):
+    import export
+
+    _, export_dir, inputs, _, calibration = small_export
+    real = export.from_onnx
+
+    def picky(*args, method="minmax", **kwargs):
+        if method == "entropy":
+            raise TinyconvError("calibration failed: entropy says no")
+        return real(*args, method=method, **kwargs)
+
+    monkeypatch.setattr(export, "from_onnx", picky)
+    report = make.make_report(export_dir, inputs, tmp_path / "r", calibration=calibration,
+                              pictured=1, say=lambda _: None)
+    by_label = {r.label: r for r in report.results}
+    assert by_label["per-channel, entropy, fixed"].error.endswith("entropy says no")
+    assert by_label["per-channel, percentile, fixed"].error is None
+    assert "export failed: calibration failed: entropy says no" in make.format_table(
+        report.results)
+    assert "entropy says no" in (report.out_dir / "index.html").read_text()
+
+
 # -- atomic output and user mistakes -----------------------------------------------------------
 
 def test_refuses_to_replace_a_directory_that_is_not_a_report(tmp_path):

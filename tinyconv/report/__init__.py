@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         "report", help="accuracy/SQNR tables and pictures of an exported model",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  tinyconv report build/demo/export --input build/demo/test.npz "
-               "--labels --out build/demo/report")
+               "--labels \\\n      --calibration build/demo/calibration.npz "
+               "--out build/demo/report")
     parser.add_argument("dir", type=Path, help="export directory (model.onnx, model.tcm)")
     parser.add_argument("--input", type=Path, required=True,
                         help=".npz with float inputs 'x' (and labels 'y' for --labels)")

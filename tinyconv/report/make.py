@@ -157,6 +157,7 @@ def format_table(results: list[quality.Result]) -> str:
     for r in results:
         lines.append(f"| {r.label:<{width}} | {page.percent(r.accuracy):>14} | "
                      f"{page.percent(r.agreement):>13} | {page.decibels(r.output_sqnr):>16} |")
+    lines += [f"{r.label}: export failed: {r.error}" for r in results if r.error]
     return "\n".join(lines)
 
 

@@ -40,6 +40,10 @@ def accuracy_table(results: Sequence[Result]) -> str:
     rows = ["<tr><th>model</th><th>top-1 accuracy</th><th>top-1 = float</th>"
             "<th>output SQNR (dB)</th></tr>"]
     for r in results:
+        if r.error:
+            rows.append(f"<tr><td>{html.escape(r.label)}</td><td colspan=\"3\">export failed: "
+                        f"{html.escape(r.error)}</td></tr>")
+            continue
         rows.append(f"<tr><td>{html.escape(r.label)}</td><td>{percent(r.accuracy)}</td>"
                     f"<td>{percent(r.agreement)}</td><td>{decibels(r.output_sqnr)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"

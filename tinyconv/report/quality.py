@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from runtime.errors import TinyconvError
 from runtime.model import QuantModel
 
 
@@ -46,10 +47,11 @@ class Result:
 
     label: str
     accuracy: float | None  # top-1 against the labels, when there are labels
-    agreement: float  # top-1 equal to the float model's top-1
+    agreement: float | None  # top-1 equal to the float model's top-1
     output_sqnr: float  # dB, int8 output (dequantized) against the float output; NaN for float
     layer_sqnr: dict[str, float] = field(default_factory=dict)  # tensor name -> dB
     model_hash: str = ""
+    error: str | None = None  # why this configuration could not be exported
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -165,9 +167,12 @@ def compare_configs(export_dir: Path, model: QuantModel, x: np.ndarray,
     for config in configs:
         if on_step:
             on_step(config.label)
-        exported = export.from_onnx(str(onnx_path), calibration, requant=config.requant,
-                                    per_channel=config.per_channel, method=config.method,
-                                    name=model.name)
-        results.append(evaluate(config.label, exported.model, x, labels, floats,
-                                out_name))
+        try:
+            exported = export.from_onnx(str(onnx_path), calibration, requant=config.requant,
+                                        per_channel=config.per_channel, method=config.method,
+                                        name=model.name)
+        except TinyconvError as exc:  # one configuration failing should not hide the others
+            results.append(Result(config.label, None, None, math.nan, error=str(exc)))
+            continue
+        results.append(evaluate(config.label, exported.model, x, labels, floats, out_name))
     return results
