@@ -13,7 +13,11 @@ pool, add) take a ``consts`` dict made once by ``avg_pool_constants``,
 
 Speed: integer products summed in float32 are exact while every partial sum stays below 2**24,
 so convolutions run as float32 GEMMs (BLAS) whenever a bound computed from the weights proves
-it, and split the reduction into exact chunks when it cannot.
+it, and split the reduction into exact chunks when it cannot. Depthwise convolutions have no
+reduction for a GEMM to exploit; they run as one einsum along whole output rows instead. Small
+layers are dominated by per-pass costs, so a plan keeps its padded input buffer and its
+row-tiled constants, and float requantization works in place (benchmarks/bench_runtime.py,
+docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ __all__ = [
 
 INT8_MIN, INT8_MAX = -128, 127
 _EXACT_F32 = 2**24  # integers below this magnitude are exact in float32
-_SCRATCH_BYTES = 1 << 20
-_TAP_MAJOR_CHANNELS = 4  # im2col copies tap-major up to this many input channels  # a conv plan keeps its padded input buffer up to this size
+_SCRATCH_BYTES = 1 << 20  # a conv plan keeps its padded input buffer up to this size
+_TAP_MAJOR_CHANNELS = 4  # im2col copies tap-major up to this many input channels
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 add: inputs are scaled up by 2**20 first
 
 
