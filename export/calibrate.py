@@ -7,6 +7,8 @@ asymmetrically, and a symmetric range would waste half the codes of every post-R
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -66,6 +68,12 @@ def _check_data(x: np.ndarray, input_info) -> None:
         raise TinyconvError("calibration data holds NaN or infinity")
 
 
+def _even_batch(count: int) -> int:
+    """The largest batch of at most 32 that divides ``count``: onnxruntime's histogram
+    collectors (percentile, entropy) stack per-batch outputs and fail on a short last batch."""
+    return max(d for d in range(1, min(_BATCH, count) + 1) if count % d == 0)
+
+
 def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str, tuple[float, float]]:
     """(min, max) of every float tensor of ``model`` over the calibration data.
 
@@ -85,7 +93,7 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str,
         x = load_calibration(data)
         _check_data(x, input_info)
         batch_dim = input_info.type.tensor_type.shape.dim[0]
-        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _BATCH
+        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _even_batch(len(x))
         reader = ArrayReader(input_info.name, x, batch)
     with tempfile.TemporaryDirectory(prefix="tinyconv-calib-") as tmp:
         model_path = os.path.join(tmp, "model.onnx")
@@ -94,8 +102,9 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str,
             calibrator = create_calibrator(
                 model_path, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
                 calibrate_method=methods[method], extra_options={"symmetric": False})
-            calibrator.collect_data(reader)
-            ranges = calibrator.compute_data()
+            with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress
+                calibrator.collect_data(reader)
+                ranges = calibrator.compute_data()
         except TinyconvError:
             raise
         except Exception as exc:
