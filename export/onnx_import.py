@@ -538,9 +538,9 @@ class _Mapper:
 
 def _check_ops(graph, exempt=()) -> None:
     """Name the first node whose op tinyconv cannot run (``exempt``: nodes folded away)."""
-    skip = {id(node) for node in exempt}
+    skip = {tuple(node.output) for node in exempt}
     for node in graph.node:
-        if id(node) in skip:
+        if tuple(node.output) in skip:
             continue
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
             raise TinyconvError(

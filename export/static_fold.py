@@ -54,7 +54,8 @@ def fold_static(model: onnx.ModelProto) -> None:
         if output.name in produced:
             raise TinyconvError(f"the model output {output.name!r} does not depend on the "
                                 "model input")
-    kept = [node for node in graph.node if node not in folded]
+    folded_outputs = {tuple(node.output) for node in folded}
+    kept = [node for node in graph.node if tuple(node.output) not in folded_outputs]
     readers: dict[str, list] = {}
     for node in kept:
         for name in node.input:
@@ -114,6 +115,10 @@ def _evaluate(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str,
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    needed = _upstream(probe.graph, names)
+    kept = [node for node in probe.graph.node if tuple(node.output) in needed]
+    del probe.graph.node[:]
+    probe.graph.node.extend(kept)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     x = probe.graph.input[0]
@@ -129,3 +134,15 @@ def _evaluate(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str,
         raise TinyconvError("onnxruntime could not evaluate the model's constant and shape "
                             f"computations: {reason}") from None
     return {name: np.asarray(value) for name, value in zip(names, values)}
+
+
+def _upstream(graph, names: list[str]) -> set[tuple[str, ...]]:
+    """The nodes (by their outputs) that ``names`` depend on: the probe computes only those."""
+    producer = {out: node for node in graph.node for out in node.output}
+    needed, pending = set(), list(names)
+    while pending:
+        node = producer.get(pending.pop())
+        if node is not None and tuple(node.output) not in needed:
+            needed.add(tuple(node.output))
+            pending.extend(node.input)
+    return needed
