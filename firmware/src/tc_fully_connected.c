@@ -32,6 +32,6 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
     o.output_zero_point = params->output_zero_point;
     o.act_min = params->act_min;
     o.act_max = params->act_max;
-    tc_matmul(weights, out_channels, depth, col, NULL, &o, output, NULL);
+    tc_matmul_column(weights, out_channels, depth, col, &o, output);
     return TC_OK;
 }

@@ -1,4 +1,6 @@
 /* Internal dot-product engine for conv2d and fully_connected (see tc_matmul.h). */
+#include <stddef.h>
+
 #include "tc_matmul.h"
 
 /* The inner loops are the whole cost of a convolution: optimize them for speed even in an -Os
@@ -13,6 +15,322 @@
 #else
 #define TC_USE_DSP 0
 #endif
+
+#if TC_USE_DSP
+static inline int32_t tc_read_s32(const void *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, sizeof v); /* one LDR: Cortex-M4 allows unaligned word loads */
+    return v;
+}
+
+static inline void tc_write_s32(void *p, int32_t v)
+{
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+/* SXTB16 of v rotated right by 8 (bytes 1 and 3), one instruction: gcc does not fold the
+ * rotation into __sxtb16 by itself. */
+static inline int32_t tc_sxtb16_ror8(int32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#endif
+
+/* Position of element j of pixel 0 or 1 in a pair column (tc_matmul.h). */
+TC_INLINE int32_t tc_pair_slot(int32_t k, int32_t pixel, int32_t j)
+{
+    const int32_t body = k & ~3;
+    if (j < body) {
+#if TC_USE_DSP
+        const int32_t w = ((j & 1) << 1) | ((j >> 1) & 1); /* x0 x2 x1 x3 */
+#else
+        const int32_t w = j & 3;
+#endif
+        return 2 * (j & ~3) + 4 * pixel + w;
+    }
+    return j + body + pixel * (k - body);
+}
+
+void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_t *src,
+                  int32_t n, int32_t zero_point)
+{
+    const int32_t body = k & ~3;
+    int32_t i = 0;
+    for (; i < n && ((j + i) & 3) != 0 && j + i < body; i++) {
+        col[tc_pair_slot(k, pixel, j + i)] = (int16_t)(src ? src[i] - zero_point : 0);
+    }
+    if (src != NULL) {
+#if TC_USE_DSP
+        const int32_t zp2 = (int32_t)(((uint32_t)zero_point & 0xffffu) * 0x10001u);
+#endif
+        for (; i + 4 <= n && j + i + 4 <= body; i += 4) {
+            int16_t *dst = col + 2 * (j + i) + 4 * pixel;
+#if TC_USE_DSP
+            const int32_t v = tc_read_s32(src + i);
+            tc_write_s32(dst, __ssub16(__sxtb16(v), zp2));
+            tc_write_s32(dst + 2, __ssub16(tc_sxtb16_ror8(v), zp2));
+#else
+            dst[0] = (int16_t)(src[i] - zero_point);
+            dst[1] = (int16_t)(src[i + 1] - zero_point);
+            dst[2] = (int16_t)(src[i + 2] - zero_point);
+            dst[3] = (int16_t)(src[i + 3] - zero_point);
+#endif
+        }
+    } else {
+        for (; i + 4 <= n && j + i + 4 <= body; i += 4) {
+            int16_t *dst = col + 2 * (j + i) + 4 * pixel;
+            dst[0] = 0;
+            dst[1] = 0;
+            dst[2] = 0;
+            dst[3] = 0;
+        }
+    }
+    for (; i < n; i++) {
+        col[tc_pair_slot(k, pixel, j + i)] = (int16_t)(src ? src[i] - zero_point : 0);
+    }
+}
+
+/* Requantize, offset, clamp and store output channel `row` of one or two pixels. Out of line on
+ * purpose: with the channel's constants in registers this is ~20 instructions per output;
+ * inlined into the block loop, gcc spills them. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc0, int32_t acc1,
+                             int8_t *out0, int8_t *out1)
+{
+    const tc_requant_params *rq = o->rq;
+    const int32_t ch = o->first_channel + row;
+    const int32_t zp = o->output_zero_point, lo = o->act_min, hi = o->act_max;
+    int32_t v0, v1;
+    if (rq->mode == TC_RQ_FIXED_DOUBLE && rq->multiplier[ch] != INT32_MIN) {
+        const int32_t multiplier = rq->multiplier[ch], shift = rq->shift[ch];
+        const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+        const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u), half = mask >> 1;
+        v0 = tc_requant_double_prepared(acc0, multiplier, left, right, mask, half);
+        v1 = tc_requant_double_prepared(acc1, multiplier, left, right, mask, half);
+    } else {
+        v0 = tc_requantize(acc0, rq, ch);
+        v1 = tc_requantize(acc1, rq, ch);
+    }
+    out0[row] = tc_clamp_s8(v0 + zp, lo, hi);
+    if (out1 != NULL) {
+        out1[row] = tc_clamp_s8(v1 + zp, lo, hi);
+    }
+}
+
+#if TC_USE_DSP && defined(__thumb2__)
+/* acc[0..3] (row 0 x pixel A, row 0 x B, row 1 x A, row 1 x B) += groups groups of four
+ * values of the pair column times the int8 rows w0 and w1. 17 instructions per 16 MACs:
+ * one LDM brings a group of both pixels, one LDR four weights of a row, SXTB16 splits them
+ * into the pair-swapped order of the column. Needs groups >= 1 and a 4-byte aligned col. */
+void tc_dot_2x2_asm(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t groups,
+                    int32_t *acc);
+__asm__(
+    "  .section .text.tc_dot_2x2_asm,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dot_2x2_asm\n"
+    "  .type tc_dot_2x2_asm, %function\n"
+    "  .thumb_func\n"
+    "tc_dot_2x2_asm:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldr lr, [sp, #36]\n"
+    "  ldm lr, {r4-r7}\n"
+    "  add r3, r2, r3, lsl #4\n"
+    "1:\n"
+    "  ldm r2!, {r8-r11}\n"
+    "  ldr r12, [r0], #4\n"
+    "  sxtb16 lr, r12, ror #8\n"
+    "  sxtb16 r12, r12\n"
+    "  smlad r4, r12, r8, r4\n"
+    "  smlad r4, lr, r9, r4\n"
+    "  smlad r5, r12, r10, r5\n"
+    "  smlad r5, lr, r11, r5\n"
+    "  ldr r12, [r1], #4\n"
+    "  sxtb16 lr, r12, ror #8\n"
+    "  sxtb16 r12, r12\n"
+    "  smlad r6, r12, r8, r6\n"
+    "  smlad r6, lr, r9, r6\n"
+    "  smlad r7, r12, r10, r7\n"
+    "  smlad r7, lr, r11, r7\n"
+    "  cmp r2, r3\n"
+    "  bne 1b\n"
+    "  ldr lr, [sp, #36]\n"
+    "  stm lr, {r4-r7}\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dot_2x2_asm, .-tc_dot_2x2_asm\n"
+    "  .text\n");
+#define TC_HAVE_DOT_2X2_ASM 1
+#elif defined(__thumb2__)
+/* The same without the DSP extension (Cortex-M3), on the natural-order pair column: 34
+ * instructions per 16 MACs, one load per MAC. The offset-0 loads come last in each group so
+ * that they can post-increment the pointers. */
+void tc_dot_2x2_asm(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t groups,
+                    int32_t *acc);
+#define TC_DOT_2X2_M3_STEP(i) \
+    "  ldrsh r8, [r2, #" #i "*2]\n" \
+    "  ldrsh r9, [r2, #8+" #i "*2]\n" \
+    "  ldrsb r10, [r0, #" #i "]\n" \
+    "  mla r4, r10, r8, r4\n" \
+    "  mla r5, r10, r9, r5\n" \
+    "  ldrsb r10, [r1, #" #i "]\n" \
+    "  mla r6, r10, r8, r6\n" \
+    "  mla r7, r10, r9, r7\n"
+__asm__(
+    "  .section .text.tc_dot_2x2_asm,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dot_2x2_asm\n"
+    "  .type tc_dot_2x2_asm, %function\n"
+    "  .thumb_func\n"
+    "tc_dot_2x2_asm:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldr lr, [sp, #36]\n"
+    "  ldm lr, {r4-r7}\n"
+    "  add r3, r2, r3, lsl #4\n"
+    "1:\n"
+    TC_DOT_2X2_M3_STEP(1)
+    TC_DOT_2X2_M3_STEP(2)
+    TC_DOT_2X2_M3_STEP(3)
+    "  ldrsh r9, [r2, #8]\n"
+    "  ldrsh r8, [r2], #16\n"
+    "  ldrsb r10, [r0], #4\n"
+    "  mla r4, r10, r8, r4\n"
+    "  mla r5, r10, r9, r5\n"
+    "  ldrsb r10, [r1], #4\n"
+    "  mla r6, r10, r8, r6\n"
+    "  mla r7, r10, r9, r7\n"
+    "  cmp r2, r3\n"
+    "  bne 1b\n"
+    "  ldr lr, [sp, #36]\n"
+    "  stm lr, {r4-r7}\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dot_2x2_asm, .-tc_dot_2x2_asm\n"
+    "  .text\n");
+#define TC_HAVE_DOT_2X2_ASM 1
+#else
+#define TC_HAVE_DOT_2X2_ASM 0
+#endif
+
+/* Two rows times the two pixels of a pair column: acc[row * 2 + pixel]. */
+static void tc_dot_pair_2x2(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t k,
+                            int32_t acc[4])
+{
+    const int32_t groups = k >> 2, rest = k & 3;
+    const int16_t *tail = col + 8 * groups;
+    int32_t a00, a01, a10, a11, i;
+#if TC_HAVE_DOT_2X2_ASM
+    if (groups > 0) {
+        tc_dot_2x2_asm(w0, w1, col, groups, acc);
+    }
+    a00 = acc[0];
+    a01 = acc[1];
+    a10 = acc[2];
+    a11 = acc[3];
+#else
+    a00 = acc[0];
+    a01 = acc[1];
+    a10 = acc[2];
+    a11 = acc[3];
+    for (i = 0; i < groups; i++, w0 += 4, w1 += 4, col += 8) {
+        int32_t x = col[0], y = col[4], a = w0[0], b = w1[0];
+        a00 += a * x;
+        a01 += a * y;
+        a10 += b * x;
+        a11 += b * y;
+        x = col[1], y = col[5], a = w0[1], b = w1[1];
+        a00 += a * x;
+        a01 += a * y;
+        a10 += b * x;
+        a11 += b * y;
+        x = col[2], y = col[6], a = w0[2], b = w1[2];
+        a00 += a * x;
+        a01 += a * y;
+        a10 += b * x;
+        a11 += b * y;
+        x = col[3], y = col[7], a = w0[3], b = w1[3];
+        a00 += a * x;
+        a01 += a * y;
+        a10 += b * x;
+        a11 += b * y;
+    }
+#endif
+    w0 += TC_HAVE_DOT_2X2_ASM ? 4 * groups : 0;
+    w1 += TC_HAVE_DOT_2X2_ASM ? 4 * groups : 0;
+    for (i = 0; i < rest; i++) {
+        const int32_t x = tail[i], y = tail[rest + i], a = w0[i], b = w1[i];
+        a00 += a * x;
+        a01 += a * y;
+        a10 += b * x;
+        a11 += b * y;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* One row times the two pixels of a pair column: acc[pixel]. */
+static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int32_t acc[2])
+{
+    const int32_t groups = k >> 2, rest = k & 3;
+    const int16_t *tail = col + 8 * groups;
+    int32_t a0 = acc[0], a1 = acc[1], g, i;
+    for (g = 0; g < groups; g++, w0 += 4, col += 8) {
+#if TC_USE_DSP
+        const int32_t w = tc_read_s32(w0);
+        const int32_t w02 = __sxtb16(w), w13 = tc_sxtb16_ror8(w);
+        a0 = __smlad(w02, tc_read_s32(col), a0);
+        a0 = __smlad(w13, tc_read_s32(col + 2), a0);
+        a1 = __smlad(w02, tc_read_s32(col + 4), a1);
+        a1 = __smlad(w13, tc_read_s32(col + 6), a1);
+#else
+        for (i = 0; i < 4; i++) {
+            a0 += w0[i] * col[i];
+            a1 += w0[i] * col[4 + i];
+        }
+#endif
+    }
+    for (i = 0; i < rest; i++) {
+        a0 += w0[i] * tail[i];
+        a1 += w0[i] * tail[rest + i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
+                    const tc_matmul_output *o, int8_t *out0, int8_t *out1)
+{
+    const int32_t *bias = o->bias ? o->bias + o->first_channel : NULL;
+    int32_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const int8_t *w0 = weights + r * k;
+        const int32_t b0 = bias ? bias[r] : 0, b1 = bias ? bias[r + 1] : 0;
+        int32_t acc[4];
+        acc[0] = b0;
+        acc[1] = b0;
+        acc[2] = b1;
+        acc[3] = b1;
+        tc_dot_pair_2x2(w0, w0 + k, col, k, acc);
+        tc_store_channel(o, r, acc[0], acc[1], out0, out1);
+        tc_store_channel(o, r + 1, acc[2], acc[3], out0, out1);
+    }
+    if (r < rows) {
+        const int32_t b0 = bias ? bias[r] : 0;
+        int32_t acc[2];
+        acc[0] = b0;
+        acc[1] = b0;
+        tc_dot_pair_1x2(weights + r * k, col, k, acc);
+        tc_store_channel(o, r, acc[0], acc[1], out0, out1);
+    }
+}
 
 void tc_column_finish(int16_t *col, int32_t k)
 {
@@ -29,63 +347,6 @@ void tc_column_finish(int16_t *col, int32_t k)
 #endif
 }
 
-static inline int8_t tc_finish(int32_t acc, const tc_matmul_output *o, int32_t row)
-{
-    const int32_t ch = o->first_channel + row;
-    return tc_clamp_s8(tc_requantize(acc, o->rq, ch) + o->output_zero_point, o->act_min,
-                       o->act_max);
-}
-
-#if TC_USE_DSP
-static inline int32_t tc_read_s32(const void *p)
-{
-    int32_t v;
-    __builtin_memcpy(&v, p, sizeof v); /* one LDR: Cortex-M4 allows unaligned word loads */
-    return v;
-}
-
-static inline int32_t tc_ror8(int32_t v)
-{
-    return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24));
-}
-#endif
-
-/* Two rows times two columns: acc[row][col]. */
-static void tc_dot_2x2(const int8_t *w0, const int8_t *w1, const int16_t *c0, const int16_t *c1,
-                       int32_t k, int32_t acc[4])
-{
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    int32_t i = 0;
-#if TC_USE_DSP
-    for (; i + 4 <= k; i += 4) {
-        const int32_t wa = tc_read_s32(w0 + i), wb = tc_read_s32(w1 + i);
-        const int32_t wa02 = __sxtb16(wa), wa13 = __sxtb16(tc_ror8(wa));
-        const int32_t wb02 = __sxtb16(wb), wb13 = __sxtb16(tc_ror8(wb));
-        const int32_t x02 = tc_read_s32(c0 + i), x13 = tc_read_s32(c0 + i + 2);
-        const int32_t y02 = tc_read_s32(c1 + i), y13 = tc_read_s32(c1 + i + 2);
-        a00 = __smlad(wa02, x02, a00);
-        a00 = __smlad(wa13, x13, a00);
-        a01 = __smlad(wa02, y02, a01);
-        a01 = __smlad(wa13, y13, a01);
-        a10 = __smlad(wb02, x02, a10);
-        a10 = __smlad(wb13, x13, a10);
-        a11 = __smlad(wb02, y02, a11);
-        a11 = __smlad(wb13, y13, a11);
-    }
-#endif
-    for (; i < k; i++) {
-        const int32_t x = c0[i], y = c1[i], a = w0[i], b = w1[i];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
-    }
-    acc[0] = a00;
-    acc[1] = a01;
-    acc[2] = a10;
-    acc[3] = a11;
-}
-
 /* Two rows times one column: acc[row]. */
 static void tc_dot_2x1(const int8_t *w0, const int8_t *w1, const int16_t *c0, int32_t k,
                        int32_t acc[2])
@@ -97,9 +358,9 @@ static void tc_dot_2x1(const int8_t *w0, const int8_t *w1, const int16_t *c0, in
         const int32_t wa = tc_read_s32(w0 + i), wb = tc_read_s32(w1 + i);
         const int32_t x02 = tc_read_s32(c0 + i), x13 = tc_read_s32(c0 + i + 2);
         a0 = __smlad(__sxtb16(wa), x02, a0);
-        a0 = __smlad(__sxtb16(tc_ror8(wa)), x13, a0);
+        a0 = __smlad(tc_sxtb16_ror8(wa), x13, a0);
         a1 = __smlad(__sxtb16(wb), x02, a1);
-        a1 = __smlad(__sxtb16(tc_ror8(wb)), x13, a1);
+        a1 = __smlad(tc_sxtb16_ror8(wb), x13, a1);
     }
 #endif
     for (; i < k; i++) {
@@ -119,7 +380,7 @@ static int32_t tc_dot_1x1(const int8_t *w0, const int16_t *c0, int32_t k, int32_
     for (; i + 4 <= k; i += 4) {
         const int32_t wa = tc_read_s32(w0 + i);
         acc = __smlad(__sxtb16(wa), tc_read_s32(c0 + i), acc);
-        acc = __smlad(__sxtb16(tc_ror8(wa)), tc_read_s32(c0 + i + 2), acc);
+        acc = __smlad(tc_sxtb16_ror8(wa), tc_read_s32(c0 + i + 2), acc);
     }
 #endif
     for (; i < k; i++) {
@@ -128,40 +389,22 @@ static int32_t tc_dot_1x1(const int8_t *w0, const int16_t *c0, int32_t k, int32_
     return acc;
 }
 
-void tc_matmul(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col0,
-               const int16_t *col1, const tc_matmul_output *o, int8_t *out0, int8_t *out1)
+void tc_matmul_column(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
+                      const tc_matmul_output *o, int8_t *out)
 {
-    const int32_t *bias = o->bias ? o->bias + o->first_channel : 0;
+    const int32_t *bias = o->bias ? o->bias + o->first_channel : NULL;
     int32_t r = 0;
     for (; r + 2 <= rows; r += 2) {
         const int8_t *w0 = weights + r * k;
-        const int32_t b0 = bias ? bias[r] : 0, b1 = bias ? bias[r + 1] : 0;
-        if (col1) {
-            int32_t acc[4];
-            acc[0] = b0;
-            acc[1] = b0;
-            acc[2] = b1;
-            acc[3] = b1;
-            tc_dot_2x2(w0, w0 + k, col0, col1, k, acc);
-            out0[r] = tc_finish(acc[0], o, r);
-            out1[r] = tc_finish(acc[1], o, r);
-            out0[r + 1] = tc_finish(acc[2], o, r + 1);
-            out1[r + 1] = tc_finish(acc[3], o, r + 1);
-        } else {
-            int32_t acc[2];
-            acc[0] = b0;
-            acc[1] = b1;
-            tc_dot_2x1(w0, w0 + k, col0, k, acc);
-            out0[r] = tc_finish(acc[0], o, r);
-            out0[r + 1] = tc_finish(acc[1], o, r + 1);
-        }
+        int32_t acc[2];
+        acc[0] = bias ? bias[r] : 0;
+        acc[1] = bias ? bias[r + 1] : 0;
+        tc_dot_2x1(w0, w0 + k, col, k, acc);
+        tc_store_channel(o, r, acc[0], 0, out, NULL);
+        tc_store_channel(o, r + 1, acc[1], 0, out, NULL);
     }
     if (r < rows) {
-        const int8_t *w0 = weights + r * k;
-        const int32_t b0 = bias ? bias[r] : 0;
-        out0[r] = tc_finish(tc_dot_1x1(w0, col0, k, b0), o, r);
-        if (col1) {
-            out1[r] = tc_finish(tc_dot_1x1(w0, col1, k, b0), o, r);
-        }
+        tc_store_channel(o, r, tc_dot_1x1(weights + r * k, col, k, bias ? bias[r] : 0), 0, out,
+                         NULL);
     }
 }

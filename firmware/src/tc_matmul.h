@@ -1,11 +1,18 @@
 /* Internal: the dot-product engine shared by conv2d and fully_connected.
  *
  * Inputs arrive as an "im2col" column of int16 values (x - input_zero_point), so padding taps
- * are plain zeros and the inner loop is nothing but multiply-accumulates. Two output channels
- * times two columns are computed together, so every load feeds two MACs: this is what brings
- * the Cortex-M3 under 3 instructions per MAC. With the DSP extension (Cortex-M4) the column is
- * stored pair-swapped within each group of four (x0 x2 x1 x3) so that SXTB16 of a weight word,
- * and of the same word rotated by 8, line up with it for SMLAD, as CMSIS-NN does. */
+ * are plain zeros and the inner loop is nothing but multiply-accumulates.
+ *
+ * conv2d computes two output pixels at a time from a "pair column": the two pixels' columns of
+ * k values interleaved in groups of four, [A0..A3 B0..B3 A4..A7 B4..B7 ...], then the k % 4
+ * leftover values of A, then those of B (2 * k int16 in all, 4-byte aligned). Two output
+ * channels times two pixels are computed together, so every load feeds two MACs, and one
+ * load-multiple brings in a group of both pixels. With the DSP extension (Cortex-M4) each group
+ * is stored pair-swapped (x0 x2 x1 x3), so that SXTB16 of four int8 weights, and of the same
+ * word rotated by 8, line up with it for SMLAD, as CMSIS-NN does.
+ *
+ * fully_connected uses a single column in natural order (pair-swapped the same way on the DSP
+ * path by tc_column_finish). */
 #ifndef TC_MATMUL_H
 #define TC_MATMUL_H
 
@@ -22,9 +29,18 @@ typedef struct {
     int32_t act_min, act_max;
 } tc_matmul_output;
 
-/* Build a column in natural order with tc_column_fill (x - zero_point as int16) and
- * tc_column_zero (padding), then call tc_column_finish once on the whole column of k values
- * to put it in the order tc_matmul reads. */
+/* Write n values src[i] - zero_point as elements j .. j + n - 1 of pixel 0 or 1 of a pair
+ * column of k values; src == NULL writes zeros (padding). */
+void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_t *src,
+                  int32_t n, int32_t zero_point);
+
+/* rows x k weights (row r at weights + r * k) times the pair column: writes rows int8 outputs
+ * to out0 (pixel 0) and out1 (pixel 1; NULL when only pixel 0 is wanted). */
+void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
+                    const tc_matmul_output *o, int8_t *out0, int8_t *out1);
+
+/* The single column: fill it in natural order with tc_column_fill (x - zero_point as int16),
+ * then call tc_column_finish once to put it in the order tc_matmul_column reads. */
 static inline void tc_column_fill(int16_t *col, const int8_t *src, int32_t count,
                                   int32_t zero_point)
 {
@@ -34,19 +50,10 @@ static inline void tc_column_fill(int16_t *col, const int8_t *src, int32_t count
     }
 }
 
-static inline void tc_column_zero(int16_t *col, int32_t count)
-{
-    int32_t i;
-    for (i = 0; i < count; i++) {
-        col[i] = 0;
-    }
-}
-
 void tc_column_finish(int16_t *col, int32_t k);
 
-/* rows x k weights (row r at weights + r * k) times one or two columns (col1 may be NULL):
- * writes rows int8 outputs to out0 (and out1) */
-void tc_matmul(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col0,
-               const int16_t *col1, const tc_matmul_output *o, int8_t *out0, int8_t *out1);
+/* rows x k weights times one column: writes rows int8 outputs to out */
+void tc_matmul_column(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
+                      const tc_matmul_output *o, int8_t *out);
 
 #endif

@@ -19,6 +19,13 @@
 #define TC_ENABLE_FLOAT_REQUANT 1
 #endif
 
+/* The per-output helpers must be inlined into the kernels' loops even in an -Os image. */
+#if defined(__GNUC__)
+#define TC_INLINE static inline __attribute__((always_inline))
+#else
+#define TC_INLINE static inline
+#endif
+
 #define TC_RQ_FIXED_DOUBLE 0
 #define TC_RQ_FIXED_SINGLE 1
 #define TC_RQ_FLOAT 2
@@ -97,6 +104,20 @@ static inline int32_t tc_requantize(int32_t acc, const tc_requant_params *rq, in
     return tc_requant_fixed_double(acc, rq->multiplier[ch], rq->shift[ch]);
 }
 
+/* tc_requant_fixed_double for a multiplier other than INT32_MIN, with the shift split once per
+ * channel (mask = 2^right - 1, half = mask >> 1): the kernels requantize every output, so the
+ * per-channel work is hoisted out. Same two roundings; "remainder > threshold" is the sign of
+ * their difference (both lie in [0, 2^31), so it cannot overflow). */
+TC_INLINE int32_t tc_requant_double_prepared(int32_t acc, int32_t multiplier, int32_t left,
+                                             int32_t right, int32_t mask, int32_t half)
+{
+    const int32_t a = (int32_t)((uint32_t)acc << left);
+    const int32_t high = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+    const int32_t threshold = half + (int32_t)((uint32_t)high >> 31);
+    const int32_t remainder = high & mask;
+    return (high >> right) + (int32_t)((uint32_t)(threshold - remainder) >> 31);
+}
+
 /* Divide by count > 0 rounding half away from zero (TFLite's integer average); 0 for count 0,
  * as runtime/ gives for a window that lies wholly in the padding. */
 static inline int32_t tc_rounding_divide(int32_t acc, int32_t count)
@@ -108,7 +129,7 @@ static inline int32_t tc_rounding_divide(int32_t acc, int32_t count)
     return acc > 0 ? (acc + half) / count : -((half - acc) / count);
 }
 
-static inline int8_t tc_clamp_s8(int32_t v, int32_t lo, int32_t hi)
+TC_INLINE int8_t tc_clamp_s8(int32_t v, int32_t lo, int32_t hi)
 {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
