@@ -97,9 +97,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _fix_reshape(graph, node, shapes: list[tuple[int, ...]], batches) -> None:
     """Give a Reshape whose target follows the batch size a constant target with -1 there."""
+    same_rank = len({len(shape) for shape in shapes}) == 1
     varying = [axis for axis in range(len(shapes[0]))
-               if len({len(s) for s in shapes}) == 1 and len({s[axis] for s in shapes}) > 1]
-    if len(varying) != 1 or [s[varying[0]] for s in shapes] != list(batches):
+               if same_rank and len({shape[axis] for shape in shapes}) > 1]
+    if len(varying) != 1 or [shape[varying[0]] for shape in shapes] != list(batches):
         raise TinyconvError(f"node {node.name!r} (Reshape) computes a target shape from the "
                             "batch size in a way tinyconv cannot fold (only one axis may "
                             "hold the batch)")
