@@ -1,9 +1,10 @@
 """Read an ONNX float model as exporters write it and turn it into a ``FloatGraph``.
 
 Two steps, kept apart because each has its own output:
-- ``clean_model`` gives ``model.onnx``: functions inlined, constants folded, Identity/Dropout
-  removed, BatchNormalization folded into the Conv before it, shapes inferred. It is still an
-  ordinary float ONNX model (onnx.checker passes, onnxruntime runs it), and calibration runs it.
+- ``clean_model`` gives ``model.onnx``: functions inlined, constants and static subgraphs
+  folded (export.static_fold), Identity/Dropout removed, BatchNormalization folded into the Conv
+  before it, a fixed batch freed (export.batch), shapes inferred. It is still an ordinary float
+  ONNX model (onnx.checker passes, onnxruntime runs it), and calibration runs it.
 - ``to_graph`` maps that model onto the device's ops, or raises a ``TinyconvError`` naming the
   node and op it cannot map, before anything is written.
 """
