@@ -120,12 +120,17 @@ def _evaluate(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str,
     kept = [node for node in probe.graph.node if tuple(node.output) in needed]
     del probe.graph.node[:]
     probe.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    inits = [init for init in probe.graph.initializer if init.name in used]
+    del probe.graph.initializer[:]
+    probe.graph.initializer.extend(inits)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     x = probe.graph.input[0]
     dims = [batch] + [d.dim_value for d in x.type.tensor_type.shape.dim[1:]]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the probe is an internal step
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
