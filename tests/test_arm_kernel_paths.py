@@ -1,0 +1,51 @@
+"""The Cortex-M fast paths of the conv kernels under QEMU, == runtime/ on both boards.
+
+tc_matmul's hand-written 2x2 loops (plain Thumb-2 on the Cortex-M3, SMLAD on the M4), the
+pair-column im2col (SIMD fill on the M4, whole-window runs for interior pixels, scalar heads
+and tails when runs are not multiples of four) and the hoisted requantization each take a
+different branch depending on the shape: this model's layers are chosen to reach every one of
+them (K % 4 of 0, 1, 2 and 3; an odd channel count for the 1 x 2 tail; an odd pixel count for
+the single-pixel tail; windows wholly inside the image and clipped ones; groups; dilation)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _firmware_models import random_inputs, random_model, reference_run
+from export.c_codegen import write_c_sources
+from firmware_host.build import build_firmware
+from firmware_host.qemu import run_semihosted
+from test_arm_targets import SELFTEST, arm_tools, parse_selftest, write_selftest_inputs  # noqa: F401
+
+SPEC = ((7, 9, 1), [
+    dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),  # K = 9, 63 px
+    dict(op="conv2d", out=5, kernel=(3, 3), padding=(1, 1, 1, 1)),  # K = 72, odd rows
+    dict(op="conv2d", out=6, kernel=(3, 3)),  # K = 45, every window inside
+    dict(op="conv2d", out=6, kernel=(3, 3), groups=2, padding=(1, 1, 1, 1), act_max=90),
+    dict(op="conv2d", out=6, kernel=(3, 3), groups=6, padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=7, kernel=(1, 1)),  # K = 6
+    dict(op="conv2d", out=4, kernel=(3, 3), dilation=(1, 2), stride=(2, 1),
+         padding=(1, 2, 1, 2)),  # K = 63
+    dict(op="fully_connected", out=3),
+])
+COUNT = 3
+CASES = [("lm3s6965evb", "fixed", "double"), ("mps2-an386", "fixed", "double"),
+         ("lm3s6965evb", "fixed", "single"), ("mps2-an386", "fixed", "single"),
+         ("lm3s6965evb", "float", "double"), ("mps2-an386", "float", "double")]
+
+
+@pytest.mark.parametrize("board,mode,rounding", CASES)
+def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, arm_tools,
+                                                tmp_path):
+    rng = np.random.default_rng(7)
+    model = random_model(rng, SPEC[0], SPEC[1], mode, name="paths", rounding=rounding)
+    write_c_sources(model, tmp_path)
+    x = random_inputs(rng, model, COUNT)
+    write_selftest_inputs(tmp_path / "selftest", x)
+    elf = build_firmware(tmp_path, board, app=str(SELFTEST), extra_include=tmp_path / "selftest",
+                         out_dir=tmp_path / "selftest" / board)
+    run = run_semihosted(board, elf, timeout=60)
+    assert run.exit_code == 0, run.output
+    got = np.stack(parse_selftest(run.output, model.output_spec.size))
+    expected = reference_run(model, x).reshape(COUNT, -1)
+    assert np.array_equal(got, expected)
