@@ -28,6 +28,7 @@ from firmware_host.dataset import NpzArray
 from firmware_host.devices import LOCAL_TARGETS, start_device
 from firmware_host.link import Link
 from runtime import kernels
+from runtime.inputs import float_input, quantize_input
 from runtime.errors import TinyconvError
 from runtime.model import QuantModel, write_atomic
 from tinyconv.progress import Progress
@@ -167,12 +168,10 @@ class _References:
         self.model = model
         self.q_onnx = None
         self.float_session = None
-        self.onnx_input_shape = None
         q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
         try:
             if q_path.exists():
                 self.q_onnx = onnx.load(str(q_path))
-                self.onnx_input_shape = _value_shape(self.q_onnx.graph.input[0])
             if f_path.exists():
                 import onnxruntime as ort
 
@@ -180,43 +179,18 @@ class _References:
                 options.intra_op_num_threads = 1
                 self.float_session = ort.InferenceSession(str(f_path), options,
                                                           providers=["CPUExecutionProvider"])
-                self.onnx_input_shape = tuple(self.float_session.get_inputs()[0].shape[1:])
         except Exception as exc:  # a broken ONNX file is the user's, not ours
             raise TinyconvError(f"{export_dir}: cannot load the ONNX models ({exc})") from None
-
-    @property
-    def nchw(self) -> bool:
-        spec = self.model.input_spec.shape
-        return (len(spec) == 3 and self.onnx_input_shape is not None
-                and tuple(self.onnx_input_shape) == (spec[2], spec[0], spec[1]))
 
     def batch(self, start: int, x: np.ndarray, labels) -> _Batch:
         """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
         layout (for onnxruntime)."""
-        spec = self.model.input_spec
-        shape = tuple(spec.shape)
-        nchw_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else None
-        given = tuple(x.shape[1:])
-        if len(shape) == 3 and shape[2] == 1 and given == shape[:2]:
-            x, given = x[..., None], shape  # (N, H, W) grey images
-        if given == nchw_shape and (self.nchw or given != shape):
-            x = x.transpose(0, 2, 3, 1)
-        elif given != shape:
-            raise TinyconvError(f"inputs have shape {given} per image; the model takes "
-                                f"{shape} (NHWC)" + (f" or {nchw_shape} (NCHW)"
-                                                     if nchw_shape else ""))
-        if x.dtype == np.int8:
-            x_q = np.ascontiguousarray(x)
-            x_nhwc = kernels.dequantize(x_q, spec.scale, spec.zero_point).astype(np.float32)
-        elif np.issubdtype(x.dtype, np.floating):
-            x_nhwc = np.asarray(x, dtype=np.float32)
-            if not np.all(np.isfinite(x_nhwc)):
-                raise TinyconvError(f"inputs {start}..{start + len(x) - 1} hold NaN or inf")
-            x_q = kernels.quantize(x_nhwc, spec.scale, spec.zero_point)
-        else:
-            raise TinyconvError(f"inputs must be float32 or int8, got {x.dtype}")
-        x_f = x_nhwc.transpose(0, 3, 1, 2) if self.nchw else x_nhwc
-        return _Batch(start, x_q, np.ascontiguousarray(x_f), labels)
+        try:
+            x_q = quantize_input(self.model, x)
+        except TinyconvError as exc:
+            raise TinyconvError(f"inputs {start}..{start + len(x) - 1}: {exc}") from None
+        x_f = float_input(self.model, x)
+        return _Batch(start, x_q, x_f, labels)
 
     def compute(self, batch: _Batch) -> dict:
         from export.qonnx import run_qonnx
@@ -229,11 +203,6 @@ class _References:
             y = self.float_session.run(None, {name: batch.x_f})[0]
             out["float"] = y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
         return out
-
-
-def _value_shape(value_info) -> tuple:
-    dims = value_info.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
 
 
 def _input_batches(inputs, labels, limit) -> tuple[int, Iterator[tuple[int, np.ndarray, object]]]:

@@ -10,6 +10,7 @@ import numpy as np
 import runtime
 from runtime import kernels
 from runtime.errors import TinyconvError
+from runtime.inputs import quantize_input
 from runtime.model import write_atomic
 
 EXAMPLE = """example:
@@ -45,23 +46,6 @@ def load_inputs(path: Path, model) -> tuple[np.ndarray, np.ndarray | None]:
         raise TinyconvError(f"cannot read {path}: {exc}") from None
 
 
-def to_model_input(x: np.ndarray, model) -> np.ndarray:
-    """Quantize float inputs, accept int8 as is, and turn NCHW images into NHWC."""
-    spec = model.input_spec
-    shape = tuple(spec.shape)
-    if len(shape) == 3 and x.ndim == 4 and tuple(x.shape[1:]) != shape \
-            and tuple(x.shape[1:]) == (shape[2], shape[0], shape[1]):
-        x = x.transpose(0, 2, 3, 1)
-    if tuple(x.shape[1:]) != shape:
-        raise TinyconvError(f"input 'x' has shape {x.shape}; the model expects "
-                            f"[N, {', '.join(map(str, shape))}]")
-    if x.dtype == np.int8:
-        return np.ascontiguousarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TinyconvError(f"input 'x' must be float or int8, got {x.dtype}")
-    return kernels.quantize(x, spec.scale, spec.zero_point)
-
-
 def main(args) -> int:
     from tinyconv.progress import progress
 
@@ -71,7 +55,7 @@ def main(args) -> int:
     x, labels = load_inputs(Path(args.input), model)
     if args.labels and labels is None:
         raise TinyconvError(f"{args.input}: --labels needs an array 'y'")
-    x = to_model_input(x, model)
+    x = quantize_input(model, x)
     if args.labels and len(np.asarray(labels).reshape(-1)) != len(x):
         raise TinyconvError(f"{len(np.asarray(labels).reshape(-1))} labels for {len(x)} inputs")
     outputs, layers = [], {}

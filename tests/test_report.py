@@ -10,6 +10,7 @@ import pytest
 from matplotlib.image import imread
 
 from runtime.errors import TinyconvError
+from runtime.inputs import quantize_input
 from tinyconv.cli import main
 from tinyconv.demo import convnet, data, onnx_writer
 from tinyconv.report import figures, make, page, quality
@@ -151,7 +152,7 @@ def test_device_outputs_are_drawn_when_given(small_export, tmp_path):
 
     _, export_dir, inputs, digits, _ = small_export
     model = runtime.load(export_dir)
-    device = runtime.run(model, quality.quantize_input(model, digits.x_test[:2]))
+    device = runtime.run(model, quantize_input(model, digits.x_test[:2]))
     without = figures.outputs_png(np.ones((2, 10)), np.ones((2, 10)), None, [1, 2])
     with_device = figures.outputs_png(np.ones((2, 10)), np.ones((2, 10)), 2 * np.ones((2, 10)),
                                       [1, 2])
@@ -175,7 +176,7 @@ def test_device_outputs_from_the_host_device_equal_runtime(small_export, tmp_pat
     report = make.make_report(export_dir, inputs, tmp_path / "r", pictured=2, device="host",
                               say=lambda _: None)
     model = runtime.load(export_dir)
-    expected = runtime.run(model, quality.quantize_input(model, digits.x_test[:2]))
+    expected = runtime.run(model, quantize_input(model, digits.x_test[:2]))
     assert np.array_equal(report.device_outputs, expected)
     assert "device outputs</td><td>host" in (report.out_dir / "index.html").read_text()
 

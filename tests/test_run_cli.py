@@ -36,7 +36,7 @@ def test_user_mistakes_exit_2_without_output(tmp_path, capsys):
     status = main(["run", str(tmp_path), "--input", str(tmp_path / "bad.npz"),
                    "--output", str(tmp_path / "out.npz")])
     assert status == 2
-    assert "model expects [N, 8, 8, 2]" in capsys.readouterr().err
+    assert "the model takes (8, 8, 2)" in capsys.readouterr().err
     assert not (tmp_path / "out.npz").exists()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.tcm").write_bytes(b"TINYCONV" + b"\0" * 20)

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 import runtime
 from runtime.errors import TinyconvError
+from runtime.inputs import quantize_input
 from runtime.model import QuantModel
 from tinyconv.report import figures, page, quality
 
@@ -124,7 +125,7 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
 
         say(f"report: running the {pictured} pictured inputs on device {device}")
         device_outputs = fetch(export_dir, model, device,
-                               quality.quantize_input(model, x[:pictured]))
+                               quantize_input(model, x[:pictured]))
     device_out = None
     if device_outputs is not None:
         from runtime import kernels

@@ -19,6 +19,7 @@ import onnx
 from onnx import helper
 
 from runtime.errors import TinyconvError
+from runtime.inputs import quantize_input
 from runtime.model import QuantModel
 
 
@@ -95,18 +96,6 @@ def float_activations(onnx_path: str | Path, x: np.ndarray) -> dict[str, np.ndar
 
 def float_output_name(onnx_path: str | Path) -> str:
     return onnx.load(str(onnx_path)).graph.output[0].name
-
-
-def quantize_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
-    """Float inputs in model.onnx's layout -> the int8 NHWC batch runtime/ takes."""
-    from runtime import kernels
-
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 4 and model.metadata.get("input_layout", "NCHW") == "NCHW":
-        x = to_nhwc(x)
-    spec = model.input_spec
-    return kernels.quantize(x.reshape((len(x),) + tuple(spec.shape)), spec.scale,
-                            spec.zero_point)
 
 
 def int8_activations(model: QuantModel, x: np.ndarray) -> dict[str, np.ndarray]:

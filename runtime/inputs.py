@@ -1,0 +1,67 @@
+"""From the images a user hands us to the int8 NHWC batch runtime/ and the device take.
+
+One place decides layouts and quantization of inputs, so `tinyconv run`, `verify` and `report`
+cannot disagree about what "the same input" means. ONNX models are NCHW (PyTorch) or NHWC behind
+a Transpose (tf2onnx); export/ records which in ``model.metadata["input_layout"]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from runtime import kernels
+from runtime.errors import TinyconvError
+from runtime.model import QuantModel
+
+
+def onnx_layout(model: QuantModel) -> str:
+    """``"NCHW"`` or ``"NHWC"``: the layout of model.onnx's input."""
+    return model.metadata.get("input_layout", "NCHW")
+
+
+def to_nhwc(model: QuantModel, x: np.ndarray) -> np.ndarray:
+    """A batch in the model's NHWC per-sample shape. Accepts NHWC, NCHW and, for one-channel
+    models, ``[N, H, W]``; where a shape fits both layouts, model.onnx's layout wins."""
+    shape = tuple(model.input_spec.shape)
+    given = tuple(x.shape[1:])
+    if len(shape) == 3:
+        nchw = (shape[2], shape[0], shape[1])
+        if shape[2] == 1 and given == shape[:2]:
+            return x[..., None]
+        if given == nchw and (given != shape or onnx_layout(model) == "NCHW"):
+            return x.transpose(0, 2, 3, 1)
+        if given != shape:
+            raise TinyconvError(f"inputs have shape {given} per sample; the model takes {shape} "
+                                f"(NHWC) or {nchw} (NCHW)")
+    elif given != shape:
+        raise TinyconvError(f"inputs have shape {given} per sample; the model takes {shape}")
+    return x
+
+
+def to_onnx_layout(model: QuantModel, x_nhwc: np.ndarray) -> np.ndarray:
+    """The inverse of ``to_nhwc`` for model.onnx / model.q.onnx."""
+    if x_nhwc.ndim == 4 and onnx_layout(model) == "NCHW":
+        return np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+    return x_nhwc
+
+
+def quantize_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
+    """int8 NHWC for runtime/ and the device: int8 is taken as it is, floats are quantized with
+    the model's input scale and zero point (onnxruntime's QuantizeLinear arithmetic)."""
+    x = to_nhwc(model, np.asarray(x))
+    if x.dtype == np.int8:
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TinyconvError(f"inputs must be float or int8, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise TinyconvError("inputs hold NaN or infinity")
+    spec = model.input_spec
+    return kernels.quantize(x.astype(np.float32, copy=False), spec.scale, spec.zero_point)
+
+
+def float_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
+    """float32 in model.onnx's layout (int8 inputs are dequantized), for onnxruntime."""
+    x = to_nhwc(model, np.asarray(x))
+    if x.dtype == np.int8:
+        spec = model.input_spec
+        x = kernels.dequantize(x, spec.scale, spec.zero_point)
+    return to_onnx_layout(model, np.asarray(x, dtype=np.float32))
