@@ -96,7 +96,20 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
     if target != "host":
         sizes = firmware_size(binary)
         write_atomic(out / "size.json", (json.dumps(sizes, indent=2) + "\n").encode())
+        if out_dir is None:
+            _record_in_report(export_dir, target, sizes)
     return binary
+
+
+def _record_in_report(export_dir: Path, target: str, sizes: dict[str, int]) -> None:
+    """Keep the measured image size next to export's planned flash/RAM in report.json."""
+    path = export_dir / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # no export report to extend (a hand-made model directory)
+    report.setdefault("firmware", {})[target] = sizes
+    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def firmware_size(elf: str | os.PathLike) -> dict[str, int]:

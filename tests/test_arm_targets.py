@@ -3,6 +3,7 @@
 runtime/'s bytes; fixed-mode images contain no floating point; the protocol firmware builds."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -117,11 +118,14 @@ def test_protocol_firmware_builds_with_size(board, fixed_model):
     if not (FIRMWARE_DIR / "src" / "main.c").exists():
         pytest.fail("firmware/src/main.c is missing")
     _, directory, _ = fixed_model
+    (directory / "report.json").write_text(json.dumps({"totals": {"flash": 1}}))
     elf = build_firmware(directory, board)
     assert elf == directory / "firmware" / board / "firmware.elf"
     sizes = firmware_size(elf)
     assert 0 < sizes["flash"] < 256 * 1024 and 0 < sizes["ram"] < 64 * 1024
     assert (elf.parent / "size.json").is_file()
+    report = json.loads((directory / "report.json").read_text())
+    assert report["firmware"][board] == sizes and report["totals"] == {"flash": 1}
     before = elf.stat().st_mtime_ns
     assert build_firmware(directory, board) == elf  # up to date: not rebuilt
     assert elf.stat().st_mtime_ns == before
