@@ -31,7 +31,8 @@ from runtime.requant import (INT32_MAX, MODES, Requant, quantize_multiplier, req
                              requantize_inplace)
 
 __all__ = [
-    "Requant", "ConvPlan", "plan_conv2d", "conv2d", "fully_connected", "max_pool2d",
+    "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
+    "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
     "add_constants", "quantize", "dequantize", "output_size",
 ]
@@ -149,7 +150,9 @@ def _exact_chunks(w_abs_sum_max: int, k: int) -> int:
 @dataclass(eq=False)
 class ConvPlan:
     """Weights preprocessed once for ``conv2d``: float32 GEMM matrices, the input zero point
-    folded into the bias, and the exactness/overflow analysis. Call it with an int8 input."""
+    folded into the bias, and the exactness/overflow analysis. Call it with an int8 input;
+    ``accumulate`` gives the int32 accumulators the call requantizes (a plan made with
+    ``rq=None`` only accumulates)."""
 
     weights_shape: tuple[int, int, int, int]
     groups: int
@@ -159,7 +162,7 @@ class ConvPlan:
     input_zero_point: int
     output_zero_point: int
     act_range: tuple[int, int]
-    rq: Requant
+    rq: Requant | None
     matrices: np.ndarray  # float32 [G, KH*KW*Cg, Mg], or [KH, KW, M] for depthwise
     bias: np.ndarray  # int64 [M]: bias - input_zero_point * sum(w) (the input is padded with zp)
     chunks: int
@@ -169,6 +172,26 @@ class ConvPlan:
     _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.rq is None:
+            raise ValueError("rq is None: this plan only accumulates (call plan.accumulate)")
+        acc, rows, shape = self._accumulate(x)
+        if rows.scale is not None and acc.dtype == np.float32:
+            out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
+                                     rows.scale)
+        else:
+            out = requantize(acc.reshape(-1, shape[3]), self.rq, self.output_zero_point,
+                             self.act_range)
+        return out.reshape(shape)
+
+    def accumulate(self, x: np.ndarray) -> np.ndarray:
+        """int32 ``[N, OH, OW, M]``: ``bias + sum(w * (x - input_zero_point))`` before
+        requantization, exactly what the call requantizes (ConvInteger's output)."""
+        acc, _, shape = self._accumulate(x)
+        return acc.astype(np.int32).reshape(shape)
+
+    def _accumulate(self, x: np.ndarray):
+        """The exact accumulators as float32 or float64 rows ``[N * OH, OW * M]``, the row
+        constants, and the output shape."""
         x = _int8("x", x, 4)
         m, kh, kw, cg = self.weights_shape
         if x.shape[3] != cg * self.groups:
@@ -185,12 +208,7 @@ class ConvPlan:
             acc += rows.bias
         else:
             acc = acc.astype(np.float64) + np.tile(self.bias, ow)
-        if rows.scale is not None and acc.dtype == np.float32:
-            out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
-                                     rows.scale)
-        else:
-            out = requantize(acc.reshape(-1, m), self.rq, self.output_zero_point, self.act_range)
-        return out.reshape(x.shape[0], oh, ow, m)
+        return acc, rows, (x.shape[0], oh, ow, m)
 
     def _padded(self, x: np.ndarray, repeat: int = 1) -> np.ndarray:
         """The input padded with its zero point, in float32. A small layer keeps its padded
@@ -212,7 +230,7 @@ class ConvPlan:
         rows = self._rows.get(ow)
         if rows is None:
             m = self.weights_shape[0]
-            scale = self.rq.scale if self.rq.mode == "float" else None
+            scale = self.rq.scale if self.rq is not None and self.rq.mode == "float" else None
             rows = _RowConstants(
                 bias=np.tile(self.bias.astype(np.float32), ow),
                 scale=None if scale is None else np.tile(np.broadcast_to(scale, (m,)), ow),
@@ -297,10 +315,11 @@ class _RowConstants:
     weights: np.ndarray | None  # float32 [KH, KW, OW * M], depthwise
 
 
-def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, stride=(1, 1),
-                padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,
+                stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
                 act_range=(INT8_MIN, INT8_MAX)) -> ConvPlan:
-    """Check and preprocess a convolution's weights once; the plan then runs any batch."""
+    """Check and preprocess a convolution's weights once; the plan then runs any batch.
+    ``rq=None`` makes a plan that only accumulates (``ConvPlan.accumulate``)."""
     w = _int8("w", w, 4)
     m, kh, kw, cg = w.shape
     groups = int(groups)
@@ -311,9 +330,9 @@ def plan_conv2d(w, bias, rq: Requant, *, input_zero_point, output_zero_point, st
     bias = np.asarray(bias)
     if bias.dtype != np.int32 or bias.shape != (m,):
         raise ValueError(f"bias must be int32 [{m}], got {bias.dtype} {bias.shape}")
-    if not isinstance(rq, Requant):
+    if rq is not None and not isinstance(rq, Requant):
         raise ValueError(f"rq must be a Requant, got {type(rq).__name__}")
-    if rq.channels not in (1, m):
+    if rq is not None and rq.channels not in (1, m):
         raise ValueError(f"rq has {rq.channels} channels, w has {m} output channels")
     zp = _zero_point("input_zero_point", input_zero_point)
     w64 = w.reshape(m, -1).astype(np.int64)
@@ -352,7 +371,16 @@ def conv2d(x, w, bias, rq: Requant, *, input_zero_point, output_zero_point, stri
     return plan(x)
 
 
-def plan_fully_connected(w, bias, rq: Requant, *, input_zero_point, output_zero_point,
+def conv2d_accumulate(x, w, bias, *, input_zero_point, stride=(1, 1), padding=(0, 0, 0, 0),
+                      dilation=(1, 1), groups=1) -> np.ndarray:
+    """The int32 accumulators ``[N, OH, OW, M]`` that ``conv2d`` requantizes: what
+    ConvInteger outputs. Same arguments and checks as ``conv2d``, same code path."""
+    plan = plan_conv2d(w, bias, None, input_zero_point=input_zero_point, output_zero_point=0,
+                       stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return plan.accumulate(x)
+
+
+def plan_fully_connected(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,
                          act_range=(INT8_MIN, INT8_MAX)) -> ConvPlan:
     """A fully connected layer is a 1x1 convolution over a 1x1 image with K channels."""
     w = _int8("w", w, 2)
@@ -363,6 +391,23 @@ def plan_fully_connected(w, bias, rq: Requant, *, input_zero_point, output_zero_
 def fully_connected(x, w, bias, rq: Requant, *, input_zero_point, output_zero_point,
                     act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
     """``x`` int8 ``[N, ...]`` (flattened in NHWC order), ``w`` int8 ``[M, K]`` -> ``[N, M]``."""
+    flat = _features(x, w)
+    plan = plan_fully_connected(w, bias, rq, input_zero_point=input_zero_point,
+                                output_zero_point=output_zero_point, act_range=act_range)
+    return plan(flat).reshape(flat.shape[0], -1)
+
+
+def fully_connected_accumulate(x, w, bias, *, input_zero_point) -> np.ndarray:
+    """The int32 accumulators ``[N, M]`` that ``fully_connected`` requantizes: what
+    MatMulInteger outputs (``w`` is ``B`` transposed)."""
+    flat = _features(x, w)
+    plan = plan_fully_connected(w, bias, None, input_zero_point=input_zero_point,
+                                output_zero_point=0)
+    return plan.accumulate(flat).reshape(flat.shape[0], -1)
+
+
+def _features(x, w) -> np.ndarray:
+    """``x [N, ...]`` as the 1x1 image ``[N, 1, 1, K]`` a fully connected plan takes."""
     x = _int8("x", x)
     if x.ndim < 2:
         raise ValueError(f"x must be [N, ...] with a batch axis, got shape {x.shape}")
@@ -370,9 +415,7 @@ def fully_connected(x, w, bias, rq: Requant, *, input_zero_point, output_zero_po
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] != w.shape[1]:
         raise ValueError(f"x has {flat.shape[1]} features per sample but w expects {w.shape[1]}")
-    plan = plan_fully_connected(w, bias, rq, input_zero_point=input_zero_point,
-                                output_zero_point=output_zero_point, act_range=act_range)
-    return plan(flat[:, None, None, :]).reshape(x.shape[0], w.shape[0])
+    return flat[:, None, None, :]
 
 
 # -- pooling -------------------------------------------------------------------------------------
