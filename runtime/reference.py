@@ -34,12 +34,24 @@ def _out_size(size, k, s, before, after, d=1):
 
 def conv2d(x, w, bias, rq, *, input_zero_point, output_zero_point, stride=(1, 1),
            padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, act_range=(-128, 127)):
+    acc = conv2d_accumulate(x, w, bias, input_zero_point=input_zero_point, stride=stride,
+                            padding=padding, dilation=dilation, groups=groups)
+    y = np.zeros(acc.shape, np.int8)
+    for index in np.ndindex(acc.shape):
+        value = _requant_one(int(acc[index]), rq, index[3]) + int(output_zero_point)
+        y[index] = _clamp(value, *act_range)
+    return y
+
+
+def conv2d_accumulate(x, w, bias, *, input_zero_point, stride=(1, 1), padding=(0, 0, 0, 0),
+                      dilation=(1, 1), groups=1):
+    """The int32 accumulators (int64 array) ``conv2d`` requantizes."""
     n_, h, wd, c = x.shape
     m, kh, kw, cg = w.shape
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = stride, dilation, padding
     oh, ow = _out_size(h, kh, sh, pt, pb, dh), _out_size(wd, kw, sw, pl, pr, dw)
     mg = m // groups
-    y = np.zeros((n_, oh, ow, m), np.int8)
+    y = np.zeros((n_, oh, ow, m), np.int64)
     for n in range(n_):
         for oy in range(oh):
             for ox in range(ow):
@@ -55,21 +67,29 @@ def conv2d(x, w, bias, rq, *, input_zero_point, output_zero_point, stride=(1, 1)
                                 acc += int(w[o, ky, kx, ci]) * (
                                     int(x[n, iy, ix, g * cg + ci]) - int(input_zero_point))
                     assert -2**31 <= acc < 2**31
-                    value = _requant_one(acc, rq, o) + int(output_zero_point)
-                    y[n, oy, ox, o] = _clamp(value, *act_range)
+                    y[n, oy, ox, o] = acc
     return y
 
 
 def fully_connected(x, w, bias, rq, *, input_zero_point, output_zero_point,
                     act_range=(-128, 127)):
+    acc = fully_connected_accumulate(x, w, bias, input_zero_point=input_zero_point)
+    y = np.zeros(acc.shape, np.int8)
+    for (n, o), a in np.ndenumerate(acc):
+        y[n, o] = _clamp(_requant_one(int(a), rq, o) + int(output_zero_point), *act_range)
+    return y
+
+
+def fully_connected_accumulate(x, w, bias, *, input_zero_point):
+    """The int32 accumulators (int64 array) ``fully_connected`` requantizes."""
     flat = x.reshape(x.shape[0], -1)
-    y = np.zeros((flat.shape[0], w.shape[0]), np.int8)
+    y = np.zeros((flat.shape[0], w.shape[0]), np.int64)
     for n in range(flat.shape[0]):
         for o in range(w.shape[0]):
             acc = 0 if bias is None else int(bias[o])
             for k in range(w.shape[1]):
                 acc += int(w[o, k]) * (int(flat[n, k]) - int(input_zero_point))
-            y[n, o] = _clamp(_requant_one(acc, rq, o) + int(output_zero_point), *act_range)
+            y[n, o] = acc
     return y
 
 
