@@ -3,7 +3,8 @@
     python benchmarks/bench_runtime.py [--repeat 20]
 
 Prints per-layer times, the ratio runtime/onnxruntime and the geometric mean of the ratios
-(target <= 1.0, no layer > 3). BLAS is limited to one thread with threadpoolctl (or, without
+(target <= 1.0, no layer > 3), all in float mode (onnxruntime's arithmetic); the last column is
+the runtime's time for the same layer in fixed mode, which onnxruntime has no equivalent of. BLAS is limited to one thread with threadpoolctl (or, without
 it, with the *_NUM_THREADS variables set before numpy is imported); onnxruntime runs with
 intra_op_num_threads=1. The weight preprocessing (kernels.plan_conv2d) is done once, outside
 the timed loop, as the executor does; the timed call includes padding, im2col, GEMM and
@@ -27,15 +28,18 @@ import onnx_ops  # noqa: E402
 from runtime import kernels  # noqa: E402
 from runtime.requant import Requant  # noqa: E402
 
-# name, batch, H, W, C, M, kernel, groups
+# name, batch, H, W, C, M, kernel, groups, stride: issue 2's layers, then two more depthwise
+# shapes (stride 2, channel multiplier 2) that take other branches of the depthwise path
 LAYERS = [
-    ("28x28x1->8 3x3", 1, 28, 28, 1, 8, 3, 1),
-    ("32x32x3->16 3x3", 1, 32, 32, 3, 16, 3, 1),
-    ("32x32x16->32 3x3", 1, 32, 32, 16, 32, 3, 1),
-    ("16x16x32->64 3x3", 1, 16, 16, 32, 64, 3, 1),
-    ("16x16x64 dw 3x3", 1, 16, 16, 64, 64, 3, 64),
-    ("8x8x64->128 1x1", 1, 8, 8, 64, 128, 1, 1),
-    ("8 x 32x32x32->64 3x3", 8, 32, 32, 32, 64, 3, 1),
+    ("28x28x1->8 3x3", 1, 28, 28, 1, 8, 3, 1, 1),
+    ("32x32x3->16 3x3", 1, 32, 32, 3, 16, 3, 1, 1),
+    ("32x32x16->32 3x3", 1, 32, 32, 16, 32, 3, 1, 1),
+    ("16x16x32->64 3x3", 1, 16, 16, 32, 64, 3, 1, 1),
+    ("16x16x64 dw 3x3", 1, 16, 16, 64, 64, 3, 64, 1),
+    ("8x8x64->128 1x1", 1, 8, 8, 64, 128, 1, 1, 1),
+    ("8 x 32x32x32->64 3x3", 8, 32, 32, 32, 64, 3, 1, 1),
+    ("32x32x32 dw 3x3 s2", 1, 32, 32, 32, 32, 3, 32, 2),
+    ("16x16x32 dw x2 3x3", 1, 16, 16, 32, 64, 3, 32, 1),
 ]
 
 
@@ -64,23 +68,28 @@ def main():
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rng = np.random.default_rng(0)
     ratios = []
-    print(f"{'layer':24s} {'runtime ms':>11s} {'ort ms':>9s} {'ratio':>6s}")
-    for name, n, h, w, c, m, k, groups in LAYERS:
+    print(f"{'layer':24s} {'runtime ms':>11s} {'ort ms':>9s} {'ratio':>6s} {'fixed ms':>9s}")
+    for name, n, h, w, c, m, k, groups, stride in LAYERS:
         x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
         weights = rng.integers(-127, 128, (m, k, k, c // groups)).astype(np.int8)
         w_scales = np.exp(rng.uniform(-7, -5, m)).astype(np.float32)
         bias = rng.integers(-5000, 5000, m).astype(np.int32)
         pad = (k // 2,) * 4
-        plan = kernels.plan_conv2d(weights, bias, Requant.from_scales(0.05, w_scales, 0.1, "float"),
-                                   input_zero_point=-3, output_zero_point=2, padding=pad,
-                                   groups=groups)
+        plan, fixed = (kernels.plan_conv2d(weights, bias,
+                                           Requant.from_scales(0.05, w_scales, 0.1, mode),
+                                           input_zero_point=-3, output_zero_point=2, padding=pad,
+                                           stride=stride, groups=groups)
+                       for mode in ("float", "fixed"))
         session, feed = onnx_ops.qlinear_conv_session(x, 0.05, -3, weights, w_scales, 0.1, 2,
-                                                      bias, padding=pad, groups=groups)
+                                                      bias, padding=pad, stride=(stride, stride),
+                                                      groups=groups)
         assert np.array_equal(onnx_ops.nhwc(session.run(["y"], feed)[0]), plan(x)), name
         t_rt = best_time(lambda: plan(x), args.repeat)
         t_ort = best_time(lambda: session.run(["y"], feed), args.repeat)
+        t_fixed = best_time(lambda: fixed(x), args.repeat)
         ratios.append(t_rt / t_ort)
-        print(f"{name:24s} {t_rt * 1e3:11.3f} {t_ort * 1e3:9.3f} {ratios[-1]:6.2f}")
+        print(f"{name:24s} {t_rt * 1e3:11.3f} {t_ort * 1e3:9.3f} {ratios[-1]:6.2f} "
+              f"{t_fixed * 1e3:9.3f}")
     geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(f"geometric mean ratio {geomean:.2f} (target <= 1.0); worst {max(ratios):.2f} (<= 3)")
 
