@@ -165,13 +165,14 @@ def ort_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def test_the_exporter_wrote_what_this_test_is_about(exported):
     source = onnx.load(str(exported.path), load_external_data=False)
     ops = {node.op_type for node in source.graph.node}
-    assert FLAVOURS[exported.flavour][2] <= ops
+    _, options, expected_ops = FLAVOURS[exported.flavour]
+    assert expected_ops <= ops
+    assert {e.version for e in source.opset_import if e.domain in ("", "ai.onnx")} == \
+        {options["opset_version"]}
     external = [t.name for t in source.graph.initializer
                 if t.data_location == onnx.TensorProto.EXTERNAL]
-    if exported.flavour.startswith("dynamo"):
+    if options["dynamo"]:
         assert external and Path(str(exported.path) + ".data").is_file()
-        assert {e.version for e in source.opset_import if e.domain in ("", "ai.onnx")} == \
-            {int(exported.flavour[6:8])}
     else:
         assert not external
     batch = source.graph.input[0].type.tensor_type.shape.dim[0]
