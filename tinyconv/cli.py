@@ -2,8 +2,9 @@
 
 Each subcommand lives in the module that does the work and exposes ``register(subparsers)``,
 which adds its parser and sets ``func`` to a callable taking the parsed arguments and returning
-an exit status. Modules are imported only when listed here, so a missing optional extra only
-breaks the subcommand that needs it.
+an exit status. Subcommand modules import heavy or optional dependencies (onnxruntime, matplotlib) inside
+their functions, so ``tinyconv --help`` stays quick and a missing optional extra only breaks the
+subcommand that needs it.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from runtime.errors import TinyconvError
 SUBCOMMAND_MODULES = (
     "export.cli",          # export
     "runtime.cli",         # run
-    "firmware_host.build", # build
+    "firmware_host.build",   # build
     "firmware_host.verify",  # verify
     "tinyconv.demo",       # demo
     "tinyconv.report",     # report
+    "tinyconv.bench",      # bench
 )
 
 
@@ -31,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # that part of tinyconv is not there yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
