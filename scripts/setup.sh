@@ -8,7 +8,7 @@ VENV="${TINYCONV_VENV:-$ROOT/.venv}"
 need_apt=()
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v make >/dev/null || need_apt+=(make)
-command -v arm-none-eabi-gcc >/dev/null || need_apt+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+command -v arm-none-eabi-gcc >/dev/null || need_apt+=(gcc-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || need_apt+=(qemu-system-arm)
 command -v clang >/dev/null || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || \
@@ -30,7 +30,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.tinyconv-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo,torch]"
+  echo "setup: installing tinyconv and its test/demo/torch extras into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo,torch]" \
+    2> >(grep -v "^WARNING: Location 'file://" >&2)
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
