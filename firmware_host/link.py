@@ -5,7 +5,9 @@
 next image while the device computes the current one. Nothing is trusted without its CRC and a
 sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
 sequence number a bounded number of times, then reported failed for that image. Every wait has
-a deadline, so a dead or silent device ends the run instead of hanging it.
+a deadline, so a dead device ends the run instead of hanging it; and a device that is connected
+but has sent no valid frame for ``silence`` seconds while requests wait raises ``LinkError``
+instead of failing every remaining image one timeout after another.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class LinkStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     payload_bytes_sent: int = 0
+    longest_silence: float = 0.0  # seconds without a valid frame while requests waited
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -59,13 +62,20 @@ class InferOutcome:
 
 class Link:
     def __init__(self, url: str, *, baud: int = 115200, timeout: float = 2.0, window: int = 4,
-                 retries: int = 3, connect_timeout: float = 0.0):
+                 retries: int = 3, connect_timeout: float = 0.0, silence: float | None = None):
         """``timeout``: how long the oldest request in flight may wait for its reply.
         ``retries``: resends per request after the first attempt.
-        ``connect_timeout``: keep trying to open ``url`` this long (a device still starting)."""
-        if window < 1 or retries < 0 or timeout <= 0:
-            raise ValueError("window >= 1, retries >= 0 and timeout > 0 are required")
+        ``connect_timeout``: keep trying to open ``url`` this long (a device still starting).
+        ``silence``: give up (LinkError) when the device sends no valid frame for this long
+        while requests wait. The default, ``(retries + 1) * timeout``, is as long as one
+        request's every attempt may take: a stall or reset shorter than that is retried, a
+        device that stays silent longer ends the run instead of failing every image in turn."""
+        if silence is None:
+            silence = (retries + 1) * timeout
+        if window < 1 or retries < 0 or timeout <= 0 or silence <= 0:
+            raise ValueError("window >= 1, retries >= 0, timeout > 0 and silence > 0 are required")
         self.url, self.timeout, self.window, self.retries = url, timeout, window, retries
+        self.silence = silence
         self.stats = LinkStats()
         self._seq = 0
         self._info: wire.DeviceInfo | None = None
@@ -145,8 +155,10 @@ class Link:
 
     def request(self, type_: int, payload: bytes = b"", expect: int | None = None) -> wire.Frame:
         """Send one request and return its reply, resending on loss or corruption; replies
-        with other sequence numbers (left over from earlier traffic) are skipped."""
+        with other sequence numbers (left over from earlier traffic) are skipped. Gives up
+        after ``retries + 1`` attempts or ``silence`` seconds without a valid frame."""
         failures = []
+        quiet_since = time.monotonic()
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
@@ -156,6 +168,7 @@ class Link:
                 frame = self._receive()
                 if frame is None:
                     continue
+                quiet_since = self._heard(quiet_since)
                 if frame.seq != seq:
                     self.stats.stale += 1
                     continue
@@ -171,8 +184,17 @@ class Link:
             else:
                 self.stats.timeouts += 1
                 failures.append(f"no reply within {self.timeout:g} s")
+                if time.monotonic() - quiet_since >= self.silence:
+                    break
+        quiet = time.monotonic() - quiet_since
         raise LinkError(f"device {self.url} did not answer {wire.Msg(type_).name} "
-                        f"({'; '.join(failures)})")
+                        f"({'; '.join(failures)}; no valid frame for the last {quiet:.1f} s)")
+
+    def _heard(self, quiet_since: float) -> float:
+        """A valid frame arrived: it ends the quiet stretch that began at ``quiet_since``."""
+        now = time.monotonic()
+        self.stats.longest_silence = max(self.stats.longest_silence, round(now - quiet_since, 3))
+        return now
 
     def sync(self) -> tuple[int, int, int]:
         """Flush any half frame on both sides and RESET the device; returns its counters."""
@@ -204,7 +226,12 @@ class Link:
     def infer_many(self, inputs: Iterable) -> Iterator[InferOutcome]:
         """Yield one InferOutcome per input, in input order. Each input is the int8 tensor (any
         shape with the device's input size). At most ``window`` requests are in flight and at
-        most ``window`` outcomes are held back for ordering, so memory is bounded."""
+        most ``window`` outcomes are held back for ordering, so memory is bounded. A slot is
+        refilled as soon as it frees: whenever the link waits for the device, the window is
+        full (unless the inputs have run out or an earlier image still holds the order up).
+
+        Raises LinkError when the device sends no valid frame for ``silence`` seconds while
+        requests wait; a shorter stall or a device reset is retried like any lost frame."""
         info = self.info()
         source = iter(inputs)
         payloads: dict[int, bytes] = {}
@@ -215,7 +242,7 @@ class Link:
         next_index = 0
         next_yield = 0
         exhausted = False
-        head_since = time.monotonic()
+        head_since = quiet_since = time.monotonic()
 
         def finish(index: int, failure: str | None, retry: bool) -> None:
             outcome = outcomes[index]
@@ -234,6 +261,11 @@ class Link:
             finish(index, failure, retry)
 
         while True:
+            # Hand back what is ready first, then refill: the freed slots are filled before the
+            # link waits for the device again.
+            while next_yield in done:
+                yield done.pop(next_yield)
+                next_yield += 1
             while len(in_flight) < self.window:
                 if resend:
                     index = resend.popleft()
@@ -255,18 +287,16 @@ class Link:
                 else:
                     break
                 if not in_flight:
-                    head_since = time.monotonic()
+                    head_since = quiet_since = time.monotonic()
                 outcomes[index].attempts += 1
                 in_flight[self._send(wire.Msg.INFER, payloads[index])] = index
-            while next_yield in done:
-                yield done.pop(next_yield)
-                next_yield += 1
             if not in_flight:
-                if exhausted and not resend:
+                if exhausted and not resend and not done:
                     return
                 continue
             frame = self._receive()
             if frame is not None:
+                quiet_since = self._heard(quiet_since)
                 if frame.seq not in in_flight:
                     self.stats.stale += 1
                     continue
@@ -276,9 +306,15 @@ class Link:
                         break
                     retire(seq, "request or its reply lost")
                 self._complete(frame, in_flight, outcomes, info, retire)
-            elif time.monotonic() - head_since > self.timeout:
+                continue
+            now = time.monotonic()
+            if now - head_since > self.timeout:
                 self.stats.timeouts += 1
                 retire(next(iter(in_flight)), f"no reply within {self.timeout:g} s")
+            if now - quiet_since >= self.silence:
+                raise LinkError(f"device {self.url} sent no valid frame for {now - quiet_since:.1f}"
+                                f" s while {len(in_flight)} requests waited (silence limit "
+                                f"{self.silence:g} s): it is connected but not answering")
 
     def _complete(self, frame, in_flight, outcomes, info, retire) -> None:
         if frame.type == wire.Msg.RESULT:

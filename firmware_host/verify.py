@@ -341,15 +341,18 @@ def _one_blas_thread():
 
 def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int = 115200,
            json_path=None, progress: bool = True, limit: int | None = None,
-           timeout: float | None = None, window: int = 4, retries: int = 3) -> VerifyResult:
+           timeout: float | None = None, window: int = 4, retries: int = 3,
+           silence: float | None = None) -> VerifyResult:
     """Stream ``inputs`` through the device and compare with runtime/ (and onnxruntime, and
     the float model, when the export directory has them).
 
     ``inputs``: an array ``[N, ...]`` (int8 or float32 in the model's NHWC layout, or float
     NCHW images), or the path of an ``.npz`` with ``x`` (streamed; ``labels=True`` reads ``y``).
     ``device``: ``host``/``lm3s6965evb``/``mps2-an386`` (built, started and stopped here) or a
-    pyserial URL or path. Raises TinyconvError when nothing can be compared at all (bad
-    arguments, no device, a model hash that differs from the export's)."""
+    pyserial URL or path. ``silence``: seconds without a valid frame from the device after
+    which the run ends with LinkError (default ``(retries + 1) * timeout``). Raises
+    TinyconvError when nothing can be compared at all (bad arguments, no device, a model hash
+    that differs from the export's, a device that falls silent)."""
     export_dir = Path(export_dir)
     if limit is not None and limit < 1:
         raise TinyconvError(f"--limit must be at least 1, got {limit}")
@@ -362,7 +365,7 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
         timeout = 2.0 if device == "host" else 10.0
     with start_device(device, export_dir) as dev, \
             Link(dev.url, baud=baud, timeout=timeout, window=window, retries=retries,
-                 connect_timeout=dev.connect_timeout) as link, \
+                 connect_timeout=dev.connect_timeout, silence=silence) as link, \
             ThreadPoolExecutor(1) as pool, _one_blas_thread():
         link.sync()
         info = link.info()
@@ -425,7 +428,8 @@ def register(subparsers) -> None:
                "  tinyconv verify build/digits --input test.npz --device lm3s6965evb\n"
                "  tinyconv verify build/digits --input test.npz --device /dev/ttyACM0 "
                "--baud 921600\n"
-               "exit status: 0 all equal, 1 any mismatch, 2 usage or connection error")
+               "exit status: 0 all equal, 1 any mismatch, 2 usage or connection error "
+               "(also a device silent for --silence seconds)")
     parser.add_argument("dir", type=Path, help="export directory (model.tcm, model.q.onnx, ...)")
     parser.add_argument("--input", type=Path, required=True,
                         help=".npz with inputs 'x' (float in model.onnx's layout, or int8 NHWC)")
@@ -442,16 +446,22 @@ def register(subparsers) -> None:
     parser.add_argument("--window", type=int, default=4, help="requests in flight (default: 4)")
     parser.add_argument("--retries", type=int, default=3,
                         help="resends of a lost or corrupted request (default: 3)")
+    parser.add_argument("--silence", type=float, metavar="S",
+                        help="give up (exit 2) when the device sends no valid frame for S "
+                             "seconds while requests wait (default: (retries + 1) x timeout)")
     parser.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    if args.window < 1 or args.retries < 0 or (args.timeout is not None and args.timeout <= 0):
-        raise TinyconvError("--window must be >= 1, --retries >= 0 and --timeout > 0")
+    if args.window < 1 or args.retries < 0 or (args.timeout is not None and args.timeout <= 0) \
+            or (args.silence is not None and args.silence <= 0):
+        raise TinyconvError("--window must be >= 1, --retries >= 0, --timeout > 0 and "
+                            "--silence > 0")
     if not args.input.exists():
         raise TinyconvError(f"input file {args.input} does not exist")
     result = verify(args.dir, args.input, labels=args.labels, device=args.device,
                     baud=args.baud, json_path=args.json, progress=True, limit=args.limit,
-                    timeout=args.timeout, window=args.window, retries=args.retries)
+                    timeout=args.timeout, window=args.window, retries=args.retries,
+                    silence=args.silence)
     result.print_summary()
     return result.exit_status
