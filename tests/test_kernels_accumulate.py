@@ -25,7 +25,8 @@ def test_conv2d_accumulate_matches_reference(case):
 @SETTINGS
 @given(st.data())
 def test_fully_connected_accumulate_matches_reference(data):
-    n, k, m = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40)), data.draw(st.integers(1, 6))
+    n, k, m = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 40)),
+               data.draw(st.integers(1, 6)))
     x = int8_array(data.draw, (n, k))
     w = int8_array(data.draw, (m, k))
     bias = None if data.draw(st.booleans()) else np.asarray(
