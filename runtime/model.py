@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -183,6 +184,26 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _dims(value, what: str) -> tuple[int, ...]:
+    """A shape from the header: a list of non-negative ints, nothing else."""
+    if not isinstance(value, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ModelFileError(f"{what}: shape {value!r} is not a list of non-negative integers")
+    return tuple(value)
+
+
+def _tensor(t: dict, source: str) -> TensorSpec:
+    scale, zero_point, offset = t["scale"], t["zero_point"], t["offset"]
+    if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ModelFileError(f"{source}: tensor {t['name']!r} has scale {scale!r}")
+    if not isinstance(zero_point, int) or not -128 <= zero_point <= 127:
+        raise ModelFileError(f"{source}: tensor {t['name']!r} has zero point {zero_point!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ModelFileError(f"{source}: tensor {t['name']!r} has arena offset {offset!r}")
+    return TensorSpec(t["name"], _dims(t["shape"], f"{source}: tensor {t['name']!r}"),
+                      float(scale), zero_point, offset)
+
+
 def from_bytes(data: bytes, source: str = "model") -> QuantModel:
     if len(data) < _PREAMBLE.size + 4:
         raise ModelFileError(f"{source}: too short to be a tinyconv model ({len(data)} bytes)")
@@ -199,19 +220,20 @@ def from_bytes(data: bytes, source: str = "model") -> QuantModel:
     try:
         header = json.loads(data[start:start + header_len].rstrip(b"\0"))
         blob = memoryview(data)[start + header_len:len(data) - 4]
-        tensors = {t["name"]: TensorSpec(t["name"], tuple(t["shape"]), t["scale"],
-                                         t["zero_point"], t["offset"]) for t in header["tensors"]}
+        tensors = {t["name"]: _tensor(t, source) for t in header["tensors"]}
         layers = []
         for item in header["layers"]:
             arrays = {}
             for key, meta in item["arrays"].items():
                 dtype = np.dtype(_DTYPES[meta["dtype"]]).newbyteorder("<")
-                count = int(np.prod(meta["shape"], dtype=np.int64))
-                end = meta["offset"] + count * dtype.itemsize
-                if meta["offset"] < 0 or end > len(blob):
+                shape = _dims(meta["shape"], f"{source}: array {item['name']}.{key}")
+                count = math.prod(shape)
+                offset = meta["offset"]
+                end = offset + count * dtype.itemsize if isinstance(offset, int) else -1
+                if not isinstance(offset, int) or offset < 0 or end > len(blob):
                     raise ModelFileError(f"{source}: array {item['name']}.{key} out of bounds")
                 arrays[key] = np.frombuffer(blob[meta["offset"]:end], dtype=dtype).astype(
-                    dtype.newbyteorder("=")).reshape(meta["shape"])
+                    dtype.newbyteorder("=")).reshape(shape)
             layers.append(Layer(item["op"], item["name"], item["inputs"], item["output"],
                                 item["params"], arrays))
         model = QuantModel(header["name"], header["requant_mode"], tensors, layers,
