@@ -28,7 +28,7 @@ import threading
 import time
 import tty
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np

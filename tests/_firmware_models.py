@@ -8,18 +8,16 @@ few milliseconds. The reference executor only calls runtime.kernels: the arithme
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from export.plan import plan_arena
 from runtime import kernels
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import Requant
+from _tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_SRC = ROOT / "firmware" / "src"
@@ -29,16 +27,6 @@ KERNEL_SOURCES = ("tc_conv2d.c", "tc_depthwise_conv2d.c", "tc_fully_connected.c"
                   "tc_max_pool2d.c", "tc_avg_pool2d.c", "tc_global_avg_pool.c", "tc_add.c",
                   "tc_matmul.c", "tc_model.c")
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a visible skip when it is missing, but a failure under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 # -- random models -------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ have a chance to break.
 """
 from __future__ import annotations
 
-import os
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -18,20 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
+from _tools import require_tool
 
 SIDE = 16
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a visible skip when it is missing, a failure under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def small_cnn(seed: int = 0) -> onnx.ModelProto:

@@ -16,6 +16,7 @@ import runtime
 from export.qonnx import run_qonnx
 from runtime import kernels
 from runtime.model import QuantModel
+from _tools import require_tool
 
 SEED = 1234
 N_CALIB, N_TEST = 24, 12
@@ -366,24 +367,12 @@ def test_local_functions_are_inlined():
     np.testing.assert_allclose(ort_float(result.float_model, x), ort_float(model, x), rtol=1e-5)
 
 
-def _compiler(name: str) -> str:
-    import os
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI but is not installed")
-        pytest.skip(f"{name} not installed")
-    return path
-
-
 @pytest.mark.parametrize("compiler", ["gcc", "arm-none-eabi-gcc"])
 def test_every_generated_model_data_c_compiles(exports, tmp_path, compiler):
     import subprocess
     from pathlib import Path
 
-    cc = _compiler(compiler)
+    cc = require_tool(compiler)
     firmware_src = Path(__file__).resolve().parent.parent / "firmware" / "src"
     for index, result in enumerate(exports.values()):
         out = result.save(tmp_path / f"m{index}")

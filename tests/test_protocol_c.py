@@ -9,7 +9,6 @@ driver with a non-zero status.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import zlib
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from firmware_host import wire
+from _tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "firmware" / "src"
@@ -27,15 +27,6 @@ ENGINE = [SRC / "tc_protocol.c", SRC / "tc_cobs.c", SRC / "tc_crc32.c"]
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{TESTC}", f"-I{SRC}"]
 INPUT_SIZE, OUTPUT_SIZE = 320, 10  # tests/c/model_data.h
 RX_CAPACITY = 8 + INPUT_SIZE + 4
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ with runtime.run; exit status 1 is provoked by a Python device that answers one 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -30,6 +28,7 @@ from firmware_host.link import Link
 from firmware_host.verify import verify
 from runtime import kernels
 from runtime.errors import TinyconvError
+from _tools import require_tool
 
 IMAGES = 300
 
@@ -94,15 +93,6 @@ def test_verify_over_pty_every_image_equal(exported, mode, tmp_path):
     saved = json.loads(report.read_text())
     assert saved["exit_status"] == 0 and saved["images"] == IMAGES and saved["mismatches"] == []
     assert saved["link"]["frames_sent"] >= IMAGES
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 @pytest.mark.parametrize("board, mode", [("lm3s6965evb", "fixed"), ("mps2-an386", "float")])
