@@ -2,9 +2,12 @@
 against. One output element at a time, Python integers, the formulas of docs/ARITHMETIC.md
 read straight off the page. Never used to run models.
 
-Requantization of an accumulator goes through runtime/requant.py (its own hand-computed tests
-prove it); everything around it (indexing, padding, counting, summing, rounding division, the
-fused multiply-add of float-mode add) is spelled out here independently of runtime/kernels.py.
+Requantization is spelled out here too (``requant_scalar``, ``requant_float_scalar``), with
+Python integers, in the form the reference libraries write it (gemmlowp's
+SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, CMSIS-NN's single rounding), so the
+vectorized runtime/requant.py is tested against an independent oracle and not against itself.
+Everything around it (indexing, padding, counting, summing, rounding division, the fused
+multiply-add of float-mode add) is likewise independent of runtime/kernels.py.
 """
 from __future__ import annotations
 
@@ -15,13 +18,67 @@ import numpy as np
 from runtime.requant import Requant
 
 
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _wrap_int32(v: int) -> int:
+    return (v - _INT32_MIN) % (1 << 32) + _INT32_MIN
+
+
+def _c_div(a: int, b: int) -> int:
+    """C's integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def saturating_rounding_doubling_high_mul(a: int, b: int) -> int:
+    """gemmlowp's SRDHM as written there: nudge by the product's sign, divide truncating."""
+    if a == b == _INT32_MIN:
+        return _INT32_MAX
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    return _c_div(ab + nudge, 1 << 31)
+
+
+def rounding_divide_by_pot(x: int, exponent: int) -> int:
+    """gemmlowp's RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero."""
+    assert 0 <= exponent <= 31
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def requant_scalar(acc: int, multiplier: int, shift: int, rounding: str = "double") -> int:
+    """One int32 accumulator through fixed-mode requantization (before the output zero point).
+
+    ``double``: TFLite Micro's MultiplyByQuantizedMultiplier, ``shift > 0`` a left shift that
+    wraps in int32. ``single``: CMSIS-NN's single rounding, two shifts as CMSIS writes them
+    (``(acc * M) >> (T - 1)``, then ``(r + 1) >> 1``), here without any int32 truncation."""
+    acc, multiplier, shift = int(acc), int(multiplier), int(shift)
+    assert _INT32_MIN <= acc <= _INT32_MAX and _INT32_MIN <= multiplier <= _INT32_MAX
+    assert -31 <= shift <= 30
+    if rounding == "single":
+        total = 31 - shift
+        return (((acc * multiplier) >> (total - 1)) + 1) >> 1
+    assert rounding == "double"
+    left, right = max(shift, 0), max(-shift, 0)
+    high = saturating_rounding_doubling_high_mul(_wrap_int32(acc * (1 << left)), multiplier)
+    return rounding_divide_by_pot(high, right)
+
+
+def requant_float_scalar(acc: int, scale) -> int:
+    """onnxruntime's float requantization of one accumulator: ``rint(float32(acc) * scale)``,
+    the product rounded to float32, then half to even."""
+    product = np.float32(np.float32(int(acc)) * np.float32(scale))
+    return round(float(product))  # Python's round() is half to even
+
+
 def _requant_one(acc: int, rq: Requant, channel: int) -> int:
+    c = channel % rq.channels
     if rq.mode == "fixed":
-        one = Requant.fixed(rq.multiplier[channel % rq.channels], rq.shift[channel % rq.channels],
-                            rq.rounding)
-    else:
-        one = Requant.float(rq.scale[channel % rq.channels])
-    return int(one.apply(np.array([acc], np.int64))[0])
+        return requant_scalar(acc, rq.multiplier[c], rq.shift[c], rq.rounding)
+    return requant_float_scalar(acc, rq.scale[c])
 
 
 def _clamp(v: int, low: int, high: int) -> int:
@@ -120,12 +177,6 @@ def _pool(x, kernel, stride, padding, fn):
 
 def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0), act_range=(-128, 127)):
     return _pool(x, kernel, stride, padding, lambda v: _clamp(max(v, default=-128), *act_range))
-
-
-def _c_div(a: int, b: int) -> int:
-    """C's integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
 
 
 def _tflite_round_div(acc: int, count: int) -> int:

@@ -2,8 +2,10 @@
 mode against float mode on random data."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from runtime import kernels
+from runtime import kernels, reference
 from runtime.requant import INT32_MAX, INT32_MIN, Requant, quantize_multiplier, requantize
 
 
@@ -84,3 +86,73 @@ def test_fixed_within_one_lsb_of_float_and_rarely_different():
     assert diff.mean() < 0.01
     unclamped = (outs[1] > -128) & (outs[1] < 127)
     assert unclamped.mean() > 0.5  # the comparison is not just saturated values
+
+
+# -- the fast path against the independent scalar oracle (runtime/reference.py) -------------------
+
+INT32 = st.integers(INT32_MIN, INT32_MAX)
+ACCS = st.one_of(INT32, st.integers(-(1 << 16), 1 << 16),
+                 st.sampled_from([INT32_MIN, INT32_MIN + 1, INT32_MAX, -1, 0, 1]))
+MULTIPLIERS = st.one_of(st.integers(1 << 30, INT32_MAX), INT32,
+                        st.sampled_from([INT32_MIN, INT32_MIN + 1, 0, 1, 1 << 30, INT32_MAX]))
+SHIFTS = st.integers(-31, 30)
+
+
+@st.composite
+def tie(draw):
+    """(acc, multiplier, shift) whose double rounding lands exactly on .5 after the shift:
+    M = 2**30 halves exactly (even a), then h = q * 2**r + 2**(r-1) is a tie for RDBPOT."""
+    r = draw(st.integers(1, 29))
+    q = draw(st.integers(-(1 << (29 - r)), (1 << (29 - r)) - 1))
+    return 2 * (q * (1 << r) + (1 << (r - 1))), 1 << 30, -r
+
+
+def oracle(accs, multipliers, shifts, rounding):
+    """The scalar oracle over ``accs [N, C]`` with per-channel constants."""
+    return np.array([[reference.requant_scalar(a, m, s, rounding)
+                      for a, m, s in zip(row, multipliers, shifts)] for row in accs], np.int64)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+@settings(max_examples=250, deadline=None)
+@given(data=st.data())
+def test_fixed_apply_equals_scalar_oracle(rounding, data):
+    channels = data.draw(st.integers(1, 6))
+    multipliers = data.draw(st.lists(MULTIPLIERS, min_size=channels, max_size=channels))
+    shifts = data.draw(st.lists(SHIFTS, min_size=channels, max_size=channels))
+    rows = data.draw(st.integers(1, 4))
+    accs = [data.draw(st.lists(ACCS, min_size=channels, max_size=channels)) for _ in range(rows)]
+    rq = Requant.fixed(multipliers, shifts, rounding)
+    got = rq.apply(np.array(accs, np.int64))
+    np.testing.assert_array_equal(got, oracle(accs, multipliers, shifts, rounding))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases=st.lists(tie(), min_size=1, max_size=8))
+def test_fixed_apply_ties_equal_scalar_oracle(cases):
+    accs, multipliers, shifts = zip(*cases)
+    for signed in (np.array(accs), -np.array(accs)):
+        got = Requant.fixed(multipliers, shifts).apply(signed[None])
+        expected = oracle([signed.tolist()], multipliers, shifts, "double")
+        np.testing.assert_array_equal(got, expected)
+        # a tie really is a tie: the half way value rounds away from zero
+        halves = [float(a) * m / 2.0**(31 - s) for a, m, s in zip(signed, multipliers, shifts)]
+        assert all(abs(h) % 1 == 0.5 for h in halves)
+        assert [int(v) for v in expected[0]] == [int(np.sign(h) * (abs(h) + 0.5)) for h in halves]
+
+
+def test_scalar_oracle_hand_computed():
+    # SRDHM: (a * M + 2**30) >> 31; gemmlowp's sign-dependent nudge gives the same
+    assert reference.saturating_rounding_doubling_high_mul(-(1 << 30), 1 << 30) == -(1 << 29)
+    assert reference.saturating_rounding_doubling_high_mul(-1, 1 << 30) == 0  # -0.5 -> 0 (half up)
+    assert reference.saturating_rounding_doubling_high_mul(-3, 1 << 30) == -1  # -1.5 -> -1
+    assert reference.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN) == INT32_MAX
+    # RoundingDivideByPOT: half away from zero
+    assert [reference.rounding_divide_by_pot(x, 1) for x in (3, -3, 1, -1, 2)] == [2, -2, 1, -1, 1]
+    assert reference.rounding_divide_by_pot(-5, 0) == -5
+    # shift 30 wraps 3 << 30 to -2**30; times M = 2**30 (0.5): -2**29
+    assert reference.requant_scalar(3, 1 << 30, 30) == -(1 << 29)
+    # single rounding, T = 31 - (-31) = 62: (acc * M + 2**61) >> 62
+    assert reference.requant_scalar(INT32_MIN, INT32_MIN, -31, "single") == 1
+    assert reference.requant_scalar(-(1 << 30), 1 << 30, -31, "single") == 0
+    assert reference.requant_scalar(5, 1 << 30, 30, "single") == 5 << 29  # T = 1: exact
