@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from runtime.requant import (INT32_MAX, MODES, Requant, quantize_multiplier, requantize,
-                             requantize_inplace)
+from runtime.requant import (INT32_MAX, MODES, BoundedFixed, Requant, bounded_fixed,
+                             quantize_multiplier, requantize, requantize_inplace)
 
 __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
@@ -168,12 +168,16 @@ class ConvPlan:
     chunks: int
     depthwise: bool
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
+    fixed: BoundedFixed | None = None  # fixed-mode requantization with the bias folded in
     _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
     _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.rq is None:
             raise ValueError("rq is None: this plan only accumulates (call plan.accumulate)")
+        if self.fixed is not None:
+            acc, rows, shape = self._accumulate(x, with_bias=False)
+            return rows.fixed(acc, self._int64_scratch(acc.shape)).reshape(shape)
         acc, rows, shape = self._accumulate(x)
         if rows.scale is not None and acc.dtype == np.float32:
             out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
@@ -189,9 +193,10 @@ class ConvPlan:
         acc, _, shape = self._accumulate(x)
         return acc.astype(np.int32).reshape(shape)
 
-    def _accumulate(self, x: np.ndarray):
-        """The exact accumulators as float32 or float64 rows ``[N * OH, OW * M]``, the row
-        constants, and the output shape."""
+    def _accumulate(self, x: np.ndarray, with_bias: bool = True):
+        """The exact accumulators as float32 or float64 rows ``[N * OH, OW * M]`` (without the
+        bias if asked: each partial sum is exact, the bias may not be), the row constants, and
+        the output shape."""
         x = _int8("x", x, 4)
         m, kh, kw, cg = self.weights_shape
         if x.shape[3] != cg * self.groups:
@@ -204,9 +209,9 @@ class ConvPlan:
         else:
             acc = self._gemm(self._padded(x), (oh, ow))
         acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
-        if self.acc_fits_f32:
+        if with_bias and self.acc_fits_f32:
             acc += rows.bias
-        else:
+        elif with_bias:
             acc = acc.astype(np.float64) + np.tile(self.bias, ow)
         return acc, rows, (x.shape[0], oh, ow, m)
 
@@ -223,6 +228,17 @@ class ConvPlan:
             scratch.shape, scratch.buffer = x.shape, xp
         return xp
 
+    def _int64_scratch(self, shape) -> np.ndarray:
+        """An int64 work array for fixed-mode requantization, kept (one per thread) when small,
+        as the padded input is."""
+        scratch = self._scratch
+        buffer = getattr(scratch, "int64", None)
+        if buffer is None or buffer.shape != shape:
+            buffer = np.empty(shape, np.int64)
+            if buffer.nbytes <= _SCRATCH_BYTES:
+                scratch.int64 = buffer
+        return buffer
+
     def _row_constants(self, ow: int) -> "_RowConstants":
         """Bias, scale and depthwise weights tiled along one output row of width ``ow``, made
         once per width: per-channel constants broadcast over a 64-channel axis make numpy run
@@ -235,7 +251,8 @@ class ConvPlan:
                 bias=np.tile(self.bias.astype(np.float32), ow),
                 scale=None if scale is None else np.tile(np.broadcast_to(scale, (m,)), ow),
                 weights=np.tile(self.matrices, (ow - 1) * self.stride[1] + 1)
-                if self.depthwise else None)
+                if self.depthwise else None,
+                fixed=None if self.fixed is None else self.fixed.tile(ow))
             self._rows[ow] = rows
         return rows
 
@@ -313,6 +330,7 @@ class _RowConstants:
     bias: np.ndarray  # float32 [OW * M]
     scale: np.ndarray | None  # float32 [OW * M], float mode
     weights: np.ndarray | None  # float32 [KH, KW, ((OW - 1) * SW + 1) * M], depthwise
+    fixed: BoundedFixed | None = None  # its constants tiled along [OW * M]
 
 
 def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,
@@ -354,10 +372,13 @@ def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_po
     if depthwise and chunks > 1:  # a depthwise tap sum is tiny; never happens for real kernels
         raise ValueError(f"w: depthwise kernel {kh}x{kw} too large for exact accumulation")
     acc_bound = 128 * max_abs + int(np.abs(bias64).max(initial=0))
+    out_zp, act = _zero_point("output_zero_point", output_zero_point), _act_range(act_range)
+    fixed = None
+    if rq is not None and rq.mode == "fixed":  # |sum(w * x_padded)| <= 128 * sum|w| per channel
+        fixed = bounded_fixed(rq, 128 * abs_sum, bias64, out_zp, act)
     return ConvPlan((m, kh, kw, cg), groups, _pair("stride", stride), _pair("dilation", dilation),
-                    _pads(padding), zp, _zero_point("output_zero_point", output_zero_point),
-                    _act_range(act_range), rq, matrices, bias64, chunks, depthwise,
-                    chunks == 1 and acc_bound < _EXACT_F32)
+                    _pads(padding), zp, out_zp, act, rq, matrices, bias64, chunks, depthwise,
+                    chunks == 1 and acc_bound < _EXACT_F32, fixed)
 
 
 def conv2d(x, w, bias, rq: Requant, *, input_zero_point, output_zero_point, stride=(1, 1),

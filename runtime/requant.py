@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -95,6 +96,10 @@ class Requant:
             return cls.float(real.astype(np.float32))
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
+    @cached_property
+    def _terms(self) -> "_Terms":
+        return _double_rounding_terms(self.shift)
+
     @property
     def channels(self) -> int:
         return int((self.multiplier if self.mode == "fixed" else self.scale).size)
@@ -109,20 +114,135 @@ class Requant:
         if self.mode == "float":
             # float32(acc) rounds like onnxruntime's int32 -> float conversion
             return _scale_and_round(acc.astype(np.float32), self.scale)
-        acc = acc.astype(np.int64)
-        multiplier = self.multiplier.astype(np.int64)
-        shift = self.shift.astype(np.int64)
+        out = np.array(acc, dtype=np.int64)  # a copy we own: every step below is in place
         if self.rounding == "single":
-            total = 31 - shift
-            return (acc * multiplier + (np.int64(1) << (total - 1))) >> total
-        a = (acc << np.maximum(shift, 0)).astype(np.int32).astype(np.int64)
-        high = (a * multiplier + (1 << 30)) >> 31
-        high = np.where((a == INT32_MIN) & (multiplier == INT32_MIN), INT32_MAX, high)
-        right = np.maximum(-shift, 0)
-        mask = (np.int64(1) << right) - 1
-        remainder = high & mask
-        threshold = (mask >> 1) + (high < 0)
-        return (high >> right) + (remainder > threshold)
+            total = 31 - self.shift.astype(np.int64)
+            out *= self.multiplier
+            out += np.int64(1) << (total - 1)
+            return np.right_shift(out, total, out=out)
+        left = np.maximum(self.shift, 0).astype(np.int64)
+        if left.any():  # a = wrap_int32(acc << left)
+            out = np.left_shift(out, left, out=out).astype(np.int32).astype(np.int64)
+        out *= self.multiplier
+        if (self.multiplier == INT32_MIN).any():  # SRDHM(INT32_MIN, INT32_MIN) = INT32_MAX
+            np.minimum(out, _SATURATED_PRODUCT, out=out)
+        terms = self._terms
+        out += terms.offset
+        if terms.threshold is not None:
+            out -= (out < terms.threshold) * _TWO31
+        return np.right_shift(out, terms.shift, out=out)
+
+
+INT64_MIN = -(2**63)
+_TWO31 = np.int64(1 << 31)
+# The one product a * M above 2**62 - 2**31 is INT32_MIN * INT32_MIN = 2**62; capping it here
+# gives (2**62 - 2**31 + 2**30) >> 31 = INT32_MAX, SRDHM's saturated value.
+_SATURATED_PRODUCT = np.int64(2**62 - 2**31)
+
+
+@dataclass(frozen=True)
+class _Terms:
+    offset: np.ndarray  # int64[M]
+    threshold: np.ndarray | None  # int64[M], None when no channel divides by a power of two
+    shift: np.ndarray  # int64[M]
+
+
+def _double_rounding_terms(shift: np.ndarray, extra_offset=0) -> _Terms:
+    """SRDHM then RoundingDivideByPOT as one floor division by ``2**(31 + r)`` of the product
+    ``p = a * M`` (docs/ARITHMETIC.md proves it):
+    ``out = (p + 2**30 + 2**(30+r) - 2**31 * [p < -2**30]) >> (31 + r)`` for ``r >= 1``, and
+    ``(p + 2**30) >> 31`` for ``r = 0``. With ``t = p + offset``, ``p < -2**30`` is
+    ``t < threshold``; ``extra_offset`` (Python ints, say ``zp * 2**(31 + r)``) is added to
+    both."""
+    offsets, thresholds, shifts = [], [], []
+    extra = np.broadcast_to(np.asarray(extra_offset, dtype=object), shift.shape)
+    for s, e in zip(shift.tolist(), extra.tolist()):
+        r = max(-s, 0)
+        offsets.append((1 << 30) + ((1 << (30 + r)) if r else 0) + e)
+        thresholds.append((1 << (30 + r)) + e if r else INT64_MIN)
+        shifts.append(31 + r)
+    as64 = lambda values: np.array(values, dtype=np.int64)  # noqa: E731
+    return _Terms(as64(offsets), as64(thresholds) if max(shifts, default=31) > 31 else None,
+                  as64(shifts))
+
+
+@dataclass(frozen=True, eq=False)
+class BoundedFixed:
+    """Fixed-mode requantization straight to int8 of accumulators proven bounded: 5 passes.
+
+    Made by ``bounded_fixed``, which proves per channel that ``acc << left`` cannot wrap and
+    that every intermediate fits in int64. Then the left shift folds into the multiplier, the
+    two roundings are one floor division (see ``_double_rounding_terms``), and the bias and the
+    output zero point fold into the offset: ``t = acc * multiplier + offset``, minus ``2**31``
+    where ``t < threshold``, ``>> shift``, clamp. Each constant is per channel, or tiled
+    (``tile``) to broadcast over whole output rows so every pass is one long loop."""
+
+    multiplier: np.ndarray  # int64
+    offset: np.ndarray  # int64
+    threshold: np.ndarray | None  # int64, None when no channel rounds twice
+    shift: np.ndarray  # int64
+    act_range: tuple[int, int]
+
+    def tile(self, reps: int) -> "BoundedFixed":
+        tiled = {name: None if value is None else np.tile(value, reps)
+                 for name, value in (("multiplier", self.multiplier), ("offset", self.offset),
+                                     ("threshold", self.threshold), ("shift", self.shift))}
+        return BoundedFixed(act_range=self.act_range, **tiled)
+
+    def __call__(self, acc: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+        """``acc`` (integers, or floats holding exact integers, within the proven bound; the
+        constants broadcast over it) -> int8. ``scratch`` is an int64 array of ``acc``'s shape
+        to work in, else one is allocated."""
+        t = scratch if scratch is not None else np.empty(acc.shape, np.int64)
+        np.multiply(acc, self.multiplier, out=t, dtype=np.int64, casting="unsafe")
+        t += self.offset
+        if self.threshold is not None:
+            t -= (t < self.threshold) * _TWO31
+        np.right_shift(t, self.shift, out=t)
+        out = np.empty(acc.shape, np.int8)
+        return np.clip(t, self.act_range[0], self.act_range[1], out=out, casting="unsafe")
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
+                  act_range: tuple[int, int] = (-128, 127)) -> BoundedFixed | None:
+    """The constants of ``BoundedFixed`` for accumulators ``acc`` with ``|acc[..., c]| <=
+    acc_bound[c]`` whose true value is ``acc + bias`` (``bias`` folds into the offset), or None
+    when the proof fails for some channel (a left shift that could wrap in int32, an int64
+    intermediate that could overflow): then use ``requantize``. Python integers throughout."""
+    if rq.mode != "fixed":
+        raise ValueError(f"bounded_fixed needs fixed mode, got {rq.mode}")
+    bias = 0 if bias is None else bias
+    size = max(rq.channels, np.size(acc_bound), np.size(bias))
+    columns = [np.broadcast_to(np.asarray(v, dtype=object), (size,)).tolist()
+               for v in (rq.multiplier.astype(object), rq.shift.astype(object), acc_bound, bias)]
+    zp = int(output_zero_point)
+    rows = {"multiplier": [], "offset": [], "threshold": [], "shift": []}
+    for m, s, bound, b in zip(*columns):
+        m, s, bound, b = int(m), int(s), int(bound), int(b)
+        if rq.rounding == "single":
+            total = 31 - s
+            multiplier, offset, threshold = m, (1 << (total - 1)) + (zp << total), None
+        else:
+            left, right = max(s, 0), max(-s, 0)
+            if (bound + abs(b)) << left > INT32_MAX:
+                return None  # acc << left could wrap (or reach INT32_MIN, where SRDHM saturates)
+            multiplier, total = m << left, 31 + right
+            offset = (1 << 30) + ((1 << (30 + right)) if right else 0) + (zp << total)
+            threshold = (1 << (30 + right)) + (zp << total) if right else None
+        offset += b * multiplier
+        if bound * abs(multiplier) + abs(offset) + (1 << 31) > _INT64_MAX:
+            return None
+        rows["multiplier"].append(multiplier)
+        rows["offset"].append(offset)
+        rows["threshold"].append(INT64_MIN if threshold is None else threshold)
+        rows["shift"].append(total)
+    arrays = {k: np.array(v, dtype=np.int64) for k, v in rows.items()}
+    if rq.rounding == "single" or not any(t != INT64_MIN for t in rows["threshold"]):
+        arrays["threshold"] = None
+    return BoundedFixed(act_range=(int(act_range[0]), int(act_range[1])), **arrays)
 
 
 def _scale_and_round(acc32: np.ndarray, scale) -> np.ndarray:
