@@ -236,7 +236,9 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups,
                  macs=out_h * out_w * m * kh * kw * cg)
-        if not depthwise:
+        if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
+            scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
+        else:
             scratch = 2 * kh * kw * cg * 2  # two int16 im2col columns
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":

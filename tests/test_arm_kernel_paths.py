@@ -5,7 +5,9 @@ pair-column im2col (SIMD fill on the M4, whole-window runs for interior pixels, 
 and tails when runs are not multiples of four) and the hoisted requantization each take a
 different branch depending on the shape: this model's layers are chosen to reach every one of
 them (K % 4 of 0, 1, 2 and 3; an odd channel count for the 1 x 2 tail; an odd pixel count for
-the single-pixel tail; windows wholly inside the image and clipped ones; groups; dilation)."""
+the single-pixel tail; windows wholly inside the image and clipped ones; groups; dilation).
+The depthwise layers reach the channel-major 3x3 kernel's pair and single-output loops, its
+row-slot reuse under vertical dilation, padded tap rows and columns, and the direct loop."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,17 +30,33 @@ SPEC = ((7, 9, 1), [
          padding=(1, 2, 1, 2)),  # K = 63
     dict(op="fully_connected", out=3),
 ])
+# Depthwise 3x3, the channel-major kernel: a chain whose last layer is the model's output, so
+# that an error in any layer shows. Multiplier 1, stride 1 (pair loop, odd width and channel
+# count, padding on every side); multiplier 2 with vertical dilation 2, then 3 (row slots y % 3
+# and (y / 3) % 3); horizontal dilation (the direct loop); stride 2 with uneven padding (the
+# single-output loop).
+DW_SPEC = ((6, 9, 7), [
+    dict(op="conv2d", out=7, kernel=(3, 3), groups=7, padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=14, kernel=(3, 3), groups=7, dilation=(2, 1), padding=(2, 1, 2, 1)),
+    dict(op="conv2d", out=14, kernel=(3, 3), groups=14, dilation=(3, 1), padding=(3, 0, 3, 2),
+         act_max=70),
+    dict(op="conv2d", out=14, kernel=(3, 3), groups=14, dilation=(1, 2), padding=(1, 2, 1, 2)),
+    dict(op="conv2d", out=14, kernel=(3, 3), groups=14, stride=(2, 2), padding=(1, 2, 2, 1)),
+])
+SPECS = {"conv": SPEC, "depthwise": DW_SPEC}
 COUNT = 3
 CASES = [("lm3s6965evb", "fixed", "double"), ("mps2-an386", "fixed", "double"),
          ("lm3s6965evb", "fixed", "single"), ("mps2-an386", "fixed", "single"),
          ("lm3s6965evb", "float", "double"), ("mps2-an386", "float", "double")]
 
 
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("board,mode,rounding", CASES)
-def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, arm_tools,
+def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, spec, arm_tools,
                                                 tmp_path):
     rng = np.random.default_rng(7)
-    model = random_model(rng, SPEC[0], SPEC[1], mode, name="paths", rounding=rounding)
+    shape, layers = SPECS[spec]
+    model = random_model(rng, shape, layers, mode, name="paths", rounding=rounding)
     write_c_sources(model, tmp_path)
     x = random_inputs(rng, model, COUNT)
     write_selftest_inputs(tmp_path / "selftest", x)
@@ -48,4 +66,5 @@ def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, arm_tools
     assert run.exit_code == 0, run.output
     got = np.stack(parse_selftest(run.output, model.output_spec.size))
     expected = reference_run(model, x).reshape(COUNT, -1)
+    assert np.unique(expected).size > min(20, expected.size // 3), "outputs saturated"
     assert np.array_equal(got, expected)

@@ -1,12 +1,34 @@
 /* Depthwise conv2d with a channel multiplier: output channel m reads input channel
- * m / multiplier. Each output is a short dot product over the taps that fall inside the image
- * (the window is clipped once per pixel, so the inner loop has no bounds checks). */
+ * m / multiplier.
+ *
+ * 3x3 kernels without horizontal dilation take the channel-major path: one input channel at a
+ * time, its rows are copied as int16 into a "column buffer" of three row slots, so that a
+ * 3x3 window is three consecutive columns and a whole output row is one pass of a hand-written
+ * loop with the nine weights in registers (tc_dw3_pairs / tc_dw3_singles). Column i holds
+ * 12 bytes: the values of slots 0, 1, 2, a zero, then the int32 accumulator of the output
+ * whose window starts at column i. Values are raw int8 (not x - zero point): padding columns
+ * hold the zero point and the zero-point correction goes into the row's bias, so the copy is a
+ * plain strided load and store. A row that lies in the padding gets zero weights instead of a
+ * slot. Weights and bias are doubled so the loop yields 2 * acc, which is what the fast
+ * requantization multiplies (tc_requant_double_fast). Slots are reused across output rows: a
+ * stride-1 layer copies each input row once per channel.
+ *
+ * Other shapes take a direct loop over the taps that fall inside the image. */
+#include <stddef.h>
+
 #include "tc_kernels.h"
 
 /* hot loop: optimize for speed even in an -Os image */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O2")
 #endif
+
+#define TC_DW_COL 6 /* int16 per column */
+
+int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
+{
+    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 2);
+}
 
 /* First tap index t with 0 <= start + t * step, and one past the last with start + t * step
  * < size, clipped to [0, taps]. */
@@ -22,21 +44,16 @@ static void tc_valid_taps(int32_t start, int32_t step, int32_t taps, int32_t siz
     *end = hi < taps ? hi : taps;
 }
 
-int tc_depthwise_conv2d(const tc_conv_params *params, const tc_requant_params *rq,
-                        const tc_dims *in_dims, const int8_t *input,
-                        const tc_filter_dims *filter, const int8_t *weights,
-                        const int32_t *bias, const tc_dims *out_dims, int8_t *output)
+static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_params *rq,
+                               const tc_dims *in_dims, const int8_t *input,
+                               const tc_filter_dims *filter, const int8_t *weights,
+                               const int32_t *bias, const tc_dims *out_dims, int8_t *output)
 {
     const int32_t channels = in_dims->c;
     const int32_t taps = filter->kh * filter->kw;
     const int32_t zp = params->input_zero_point;
-    int32_t multiplier, oy, ox, m;
-    if (channels < 1 || filter->c != 1 || filter->m % channels != 0 ||
-        filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
-        params->dilation_h < 1 || params->dilation_w < 1) {
-        return TC_ERR_BAD_ARG;
-    }
-    multiplier = filter->m / channels;
+    const int32_t multiplier = filter->m / channels;
+    int32_t oy, ox, m;
     for (oy = 0; oy < out_dims->h; oy++) {
         const int32_t y0 = oy * params->stride_h - params->pad_top;
         int32_t ky0, ky1;
@@ -69,4 +86,397 @@ int tc_depthwise_conv2d(const tc_conv_params *params, const tc_requant_params *r
         }
     }
     return TC_OK;
+}
+
+/* The column loops. wk: the nine (doubled) weights column-major, wk[kx * 3 + slot]; packed
+ * for SMLAD on the Cortex-M4 as {w[0][0] | w[0][1] << 16, w[0][2], w[1][0] | ..., ...}.
+ * pairs: outputs 2i and 2i + 1 start at columns 2i and 2i + 1 (stride 1); singles: output i
+ * starts at byte i * step. Each stores its accumulator at byte 8 of its first column. */
+#if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define TC_DW_PACKED 1
+#define TC_DW_ASM 1
+/* 20 instructions per 18 MACs: the window's columns are two words each, (slot 0, slot 1) and
+ * (slot 2, 0), against the packed weight pairs; the middle two columns feed both outputs. */
+void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
+void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
+                    int32_t step);
+__asm__(
+    "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw3_pairs\n"
+    "  .type tc_dw3_pairs, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_pairs:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldm r1, {r4-r9}\n"
+    "  add r2, r2, r2, lsl #1\n"
+    "  add r2, r0, r2, lsl #3\n"
+    "1:\n"
+    "  ldrd r12, lr, [r0, #12]\n"
+    "  smlad r10, r6, r12, r3\n"
+    "  smlad r10, r7, lr, r10\n"
+    "  smlad r11, r4, r12, r3\n"
+    "  smlad r11, r5, lr, r11\n"
+    "  ldrd r12, lr, [r0, #24]\n"
+    "  smlad r10, r8, r12, r10\n"
+    "  smlad r10, r9, lr, r10\n"
+    "  smlad r11, r6, r12, r11\n"
+    "  smlad r11, r7, lr, r11\n"
+    "  ldrd r12, lr, [r0, #36]\n"
+    "  smlad r11, r8, r12, r11\n"
+    "  smlad r11, r9, lr, r11\n"
+    "  str r11, [r0, #20]\n"
+    "  ldrd r12, lr, [r0], #24\n"
+    "  smlad r10, r4, r12, r10\n"
+    "  smlad r10, r5, lr, r10\n"
+    "  str r10, [r0, #-16]\n"
+    "  cmp r0, r2\n"
+    "  bne 1b\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_pairs, .-tc_dw3_pairs\n"
+    "  .section .text.tc_dw3_singles,\"ax\",%progbits\n"
+    "  .align 2\n"
+    "  .global tc_dw3_singles\n"
+    "  .type tc_dw3_singles, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_singles:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldm r1, {r4-r9}\n"
+    "  ldr r1, [sp, #36]\n"
+    "  mul r2, r2, r1\n"
+    "  add r2, r0, r2\n"
+    "1:\n"
+    "  ldrd r12, lr, [r0]\n"
+    "  smlad r10, r4, r12, r3\n"
+    "  smlad r10, r5, lr, r10\n"
+    "  ldrd r12, lr, [r0, #12]\n"
+    "  smlad r10, r6, r12, r10\n"
+    "  smlad r10, r7, lr, r10\n"
+    "  ldrd r12, lr, [r0, #24]\n"
+    "  smlad r10, r8, r12, r10\n"
+    "  smlad r10, r9, lr, r10\n"
+    "  str r10, [r0, #8]\n"
+    "  add r0, r0, r1\n"
+    "  cmp r0, r2\n"
+    "  bne 1b\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_singles, .-tc_dw3_singles\n"
+    "  .text\n");
+#elif defined(__thumb2__)
+#define TC_DW_PACKED 0
+#define TC_DW_ASM 1
+/* Cortex-M3: 34 instructions per 18 MACs, one LDRSH per column value (12 for the two
+ * windows) and the nine weights in r4-r12. No register is left for the bias: the caller adds
+ * it (TC_DW_BIAS_IN_LOOP). */
+void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
+void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
+                    int32_t step);
+#define TC_DW_M3_TAP(acc, w, off) \
+    "  ldrsh r3, [r0, #" #off "]\n" \
+    "  mla " #acc ", " #w ", r3, " #acc "\n"
+__asm__(
+    "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw3_pairs\n"
+    "  .type tc_dw3_pairs, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_pairs:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldm r1, {r4-r12}\n"
+    "  add r2, r2, r2, lsl #1\n"
+    "  add r2, r0, r2, lsl #3\n"
+    "1:\n"
+    "  ldrsh r3, [r0, #12]\n"
+    "  mul r1, r7, r3\n"
+    "  mul lr, r4, r3\n"
+    "  ldrsh r3, [r0, #14]\n"
+    "  mla r1, r8, r3, r1\n"
+    "  mla lr, r5, r3, lr\n"
+    "  ldrsh r3, [r0, #16]\n"
+    "  mla r1, r9, r3, r1\n"
+    "  mla lr, r6, r3, lr\n"
+    "  ldrsh r3, [r0, #24]\n"
+    "  mla r1, r10, r3, r1\n"
+    "  mla lr, r7, r3, lr\n"
+    "  ldrsh r3, [r0, #26]\n"
+    "  mla r1, r11, r3, r1\n"
+    "  mla lr, r8, r3, lr\n"
+    "  ldrsh r3, [r0, #28]\n"
+    "  mla r1, r12, r3, r1\n"
+    "  mla lr, r9, r3, lr\n"
+    TC_DW_M3_TAP(lr, r10, 36)
+    TC_DW_M3_TAP(lr, r11, 38)
+    TC_DW_M3_TAP(lr, r12, 40)
+    "  str lr, [r0, #20]\n"
+    TC_DW_M3_TAP(r1, r5, 2)
+    TC_DW_M3_TAP(r1, r6, 4)
+    "  ldrsh r3, [r0], #24\n"
+    "  mla r1, r4, r3, r1\n"
+    "  str r1, [r0, #-16]\n"
+    "  cmp r0, r2\n"
+    "  bne 1b\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_pairs, .-tc_dw3_pairs\n"
+    "  .section .text.tc_dw3_singles,\"ax\",%progbits\n"
+    "  .align 2\n"
+    "  .global tc_dw3_singles\n"
+    "  .type tc_dw3_singles, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_singles:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldm r1, {r4-r12}\n"
+    "  ldr lr, [sp, #36]\n"
+    "  mul r2, r2, lr\n"
+    "  add r2, r0, r2\n"
+    "1:\n"
+    "  ldrsh r3, [r0]\n"
+    "  mul r1, r4, r3\n"
+    TC_DW_M3_TAP(r1, r5, 2)
+    TC_DW_M3_TAP(r1, r6, 4)
+    TC_DW_M3_TAP(r1, r7, 12)
+    TC_DW_M3_TAP(r1, r8, 14)
+    TC_DW_M3_TAP(r1, r9, 16)
+    TC_DW_M3_TAP(r1, r10, 24)
+    TC_DW_M3_TAP(r1, r11, 26)
+    TC_DW_M3_TAP(r1, r12, 28)
+    "  str r1, [r0, #8]\n"
+    "  add r0, r0, lr\n"
+    "  cmp r0, r2\n"
+    "  bne 1b\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_singles, .-tc_dw3_singles\n"
+    "  .text\n");
+#else
+#define TC_DW_PACKED 0
+#define TC_DW_ASM 0
+#endif
+
+/* the Cortex-M3 loops leave the bias out */
+#define TC_DW_BIAS_IN_LOOP (!(TC_DW_ASM && !TC_DW_PACKED))
+
+#if !TC_DW_ASM
+static void tc_dw3_window(int16_t *col, const int32_t *wk, int32_t bias)
+{
+    int32_t acc = bias, kx, s;
+    for (kx = 0; kx < 3; kx++) {
+        for (s = 0; s < 3; s++) {
+            acc += wk[kx * 3 + s] * col[kx * TC_DW_COL + s];
+        }
+    }
+    __builtin_memcpy(col + 4, &acc, sizeof acc);
+}
+
+static void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias)
+{
+    int32_t i;
+    for (i = 0; i < 2 * pairs; i++) {
+        tc_dw3_window(cols + i * TC_DW_COL, wk, bias);
+    }
+}
+
+static void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
+                           int32_t step)
+{
+    int32_t i;
+    for (i = 0; i < count; i++) {
+        tc_dw3_window(cols + i * (step / (int32_t)sizeof(int16_t)), wk, bias);
+    }
+}
+#endif
+
+#if defined(__GNUC__)
+#define TC_NOINLINE __attribute__((noinline))
+#else
+#define TC_NOINLINE
+#endif
+
+/* Copy count values of one input row of one channel (src, stride `channels`) into slot s of
+ * consecutive columns. Out of line so that its loop keeps everything in registers. */
+static TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels,
+                                       int32_t count)
+{
+    int16_t *const end = dst + count * TC_DW_COL;
+    for (; dst + 2 * TC_DW_COL <= end; dst += 2 * TC_DW_COL, src += 2 * channels) {
+        const int16_t a = src[0], b = src[channels];
+        dst[0] = a;
+        dst[TC_DW_COL] = b;
+    }
+    if (dst < end) {
+        dst[0] = src[0];
+    }
+}
+
+/* Requantize, clamp and store the count accumulators of one output row (a fast channel). */
+static TC_NOINLINE void tc_dw_store_fast(const int16_t *cols, int32_t step, int32_t count,
+                                         int32_t bias, const tc_requant_fast *rf, int8_t *out,
+                                         int32_t out_stride, int32_t lo, int32_t hi)
+{
+    const tc_requant_fast f = *rf;
+    const int16_t *const end = cols + count * step;
+    (void)bias;
+    for (; cols != end; cols += step, out += out_stride) {
+        int32_t acc2, v;
+        __builtin_memcpy(&acc2, cols + 4, sizeof acc2);
+#if !TC_DW_BIAS_IN_LOOP
+        acc2 += bias;
+#endif
+        v = tc_requant_double_fast(acc2, &f);
+        *out = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+    }
+}
+
+/* The same through the exact generic requantization (any scheme). */
+static void tc_dw_store_exact(const int16_t *cols, int32_t step, int32_t count, int32_t bias,
+                              const tc_requant_params *rq, int32_t m, const tc_conv_params *p,
+                              int8_t *out, int32_t out_stride)
+{
+    int32_t i;
+    for (i = 0; i < count; i++, cols += step, out += out_stride) {
+        int32_t acc;
+        __builtin_memcpy(&acc, cols + 4, sizeof acc);
+        acc = (int32_t)((uint32_t)acc + (uint32_t)(TC_DW_BIAS_IN_LOOP ? 0 : bias));
+        *out = tc_clamp_s8(tc_requantize(acc, rq, m) + p->output_zero_point, p->act_min,
+                           p->act_max);
+    }
+}
+
+/* One output channel of a 3x3 layer: its weights (doubled for a fast channel) by tap row, a
+ * fourth row of zeros for slots no tap row uses, and the row sums for the zero-point term. */
+typedef struct {
+    int32_t w[4][3];
+    int32_t row_sum[4];
+    int32_t bias;
+    tc_requant_fast f;
+} tc_dw_channel;
+
+static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
+                               const tc_requant_params *rq, int32_t m, int32_t output_zero_point)
+{
+    int32_t wabs = 0, twice, ky, kx;
+    for (kx = 0; kx < 9; kx++) {
+        wabs += w[kx] < 0 ? -w[kx] : w[kx];
+    }
+    ch->f = tc_requant_fast_prepare(rq, m, (bias < 0 ? -(int64_t)bias : bias) +
+                                               (int64_t)wabs * 255, output_zero_point);
+    twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
+    ch->bias = bias;
+    for (ky = 0; ky < 4; ky++) {
+        ch->row_sum[ky] = 0;
+        for (kx = 0; kx < 3; kx++) {
+            ch->w[ky][kx] = ky < 3 ? twice * w[ky * 3 + kx] : 0;
+            ch->row_sum[ky] += ky < 3 ? w[ky * 3 + kx] : 0;
+        }
+    }
+}
+
+static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
+                            const tc_requant_params *rq, const tc_dims *in_dims,
+                            const int8_t *input, const tc_filter_dims *filter,
+                            const int8_t *weights, const int32_t *bias,
+                            const tc_dims *out_dims, int8_t *output)
+{
+    const int32_t channels = in_dims->c, multiplier = filter->m / channels;
+    const int32_t sw = p->stride_w, zp = p->input_zero_point, dh = p->dilation_h;
+    const int32_t ncols = (out_dims->w + 1) * sw + 2;
+    const int32_t step = sw * TC_DW_COL; /* int16 per output */
+    const int32_t copy = in_dims->w < ncols - p->pad_left ? in_dims->w : ncols - p->pad_left;
+    int16_t *cols = (int16_t *)ctx->buf;
+    int32_t group = 1, c, i;
+    /* slot of input row y: (y / group) % 3, distinct for the three tap rows of any output row
+     * (group: the largest power of 3 dividing the dilation) */
+    while ((dh / group) % 3 == 0) {
+        group *= 3;
+    }
+    for (i = 0; i < ncols * TC_DW_COL; i++) {
+        const int32_t slot = i % TC_DW_COL;
+        cols[i] = (int16_t)(slot < 3 ? zp : 0);
+    }
+    for (c = 0; c < channels * multiplier; c++) {
+        const int8_t *src = input + c / multiplier;
+        int32_t slot_row[3] = {-1, -1, -1}, oy;
+        tc_dw_channel ch;
+        tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
+                           p->output_zero_point);
+        for (oy = 0; oy < out_dims->h; oy++) {
+            const int32_t y0 = oy * p->stride_h - p->pad_top;
+            int32_t slot_ky[3] = {3, 3, 3}, wk[9], ky, row_bias;
+#if TC_DW_PACKED
+            int32_t packed[6];
+#endif
+            for (ky = 0; ky < 3; ky++) {
+                const int32_t y = y0 + ky * dh;
+                if (y >= 0 && y < in_dims->h) {
+                    const int32_t s = (y / group) % 3;
+                    slot_ky[s] = ky;
+                    if (slot_row[s] != y && copy > 0) {
+                        tc_dw_copy_row(cols + p->pad_left * TC_DW_COL + s,
+                                       src + y * in_dims->w * channels, channels, copy);
+                    }
+                    slot_row[s] = y;
+                }
+            }
+            for (i = 0; i < 3; i++) {
+                wk[3 * i] = ch.w[slot_ky[0]][i];
+                wk[3 * i + 1] = ch.w[slot_ky[1]][i];
+                wk[3 * i + 2] = ch.w[slot_ky[2]][i];
+            }
+            /* acc = bias + sum w * (x - zp) over the tap rows in the image; x is copied raw */
+            row_bias = (int32_t)((uint32_t)(ch.f.fast ? 2 : 1) *
+                                 ((uint32_t)ch.bias - (uint32_t)zp *
+                                  (uint32_t)(ch.row_sum[slot_ky[0]] + ch.row_sum[slot_ky[1]] +
+                                             ch.row_sum[slot_ky[2]])));
+#if TC_DW_PACKED
+            for (i = 0; i < 3; i++) {
+                packed[2 * i] = (int32_t)(((uint32_t)wk[3 * i] & 0xffffu) |
+                                          ((uint32_t)wk[3 * i + 1] << 16));
+                packed[2 * i + 1] = wk[3 * i + 2];
+            }
+#define TC_DW_WEIGHTS packed
+#else
+#define TC_DW_WEIGHTS wk
+#endif
+            if (sw == 1) {
+                tc_dw3_pairs(cols, TC_DW_WEIGHTS, (out_dims->w + 1) / 2, row_bias);
+            } else {
+                tc_dw3_singles(cols, TC_DW_WEIGHTS, out_dims->w, row_bias,
+                               step * (int32_t)sizeof(int16_t));
+            }
+#undef TC_DW_WEIGHTS
+            if (ch.f.fast) {
+                tc_dw_store_fast(cols, step, out_dims->w, row_bias, &ch.f,
+                                 output + oy * out_dims->w * out_dims->c + c, out_dims->c,
+                                 p->act_min, p->act_max);
+            } else {
+                tc_dw_store_exact(cols, step, out_dims->w, row_bias, rq, c, p,
+                                  output + oy * out_dims->w * out_dims->c + c, out_dims->c);
+            }
+        }
+    }
+    return TC_OK;
+}
+
+int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
+                        const tc_requant_params *rq, const tc_dims *in_dims,
+                        const int8_t *input, const tc_filter_dims *filter,
+                        const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
+                        int8_t *output)
+{
+    const int32_t channels = in_dims->c;
+    if (channels < 1 || filter->c != 1 || filter->m % channels != 0 ||
+        filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
+        params->dilation_h < 1 || params->dilation_w < 1) {
+        return TC_ERR_BAD_ARG;
+    }
+    if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0 &&
+        ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
+        ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
+        return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
+                                out_dims, output);
+    }
+    return tc_depthwise_direct(params, rq, in_dims, input, filter, weights, bias, out_dims,
+                               output);
 }

@@ -82,16 +82,14 @@ static int tc_run_layer(const tc_layer_t *l)
         f.kh = l->kernel_h;
         f.kw = l->kernel_w;
         f.c = l->in_c / l->groups;
+        tc_context ctx;
+        ctx.buf = tc_scratch;
+        ctx.size = (int32_t)sizeof tc_scratch;
         if (l->op == TC_OP_DEPTHWISE_CONV2D) {
-            return tc_depthwise_conv2d(&p, &rq, &in_dims, in, &f, l->weights, l->bias,
+            return tc_depthwise_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias,
                                        &out_dims, out);
-        } else {
-            tc_context ctx;
-            ctx.buf = tc_scratch;
-            ctx.size = (int32_t)sizeof tc_scratch;
-            return tc_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias, &out_dims,
-                             out);
         }
+        return tc_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias, &out_dims, out);
     }
     case TC_OP_FULLY_CONNECTED: {
         const tc_requant_params rq = tc_layer_requant(l);

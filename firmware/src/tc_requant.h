@@ -118,6 +118,61 @@ TC_INLINE int32_t tc_requant_double_prepared(int32_t acc, int32_t multiplier, in
     return (high >> right) + (int32_t)((uint32_t)(threshold - remainder) >> 31);
 }
 
+/* (a * b + 2^31) >> 32, the rounding high multiply: SMMULR on the Cortex-M4, SMULL plus the
+ * rounding bit on the Cortex-M3, 64-bit C elsewhere. */
+TC_INLINE int32_t tc_mulh_round(int32_t a, int32_t b)
+{
+#if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#elif defined(__thumb2__)
+    int32_t lo, hi;
+    __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(b));
+    return hi + (int32_t)((uint32_t)lo >> 31);
+#else
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
+
+/* The largest |accumulator| and right shift for which tc_requant_double_fast equals
+ * tc_requant_fixed_double (docs/ARITHMETIC.md, "The fast double rounding"). */
+#define TC_RQ_FAST_ACC_LIMIT ((int64_t)1 << 29)
+#define TC_RQ_FAST_MAX_RIGHT 21
+
+/* One output channel's constants for tc_requant_double_fast; fast == 0 when the channel is
+ * outside the proven range and must take tc_requantize. */
+typedef struct {
+    int32_t fast;
+    int32_t multiplier;
+    int32_t offset; /* 2^(right - 1) + (output zero point << right) */
+    int32_t right;
+} tc_requant_fast;
+
+/* bound: an upper bound on |acc| over every accumulator the channel can produce. */
+static inline tc_requant_fast tc_requant_fast_prepare(const tc_requant_params *rq, int32_t ch,
+                                                      int64_t bound, int32_t output_zero_point)
+{
+    tc_requant_fast f;
+    const int32_t shift = rq->mode == TC_RQ_FIXED_DOUBLE ? rq->shift[ch] : 0;
+    f.fast = rq->mode == TC_RQ_FIXED_DOUBLE && shift <= -1 && shift >= -TC_RQ_FAST_MAX_RIGHT &&
+             bound < TC_RQ_FAST_ACC_LIMIT;
+    f.multiplier = rq->mode == TC_RQ_FIXED_DOUBLE ? rq->multiplier[ch] : 0;
+    f.right = f.fast ? -shift : 1;
+    f.offset = (int32_t)(((uint32_t)1 << (f.right - 1)) +
+                         (uint32_t)output_zero_point * ((uint32_t)1 << f.right));
+    return f;
+}
+
+/* tc_requant_fixed_double(acc2 / 2, ...) + output zero point for a fast channel, given the
+ * doubled accumulator acc2 = 2 * acc: one rounding high multiply, one add of the rounding
+ * offset, one of the sign (round half away from zero), one shift. */
+TC_INLINE int32_t tc_requant_double_fast(int32_t acc2, const tc_requant_fast *f)
+{
+    const int32_t high = tc_mulh_round(acc2, f->multiplier);
+    return (high + f->offset + (high >> 31)) >> f->right;
+}
+
 /* Divide by count > 0 rounding half away from zero (TFLite's integer average); 0 for count 0,
  * as runtime/ gives for a window that lies wholly in the padding. */
 static inline int32_t tc_rounding_divide(int32_t acc, int32_t count)
