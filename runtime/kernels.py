@@ -177,7 +177,7 @@ class ConvPlan:
             raise ValueError("rq is None: this plan only accumulates (call plan.accumulate)")
         if self.fixed is not None:
             acc, rows, shape = self._accumulate(x, with_bias=False)
-            return rows.fixed(acc, self._int64_scratch(acc.shape)).reshape(shape)
+            return rows.fixed(acc, self._fixed_workspace(acc.shape)).reshape(shape)
         acc, rows, shape = self._accumulate(x)
         if rows.scale is not None and acc.dtype == np.float32:
             out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
@@ -228,16 +228,14 @@ class ConvPlan:
             scratch.shape, scratch.buffer = x.shape, xp
         return xp
 
-    def _int64_scratch(self, shape) -> np.ndarray:
-        """An int64 work array for fixed-mode requantization, kept (one per thread) when small,
-        as the padded input is."""
+    def _fixed_workspace(self, shape):
+        """The work arrays of fixed-mode requantization (a block of rows), kept: one set per
+        thread, for the last row width."""
         scratch = self._scratch
-        buffer = getattr(scratch, "int64", None)
-        if buffer is None or buffer.shape != shape:
-            buffer = np.empty(shape, np.int64)
-            if buffer.nbytes <= _SCRATCH_BYTES:
-                scratch.int64 = buffer
-        return buffer
+        workspace = getattr(scratch, "fixed", None)
+        if workspace is None or workspace[0].shape[1:] != shape[1:]:
+            workspace = scratch.fixed = BoundedFixed.workspace(shape)
+        return workspace
 
     def _row_constants(self, ow: int) -> "_RowConstants":
         """Bias, scale and depthwise weights tiled along one output row of width ``ow``, made

@@ -133,7 +133,7 @@ class Requant:
         return np.right_shift(out, terms.shift, out=out)
 
 
-INT64_MIN = -(2**63)
+INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TWO31 = np.int64(1 << 31)
 # The one product a * M above 2**62 - 2**31 is INT32_MIN * INT32_MIN = 2**62; capping it here
 # gives (2**62 - 2**31 + 2**30) >> 31 = INT32_MAX, SRDHM's saturated value.
@@ -168,19 +168,20 @@ def _double_rounding_terms(shift: np.ndarray, extra_offset=0) -> _Terms:
 
 @dataclass(frozen=True, eq=False)
 class BoundedFixed:
-    """Fixed-mode requantization straight to int8 of accumulators proven bounded: 5 passes.
+    """Fixed-mode requantization straight to int8 of accumulators proven bounded.
 
     Made by ``bounded_fixed``, which proves per channel that ``acc << left`` cannot wrap and
-    that every intermediate fits in int64. Then the left shift folds into the multiplier, the
-    two roundings are one floor division (see ``_double_rounding_terms``), and the bias and the
-    output zero point fold into the offset: ``t = acc * multiplier + offset``, minus ``2**31``
-    where ``t < threshold``, ``>> shift``, clamp. Each constant is per channel, or tiled
-    (``tile``) to broadcast over whole output rows so every pass is one long loop."""
+    that the intermediates fit: the left shift then folds into the multiplier, the two
+    roundings are one floor division (``_double_rounding_terms``), and the bias and the output
+    zero point fold into the offset. Two int64 passes, ``t = acc * multiplier + offset``; then
+    in int32 ``u = t >> 31``, minus 1 where ``u < threshold`` (RoundingDivideByPOT's negative
+    ties), ``>> shift``, clamp. Each constant is per channel, or tiled (``tile``) to broadcast
+    over whole output rows so every pass is one long loop."""
 
     multiplier: np.ndarray  # int64
     offset: np.ndarray  # int64
-    threshold: np.ndarray | None  # int64, None when no channel rounds twice
-    shift: np.ndarray  # int64
+    threshold: np.ndarray | None  # int32, None when no channel rounds twice
+    shift: np.ndarray  # int32, the division by 2**(31 + shift) after the first 31 bits
     act_range: tuple[int, int]
 
     def tile(self, reps: int) -> "BoundedFixed":
@@ -189,29 +190,48 @@ class BoundedFixed:
                                      ("threshold", self.threshold), ("shift", self.shift))}
         return BoundedFixed(act_range=self.act_range, **tiled)
 
-    def __call__(self, acc: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    @staticmethod
+    def workspace(shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reusable work arrays for ``__call__`` on accumulators of ``shape``: at most
+        ``BLOCK`` elements' worth of rows, so they stay in cache however large the batch."""
+        rows = max(1, min(shape[0], BoundedFixed.BLOCK // max(1, shape[-1])))
+        block = (rows,) + tuple(shape[1:])
+        return np.empty(block, np.int64), np.empty(block, np.int32), np.empty(block, np.bool_)
+
+    BLOCK = 1 << 14
+
+    def __call__(self, acc: np.ndarray, workspace=None) -> np.ndarray:
         """``acc`` (integers, or floats holding exact integers, within the proven bound; the
-        constants broadcast over it) -> int8. ``scratch`` is an int64 array of ``acc``'s shape
-        to work in, else one is allocated."""
-        t = scratch if scratch is not None else np.empty(acc.shape, np.int64)
+        constants broadcast over its rows) -> int8, computed a block of rows at a time in
+        ``workspace`` if given."""
+        workspace = workspace if workspace is not None else self.workspace(acc.shape)
+        out = np.empty(acc.shape, np.int8)
+        step = workspace[0].shape[0]
+        for start in range(0, acc.shape[0], step):
+            stop = min(start + step, acc.shape[0])
+            self._block(acc[start:stop], out[start:stop],
+                        [w[:stop - start] for w in workspace])
+        return out
+
+    def _block(self, acc, out, workspace) -> None:
+        t, u, below = workspace
         np.multiply(acc, self.multiplier, out=t, dtype=np.int64, casting="unsafe")
         t += self.offset
+        np.right_shift(t, 31, out=u, casting="unsafe")  # proven to fit in int32
         if self.threshold is not None:
-            t -= (t < self.threshold) * _TWO31
-        np.right_shift(t, self.shift, out=t)
-        out = np.empty(acc.shape, np.int8)
-        return np.clip(t, self.act_range[0], self.act_range[1], out=out, casting="unsafe")
-
-
-_INT64_MAX = 2**63 - 1
+            np.less(u, self.threshold, out=below)
+            u -= below
+        np.right_shift(u, self.shift, out=u)
+        np.clip(u, self.act_range[0], self.act_range[1], out=out, casting="unsafe")
 
 
 def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
                   act_range: tuple[int, int] = (-128, 127)) -> BoundedFixed | None:
     """The constants of ``BoundedFixed`` for accumulators ``acc`` with ``|acc[..., c]| <=
     acc_bound[c]`` whose true value is ``acc + bias`` (``bias`` folds into the offset), or None
-    when the proof fails for some channel (a left shift that could wrap in int32, an int64
-    intermediate that could overflow): then use ``requantize``. Python integers throughout."""
+    when the proof fails for some channel (a left shift that could wrap in int32, an
+    intermediate that could overflow int64 or, after the first 31 bits, int32): then use
+    ``requantize``. Python integers throughout."""
     if rq.mode != "fixed":
         raise ValueError(f"bounded_fixed needs fixed mode, got {rq.mode}")
     bias = 0 if bias is None else bias
@@ -222,25 +242,31 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
     rows = {"multiplier": [], "offset": [], "threshold": [], "shift": []}
     for m, s, bound, b in zip(*columns):
         m, s, bound, b = int(m), int(s), int(bound), int(b)
-        if rq.rounding == "single":
+        if rq.rounding == "single":  # (acc * M + 2**(T-1)) >> T, T = 31 - s
             total = 31 - s
             multiplier, offset, threshold = m, (1 << (total - 1)) + (zp << total), None
+            if total < 31:  # scale up to a division by 2**31: same quotient
+                multiplier, offset, total = multiplier << (31 - total), offset << (31 - total), 31
         else:
             left, right = max(s, 0), max(-s, 0)
             if (bound + abs(b)) << left > INT32_MAX:
                 return None  # acc << left could wrap (or reach INT32_MIN, where SRDHM saturates)
             multiplier, total = m << left, 31 + right
             offset = (1 << 30) + ((1 << (30 + right)) if right else 0) + (zp << total)
-            threshold = (1 << (30 + right)) + (zp << total) if right else None
+            threshold = ((1 << (30 + right)) + (zp << total)) >> 31 if right else None
         offset += b * multiplier
-        if bound * abs(multiplier) + abs(offset) + (1 << 31) > _INT64_MAX:
+        largest = bound * abs(multiplier) + abs(offset)  # |t|
+        if largest > _INT64_MAX or (largest >> 31) + 2 > INT32_MAX:
             return None
         rows["multiplier"].append(multiplier)
         rows["offset"].append(offset)
-        rows["threshold"].append(INT64_MIN if threshold is None else threshold)
-        rows["shift"].append(total)
-    arrays = {k: np.array(v, dtype=np.int64) for k, v in rows.items()}
-    if rq.rounding == "single" or not any(t != INT64_MIN for t in rows["threshold"]):
+        rows["threshold"].append(INT32_MIN if threshold is None else threshold)
+        rows["shift"].append(total - 31)
+    arrays = {"multiplier": np.array(rows["multiplier"], np.int64),
+              "offset": np.array(rows["offset"], np.int64),
+              "threshold": np.array(rows["threshold"], np.int32),
+              "shift": np.array(rows["shift"], np.int32)}
+    if all(t == INT32_MIN for t in rows["threshold"]):
         arrays["threshold"] = None
     return BoundedFixed(act_range=(int(act_range[0]), int(act_range[1])), **arrays)
 
