@@ -2,11 +2,12 @@
 mode against float mode on random data."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from runtime import kernels, reference
-from runtime.requant import INT32_MAX, INT32_MIN, Requant, quantize_multiplier, requantize
+from runtime.requant import (INT32_MAX, INT32_MIN, Requant, bounded_fixed,
+                             quantize_multiplier, requantize)
 
 
 def apply(rq, values):
@@ -156,3 +157,61 @@ def test_scalar_oracle_hand_computed():
     assert reference.requant_scalar(INT32_MIN, INT32_MIN, -31, "single") == 1
     assert reference.requant_scalar(-(1 << 30), 1 << 30, -31, "single") == 0
     assert reference.requant_scalar(5, 1 << 30, 30, "single") == 5 << 29  # T = 1: exact
+
+
+# -- the bounded fast path (conv / fc plans) against the same oracle ------------------------------
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+@settings(max_examples=250, deadline=None)
+@given(data=st.data())
+def test_bounded_fixed_equals_scalar_oracle(rounding, data):
+    channels = data.draw(st.integers(1, 5))
+    multipliers = data.draw(st.lists(MULTIPLIERS, min_size=channels, max_size=channels))
+    shifts = data.draw(st.lists(st.one_of(SHIFTS, st.integers(-14, 2)),
+                                min_size=channels, max_size=channels))
+    bounds = data.draw(st.lists(st.one_of(st.integers(0, INT32_MAX), st.integers(0, 1 << 22)),
+                                min_size=channels, max_size=channels))
+    biases = data.draw(st.lists(st.integers(-(1 << 24), 1 << 24), min_size=channels,
+                                max_size=channels))
+    zp = data.draw(st.integers(-128, 127))
+    low = data.draw(st.integers(-128, 127))
+    act = (low, data.draw(st.integers(low, 127)))
+    rq = Requant.fixed(multipliers, shifts, rounding)
+    fast = bounded_fixed(rq, bounds, biases, zp, act)
+    event("refused" if fast is None else "proven")
+    if fast is None:  # the proof failed; then some channel really is out of its range
+        assert any(_outside_proof(m, s, b, bias, rounding)
+                   for m, s, b, bias in zip(multipliers, shifts, bounds, biases))
+        return
+    rows = data.draw(st.integers(1, 7))
+    accs = np.array([[data.draw(st.one_of(st.integers(-b, b), st.sampled_from([-b, b])))
+                      for b in bounds] for _ in range(rows)], np.int64)
+    full = accs + np.array(biases)
+    event("int32" if np.abs(full).max() <= INT32_MAX else "not an int32 accumulator")
+    if np.abs(full).max() > INT32_MAX:
+        return
+    expected = np.clip(oracle(full.tolist(), multipliers, shifts, rounding) + zp, *act)
+    few_rows = tuple(np.empty((2, channels), t) for t in (np.int64, np.int32, np.bool_))
+    for dtype in (np.float64, np.int64):  # one block, then blocks of 2 rows and a short last one
+        np.testing.assert_array_equal(fast(accs.astype(dtype)), expected)
+        np.testing.assert_array_equal(fast(accs.astype(dtype), few_rows), expected)
+
+
+def _outside_proof(multiplier, shift, bound, bias, rounding):
+    """bounded_fixed may refuse only a channel whose left shift could wrap, or whose product
+    or rounding terms come near 2**62 (checked loosely here: within a factor 2**6)."""
+    if rounding == "double" and (bound + abs(bias)) << max(shift, 0) > INT32_MAX:
+        return True
+    product = (bound + abs(bias)) * abs(multiplier) << max(shift, 0)
+    return product >= 1 << 56 or max(-shift, 0) >= 20
+
+
+def test_bounded_fixed_is_used_by_conv_plans():
+    w = np.full((4, 3, 3, 2), 100, np.int8)
+    rq = Requant.from_scales(0.05, np.full(4, 0.01, np.float32), 0.2)
+    plan = kernels.plan_conv2d(w, None, rq, input_zero_point=0, output_zero_point=0)
+    assert plan.fixed is not None
+    # a left shift that could wrap int32 for this accumulator bound: the general path
+    wide = kernels.plan_conv2d(w, None, Requant.fixed([1 << 30], [20]), input_zero_point=0,
+                               output_zero_point=0)
+    assert wide.fixed is None
