@@ -143,3 +143,49 @@ def test_fixed_requant_matches_runtime(requant_probe, rounding):
     assert np.array_equal(got, np.clip(expected, -2**31, 2**31 - 1))
     if rounding == "double":  # by hand: 3 * 0.5 / 2 = 0.75 -> 1; -3 -> -1; 5 * 0.5 / 4 -> 1
         assert got[-8:].tolist() == [2**31 - 1, -(2**31 - 1), 2**30 - 1, 1, -1, 1, -1, 6]
+
+
+def test_fast_double_rounding_equals_the_exact_scheme_on_edges(requant_probe):
+    """tc_requant_double_fast (one rounding high multiply of 2 * acc, rounding offset with the
+    output zero point folded in, sign correction, shift) against runtime/requant.py's double
+    rounding, on every shift it admits: exact ties of both signs and their neighbours, the
+    accumulator limit, extreme multipliers (INT32_MIN, INT32_MAX, negative), zero points."""
+    limit = 2**29 - 1
+    mults = [2**30, 2**30 + 1, 2**31 - 1, 1518500250, -2**31, -(2**31 - 1), -2**30, 3, 0]
+    cases = []
+    for right in range(1, 22):
+        ties = [j * 2**right + 2**(right - 1) for j in (0, 1, 2, 5, 1000)]
+        accs = {0, 1, -1, limit, -limit, limit - 1, -limit + 1}
+        for t in ties:  # with multiplier 2^30 (0.5) these are ties of the second rounding
+            for d in (-2, -1, 0, 1, 2):
+                for v in (2 * t + d, t + d):
+                    if abs(v) <= limit:
+                        accs.update((v, -v))
+        for m in mults:
+            for acc in sorted(accs):
+                cases.append((acc, m, -right, (acc + right) % 256 - 128))
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        cases.append((int(rng.integers(-limit, limit + 1)), int(rng.integers(-2**31, 2**31)),
+                      int(rng.integers(-21, 0)), int(rng.integers(-128, 128))))
+    lines = [f"fast {a} {m} {s} {z}" for a, m, s, z in cases]
+    got = _probe(requant_probe, lines).reshape(-1, 2)
+    assert got[:, 0].all(), "a case inside the proven range was refused"
+    expected = np.array([Requant.fixed(m, s).apply(np.array([a]))[0] + z
+                         for a, m, s, z in cases])
+    assert np.array_equal(got[:, 1], expected)
+    # by hand: 3 * 0.5 / 2 = 0.75 -> 1, -3 -> -1; 2 * 0.5 / 2 = 0.5 -> 1, -0.5 -> -1 (away from 0)
+    hand = _probe(requant_probe, ["fast 3 1073741824 -1 0", "fast -3 1073741824 -1 0",
+                                  "fast 2 1073741824 -1 0", "fast -2 1073741824 -1 0",
+                                  "fast 2 1073741824 -1 -7"]).reshape(-1, 2)
+    assert hand[:, 1].tolist() == [1, -1, 1, -1, -6]
+
+
+def test_fast_double_rounding_refuses_what_the_proof_does_not_cover(requant_probe):
+    refused = ["fast 536870912 1073741824 -3 0",  # |acc| = 2^29
+               "fast -536870912 1073741824 -3 0",
+               "fast 100 1073741824 0 0",  # no right shift
+               "fast 100 1073741824 5 0",  # left shift
+               "fast 100 1073741824 -22 0"]  # shift beyond the zero-point fold
+    got = _probe(requant_probe, refused).reshape(-1, 2)
+    assert got[:, 0].tolist() == [0] * len(refused)

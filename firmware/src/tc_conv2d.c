@@ -10,9 +10,16 @@
 #endif
 #include "tc_matmul.h"
 
+/* The pair column, then (optional: without it every output takes the generic requantization)
+ * the per-channel constants of the fast requantization. */
+static int32_t tc_conv2d_column_size(const tc_filter_dims *filter)
+{
+    return (2 * filter->kh * filter->kw * filter->c * (int32_t)sizeof(int16_t) + 3) & ~3;
+}
+
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter)
 {
-    return 2 * filter->kh * filter->kw * filter->c * (int32_t)sizeof(int16_t);
+    return tc_conv2d_column_size(filter) + filter->m * (int32_t)sizeof(tc_requant_fast);
 }
 
 /* The column of one output pixel of one group (kh x kw taps of cg channels each) into slot
@@ -56,6 +63,7 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
     const int32_t k = filter->kh * filter->kw * filter->c;
     const int32_t pixels = out_dims->h * out_dims->w;
     int16_t *col;
+    tc_requant_fast *fast = NULL;
     int32_t g, m_per_group;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
@@ -63,12 +71,15 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         return TC_ERR_BAD_ARG;
     }
     /* the pair column is read with word loads: 4-byte alignment */
-    if (ctx == NULL || ctx->buf == NULL || ctx->size < tc_conv2d_get_buffer_size(filter) ||
+    if (ctx == NULL || ctx->buf == NULL || ctx->size < tc_conv2d_column_size(filter) ||
         ((uintptr_t)ctx->buf & 3u) != 0) {
         return TC_ERR_BAD_ARG;
     }
     m_per_group = filter->m / groups;
     col = (int16_t *)ctx->buf;
+    if (ctx->size >= tc_conv2d_get_buffer_size(filter)) {
+        fast = (tc_requant_fast *)(void *)((char *)ctx->buf + tc_conv2d_column_size(filter));
+    }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
         tc_matmul_output o;
@@ -79,6 +90,11 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         o.output_zero_point = params->output_zero_point;
         o.act_min = params->act_min;
         o.act_max = params->act_max;
+        o.fast = NULL;
+        if (fast != NULL) {
+            tc_matmul_prepare_fast(w, m_per_group, k, &o, fast);
+            o.fast = fast;
+        }
         for (i = 0; i < pixels; i += 2) {
             const int32_t oy = i / out_dims->w, ox = i % out_dims->w;
             int8_t *out0 = output + i * out_dims->c + g * m_per_group;

@@ -32,6 +32,7 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
     o.output_zero_point = params->output_zero_point;
     o.act_min = params->act_min;
     o.act_max = params->act_max;
+    o.fast = NULL; /* one output per channel: the per-channel bound would cost as much */
     tc_matmul_column(weights, out_channels, depth, col, &o, output);
     return TC_OK;
 }

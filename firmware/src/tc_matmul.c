@@ -106,6 +106,16 @@ static void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc
     const int32_t ch = o->first_channel + row;
     const int32_t zp = o->output_zero_point, lo = o->act_min, hi = o->act_max;
     int32_t v0, v1;
+    if (o->fast != NULL && o->fast[row].fast) { /* |acc| < 2^29: doubling cannot wrap */
+        const tc_requant_fast *f = o->fast + row;
+        v0 = tc_requant_double_fast((int32_t)((uint32_t)acc0 << 1), f);
+        out0[row] = (int8_t)(v0 < lo ? lo : (v0 > hi ? hi : v0));
+        if (out1 != NULL) {
+            v1 = tc_requant_double_fast((int32_t)((uint32_t)acc1 << 1), f);
+            out1[row] = (int8_t)(v1 < lo ? lo : (v1 > hi ? hi : v1));
+        }
+        return;
+    }
     if (rq->mode == TC_RQ_FIXED_DOUBLE && rq->multiplier[ch] != INT32_MIN) {
         const int32_t multiplier = rq->multiplier[ch], shift = rq->shift[ch];
         const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
@@ -119,6 +129,22 @@ static void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc
     out0[row] = tc_clamp_s8(v0 + zp, lo, hi);
     if (out1 != NULL) {
         out1[row] = tc_clamp_s8(v1 + zp, lo, hi);
+    }
+}
+
+void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
+                            const tc_matmul_output *o, tc_requant_fast *fast)
+{
+    int32_t r, i;
+    for (r = 0; r < rows; r++) {
+        const int32_t ch = o->first_channel + r;
+        const int64_t bias = o->bias ? o->bias[ch] : 0;
+        int64_t bound = bias < 0 ? -bias : bias;
+        for (i = 0; i < k; i++) {
+            const int32_t w = weights[r * k + i];
+            bound += 255 * (w < 0 ? -w : w);
+        }
+        fast[r] = tc_requant_fast_prepare(o->rq, ch, bound, o->output_zero_point);
     }
 }
 

@@ -27,7 +27,13 @@ typedef struct {
     int32_t first_channel;       /* model channel index of weight row 0 */
     int32_t output_zero_point;
     int32_t act_min, act_max;
+    const tc_requant_fast *fast; /* NULL, or per channel, indexed from first_channel */
 } tc_matmul_output;
+
+/* Fill fast[0 .. rows - 1] for rows x k weights (tc_requant_fast_prepare with each channel's
+ * accumulator bound |bias| + 255 * sum |w|). */
+void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
+                            const tc_matmul_output *o, tc_requant_fast *fast);
 
 /* Write n values src[i] - zero_point as elements j .. j + n - 1 of pixel 0 or 1 of a pair
  * column of k values; src == NULL writes zeros (padding). */
