@@ -181,11 +181,11 @@ class BoundedFixed:
     multiplier: np.ndarray  # int64
     offset: np.ndarray  # int64
     threshold: np.ndarray | None  # int32, None when no channel rounds twice
-    shift: np.ndarray  # int32, the division by 2**(31 + shift) after the first 31 bits
+    shift: np.ndarray | int  # int32 (or one for all), the division by 2**(31 + shift) after 31 bits
     act_range: tuple[int, int]
 
     def tile(self, reps: int) -> "BoundedFixed":
-        tiled = {name: None if value is None else np.tile(value, reps)
+        tiled = {name: value if value is None or np.ndim(value) == 0 else np.tile(value, reps)
                  for name, value in (("multiplier", self.multiplier), ("offset", self.offset),
                                      ("threshold", self.threshold), ("shift", self.shift))}
         return BoundedFixed(act_range=self.act_range, **tiled)
@@ -239,7 +239,7 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
     columns = [np.broadcast_to(np.asarray(v, dtype=object), (size,)).tolist()
                for v in (rq.multiplier.astype(object), rq.shift.astype(object), acc_bound, bias)]
     zp = int(output_zero_point)
-    rows = {"multiplier": [], "offset": [], "threshold": [], "shift": []}
+    channels = []  # (bound, multiplier, offset, threshold or None, shift after the first 31 bits)
     for m, s, bound, b in zip(*columns):
         m, s, bound, b = int(m), int(s), int(bound), int(b)
         if rq.rounding == "single":  # (acc * M + 2**(T-1)) >> T, T = 31 - s
@@ -255,20 +255,25 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
             offset = (1 << 30) + ((1 << (30 + right)) if right else 0) + (zp << total)
             threshold = ((1 << (30 + right)) + (zp << total)) >> 31 if right else None
         offset += b * multiplier
-        largest = bound * abs(multiplier) + abs(offset)  # |t|
-        if largest > _INT64_MAX or (largest >> 31) + 2 > INT32_MAX:
+        if not _fits(bound, multiplier, offset):
             return None
-        rows["multiplier"].append(multiplier)
-        rows["offset"].append(offset)
-        rows["threshold"].append(INT32_MIN if threshold is None else threshold)
-        rows["shift"].append(total - 31)
-    arrays = {"multiplier": np.array(rows["multiplier"], np.int64),
-              "offset": np.array(rows["offset"], np.int64),
-              "threshold": np.array(rows["threshold"], np.int32),
-              "shift": np.array(rows["shift"], np.int32)}
-    if all(t == INT32_MIN for t in rows["threshold"]):
-        arrays["threshold"] = None
-    return BoundedFixed(act_range=(int(act_range[0]), int(act_range[1])), **arrays)
+        channels.append((bound, multiplier, offset, threshold, total - 31))
+    thresholds = [INT32_MIN if c[3] is None else c[3] for c in channels]
+    shifts = {c[4] for c in channels}
+    return BoundedFixed(
+        multiplier=np.array([c[1] for c in channels], np.int64),
+        offset=np.array([c[2] for c in channels], np.int64),
+        threshold=None if all(c[3] is None for c in channels) else np.array(thresholds, np.int32),
+        # one shift for every channel (per-tensor) is a scalar: a faster pass
+        shift=shifts.pop() if len(shifts) == 1 else np.array([c[4] for c in channels], np.int32),
+        act_range=(int(act_range[0]), int(act_range[1])))
+
+
+def _fits(bound: int, multiplier: int, offset: int) -> bool:
+    """``t = acc * multiplier + offset`` fits int64 for ``|acc| <= bound``, and ``(t >> 31) - 1``
+    fits int32."""
+    largest = bound * abs(multiplier) + abs(offset)
+    return largest <= _INT64_MAX and (largest >> 31) + 2 <= INT32_MAX
 
 
 def _scale_and_round(acc32: np.ndarray, scale) -> np.ndarray:
