@@ -161,9 +161,9 @@ def _double_rounding_terms(shift: np.ndarray, extra_offset=0) -> _Terms:
         offsets.append((1 << 30) + ((1 << (30 + r)) if r else 0) + e)
         thresholds.append((1 << (30 + r)) + e if r else INT64_MIN)
         shifts.append(31 + r)
-    as64 = lambda values: np.array(values, dtype=np.int64)  # noqa: E731
-    return _Terms(as64(offsets), as64(thresholds) if max(shifts, default=31) > 31 else None,
-                  as64(shifts))
+    return _Terms(np.array(offsets, np.int64),
+                  np.array(thresholds, np.int64) if max(shifts, default=31) > 31 else None,
+                  np.array(shifts, np.int64))
 
 
 @dataclass(frozen=True, eq=False)
