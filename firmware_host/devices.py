@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import signal
 import subprocess
 import tempfile
 import time
@@ -43,8 +44,10 @@ def free_tcp_port() -> int:
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """Terminate, then kill. SIGCONT lets a stopped (SIGSTOPped, hung) device act on SIGTERM."""
     if process.poll() is None:
         process.terminate()
+        process.send_signal(signal.SIGCONT)
         try:
             process.wait(timeout=2)
         except subprocess.TimeoutExpired:
