@@ -148,56 +148,101 @@ void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
     }
 }
 
-#if TC_USE_DSP && defined(__thumb2__)
-/* acc[0..3] (row 0 x pixel A, row 0 x B, row 1 x A, row 1 x B) += groups groups of four
- * values of the pair column times the int8 rows w0 and w1. 17 instructions per 16 MACs:
- * one LDM brings a group of both pixels, one LDR four weights of a row, SXTB16 splits them
- * into the pair-swapped order of the column. Needs groups >= 1 and a 4-byte aligned col. */
-void tc_dot_2x2_asm(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t groups,
-                    int32_t *acc);
-__asm__(
-    "  .section .text.tc_dot_2x2_asm,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dot_2x2_asm\n"
-    "  .type tc_dot_2x2_asm, %function\n"
-    "  .thumb_func\n"
-    "tc_dot_2x2_asm:\n"
-    "  push {r4-r11, lr}\n"
-    "  ldr lr, [sp, #36]\n"
-    "  ldm lr, {r4-r7}\n"
-    "  add r3, r2, r3, lsl #4\n"
+/* The row-pair loop of tc_dot_rows around an inner loop over the groups of four of the pair
+ * column: acc[4 * i .. 4 * i + 3] (row 2i x pixel A, 2i x B, 2i+1 x A, 2i+1 x B) = bias[2i],
+ * bias[2i], bias[2i+1], bias[2i+1] + the groups of rows 2i and 2i+1 of w (row r at w + r * k)
+ * times the column, for i < pairs. The row pairs run inside the assembly so that a pair costs
+ * ~25 instructions of set-up instead of a call from C; the loop counter, k, acc, bias and the
+ * column's start and end live in a 24-byte frame. The inner loop does two groups per pass
+ * (entered in its middle when their count is odd). Needs pairs >= 1, k >= 4 and a 4-byte
+ * aligned column; the k % 4 tail is left to the caller. */
+#define TC_DOT_ROWS_PROLOGUE(name) \
+    "  .section .text." name ",\"ax\",%progbits\n" \
+    "  .syntax unified\n" \
+    "  .thumb\n" \
+    "  .align 2\n" \
+    "  .global " name "\n" \
+    "  .type " name ", %function\n" \
+    "  .thumb_func\n" \
+    name ":\n" \
+    "  push {r4-r11, lr}\n" \
+    "  ldrd r12, lr, [sp, #36]\n" \
+    "  sub sp, sp, #24\n" \
+    "  str lr, [sp, #0]\n" \
+    "  str r1, [sp, #4]\n" \
+    "  str r2, [sp, #8]\n" \
+    "  str r3, [sp, #12]\n" \
+    "  str r12, [sp, #20]\n" \
+    "  add r1, r0, r2\n" \
+    "  bic r2, r2, #3\n" \
+    "  add r2, r3, r2, lsl #2\n" \
+    "  str r2, [sp, #16]\n" \
+    "2:\n" \
+    "  ldr lr, [sp, #20]\n" \
+    "  ldrd r4, r6, [lr], #8\n" \
+    "  str lr, [sp, #20]\n" \
+    "  mov r5, r4\n" \
+    "  mov r7, r6\n" \
+    "  ldrd r2, r3, [sp, #12]\n" \
+    "  ldr r12, [sp, #8]\n" \
+    "  tst r12, #4\n" \
+    "  bne 3f\n" \
     "1:\n"
-    "  ldm r2!, {r8-r11}\n"
-    "  ldr r12, [r0], #4\n"
-    "  sxtb16 lr, r12, ror #8\n"
-    "  sxtb16 r12, r12\n"
-    "  smlad r4, r12, r8, r4\n"
-    "  smlad r4, lr, r9, r4\n"
-    "  smlad r5, r12, r10, r5\n"
-    "  smlad r5, lr, r11, r5\n"
-    "  ldr r12, [r1], #4\n"
-    "  sxtb16 lr, r12, ror #8\n"
-    "  sxtb16 r12, r12\n"
-    "  smlad r6, r12, r8, r6\n"
-    "  smlad r6, lr, r9, r6\n"
-    "  smlad r7, r12, r10, r7\n"
+/* after the inner loop r0 and r1 point k & ~3 bytes into their rows; the next pair starts
+ * 2k bytes after this one */
+#define TC_DOT_ROWS_EPILOGUE(name) \
+    "  cmp r2, r3\n" \
+    "  bne 1b\n" \
+    "  ldr lr, [sp, #0]\n" \
+    "  stm lr!, {r4-r7}\n" \
+    "  str lr, [sp, #0]\n" \
+    "  ldr r12, [sp, #8]\n" \
+    "  and r2, r12, #3\n" \
+    "  add r0, r1, r2\n" \
+    "  add r1, r0, r12\n" \
+    "  ldr r12, [sp, #4]\n" \
+    "  subs r12, r12, #1\n" \
+    "  str r12, [sp, #4]\n" \
+    "  bne 2b\n" \
+    "  add sp, sp, #24\n" \
+    "  pop {r4-r11, pc}\n" \
+    "  .size " name ", .-" name "\n" \
+    "  .text\n"
+
+#if TC_USE_DSP && defined(__thumb2__)
+/* Cortex-M4: 16.5 instructions per 16 MACs. One LDM brings a group of both pixels, one LDR
+ * four weights of a row, SXTB16 splits them into the pair-swapped order of the column. */
+void tc_dot_rows_asm(const int8_t *w, int32_t pairs, int32_t k, const int16_t *col,
+                     const int32_t *bias, int32_t *acc);
+#define TC_DOT_GROUP_M4 \
+    "  ldm r2!, {r8-r11}\n" \
+    "  ldr r12, [r0], #4\n" \
+    "  sxtb16 lr, r12, ror #8\n" \
+    "  sxtb16 r12, r12\n" \
+    "  smlad r4, r12, r8, r4\n" \
+    "  smlad r4, lr, r9, r4\n" \
+    "  smlad r5, r12, r10, r5\n" \
+    "  smlad r5, lr, r11, r5\n" \
+    "  ldr r12, [r1], #4\n" \
+    "  sxtb16 lr, r12, ror #8\n" \
+    "  sxtb16 r12, r12\n" \
+    "  smlad r6, r12, r8, r6\n" \
+    "  smlad r6, lr, r9, r6\n" \
+    "  smlad r7, r12, r10, r7\n" \
     "  smlad r7, lr, r11, r7\n"
-    "  cmp r2, r3\n"
-    "  bne 1b\n"
-    "  ldr lr, [sp, #36]\n"
-    "  stm lr, {r4-r7}\n"
-    "  pop {r4-r11, pc}\n"
-    "  .size tc_dot_2x2_asm, .-tc_dot_2x2_asm\n"
-    "  .text\n");
-#define TC_HAVE_DOT_2X2_ASM 1
+__asm__(
+    TC_DOT_ROWS_PROLOGUE("tc_dot_rows_asm")
+    TC_DOT_GROUP_M4
+    "3:\n"
+    TC_DOT_GROUP_M4
+    TC_DOT_ROWS_EPILOGUE("tc_dot_rows_asm"));
+#define TC_HAVE_DOT_ROWS_ASM 1
 #elif defined(__thumb2__)
-/* The same without the DSP extension (Cortex-M3), on the natural-order pair column: 34
- * instructions per 16 MACs, one load per MAC. The offset-0 loads come last in each group so
- * that they can post-increment the pointers. */
-void tc_dot_2x2_asm(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t groups,
-                    int32_t *acc);
+/* Cortex-M3, on the natural-order pair column: 33.5 instructions per 16 MACs, one load per
+ * MAC. The offset-0 loads come last in each group so that they can post-increment the
+ * pointers. */
+void tc_dot_rows_asm(const int8_t *w, int32_t pairs, int32_t k, const int16_t *col,
+                     const int32_t *bias, int32_t *acc);
 #define TC_DOT_2X2_M3_STEP(i) \
     "  ldrsh r8, [r2, #" #i "*2]\n" \
     "  ldrsh r9, [r2, #8+" #i "*2]\n" \
@@ -207,99 +252,93 @@ void tc_dot_2x2_asm(const int8_t *w0, const int8_t *w1, const int16_t *col, int3
     "  ldrsb r10, [r1, #" #i "]\n" \
     "  mla r6, r10, r8, r6\n" \
     "  mla r7, r10, r9, r7\n"
-__asm__(
-    "  .section .text.tc_dot_2x2_asm,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dot_2x2_asm\n"
-    "  .type tc_dot_2x2_asm, %function\n"
-    "  .thumb_func\n"
-    "tc_dot_2x2_asm:\n"
-    "  push {r4-r11, lr}\n"
-    "  ldr lr, [sp, #36]\n"
-    "  ldm lr, {r4-r7}\n"
-    "  add r3, r2, r3, lsl #4\n"
-    "1:\n"
-    TC_DOT_2X2_M3_STEP(1)
-    TC_DOT_2X2_M3_STEP(2)
-    TC_DOT_2X2_M3_STEP(3)
-    "  ldrsh r9, [r2, #8]\n"
-    "  ldrsh r8, [r2], #16\n"
-    "  ldrsb r10, [r0], #4\n"
-    "  mla r4, r10, r8, r4\n"
-    "  mla r5, r10, r9, r5\n"
-    "  ldrsb r10, [r1], #4\n"
-    "  mla r6, r10, r8, r6\n"
+#define TC_DOT_GROUP_M3 \
+    TC_DOT_2X2_M3_STEP(1) \
+    TC_DOT_2X2_M3_STEP(2) \
+    TC_DOT_2X2_M3_STEP(3) \
+    "  ldrsh r9, [r2, #8]\n" \
+    "  ldrsh r8, [r2], #16\n" \
+    "  ldrsb r10, [r0], #4\n" \
+    "  mla r4, r10, r8, r4\n" \
+    "  mla r5, r10, r9, r5\n" \
+    "  ldrsb r10, [r1], #4\n" \
+    "  mla r6, r10, r8, r6\n" \
     "  mla r7, r10, r9, r7\n"
-    "  cmp r2, r3\n"
-    "  bne 1b\n"
-    "  ldr lr, [sp, #36]\n"
-    "  stm lr, {r4-r7}\n"
-    "  pop {r4-r11, pc}\n"
-    "  .size tc_dot_2x2_asm, .-tc_dot_2x2_asm\n"
-    "  .text\n");
-#define TC_HAVE_DOT_2X2_ASM 1
+__asm__(
+    TC_DOT_ROWS_PROLOGUE("tc_dot_rows_asm")
+    TC_DOT_GROUP_M3
+    "3:\n"
+    TC_DOT_GROUP_M3
+    TC_DOT_ROWS_EPILOGUE("tc_dot_rows_asm"));
+#define TC_HAVE_DOT_ROWS_ASM 1
 #else
-#define TC_HAVE_DOT_2X2_ASM 0
+#define TC_HAVE_DOT_ROWS_ASM 0
 #endif
 
-/* Two rows times the two pixels of a pair column: acc[row * 2 + pixel]. */
+/* The k % 4 tail of two rows times the two pixels of a pair column: acc[row * 2 + pixel]. */
+static void tc_dot_pair_tail(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t k,
+                             int32_t acc[4])
+{
+    const int32_t body = k & ~3, rest = k & 3;
+    const int16_t *tail = col + 2 * body;
+    int32_t i;
+    for (i = 0; i < rest; i++) {
+        const int32_t x = tail[i], y = tail[rest + i], a = w0[body + i], b = w1[body + i];
+        acc[0] += a * x;
+        acc[1] += a * y;
+        acc[2] += b * x;
+        acc[3] += b * y;
+    }
+}
+
+#if !TC_HAVE_DOT_ROWS_ASM
+/* The groups of four of two rows times the two pixels of a pair column (portable C). */
 static void tc_dot_pair_2x2(const int8_t *w0, const int8_t *w1, const int16_t *col, int32_t k,
                             int32_t acc[4])
 {
-    const int32_t groups = k >> 2, rest = k & 3;
-    const int16_t *tail = col + 8 * groups;
-    int32_t a00, a01, a10, a11, i;
-#if TC_HAVE_DOT_2X2_ASM
-    if (groups > 0) {
-        tc_dot_2x2_asm(w0, w1, col, groups, acc);
-    }
-    a00 = acc[0];
-    a01 = acc[1];
-    a10 = acc[2];
-    a11 = acc[3];
-#else
-    a00 = acc[0];
-    a01 = acc[1];
-    a10 = acc[2];
-    a11 = acc[3];
-    for (i = 0; i < groups; i++, w0 += 4, w1 += 4, col += 8) {
-        int32_t x = col[0], y = col[4], a = w0[0], b = w1[0];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
-        x = col[1], y = col[5], a = w0[1], b = w1[1];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
-        x = col[2], y = col[6], a = w0[2], b = w1[2];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
-        x = col[3], y = col[7], a = w0[3], b = w1[3];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
-    }
-#endif
-    w0 += TC_HAVE_DOT_2X2_ASM ? 4 * groups : 0;
-    w1 += TC_HAVE_DOT_2X2_ASM ? 4 * groups : 0;
-    for (i = 0; i < rest; i++) {
-        const int32_t x = tail[i], y = tail[rest + i], a = w0[i], b = w1[i];
-        a00 += a * x;
-        a01 += a * y;
-        a10 += b * x;
-        a11 += b * y;
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], g, i;
+    for (g = 0; g < k >> 2; g++, w0 += 4, w1 += 4, col += 8) {
+        for (i = 0; i < 4; i++) {
+            const int32_t x = col[i], y = col[4 + i], a = w0[i], b = w1[i];
+            a00 += a * x;
+            a01 += a * y;
+            a10 += b * x;
+            a11 += b * y;
+        }
     }
     acc[0] = a00;
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
+}
+#endif
+
+/* acc[2 * r + pixel] = bias[r] + row r of the first 2 * pairs rows times the pair column. */
+static void tc_dot_rows(const int8_t *w, int32_t pairs, int32_t k, const int16_t *col,
+                        const int32_t *bias, int32_t *acc)
+{
+    int32_t i;
+#if TC_HAVE_DOT_ROWS_ASM
+    if (pairs > 0 && k >= 4) {
+        tc_dot_rows_asm(w, pairs, k, col, bias, acc);
+    } else
+#endif
+    {
+        for (i = 0; i < pairs; i++) {
+            acc[4 * i] = acc[4 * i + 1] = bias[2 * i];
+            acc[4 * i + 2] = acc[4 * i + 3] = bias[2 * i + 1];
+        }
+    }
+#if !TC_HAVE_DOT_ROWS_ASM
+    for (i = 0; i < pairs; i++) {
+        tc_dot_pair_2x2(w + 2 * i * k, w + (2 * i + 1) * k, col, k, acc + 4 * i);
+    }
+#endif
+    if ((k & 3) != 0) {
+        for (i = 0; i < pairs; i++) {
+            tc_dot_pair_tail(w + 2 * i * k, w + (2 * i + 1) * k, col, k, acc + 4 * i);
+        }
+    }
 }
 
 /* One row times the two pixels of a pair column: acc[pixel]. */
@@ -331,30 +370,58 @@ static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int
     acc[1] = a1;
 }
 
+/* Requantize, clamp and store rows 0, 1, ... of acc (two pixels a row: pixel 1 to first[row],
+ * then pixel 0 to out0[row]) while they are fast channels; returns how many were, at most n.
+ * Its own small function so that the few values it needs stay in registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n,
+                                  int32_t lo, int32_t hi, int8_t *first, int8_t *out0)
+{
+    const tc_requant_fast *const start = f, *const end = f + n;
+    for (; f != end && f->fast; f++, acc += 2) {
+        const int32_t v1 = tc_requant_double_fast((int32_t)((uint32_t)acc[1] << 1), f);
+        const int32_t v0 = tc_requant_double_fast((int32_t)((uint32_t)acc[0] << 1), f);
+        *first++ = (int8_t)(v1 < lo ? lo : (v1 > hi ? hi : v1));
+        *out0++ = (int8_t)(v0 < lo ? lo : (v0 > hi ? hi : v0));
+    }
+    return (int32_t)(f - start);
+}
+
+/* Rows are worked TC_PAIR_CHUNK at a time: their accumulators live on the stack between the
+ * dot products and the requantization. */
+#define TC_PAIR_CHUNK 32
+
+static const int32_t tc_zero_bias[TC_PAIR_CHUNK];
+
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1)
 {
     const int32_t *bias = o->bias ? o->bias + o->first_channel : NULL;
-    int32_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-        const int8_t *w0 = weights + r * k;
-        const int32_t b0 = bias ? bias[r] : 0, b1 = bias ? bias[r + 1] : 0;
-        int32_t acc[4];
-        acc[0] = b0;
-        acc[1] = b0;
-        acc[2] = b1;
-        acc[3] = b1;
-        tc_dot_pair_2x2(w0, w0 + k, col, k, acc);
-        tc_store_channel(o, r, acc[0], acc[1], out0, out1);
-        tc_store_channel(o, r + 1, acc[2], acc[3], out0, out1);
-    }
-    if (r < rows) {
-        const int32_t b0 = bias ? bias[r] : 0;
-        int32_t acc[2];
-        acc[0] = b0;
-        acc[1] = b0;
-        tc_dot_pair_1x2(weights + r * k, col, k, acc);
-        tc_store_channel(o, r, acc[0], acc[1], out0, out1);
+    const int32_t lo = o->act_min, hi = o->act_max;
+    /* pixel 1 is stored first, so that without it out0's store wins */
+    int8_t *const first = out1 != NULL ? out1 : out0;
+    int32_t acc[2 * TC_PAIR_CHUNK];
+    int32_t r0, i;
+    for (r0 = 0; r0 < rows; r0 += TC_PAIR_CHUNK) {
+        const int32_t n = rows - r0 < TC_PAIR_CHUNK ? rows - r0 : TC_PAIR_CHUNK;
+        const int32_t *chunk_bias = bias != NULL ? bias + r0 : tc_zero_bias;
+        tc_dot_rows(weights + r0 * k, n >> 1, k, col, chunk_bias, acc);
+        if (n & 1) {
+            acc[2 * n - 2] = acc[2 * n - 1] = chunk_bias[n - 1];
+            tc_dot_pair_1x2(weights + (r0 + n - 1) * k, col, k, acc + 2 * (n - 1));
+        }
+        for (i = 0; i < n; i++) {
+            if (o->fast != NULL) {
+                i += tc_store_fast_rows(acc + 2 * i, o->fast + r0 + i, n - i, lo, hi,
+                                        first + r0 + i, out0 + r0 + i);
+                if (i == n) {
+                    break;
+                }
+            }
+            tc_store_channel(o, r0 + i, acc[2 * i], acc[2 * i + 1], out0, out1);
+        }
     }
 }
 
