@@ -34,6 +34,25 @@ static void tc_conv_column(const tc_conv_params *p, const tc_dims *in, const int
     const int32_t x0 = ox * p->stride_w - p->pad_left;
     const int8_t *base = input + group * cg;
     int32_t ky, kx, j = 0;
+    if ((cg & 3) == 0) { /* every tap is whole groups of four */
+        const int32_t inside_x = p->dilation_w == 1 && x0 >= 0 && x0 + f->kw <= in->w;
+        for (ky = 0; ky < f->kh; ky++) {
+            const int32_t iy = y0 + ky * p->dilation_h;
+            if (inside_x && cg == in->c && iy >= 0 && iy < in->h) {
+                tc_pair_fill_groups(col, pixel, j, base + (iy * in->w + x0) * in->c,
+                                    f->kw * cg >> 2, zp);
+                j += f->kw * cg;
+                continue;
+            }
+            for (kx = 0; kx < f->kw; kx++, j += cg) {
+                const int32_t ix = x0 + kx * p->dilation_w;
+                const int inside = iy >= 0 && iy < in->h && ix >= 0 && ix < in->w;
+                tc_pair_fill_groups(col, pixel, j, inside ? base + (iy * in->w + ix) * in->c
+                                                          : NULL, cg >> 2, zp);
+            }
+        }
+        return;
+    }
     if (p->dilation_w == 1 && cg == in->c && y0 >= 0 && x0 >= 0 &&
         y0 + (f->kh - 1) * p->dilation_h < in->h && x0 + f->kw <= in->w) {
         const int32_t run = f->kw * cg;

@@ -9,36 +9,6 @@
 #pragma GCC optimize("O2")
 #endif
 
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
-#include <arm_acle.h>
-#define TC_USE_DSP 1
-#else
-#define TC_USE_DSP 0
-#endif
-
-#if TC_USE_DSP
-static inline int32_t tc_read_s32(const void *p)
-{
-    int32_t v;
-    __builtin_memcpy(&v, p, sizeof v); /* one LDR: Cortex-M4 allows unaligned word loads */
-    return v;
-}
-
-static inline void tc_write_s32(void *p, int32_t v)
-{
-    __builtin_memcpy(p, &v, sizeof v);
-}
-
-/* SXTB16 of v rotated right by 8 (bytes 1 and 3), one instruction: gcc does not fold the
- * rotation into __sxtb16 by itself. */
-static inline int32_t tc_sxtb16_ror8(int32_t v)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-#endif
-
 /* Position of element j of pixel 0 or 1 in a pair column (tc_matmul.h). */
 TC_INLINE int32_t tc_pair_slot(int32_t k, int32_t pixel, int32_t j)
 {
@@ -372,10 +342,64 @@ static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int
 
 /* Requantize, clamp and store rows 0, 1, ... of acc (two pixels a row: pixel 1 to first[row],
  * then pixel 0 to out0[row]) while they are fast channels; returns how many were, at most n.
- * Its own small function so that the few values it needs stay in registers. */
-#if defined(__GNUC__)
-__attribute__((noinline))
+ * tc_requant_double_fast per output: M4 SMMULR, M3 SMULL plus the rounding bit. */
+#if defined(__thumb2__)
+int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
+                           int32_t hi, int8_t *first, int8_t *out0);
+#if TC_USE_DSP
+#define TC_MULH_ROUND(x) "  smmulr " x ", " x ", r5\n"
+#else
+#define TC_MULH_ROUND(x) "  smull r4, " x ", " x ", r5\n  add " x ", " x ", r4, lsr #31\n"
 #endif
+#define TC_CLAMP(x) \
+    "  cmp " x ", r3\n  it lt\n  movlt " x ", r3\n" \
+    "  cmp " x ", r12\n  it gt\n  movgt " x ", r12\n"
+__asm__(
+    "  .section .text.tc_store_fast_rows,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_store_fast_rows\n"
+    "  .type tc_store_fast_rows, %function\n"
+    "  .thumb_func\n"
+    "tc_store_fast_rows:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldr r12, [sp, #36]\n"
+    "  ldrd r10, r11, [sp, #40]\n"
+    "  mov lr, r1\n"
+    "  add r2, r1, r2, lsl #4\n"
+    "  cmp r1, r2\n"
+    "  beq 9f\n"
+    "1:\n"
+    "  ldm r1!, {r4-r7}\n" /* fast, multiplier, offset, right */
+    "  cbz r4, 8f\n"
+    "  ldrd r8, r9, [r0], #8\n"
+    "  lsl r8, r8, #1\n"
+    "  lsl r9, r9, #1\n"
+    TC_MULH_ROUND("r8")
+    TC_MULH_ROUND("r9")
+    "  add r4, r8, r6\n"
+    "  add r8, r4, r8, asr #31\n"
+    "  add r4, r9, r6\n"
+    "  add r9, r4, r9, asr #31\n"
+    "  asr r8, r8, r7\n"
+    "  asr r9, r9, r7\n"
+    TC_CLAMP("r8")
+    TC_CLAMP("r9")
+    "  strb r9, [r10], #1\n"
+    "  strb r8, [r11], #1\n"
+    "  cmp r1, r2\n"
+    "  bne 1b\n"
+    "  b 9f\n"
+    "8:\n"
+    "  sub r1, r1, #16\n"
+    "9:\n"
+    "  sub r0, r1, lr\n"
+    "  asr r0, r0, #4\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_store_fast_rows, .-tc_store_fast_rows\n"
+    "  .text\n");
+#else
 static int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n,
                                   int32_t lo, int32_t hi, int8_t *first, int8_t *out0)
 {
@@ -388,6 +412,7 @@ static int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, 
     }
     return (int32_t)(f - start);
 }
+#endif
 
 /* Rows are worked TC_PAIR_CHUNK at a time: their accumulators live on the stack between the
  * dot products and the requantization. */

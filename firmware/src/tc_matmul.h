@@ -20,6 +20,36 @@
 
 #include "tc_requant.h"
 
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define TC_USE_DSP 1
+#else
+#define TC_USE_DSP 0
+#endif
+
+#if TC_USE_DSP
+TC_INLINE int32_t tc_read_s32(const void *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, sizeof v); /* one LDR: Cortex-M4 allows unaligned word loads */
+    return v;
+}
+
+TC_INLINE void tc_write_s32(void *p, int32_t v)
+{
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+/* SXTB16 of v rotated right by 8 (bytes 1 and 3), one instruction: gcc does not fold the
+ * rotation into __sxtb16 by itself. */
+TC_INLINE int32_t tc_sxtb16_ror8(int32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#endif
+
 /* Where the output of a block of channels goes and how it is finished. */
 typedef struct {
     const int32_t *bias;         /* may be NULL; indexed from first_channel */
@@ -39,6 +69,39 @@ void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
  * column of k values; src == NULL writes zeros (padding). */
 void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_t *src,
                   int32_t n, int32_t zero_point);
+
+/* Whole groups of four: groups * 4 values src[i] - zero_point (src == NULL: zeros) into pixel
+ * `pixel` of a pair column from element j on, for j and k multiples of four. The conv's im2col
+ * takes this when its channel count is a multiple of four: no per-value position arithmetic. */
+TC_INLINE void tc_pair_fill_groups(int16_t *col, int32_t pixel, int32_t j, const int8_t *src,
+                                   int32_t groups, int32_t zero_point)
+{
+    int16_t *dst = col + 2 * j + 4 * pixel;
+    int16_t *const end = dst + 8 * groups;
+    if (src == NULL) {
+        for (; dst != end; dst += 8) {
+            dst[0] = dst[1] = dst[2] = dst[3] = 0;
+        }
+        return;
+    }
+#if TC_USE_DSP
+    {
+        const int32_t zp2 = (int32_t)(((uint32_t)zero_point & 0xffffu) * 0x10001u);
+        for (; dst != end; dst += 8, src += 4) {
+            const int32_t v = tc_read_s32(src);
+            tc_write_s32(dst, __ssub16(__sxtb16(v), zp2));
+            tc_write_s32(dst + 2, __ssub16(tc_sxtb16_ror8(v), zp2));
+        }
+    }
+#else
+    for (; dst != end; dst += 8, src += 4) {
+        dst[0] = (int16_t)(src[0] - zero_point);
+        dst[1] = (int16_t)(src[1] - zero_point);
+        dst[2] = (int16_t)(src[2] - zero_point);
+        dst[3] = (int16_t)(src[3] - zero_point);
+    }
+#endif
+}
 
 /* rows x k weights (row r at weights + r * k) times the pair column: writes rows int8 outputs
  * to out0 (pixel 0) and out1 (pixel 1; NULL when only pixel 0 is wanted). */
