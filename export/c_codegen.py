@@ -239,9 +239,10 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
         else:
-            # tc_conv2d_get_buffer_size: two int16 im2col columns, then 16 bytes of fast
-            # requantization constants per output channel
-            scratch = -(-(2 * kh * kw * cg * 2) // 4) * 4 + 16 * m
+            # tc_conv2d_get_buffer_size: two int16 im2col columns, then per output channel 16
+            # bytes of fast requantization constants and the 4-byte bias with the input zero
+            # point folded in
+            scratch = -(-(2 * kh * kw * cg * 2) // 4) * 4 + 20 * m
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = np.asarray(a["weights"])

@@ -103,18 +103,22 @@ static void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc
 }
 
 void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
-                            const tc_matmul_output *o, tc_requant_fast *fast)
+                            const tc_matmul_output *o, int32_t input_zero_point,
+                            tc_requant_fast *fast, int32_t *folded_bias)
 {
     int32_t r, i;
     for (r = 0; r < rows; r++) {
         const int32_t ch = o->first_channel + r;
         const int64_t bias = o->bias ? o->bias[ch] : 0;
         int64_t bound = bias < 0 ? -bias : bias;
+        int32_t sum = 0;
         for (i = 0; i < k; i++) {
             const int32_t w = weights[r * k + i];
             bound += 255 * (w < 0 ? -w : w);
+            sum += w;
         }
         fast[r] = tc_requant_fast_prepare(o->rq, ch, bound, o->output_zero_point);
+        folded_bias[ch] = (int32_t)((uint32_t)bias - (uint32_t)input_zero_point * (uint32_t)sum);
     }
 }
 

@@ -61,31 +61,41 @@ typedef struct {
 } tc_matmul_output;
 
 /* Fill fast[0 .. rows - 1] for rows x k weights (tc_requant_fast_prepare with each channel's
- * accumulator bound |bias| + 255 * sum |w|). */
+ * accumulator bound |bias| + 255 * sum |w|), and folded_bias[first_channel + r] = bias[r] -
+ * input_zero_point * sum w[r] (wrapping like int32), the bias of a column of raw inputs. */
 void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
-                            const tc_matmul_output *o, tc_requant_fast *fast);
+                            const tc_matmul_output *o, int32_t input_zero_point,
+                            tc_requant_fast *fast, int32_t *folded_bias);
 
 /* Write n values src[i] - zero_point as elements j .. j + n - 1 of pixel 0 or 1 of a pair
  * column of k values; src == NULL writes zeros (padding). */
 void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_t *src,
                   int32_t n, int32_t zero_point);
 
-/* Whole groups of four: groups * 4 values src[i] - zero_point (src == NULL: zeros) into pixel
- * `pixel` of a pair column from element j on, for j and k multiples of four. The conv's im2col
- * takes this when its channel count is a multiple of four: no per-value position arithmetic. */
+/* Whole groups of four: groups * 4 values src[i] - zero_point (src == NULL: the value pad)
+ * into pixel `pixel` of a pair column from element j on, for j and k multiples of four. The
+ * conv's im2col takes this when its channel count is a multiple of four: no per-value position
+ * arithmetic; with zero_point 0 (the zero point folded into the bias, pad = the zero point)
+ * only sign extension is left. */
 TC_INLINE void tc_pair_fill_groups(int16_t *col, int32_t pixel, int32_t j, const int8_t *src,
-                                   int32_t groups, int32_t zero_point)
+                                   int32_t groups, int32_t zero_point, int32_t pad)
 {
     int16_t *dst = col + 2 * j + 4 * pixel;
     int16_t *const end = dst + 8 * groups;
     if (src == NULL) {
         for (; dst != end; dst += 8) {
-            dst[0] = dst[1] = dst[2] = dst[3] = 0;
+            dst[0] = dst[1] = dst[2] = dst[3] = (int16_t)pad;
         }
         return;
     }
 #if TC_USE_DSP
-    {
+    if (zero_point == 0) {
+        for (; dst != end; dst += 8, src += 4) {
+            const int32_t v = tc_read_s32(src);
+            tc_write_s32(dst, __sxtb16(v));
+            tc_write_s32(dst + 2, tc_sxtb16_ror8(v));
+        }
+    } else {
         const int32_t zp2 = (int32_t)(((uint32_t)zero_point & 0xffffu) * 0x10001u);
         for (; dst != end; dst += 8, src += 4) {
             const int32_t v = tc_read_s32(src);
