@@ -344,12 +344,10 @@ static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int
     acc[1] = a1;
 }
 
-/* Requantize, clamp and store rows 0, 1, ... of acc (two pixels a row: pixel 1 to first[row],
- * then pixel 0 to out0[row]) while they are fast channels; returns how many were, at most n.
- * tc_requant_double_fast per output: M4 SMMULR, M3 SMULL plus the rounding bit. */
+/* tc_store_fast_rows (tc_matmul.h): tc_requant_double_fast per output, M4 SMMULR, M3 SMULL
+ * plus the rounding bit; the assembly reads tc_requant_fast as four consecutive words. */
+typedef char tc_fast_is_four_words[sizeof(tc_requant_fast) == 16 ? 1 : -1];
 #if defined(__thumb2__)
-int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
-                           int32_t hi, int8_t *first, int8_t *out0);
 #if TC_USE_DSP
 #define TC_MULH_ROUND(x) "  smmulr " x ", " x ", r5\n"
 #else
@@ -404,8 +402,8 @@ __asm__(
     "  .size tc_store_fast_rows, .-tc_store_fast_rows\n"
     "  .text\n");
 #else
-static int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n,
-                                  int32_t lo, int32_t hi, int8_t *first, int8_t *out0)
+int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
+                           int32_t hi, int8_t *first, int8_t *out0)
 {
     const tc_requant_fast *const start = f, *const end = f + n;
     for (; f != end && f->fast; f++, acc += 2) {

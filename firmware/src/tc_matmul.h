@@ -118,6 +118,13 @@ TC_INLINE void tc_pair_fill_groups(int16_t *col, int32_t pixel, int32_t j, const
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1);
 
+/* Requantize (tc_requant_double_fast), clamp to [lo, hi] and store rows 0, 1, ... of acc, two
+ * pixels a row (acc[2r] to out0[r], acc[2r + 1] to first[r], first's store made first so that
+ * first == out0 keeps pixel 0) while f[r].fast; returns how many rows were stored, <= n.
+ * Assembly on Cortex-M: the per-output cost of every conv with fast channels. */
+int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
+                           int32_t hi, int8_t *first, int8_t *out0);
+
 /* The single column: fill it in natural order with tc_column_fill (x - zero_point as int16),
  * then call tc_column_finish once to put it in the order tc_matmul_column reads. */
 static inline void tc_column_fill(int16_t *col, const int8_t *src, int32_t count,
