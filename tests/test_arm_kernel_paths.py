@@ -43,8 +43,17 @@ DW_SPEC = ((6, 9, 7), [
     dict(op="conv2d", out=14, kernel=(3, 3), groups=14, dilation=(1, 2), padding=(1, 2, 1, 2)),
     dict(op="conv2d", out=14, kernel=(3, 3), groups=14, stride=(2, 2), padding=(1, 2, 2, 1)),
 ])
-SPECS = {"conv": SPEC, "depthwise": DW_SPEC}
-COUNT = 3
+# Channel counts that are multiples of four: the im2col of raw inputs (input zero point folded
+# into the bias, padding holding the zero point), whole-row runs, per-tap runs under groups and
+# dilation. The conv outputs are the model's output and there are enough of them (7 x 9 x 6 x
+# COUNTS["raw"]) that an accumulator off by one shows: planted once in the store loop, it
+# changed ~1% of them.
+RAW_SPEC = ((7, 9, 8), [
+    dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=6, kernel=(3, 3), groups=2, dilation=(1, 2), padding=(1, 2, 1, 2)),
+])
+SPECS = {"conv": SPEC, "depthwise": DW_SPEC, "raw": RAW_SPEC}
+COUNTS = {"conv": 3, "depthwise": 3, "raw": 16}
 CASES = [("lm3s6965evb", "fixed", "double"), ("mps2-an386", "fixed", "double"),
          ("lm3s6965evb", "fixed", "single"), ("mps2-an386", "fixed", "single"),
          ("lm3s6965evb", "float", "double"), ("mps2-an386", "float", "double")]
@@ -58,13 +67,14 @@ def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, spec, arm
     shape, layers = SPECS[spec]
     model = random_model(rng, shape, layers, mode, name="paths", rounding=rounding)
     write_c_sources(model, tmp_path)
-    x = random_inputs(rng, model, COUNT)
+    count = COUNTS[spec]
+    x = random_inputs(rng, model, count)
     write_selftest_inputs(tmp_path / "selftest", x)
     elf = build_firmware(tmp_path, board, app=str(SELFTEST), extra_include=tmp_path / "selftest",
                          out_dir=tmp_path / "selftest" / board)
     run = run_semihosted(board, elf, timeout=60)
     assert run.exit_code == 0, run.output
     got = np.stack(parse_selftest(run.output, model.output_spec.size))
-    expected = reference_run(model, x).reshape(COUNT, -1)
+    expected = reference_run(model, x).reshape(count, -1)
     assert np.unique(expected).size > min(20, expected.size // 3), "outputs saturated"
     assert np.array_equal(got, expected)
