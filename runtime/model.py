@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ModelFileError
+from runtime.errors import ModelFileError, TinyconvError
 from runtime.requant import MODES, Requant
 
 FORMAT_VERSION = 1
@@ -172,15 +172,46 @@ class QuantModel:
         write_atomic(Path(path), self.to_bytes())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early, before a long run, when ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise TinyconvError(f"cannot write {path}: it is a directory")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise TinyconvError(f"cannot write {path}: {parent} is not a writable directory")
+    return path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing, with the permissions a plain open() gives.
+
+    An OS error (a directory in the way, no permission, a full disk) is the user's problem, so
+    it is a TinyconvError; a crash never leaves a half-written file under ``path``."""
+    path = check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise TinyconvError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise TinyconvError(f"cannot write {path}: {exc.strerror}") from None
         raise
 
 
