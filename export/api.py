@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import calibrate as _calibrate
+from export.c_codegen import write_c_sources
 from export.graph import FloatGraph
 from export.onnx_import import clean_model, load_model, to_graph
 from export.plan import plan_arena
@@ -25,7 +26,7 @@ from export.qonnx import to_qonnx
 from export.quantize import quantize
 from export.report import build_report, format_report
 from runtime.errors import TinyconvError
-from runtime.model import QuantModel
+from runtime.model import UMASK, QuantModel
 
 @dataclass
 class ExportResult:
@@ -40,40 +41,48 @@ class ExportResult:
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write every artifact into ``out_dir`` atomically: either the complete new directory
-        is there afterwards, or the previous ``out_dir`` (or none) is left untouched."""
+        is there afterwards, or the previous ``out_dir`` (or none) is left untouched.
+
+        ``out_dir`` belongs to tinyconv: a previous export there (firmware builds included) is
+        replaced, but a directory holding anything else is refused rather than deleted."""
         out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+        _check_replaceable(out_dir)
+        anchor = next(p for p in (out_dir.parent, *out_dir.parent.parents) if p.exists())
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{out_dir.name}.tmp-"))
+            os.chmod(tmp, 0o777 & ~UMASK)
+        except OSError as exc:
+            raise TinyconvError(f"cannot write {out_dir}: {exc.strerror}") from None
         try:
             onnx.save(self.float_model, tmp / "model.onnx")
             onnx.save(self.quant_onnx, tmp / "model.q.onnx")
             (tmp / "model.tcm").write_bytes(self.model.to_bytes())
             (tmp / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
-            _write_c(self.model, tmp)
+            write_c_sources(self.model, tmp)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
             _replace_dir(tmp, out_dir)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise TinyconvError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
             raise
         return out_dir
 
 
-def _write_c(model: QuantModel, out_dir: Path) -> None:
-    try:
-        from export.c_codegen import write_c_sources
-    except ModuleNotFoundError as exc:
-        if exc.name != "export.c_codegen":
-            raise
-        # TODO(firmware helper): export/c_codegen.py not there yet; model_data.c/.h are skipped.
+def _check_replaceable(target: Path) -> None:
+    if not target.exists():
         return
-    write_c_sources(model, out_dir)
+    if not target.is_dir():
+        raise TinyconvError(f"{target} exists and is not a directory")
+    if any(target.iterdir()) and not (target / "model.tcm").is_file():
+        raise TinyconvError(f"{target} is not empty and holds no tinyconv export (no model.tcm); "
+                            "choose another --out")
 
 
 def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    if not target.is_dir():
-        raise TinyconvError(f"{target} exists and is not a directory")
     old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
     os.replace(target, old / "previous")
     try:

@@ -173,12 +173,13 @@ class QuantModel:
 
 
 def _current_umask() -> int:
+    """The process umask (reading it means setting it, so read once, at import)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _current_umask()
+UMASK = _current_umask()
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -206,12 +207,12 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise TinyconvError(f"cannot write {path}: {exc.strerror}") from None
+            raise TinyconvError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 

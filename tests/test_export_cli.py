@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import runtime
+from runtime.errors import TinyconvError
 from tinyconv.cli import main
 
 
@@ -131,8 +132,8 @@ def test_failure_while_saving_rolls_back(tmp_path, calib, monkeypatch):
         (directory / "model_data.c").write_text("half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.api, "_write_c", broken)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(export.api, "write_c_sources", broken)
+    with pytest.raises(TinyconvError, match="disk full"):
         export.from_onnx(small_model(), calib, requant="float").save(out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "out"]
@@ -154,7 +155,6 @@ def test_corrupt_tcm_is_refused(tmp_path, calib):
 
 def test_nan_weights_are_refused(calib):
     import export
-    from runtime.errors import TinyconvError
 
     model = small_model()
     w = numpy_helper.to_array(model.graph.initializer[0]).copy()
@@ -166,7 +166,6 @@ def test_nan_weights_are_refused(calib):
 
 def test_accumulator_overflow_is_refused(tmp_path):
     import export
-    from runtime.errors import TinyconvError
 
     # 1x1 conv over 40000 channels: 40000 * 127 * 255 > 2**31 - 1
     rng = np.random.default_rng(0)
@@ -209,9 +208,42 @@ def test_float_model_without_calibration_exits_2(tmp_path, capsys):
 
 def test_cycle_is_refused_naming_a_node(calib):
     import export
-    from runtime.errors import TinyconvError
 
     model = small_model()
     model.graph.node[0].input[0] = "y"  # conv reads the relu's output, which reads the conv
     with pytest.raises(TinyconvError, match="cycle through node 'conv'"):
         export.from_onnx(model, calib)
+
+
+def test_a_directory_that_is_not_an_export_is_refused_not_emptied(tmp_path, calib, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.c").write_text("int main(void) { return 0; }\n")
+    onnx.save(small_model(), tmp_path / "net.onnx")
+    code = main(["export", str(tmp_path / "net.onnx"), "--calibration", str(calib),
+                 "--out", str(project)])
+    assert code == 2 and "no tinyconv export" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == ["main.c"]
+
+
+def test_artifacts_get_ordinary_permissions_and_failed_saves_create_no_parents(
+        tmp_path, calib, monkeypatch):
+    import os
+
+    import export
+    import export.api
+
+    result = export.from_onnx(small_model(), calib)
+    out = result.save(tmp_path / "out")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in out.iterdir() if p.is_file())
+
+    def broken(model, directory):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.api, "write_c_sources", broken)
+    with pytest.raises(TinyconvError, match="disk full"):
+        result.save(tmp_path / "a" / "b" / "out")
+    assert not (tmp_path / "a").exists()

@@ -5,10 +5,11 @@ import zlib
 
 import numpy as np
 import pytest
+from tiny_models import tiny_model
 
 import runtime
+from runtime.errors import TinyconvError
 from runtime.model import FORMAT_VERSION, from_bytes
-from tiny_models import tiny_model
 
 
 @pytest.mark.parametrize("mode", ["fixed", "float"])
@@ -89,6 +90,6 @@ def test_save_leaves_no_partial_file(tmp_path, monkeypatch):
     def fail_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(model_module.os, "replace", fail_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(TinyconvError, match="disk full"):
         tiny_model().save(tmp_path / "model.tcm")
     assert list(tmp_path.iterdir()) == []
