@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 import runtime
-from firmware_host.dataset import NpzArray
+from runtime.dataset import NpzArray
 from firmware_host.devices import LOCAL_TARGETS, start_device
 from firmware_host.link import Link
 from runtime import kernels

@@ -11,7 +11,8 @@ import runtime
 from runtime import kernels
 from runtime.errors import TinyconvError
 from runtime.inputs import quantize_input
-from runtime.model import write_atomic
+from runtime.dataset import NpzArray
+from runtime.model import check_writable, write_atomic
 
 EXAMPLE = """example:
   tinyconv run build/digits --input data/digits_test.npz --output out.npz --labels
@@ -36,14 +37,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
-def load_inputs(path: Path, model) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path) as data:
-            if "x" not in data:
-                raise TinyconvError(f"{path}: no array 'x' (found {', '.join(data.files)})")
-            return data["x"], (data["y"] if "y" in data else None)
-    except (OSError, ValueError) as exc:
-        raise TinyconvError(f"cannot read {path}: {exc}") from None
+def read_labels(path: str, count: int) -> np.ndarray:
+    labels = np.concatenate(list(NpzArray(path, "y").batches(1 << 16))).reshape(-1)
+    if len(labels) != count:
+        raise TinyconvError(f"{path}: {len(labels)} labels for {count} inputs")
+    return labels
 
 
 def main(args) -> int:
@@ -52,25 +50,30 @@ def main(args) -> int:
     model = runtime.load(args.model_dir)
     if args.batch_size < 1:
         raise TinyconvError("--batch-size must be >= 1")
-    x, labels = load_inputs(Path(args.input), model)
-    if args.labels and labels is None:
-        raise TinyconvError(f"{args.input}: --labels needs an array 'y'")
-    x = quantize_input(model, x)
-    if args.labels and len(np.asarray(labels).reshape(-1)) != len(x):
-        raise TinyconvError(f"{len(np.asarray(labels).reshape(-1))} labels for {len(x)} inputs")
+    check_writable(args.output)
+    inputs = NpzArray(args.input, "x")
+    if len(inputs) == 0:
+        raise TinyconvError(f"{args.input}: array 'x' holds no inputs")
+    labels = None
+    if args.labels:
+        if len(model.output_spec.shape) != 1:
+            raise TinyconvError(f"--labels needs a model with a vector output; this one outputs "
+                                f"{'x'.join(map(str, model.output_spec.shape))}")
+        labels = read_labels(args.input, len(inputs))
     outputs, layers = [], {}
-    starts = range(0, len(x), args.batch_size)
-    for start in progress(starts, label="tinyconv run"):
-        batch = x[start:start + args.batch_size]
+    batches = inputs.batches(args.batch_size)
+    total = -(-len(inputs) // args.batch_size)
+    for batch in progress(batches, total=total, label="tinyconv run"):
+        x = quantize_input(model, batch)
         if args.per_layer:
-            y_q, values = runtime.run(model, batch, collect=True)
+            y_q, values = runtime.run(model, x, collect=True)
             for name, value in values.items():
                 layers.setdefault(name, []).append(value)
         else:
-            y_q = runtime.run(model, batch)
+            y_q = runtime.run(model, x)
         outputs.append(y_q)
     out_spec = model.output_spec
-    y_q = np.concatenate(outputs) if outputs else np.zeros((0,) + tuple(out_spec.shape), np.int8)
+    y_q = np.concatenate(outputs)
     arrays = {"y_q": y_q, "y": kernels.dequantize(y_q, out_spec.scale, out_spec.zero_point)}
     for name, parts in layers.items():
         arrays[f"layer/{name}"] = np.concatenate(parts)
@@ -78,8 +81,7 @@ def main(args) -> int:
     np.savez(buffer, **arrays)
     write_atomic(Path(args.output), buffer.getvalue())
     print(f"tinyconv run: {len(y_q)} inputs -> {args.output}")
-    if args.labels:
-        labels = np.asarray(labels).reshape(-1)
-        accuracy = float((y_q.reshape(len(y_q), -1).argmax(axis=1) == labels).mean())
+    if labels is not None:
+        accuracy = float((y_q.argmax(axis=1) == labels).mean())
         print(f"top-1 accuracy: {accuracy:.4f} ({len(labels)} labelled inputs)")
     return 0

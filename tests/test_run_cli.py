@@ -55,3 +55,39 @@ def test_progress_bar_only_after_delay(monkeypatch):
     slow.update(2)
     slow.close()
     assert "work [" in stream.getvalue() and "2/4" in stream.getvalue()
+
+
+def test_mistakes_are_found_before_any_work(tmp_path, capsys):
+    model = tiny_model()
+    model.save(tmp_path / "model.tcm")
+    x = np.zeros((3, 8, 8, 2), np.float32)
+    np.savez(tmp_path / "empty.npz", x=x[:0])
+    np.savez(tmp_path / "ok.npz", x=x, y=np.zeros(3, np.int64))
+    (tmp_path / "out_is_a_dir").mkdir()
+    cases = [
+        (["--input", str(tmp_path / "empty.npz"), "--output", str(tmp_path / "o.npz")],
+         "holds no inputs"),
+        (["--input", str(tmp_path / "ok.npz"), "--output", str(tmp_path / "out_is_a_dir")],
+         "is a directory"),
+        (["--input", str(tmp_path / "missing.npz"), "--output", str(tmp_path / "o.npz")],
+         "cannot read"),
+    ]
+    for options, message in cases:
+        assert main(["run", str(tmp_path), *options]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_labels_need_a_vector_output(tmp_path, capsys):
+    from runtime.model import QuantModel
+
+    full = tiny_model()
+    first = full.layers[0]
+    feature_map = QuantModel("maps", full.requant_mode, {n: full.tensors[n] for n in
+                             (full.input, first.output)}, [first], full.input, first.output)
+    feature_map.save(tmp_path / "model.tcm")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 8, 8, 2), np.float32), y=np.zeros(2))
+    assert main(["run", str(tmp_path), "--input", str(tmp_path / "d.npz"), "--output",
+                 str(tmp_path / "o.npz"), "--labels"]) == 2
+    assert "vector output" in capsys.readouterr().err
