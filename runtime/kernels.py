@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from runtime.requant import (INT32_MAX, MODES, BoundedFixed, Requant, bounded_fixed,
-                             quantize_multiplier, requantize, requantize_inplace)
+from runtime.requant import (INT32_MAX, MODES, BoundedFixed, Float64Fixed, Requant,
+                             bounded_fixed, quantize_multiplier, requantize, requantize_inplace)
 
 __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
@@ -168,7 +168,7 @@ class ConvPlan:
     chunks: int
     depthwise: bool
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
-    fixed: BoundedFixed | None = None  # fixed-mode requantization with the bias folded in
+    fixed: BoundedFixed | Float64Fixed | None = None  # fixed mode, the bias folded in
     _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
     _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
@@ -177,7 +177,7 @@ class ConvPlan:
             raise ValueError("rq is None: this plan only accumulates (call plan.accumulate)")
         if self.fixed is not None:
             acc, rows, shape = self._accumulate(x, with_bias=False)
-            return rows.fixed(acc, self._fixed_workspace(acc.shape)).reshape(shape)
+            return rows.fixed(acc, self._fixed_workspace(rows.fixed, acc.shape)).reshape(shape)
         acc, rows, shape = self._accumulate(x)
         if rows.scale is not None and acc.dtype == np.float32:
             out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
@@ -228,14 +228,13 @@ class ConvPlan:
             scratch.shape, scratch.buffer = x.shape, xp
         return xp
 
-    def _fixed_workspace(self, shape):
+    def _fixed_workspace(self, fixed, shape):
         """The work arrays of fixed-mode requantization (a block of rows), kept: one set per
-        thread, for the last row width."""
+        thread, for the last accumulator shape."""
         scratch = self._scratch
-        workspace = getattr(scratch, "fixed", None)
-        if workspace is None or workspace[0].shape[1:] != shape[1:]:
-            workspace = scratch.fixed = BoundedFixed.workspace(shape)
-        return workspace
+        if getattr(scratch, "fixed_shape", None) != shape:
+            scratch.fixed, scratch.fixed_shape = fixed.workspace(shape), shape
+        return scratch.fixed
 
     def _row_constants(self, ow: int) -> "_RowConstants":
         """Bias, scale and depthwise weights tiled along one output row of width ``ow``, made
@@ -328,7 +327,7 @@ class _RowConstants:
     bias: np.ndarray  # float32 [OW * M]
     scale: np.ndarray | None  # float32 [OW * M], float mode
     weights: np.ndarray | None  # float32 [KH, KW, ((OW - 1) * SW + 1) * M], depthwise
-    fixed: BoundedFixed | None = None  # its constants tiled along [OW * M]
+    fixed: BoundedFixed | Float64Fixed | None = None  # constants tiled along [OW * M]
 
 
 def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,

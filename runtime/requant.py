@@ -9,7 +9,7 @@ See docs/ARITHMETIC.md for the formulas and why each step is what it is.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -226,12 +226,27 @@ class BoundedFixed:
 
 
 def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
-                  act_range: tuple[int, int] = (-128, 127)) -> BoundedFixed | None:
-    """The constants of ``BoundedFixed`` for accumulators ``acc`` with ``|acc[..., c]| <=
-    acc_bound[c]`` whose true value is ``acc + bias`` (``bias`` folds into the offset), or None
-    when the proof fails for some channel (a left shift that could wrap in int32, an
+                  act_range: tuple[int, int] = (-128, 127),
+                  float64: bool = True) -> "BoundedFixed | Float64Fixed | None":
+    """Fixed-mode requantization straight to int8 for accumulators ``acc`` with ``|acc[..., c]|
+    <= acc_bound[c]`` whose true value is ``acc + bias`` (``bias`` folds into the offset), or
+    None when the proof fails for some channel (a left shift that could wrap in int32, an
     intermediate that could overflow int64 or, after the first 31 bits, int32): then use
-    ``requantize``. Python integers throughout."""
+    ``requantize``. The float64 evaluation (``Float64Fixed``, the faster) where its own bound
+    is also proven and ``float64`` is true, else the int64 one (``BoundedFixed``)."""
+    channels = _bounded_channels(rq, acc_bound, bias, output_zero_point)
+    if channels is None:
+        return None
+    act = (int(act_range[0]), int(act_range[1]))
+    fast = _float64_fixed(channels, act) if float64 else None
+    return fast if fast is not None else _int64_fixed(channels, act)
+
+
+def _bounded_channels(rq: Requant, acc_bound, bias, output_zero_point):
+    """Per channel ``(bound, multiplier, offset, threshold or None, shift)`` with ``t = acc *
+    multiplier + offset``, ``u = floor(t / 2**31)``, ``y = (u - [u < threshold]) >> shift``
+    (the output zero point included), or None where the int64 proof fails. Python integers
+    throughout."""
     if rq.mode != "fixed":
         raise ValueError(f"bounded_fixed needs fixed mode, got {rq.mode}")
     bias = 0 if bias is None else bias
@@ -239,7 +254,7 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
     columns = [np.broadcast_to(np.asarray(v, dtype=object), (size,)).tolist()
                for v in (rq.multiplier.astype(object), rq.shift.astype(object), acc_bound, bias)]
     zp = int(output_zero_point)
-    channels = []  # (bound, multiplier, offset, threshold or None, shift after the first 31 bits)
+    channels = []
     for m, s, bound, b in zip(*columns):
         m, s, bound, b = int(m), int(s), int(bound), int(b)
         if rq.rounding == "single":  # (acc * M + 2**(T-1)) >> T, T = 31 - s
@@ -258,6 +273,10 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
         if not _fits(bound, multiplier, offset):
             return None
         channels.append((bound, multiplier, offset, threshold, total - 31))
+    return channels
+
+
+def _int64_fixed(channels, act_range) -> BoundedFixed:
     thresholds = [INT32_MIN if c[3] is None else c[3] for c in channels]
     shifts = {c[4] for c in channels}
     return BoundedFixed(
@@ -266,7 +285,113 @@ def bounded_fixed(rq: Requant, acc_bound, bias=None, output_zero_point: int = 0,
         threshold=None if all(c[3] is None for c in channels) else np.array(thresholds, np.int32),
         # one shift for every channel (per-tensor) is a scalar: a faster pass
         shift=shifts.pop() if len(shifts) == 1 else np.array([c[4] for c in channels], np.int32),
-        act_range=(int(act_range[0]), int(act_range[1])))
+        act_range=act_range)
+
+
+_F64_EXACT = 1 << 53  # every integer of smaller magnitude is a float64
+
+
+def _float64_fixed(channels, act_range) -> "Float64Fixed | None":
+    """``Float64Fixed``'s constants, or None unless every channel proves (docs/ARITHMETIC.md):
+    with ``Q`` the least multiple of 256 that makes ``t + Q * 2**(31 + shift)`` non-negative,
+    every value ``acc * multiplier + offset + Q * 2**(31 + shift)`` and that constant stay
+    below 2**53, so float64 holds each exactly and truncation to int32 is the floor."""
+    low, high = act_range
+    scales, constants, thresholds, shifts, lows, highs = [], [], [], [], [], []
+    for bound, m, offset, threshold, shift in channels:
+        need = max(0, -((offset - bound * abs(m)) >> (31 + shift)))
+        lift = -(-need // 256) * 256  # Q
+        constant = offset + (lift << (31 + shift))
+        if bound * abs(m) + abs(constant) >= _F64_EXACT:
+            return None
+        scales.append(float(m) * 2.0**-31)  # exact: |m| < 2**53, times a power of two
+        constants.append(float(constant) * 2.0**-31)
+        thresholds.append(INT32_MIN if threshold is None else threshold + (lift << shift))
+        shifts.append(shift)
+        lows.append(low + lift)
+        highs.append(high + lift)
+    return Float64Fixed(
+        scale=np.array(scales), constant=np.array(constants),
+        threshold=None if all(c[3] is None for c in channels) else np.array(thresholds, np.int32),
+        shift=np.array(shifts, np.int32) if any(shifts) else None,
+        low=np.array(lows, np.int32), high=np.array(highs, np.int32))
+
+
+@dataclass(frozen=True, eq=False)
+class Float64Fixed:
+    """``BoundedFixed``'s arithmetic evaluated exactly in float64, for accumulators small
+    enough (``_float64_fixed`` proves it): ``y = acc * scale + constant`` is exact (every value
+    an integer multiple of 2**-31 below 2**22, lifted non-negative by ``Q``), so its
+    truncation to int32 is ``u + Q * 2**shift``, ``u = floor(t / 2**31)``; then in int32 the
+    tie correction, ``>> shift`` and the clamp to ``act_range + Q``; ``Q`` is a multiple of
+    256, so the cast to int8 drops it. Why: numpy's int64 multiply is scalar code, its float64
+    multiply is SIMD; and every constant is laid out over a whole block (``tile``,
+    ``_block_constants``), so each pass is one flat contiguous loop."""
+
+    scale: np.ndarray  # float64: multiplier * 2**-31
+    constant: np.ndarray  # float64: (offset + Q * 2**(31 + shift)) * 2**-31
+    threshold: np.ndarray | None  # int32: threshold + Q * 2**shift; None when none rounds twice
+    shift: np.ndarray | None  # int32; None when every shift is 0
+    low: np.ndarray  # int32: act_min + Q
+    high: np.ndarray  # int32: act_max + Q
+    _blocks: dict = field(default_factory=dict, repr=False)  # block length -> flat constants
+
+    BLOCK = 1 << 14
+
+    def tile(self, reps: int) -> "Float64Fixed":
+        names = ("scale", "constant", "threshold", "shift", "low", "high")
+        return Float64Fixed(**{n: None if getattr(self, n) is None else
+                               np.tile(getattr(self, n), reps) for n in names})
+
+    def workspace(self, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reusable flat work arrays for a block of whole rows of accumulators ``shape``."""
+        size = self._block_rows(shape) * int(np.prod(shape[1:], dtype=np.int64))
+        return np.empty(size, np.float64), np.empty(size, np.int32), np.empty(size, np.bool_)
+
+    def _block_rows(self, shape) -> int:
+        return max(1, min(shape[0], self.BLOCK // max(1, int(np.prod(shape[1:])))))
+
+    def __call__(self, acc: np.ndarray, workspace=None) -> np.ndarray:
+        """``acc`` (integers, or floats holding exact integers, within the proven bound; the
+        constants cover its last axis) -> int8, a block of rows at a time."""
+        workspace = workspace if workspace is not None else self.workspace(acc.shape)
+        out = np.empty(acc.shape, np.int8)
+        rows = acc.shape[0]
+        row = acc.size // rows if rows else 0
+        step = max(1, min(rows, workspace[0].size // max(1, row)))
+        flat_acc, flat_out = acc.reshape(rows, row), out.reshape(rows, row)
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            size = (stop - start) * row
+            self._block(flat_acc[start:stop].reshape(-1), flat_out[start:stop].reshape(-1),
+                        workspace, size, self._block_constants(size))
+        return out
+
+    def _block_constants(self, size: int) -> tuple:
+        constants = self._blocks.get(size)
+        if constants is None:
+            reps = size // self.scale.size
+            constants = self._blocks[size] = tuple(
+                None if value is None else np.tile(value, reps) for value in
+                (self.scale, self.constant, self.threshold, self.shift, self.low, self.high))
+        return constants
+
+    @staticmethod
+    def _block(acc, out, workspace, size, constants) -> None:
+        y, u, below = (w[:size] for w in workspace)
+        scale, constant, threshold, shift, low, high = constants
+        np.copyto(y, acc, casting="unsafe")  # exact: integers below 2**24 (2**53 for int64)
+        y *= scale
+        y += constant
+        np.copyto(u, y, casting="unsafe")  # y >= 0: truncation is the floor
+        if threshold is not None:
+            np.less(u, threshold, out=below)
+            np.subtract(u, below, out=u, casting="unsafe")
+        if shift is not None:
+            np.right_shift(u, shift, out=u)
+        np.minimum(u, high, out=u)  # array bounds: numpy's SIMD loop (a scalar is not)
+        np.maximum(u, low, out=u)
+        np.copyto(out, u, casting="unsafe")  # minus Q, a multiple of 256
 
 
 def _fits(bound: int, multiplier: int, offset: int) -> bool:

@@ -6,8 +6,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from runtime import kernels, reference
-from runtime.requant import (INT32_MAX, INT32_MIN, Requant, bounded_fixed,
-                             quantize_multiplier, requantize)
+from runtime.requant import (INT32_MAX, INT32_MIN, BoundedFixed, Float64Fixed, Requant,
+                             bounded_fixed, quantize_multiplier, requantize)
 
 
 def apply(rq, values):
@@ -178,7 +178,7 @@ def test_bounded_fixed_equals_scalar_oracle(rounding, data):
     act = (low, data.draw(st.integers(low, 127)))
     rq = Requant.fixed(multipliers, shifts, rounding)
     fast = bounded_fixed(rq, bounds, biases, zp, act)
-    event("refused" if fast is None else "proven")
+    event("refused" if fast is None else f"proven: {type(fast).__name__}")
     if fast is None:  # the proof failed; then some channel really is out of its range
         assert any(_outside_proof(m, s, b, bias, rounding)
                    for m, s, b, bias in zip(multipliers, shifts, bounds, biases))
@@ -191,10 +191,19 @@ def test_bounded_fixed_equals_scalar_oracle(rounding, data):
     if np.abs(full).max() > INT32_MAX:
         return
     expected = np.clip(oracle(full.tolist(), multipliers, shifts, rounding) + zp, *act)
-    few_rows = tuple(np.empty((2, channels), t) for t in (np.int64, np.int32, np.bool_))
-    for dtype in (np.float64, np.int64):  # one block, then blocks of 2 rows and a short last one
-        np.testing.assert_array_equal(fast(accs.astype(dtype)), expected)
-        np.testing.assert_array_equal(fast(accs.astype(dtype), few_rows), expected)
+    int64_route = bounded_fixed(rq, bounds, biases, zp, act, float64=False)
+    assert isinstance(int64_route, BoundedFixed)
+    for route in {fast, int64_route}:
+        _check_blocks(route, accs, expected)
+
+
+def _check_blocks(route, accs, expected):
+    """``route(accs) == expected`` in one block, then in blocks of 2 rows and a short last one,
+    from float64 and from int64 accumulators."""
+    few_rows = route.workspace((2,) + accs.shape[1:])
+    for dtype in (np.float64, np.int64):
+        np.testing.assert_array_equal(route(accs.astype(dtype)), expected)
+        np.testing.assert_array_equal(route(accs.astype(dtype), few_rows), expected)
 
 
 def _outside_proof(multiplier, shift, bound, bias, rounding):
@@ -210,8 +219,82 @@ def test_bounded_fixed_is_used_by_conv_plans():
     w = np.full((4, 3, 3, 2), 100, np.int8)
     rq = Requant.from_scales(0.05, np.full(4, 0.01, np.float32), 0.2)
     plan = kernels.plan_conv2d(w, None, rq, input_zero_point=0, output_zero_point=0)
-    assert plan.fixed is not None
+    assert isinstance(plan.fixed, Float64Fixed)
     # a left shift that could wrap int32 for this accumulator bound: the general path
     wide = kernels.plan_conv2d(w, None, Requant.fixed([1 << 30], [20]), input_zero_point=0,
                                output_zero_point=0)
     assert wide.fixed is None
+
+
+# -- the float64 evaluation (Float64Fixed) over its proven domain --------------------------------
+
+@st.composite
+def float64_channel(draw):
+    """(multiplier, shift, bias, accumulators) of one channel whose accumulators include exact
+    ties of both signs at both roundings: for ``h`` a tie of RoundingDivideByPOT (``h = q * 2**r
+    + 2**(r-1)``, ``r = -shift``), ``acc = ceil((h * 2**31 - 2**30) / M)`` is the smallest
+    accumulator whose SRDHM is ``h`` (an exact SRDHM tie when the division is exact); its
+    neighbours and the negated ties come too."""
+    multiplier = draw(st.one_of(st.integers(1 << 30, INT32_MAX), st.integers(1, INT32_MAX),
+                                st.sampled_from([1 << 30, 3 << 29, INT32_MAX, 1])))
+    shift = draw(st.one_of(st.integers(-12, 0), st.integers(1, 4)))
+    r, left = max(-shift, 0), max(shift, 0)
+    bias = draw(st.integers(-(1 << (16 - left)), 1 << (16 - left)))
+    accs = []
+    for _ in range(draw(st.integers(1, 4))):
+        q = draw(st.integers(-(1 << 8), 1 << 8))
+        h = q * (1 << r) + ((1 << (r - 1)) if r else 0)
+        for sign in (1, -1):
+            full = -((-(sign * h * (1 << 31) - (1 << 30))) // (multiplier << left))
+            accs += [full - bias + d for d in (-1, 0, 1)]
+    accs += draw(st.lists(st.integers(-(1 << (17 - left)), 1 << (17 - left)), max_size=4))
+    return multiplier, shift, bias, [a for a in accs if abs(a + bias) << left <= INT32_MAX] or [0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(channels=st.lists(float64_channel(), min_size=1, max_size=5), data=st.data())
+def test_float64_route_equals_scalar_oracle_on_ties(channels, data):
+    multipliers, shifts, biases, columns = zip(*channels)
+    width = max(len(c) for c in columns)
+    accs = np.array([[c[i % len(c)] if c else 0 for c in columns] for i in range(width)],
+                    np.int64)
+    bounds = np.abs(accs).max(axis=0)
+    zp = data.draw(st.integers(-128, 127))
+    low = data.draw(st.integers(-128, 127))
+    act = (low, data.draw(st.integers(low, 127)))
+    rq = Requant.fixed(list(multipliers), list(shifts))
+    fast = bounded_fixed(rq, bounds, list(biases), zp, act)
+    # inside the domain drawn here the float64 proof always holds: |acc << left| < 2**18 + 2**16
+    # and |h| < 2**20, so |acc * (M << left)| < 2**50, and the lift * 2**(31 + r) < 2**52
+    assert isinstance(fast, Float64Fixed)
+    full = accs + np.array(biases)
+    expected = np.clip(oracle(full.tolist(), multipliers, shifts, "double") + zp, *act)
+    _check_blocks(fast, accs, expected)
+
+
+def test_float64_route_hand_computed_ties():
+    # M = 2**30 halves; shift -1 halves again with RoundingDivideByPOT: acc / 4, where
+    # SRDHM rounds half up and RDBPOT half away from zero
+    rq = Requant.fixed([1 << 30], [-1])
+    fast = bounded_fixed(rq, [8], None, 0)
+    assert isinstance(fast, Float64Fixed)
+    accs = np.array([[a] for a in (-8, -7, -6, -5, -3, -2, -1, 0, 1, 2, 3, 5, 6, 7, 8)])
+    # h = floor((acc + 1) / 2): -4 -3 -3 -2 -1 -1 0 0 1 1 2 3 3 4 4; then h / 2 half away
+    assert fast(accs)[:, 0].tolist() == [-2, -2, -2, -1, -1, -1, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_float64_route_falls_back_where_its_bound_fails():
+    rq = Requant.fixed([INT32_MAX, INT32_MAX], [-2, -2])
+    # |acc * M| just under 2**53 for one channel: float64 cannot be proven, int64 can
+    bounds = [(1 << 22) - 1, 1 << 10]
+    fast = bounded_fixed(rq, bounds, None, 0)
+    assert isinstance(fast, BoundedFixed)
+    assert isinstance(bounded_fixed(rq, [1 << 10, 1 << 10], None, 0), Float64Fixed)
+    # a shift of 14 or more needs a lift of 256 * 2**(31 + 14) >= 2**53 once some t can be
+    # negative: here t >= 2**30 + 2**44 - 2**16 * 2**30 (the offset covers |acc| <= 2**14)
+    shift14 = Requant.fixed([1 << 30], [-14])
+    assert isinstance(bounded_fixed(shift14, [1 << 16], None, 0), BoundedFixed)
+    assert isinstance(bounded_fixed(shift14, [1 << 14], None, 0), Float64Fixed)
+    accs = np.array([[-bounds[0], bounds[1]], [bounds[0], -bounds[1]], [12345, -77]])
+    expected = np.clip(oracle(accs.tolist(), [INT32_MAX] * 2, [-2, -2], "double"), -128, 127)
+    _check_blocks(fast, accs, expected)
