@@ -76,6 +76,9 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
     export_dir = Path(export_dir).resolve()
     if not export_dir.is_dir():
         raise TinyconvError(f"export directory {export_dir} does not exist")
+    if not (FIRMWARE_DIR / "Makefile").is_file():
+        raise TinyconvError(f"the firmware sources are not at {FIRMWARE_DIR}: building needs a "
+                            "source checkout of tinyconv (pip install -e .), not a wheel")
     _need("make", "apt-get install make")
     _need(_COMPILERS[target], "apt-get install gcc-arm-none-eabi" if target != "host"
           else "apt-get install gcc")
@@ -127,7 +130,7 @@ def _command(args) -> int:
     binary = build_firmware(args.dir, args.target)
     print(f"{args.target}: {binary}")
     if args.target != "host":
-        sizes = firmware_size(binary)
+        sizes = json.loads((binary.parent / "size.json").read_text())
         print(f"flash {sizes['flash']} bytes (code and constants), "
               f"RAM {sizes['ram']} bytes (static data, arena, buffers; stack not included)")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from _tools import require_tool
 
 from tinyconv.demo import convnet, data, onnx_writer, pipeline
 from tinyconv.demo.convnet import ConvNet, TrainConfig
@@ -220,22 +221,12 @@ def test_per_channel_sqnr_at_least_per_tensor(digits, trained, int8_models):
 
 # -- the whole demo, on the host device ----------------------------------------------------------
 
-def _needs(tool: str) -> None:
-    import os
-    import shutil
-
-    if shutil.which(tool) is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is required under CI=true")
-        pytest.skip(f"{tool} not installed")
-
-
 def test_demo_end_to_end_on_the_host_device(tmp_path, capsys):
     import json
 
     from tinyconv.cli import main
 
-    _needs("gcc")
+    require_tool("gcc")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     first = capsys.readouterr().out
@@ -261,8 +252,8 @@ def test_demo_under_qemu_on_the_cortex_m3(tmp_path, capsys):
 
     from tinyconv.cli import main
 
-    _needs("arm-none-eabi-gcc")
-    _needs("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--device", "lm3s6965evb"]) == 0
     assert "target lm3s6965evb" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from _tools import require_tool
 from matplotlib.image import imread
 
 from runtime.errors import TinyconvError
@@ -163,15 +164,9 @@ def test_device_outputs_are_drawn_when_given(small_export, tmp_path):
 
 
 def test_device_outputs_from_the_host_device_equal_runtime(small_export, tmp_path):
-    import os
-    import shutil
-
     import runtime
 
-    if shutil.which("gcc") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("gcc is required under CI=true")
-        pytest.skip("gcc not installed")
+    require_tool("gcc")
     _, export_dir, inputs, digits, _ = small_export
     report = make.make_report(export_dir, inputs, tmp_path / "r", pictured=2, device="host",
                               say=lambda _: None)
