@@ -378,15 +378,15 @@ class Float64Fixed:
 
     @staticmethod
     def _block(acc, out, workspace, size, constants) -> None:
-        y, u, below = (w[:size] for w in workspace)
+        y, u, below = workspace[0][:size], workspace[1][:size], workspace[2][:size]
         scale, constant, threshold, shift, low, high = constants
-        np.copyto(y, acc, casting="unsafe")  # exact: integers below 2**24 (2**53 for int64)
-        y *= scale
-        y += constant
+        np.copyto(y, acc)  # exact: integers below 2**24 (2**53 for int64)
+        np.multiply(y, scale, out=y)
+        np.add(y, constant, out=y)
         np.copyto(u, y, casting="unsafe")  # y >= 0: truncation is the floor
         if threshold is not None:
             np.less(u, threshold, out=below)
-            np.subtract(u, below, out=u, casting="unsafe")
+            np.subtract(u, below, out=u)
         if shift is not None:
             np.right_shift(u, shift, out=u)
         np.minimum(u, high, out=u)  # array bounds: numpy's SIMD loop (a scalar is not)
