@@ -6,7 +6,8 @@ Prints per-layer times and the ratio runtime/onnxruntime in both requantization 
 geometric mean and the worst ratio of each (target: geometric mean <= 1.0, no layer > 3).
 ``float`` is onnxruntime's arithmetic and is checked == onnxruntime on the benchmark inputs;
 ``fixed`` (TFLite Micro's, the default) has no onnxruntime equivalent, so its ratio compares the
-same layer's time against onnxruntime's QLinearConv. The last column is fixed / float. BLAS is
+same layer's time against onnxruntime's QLinearConv. Then fixed / float, and the fixed-mode route
+the plan proved (Float64Fixed, BoundedFixed, or Requant.apply when neither is proven). BLAS is
 limited to one thread with threadpoolctl (or, without it, with the *_NUM_THREADS variables set
 before numpy is imported); onnxruntime runs with
 intra_op_num_threads=1. The weight preprocessing (kernels.plan_conv2d) is done once, outside
@@ -72,7 +73,7 @@ def main():
     rng = np.random.default_rng(0)
     ratios = {"float": [], "fixed": []}
     print(f"{'layer':24s} {'ort ms':>8s} {'float ms':>9s} {'ratio':>6s} {'fixed ms':>9s} "
-          f"{'ratio':>6s} {'fix/flt':>7s}")
+          f"{'ratio':>6s} {'fix/flt':>7s} route")
     for name, n, h, w, c, m, k, groups, stride in LAYERS:
         x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
         weights = rng.integers(-127, 128, (m, k, k, c // groups)).astype(np.int8)
@@ -94,7 +95,8 @@ def main():
         ratios["float"].append(t_rt / t_ort)
         ratios["fixed"].append(t_fixed / t_ort)
         print(f"{name:24s} {t_ort * 1e3:8.3f} {t_rt * 1e3:9.3f} {ratios['float'][-1]:6.2f} "
-              f"{t_fixed * 1e3:9.3f} {ratios['fixed'][-1]:6.2f} {t_fixed / t_rt:7.2f}")
+              f"{t_fixed * 1e3:9.3f} {ratios['fixed'][-1]:6.2f} {t_fixed / t_rt:7.2f} "
+              f"{type(fixed.fixed).__name__ if fixed.fixed is not None else 'apply'}")
     for mode, values in ratios.items():
         geomean = math.exp(sum(math.log(r) for r in values) / len(values))
         print(f"{mode:5s}: geometric mean ratio {geomean:.2f} (target <= 1.0); "

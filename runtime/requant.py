@@ -380,7 +380,7 @@ class Float64Fixed:
     def _block(acc, out, workspace, size, constants) -> None:
         y, u, below = workspace[0][:size], workspace[1][:size], workspace[2][:size]
         scale, constant, threshold, shift, low, high = constants
-        np.copyto(y, acc)  # exact: integers below 2**24 (2**53 for int64)
+        np.copyto(y, acc)  # exact: integers, |acc| * |m| < 2**53
         np.multiply(y, scale, out=y)
         np.add(y, constant, out=y)
         np.copyto(u, y, casting="unsafe")  # y >= 0: truncation is the floor
