@@ -136,8 +136,7 @@ class _Quantizer:
                 raise TinyconvError(f"layer {layer.name!r}: bias too large for int32 at scale "
                                     "x_scale * w_scale (input range or weights near zero?)")
             bias_q = bias_real.astype(np.int32)
-        worst = (np.abs(bias_q.astype(np.int64))
-                 + np.abs(w_q.reshape(w_q.shape[0], -1).astype(np.int64)).sum(axis=1) * 255)
+        worst = kernels.worst_case_accumulator(w_q, bias_q)
         if worst.max() > INT32_MAX:
             raise TinyconvError(f"layer {layer.name!r}: worst-case accumulator {int(worst.max())} "
                                 "could overflow int32; split the layer or reduce its fan-in")

@@ -34,7 +34,7 @@ __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
     "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
-    "add_constants", "quantize", "dequantize", "output_size",
+    "add_constants", "quantize", "dequantize", "output_size", "worst_case_accumulator",
 ]
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -81,6 +81,17 @@ def _act_range(act_range) -> tuple[int, int]:
     if not INT8_MIN <= low <= high <= INT8_MAX:
         raise ValueError(f"act_range must satisfy -128 <= min <= max <= 127, got {act_range!r}")
     return low, high
+
+
+def worst_case_accumulator(w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Per output channel, the largest |accumulator| any int8 input can produce: every
+    ``x - input_zero_point`` lies in [-255, 255]. export/ refuses a layer whose bound exceeds
+    int32 and the kernels refuse to plan one, from this one formula."""
+    w64 = np.asarray(w).reshape(len(w), -1).astype(np.int64)
+    bound = 255 * np.abs(w64).sum(axis=1)
+    if bias is not None:
+        bound += np.abs(np.asarray(bias, dtype=np.int64))
+    return bound
 
 
 def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
@@ -353,7 +364,7 @@ def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_po
     w64 = w.reshape(m, -1).astype(np.int64)
     abs_sum = np.abs(w64).sum(axis=1)
     bias64 = bias.astype(np.int64) - zp * w64.sum(axis=1)
-    bound = int((255 * abs_sum + np.abs(bias.astype(np.int64))).max(initial=0))
+    bound = int(worst_case_accumulator(w, bias).max(initial=0))
     if bound > INT32_MAX:
         raise ValueError(f"w: accumulator could overflow int32 (bound {bound}); "
                          "use fewer input channels or smaller weights")
