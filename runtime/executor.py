@@ -1,9 +1,12 @@
 """Run a ``QuantModel`` over a batch of int8 inputs with runtime/'s kernels.
 
-Each layer's weights are preprocessed once per model object (a ``kernels.ConvPlan``), not once
-per call: a dataset streamed in batches pays for it once. The cache lives beside the model, keyed
-by the model's identity and checked against each weight array's identity, so a model edited in
-place is re-planned rather than run with stale weights.
+Each conv / fc layer's weights are preprocessed once per model object (a
+``kernels.ConvPlan``), not once per call: a dataset streamed in batches pays for it once. A plan
+is reused only while everything it was made from is unchanged: the very same array objects
+(held by the cache, so their identities cannot be recycled), the layer's params and the zero
+points of its tensors. In-place edits are not looked for; instead ``run`` makes the model's
+arrays read-only (``QuantModel.freeze``), so a QuantModel is immutable once run: an in-place
+edit raises, and replacing an array or a param is re-planned.
 """
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ import weakref
 import numpy as np
 
 from runtime import kernels
+from runtime.errors import ModelFileError
 from runtime.model import Layer, QuantModel
 
-_plans: dict[int, dict[int, tuple[int, kernels.ConvPlan]]] = {}
+_plans: dict[int, dict[int, tuple[tuple, kernels.ConvPlan]]] = {}
 
 
 def _model_plans(model: QuantModel) -> dict:
@@ -25,26 +29,41 @@ def _model_plans(model: QuantModel) -> dict:
     return _plans[key]
 
 
+def _plan_inputs(model: QuantModel, layer: Layer) -> tuple:
+    """Everything a layer's plan depends on; arrays by identity (they are read-only)."""
+    return (layer.op, tuple(sorted(layer.arrays.items())), repr(sorted(layer.params.items())),
+            model.tensors[layer.inputs[0]].zero_point, model.tensors[layer.output].zero_point)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(
+        ka == kb and va is vb for (ka, va), (kb, vb) in zip(a[1], b[1])) and a[2:] == b[2:]
+
+
 def _plan(model: QuantModel, index: int, layer: Layer) -> kernels.ConvPlan:
     cache = _model_plans(model)
-    weights = layer.arrays["weights"]
+    key = _plan_inputs(model, layer)
     cached = cache.get(index)
-    if cached is not None and cached[0] == id(weights):
+    if cached is not None and _same(cached[0], key):
         return cached[1]
     p = layer.params
     common = dict(input_zero_point=model.tensors[layer.inputs[0]].zero_point,
                   output_zero_point=model.tensors[layer.output].zero_point,
                   act_range=(p.get("act_min", -128), p.get("act_max", 127)))
-    if layer.op == "conv2d":
-        plan = kernels.plan_conv2d(weights, layer.arrays.get("bias"), layer.requant(),
-                                   stride=p.get("stride", (1, 1)),
-                                   padding=p.get("padding", (0, 0, 0, 0)),
-                                   dilation=p.get("dilation", (1, 1)),
-                                   groups=p.get("groups", 1), **common)
-    else:
-        plan = kernels.plan_fully_connected(weights, layer.arrays.get("bias"), layer.requant(),
-                                            **common)
-    cache[index] = (id(weights), plan)
+    try:
+        if layer.op == "conv2d":
+            plan = kernels.plan_conv2d(layer.arrays["weights"], layer.arrays.get("bias"),
+                                       layer.requant(), stride=p.get("stride", (1, 1)),
+                                       padding=p.get("padding", (0, 0, 0, 0)),
+                                       dilation=p.get("dilation", (1, 1)),
+                                       groups=p.get("groups", 1), **common)
+        else:
+            plan = kernels.plan_fully_connected(layer.arrays["weights"],
+                                                layer.arrays.get("bias"), layer.requant(),
+                                                **common)
+    except ValueError as exc:  # constants the kernels refuse (e.g. int32 overflow possible)
+        raise ModelFileError(f"layer {layer.name!r} ({layer.op}): {exc}") from None
+    cache[index] = (key, plan)
     return plan
 
 
@@ -84,6 +103,7 @@ def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):
     if tuple(x.shape[1:]) != tuple(spec.shape):
         raise ValueError(f"x_int8 must be [N, {', '.join(map(str, spec.shape))}], "
                          f"got shape {x.shape}")
+    model.freeze()
     values = {model.input: x}
     for index, layer in enumerate(model.layers):
         out = _run_layer(model, index, layer, values)

@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ModelFileError, TinyconvError
-from runtime.requant import MODES, Requant
+from runtime.model_checks import OPS, check_model  # noqa: F401 (OPS: the ops a model may use)
+from runtime.requant import Requant
 
 FORMAT_VERSION = 1
 MAGIC = b"TINYCONV"
 _PREAMBLE = struct.Struct("<8sHHI")
 _ALIGN = 16
 _DTYPES = {"int8": np.int8, "int32": np.int32, "float32": np.float32, "uint8": np.uint8}
-
-OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add")
 
 
 @dataclass
@@ -100,24 +99,24 @@ class QuantModel:
         return self.tensors[self.output]
 
     def validate(self) -> None:
-        """Structural checks every reader relies on; raises ModelFileError."""
-        if self.requant_mode not in MODES:
-            raise ModelFileError(f"unknown requantization mode {self.requant_mode!r}")
-        known = {self.input}
-        if self.input not in self.tensors or self.output not in self.tensors:
-            raise ModelFileError("model input or output tensor is not declared")
+        """Everything runtime/ and the C generator rely on (runtime/model_checks.py): array
+        dtypes and shapes, op parameters, output shapes, requantization constants, the arena.
+        Raises ModelFileError naming the layer and the field."""
+        check_model(self)
+
+    @property
+    def total_macs(self) -> int:
+        """Multiply-accumulates of one inference: the sum of ``layer_macs`` over the layers."""
+        return sum(layer_macs(self, layer) for layer in self.layers)
+
+    def freeze(self) -> None:
+        """Make every constant array read-only. A model is immutable once run: the executor
+        caches preprocessed weights, so an in-place edit must fail rather than go unseen;
+        replace an array (or build a new model) instead."""
         for layer in self.layers:
-            if layer.op not in OPS:
-                raise ModelFileError(f"layer {layer.name!r} has unknown op {layer.op!r}")
-            for name in layer.inputs:
-                if name not in known:
-                    raise ModelFileError(
-                        f"layer {layer.name!r} reads {name!r} before anything writes it")
-            if layer.output not in self.tensors:
-                raise ModelFileError(f"layer {layer.name!r} writes undeclared {layer.output!r}")
-            known.add(layer.output)
-        if self.output not in known:
-            raise ModelFileError(f"no layer writes the model output {self.output!r}")
+            for array in layer.arrays.values():
+                if isinstance(array, np.ndarray):
+                    array.setflags(write=False)
 
     # -- serialization -------------------------------------------------------------------------
 
@@ -170,6 +169,19 @@ class QuantModel:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a crash never leaves a half-written file under ``path``."""
         write_atomic(Path(path), self.to_bytes())
+
+
+def layer_macs(model: QuantModel, layer: Layer) -> int:
+    """Multiply-accumulates of one layer for one sample: one per weight per output position
+    of conv2d (``OH*OW*M*KH*KW*C/groups``) and fully_connected (``M*K``); pools and add do no
+    multiplications by weights and count 0. This is the one definition: report.json's
+    ``macs``, the C layer table's ``macs``, ``TC_TOTAL_MACS`` and so the device's ticks per
+    MAC all use it."""
+    if layer.op not in ("conv2d", "fully_connected"):
+        return 0
+    weights = layer.arrays["weights"]
+    positions = model.tensors[layer.output].size // weights.shape[0]
+    return int(positions * weights.size)
 
 
 def _current_umask() -> int:
@@ -225,15 +237,9 @@ def _dims(value, what: str) -> tuple[int, ...]:
 
 
 def _tensor(t: dict, source: str) -> TensorSpec:
-    scale, zero_point, offset = t["scale"], t["zero_point"], t["offset"]
-    if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
-        raise ModelFileError(f"{source}: tensor {t['name']!r} has scale {scale!r}")
-    if not isinstance(zero_point, int) or not -128 <= zero_point <= 127:
-        raise ModelFileError(f"{source}: tensor {t['name']!r} has zero point {zero_point!r}")
-    if not isinstance(offset, int) or offset < 0:
-        raise ModelFileError(f"{source}: tensor {t['name']!r} has arena offset {offset!r}")
+    """Values are checked by ``QuantModel.validate`` (runtime/model_checks.py)."""
     return TensorSpec(t["name"], _dims(t["shape"], f"{source}: tensor {t['name']!r}"),
-                      float(scale), zero_point, offset)
+                      t["scale"], t["zero_point"], t["offset"])
 
 
 def from_bytes(data: bytes, source: str = "model") -> QuantModel:
@@ -271,12 +277,16 @@ def from_bytes(data: bytes, source: str = "model") -> QuantModel:
         model = QuantModel(header["name"], header["requant_mode"], tensors, layers,
                            header["input"], header["output"], header["arena_size"],
                            header.get("metadata", {}))
-        model.validate()  # inside the try: a header that lies about types is malformed too
+        try:  # inside the outer try: a header that lies about types is malformed too
+            model.validate()
+        except ModelFileError as exc:
+            raise ModelFileError(f"{source}: {exc}") from None
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
             RecursionError) as exc:
         raise ModelFileError(f"{source}: malformed model header ({exc})") from None
+    model.freeze()
     return model
 
 

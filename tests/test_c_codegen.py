@@ -141,5 +141,6 @@ def test_overlapping_tensors_are_refused(tmp_path):
 def test_inconsistent_layer_names_the_layer(tmp_path):
     model = random_model(np.random.default_rng(6), SPEC[0], SPEC[1], "fixed")
     model.layers[0].params["stride"] = [2, 2]
-    with pytest.raises(TinyconvError, match=r"layer 'conv2d_0' \(conv2d\): output is 6x5"):
+    with pytest.raises(TinyconvError,
+                       match=r"layer 'conv2d_0' \(conv2d\): output has shape \(6, 5, "):
         write_c_sources(model, tmp_path)
