@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import TinyconvError
-from runtime.model import Layer, QuantModel, TensorSpec, write_atomic
+from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
 LAYER_TABLE_VERSION = 1
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
@@ -132,10 +132,6 @@ def _hw_c(spec: TensorSpec) -> tuple[int, int, int]:
     raise ValueError(f"tensor {spec.name!r} has shape {shape}; expected (H, W, C) or (K,)")
 
 
-def _out_size(size, kernel, stride, before, after, dilation=1):
-    return (size + before + after - ((kernel - 1) * dilation + 1)) // stride + 1
-
-
 class _Writer:
     """Accumulates the ``static const`` arrays of model_data.c."""
 
@@ -156,7 +152,10 @@ class _Writer:
 
 
 def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tuple[dict, int]:
-    """The tc_layer_t initializer fields of one layer, and its scratch-buffer need in bytes."""
+    """The tc_layer_t initializer fields of one layer, and its scratch-buffer need in bytes.
+
+    ``model.validate()`` has checked the layer's arrays, params and shapes; what is refused
+    here is only what the firmware cannot do."""
     t = model.tensors
     src = t[layer.inputs[0]]
     dst = t[layer.output]
@@ -172,10 +171,8 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
          "pad_left": 0, "pad_bottom": 0, "pad_right": 0, "groups": 1, "count_include_pad": 0,
          "input_zero_point": src.zero_point, "output_zero_point": dst.zero_point,
          "act_min": int(p.get("act_min", -128)), "act_max": int(p.get("act_max", 127)),
-         "macs": 0, "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
+         "macs": layer_macs(model, layer), "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
          "scale": "0", "iparams": [0] * IPARAM_COUNT, "fparams": "0"}
-    if not -128 <= e["act_min"] <= e["act_max"] <= 127:
-        raise ValueError(f"activation range [{e['act_min']}, {e['act_max']}] is not within int8")
     prefix = f"tc_l{index}"
     scratch = 0
 
@@ -185,20 +182,11 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         e.update(kernel_h=kh, kernel_w=kw, stride_h=int(stride[0]), stride_w=int(stride[1]),
                  dilation_h=dh, dilation_w=dw, pad_top=int(pads[0]), pad_left=int(pads[1]),
                  pad_bottom=int(pads[2]), pad_right=int(pads[3]))
-        if min(e["stride_h"], e["stride_w"], dh, dw) < 1:
-            raise ValueError("stride and dilation must be >= 1")
         if min(pads) < 0:
             raise ValueError(f"negative padding {list(pads)} is not supported by the firmware")
-        expect = (_out_size(in_h, kh, e["stride_h"], e["pad_top"], e["pad_bottom"], dh),
-                  _out_size(in_w, kw, e["stride_w"], e["pad_left"], e["pad_right"], dw))
-        if expect != (out_h, out_w):
-            raise ValueError(f"output is {out_h}x{out_w} but the parameters give "
-                             f"{expect[0]}x{expect[1]}")
 
     def requant_arrays(m):
         rq = layer.requant()
-        if rq.mode != mode:
-            raise ValueError(f"requantization is {rq.mode} but the model is {mode}")
         if rq.mode == "float":
             e["rq_mode"] = RQ_CODES["float"]
             e["scale"] = w.array("float", f"{prefix}_scale", np.broadcast_to(rq.scale, (m,)),
@@ -215,27 +203,18 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         e["weights"] = w.array("int8_t", f"{prefix}_weights", weights, str,
                                f"{layer.name}: weights {'x'.join(map(str, weights.shape))}")
         if "bias" in a:
-            bias = np.asarray(a["bias"])
-            if bias.shape != (m,):
-                raise ValueError(f"bias has shape {bias.shape}, expected ({m},)")
-            e["bias"] = w.array("int32_t", f"{prefix}_bias", bias, _c_int,
+            e["bias"] = w.array("int32_t", f"{prefix}_bias", a["bias"], _c_int,
                                 f"{layer.name}: bias")
         requant_arrays(m)
 
     if layer.op == "conv2d":
-        weights = np.asarray(a["weights"])
-        if weights.dtype != np.int8 or weights.ndim != 4:
-            raise ValueError(f"weights must be int8 OHWI, got {weights.dtype} {weights.shape}")
+        weights = a["weights"]
         m, kh, kw, cg = weights.shape
         groups = int(p.get("groups", 1))
         dil = p.get("dilation", [1, 1])
-        if groups < 1 or cg * groups != in_c or m % groups or m != out_c:
-            raise ValueError(f"weights {weights.shape} with groups={groups} do not map "
-                             f"{in_c} input channels to {out_c} outputs")
         spatial(kh, kw, int(dil[0]), int(dil[1]))
         depthwise = cg == 1 and groups == in_c and groups > 1
-        e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups,
-                 macs=out_h * out_w * m * kh * kw * cg)
+        e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
         else:
@@ -245,42 +224,23 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             scratch = -(-(2 * kh * kw * cg * 2) // 4) * 4 + 20 * m
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
-        weights = np.asarray(a["weights"])
+        weights = a["weights"]
         depth = in_h * in_w * in_c
-        if weights.dtype != np.int8 or weights.ndim != 2 or weights.shape[1] != depth:
-            raise ValueError(f"weights {weights.dtype} {weights.shape} do not match an input "
-                             f"of {depth} values")
-        if (out_h, out_w, out_c) != (1, 1, weights.shape[0]):
-            raise ValueError(f"output shape {dst.shape} is not ({weights.shape[0]},)")
-        e.update(op=OP_CODES["fully_connected"], macs=weights.shape[0] * depth)
+        e["op"] = OP_CODES["fully_connected"]
         scratch = depth * 2
         weights_and_bias(weights, weights.shape[0])
     elif layer.op in ("max_pool2d", "avg_pool2d"):
         kh, kw = (int(k) for k in p["kernel"])
         spatial(kh, kw)
-        if out_c != in_c:
-            raise ValueError(f"pooling changes channels {in_c} -> {out_c}")
         e["op"] = OP_CODES[layer.op]
         e["count_include_pad"] = int(bool(p.get("count_include_pad", False)))
-        if layer.op == "max_pool2d":
-            if (src.scale, src.zero_point) != (dst.scale, dst.zero_point):
-                raise ValueError("max_pool2d must keep its input's quantization")
-        else:
+        if layer.op == "avg_pool2d":
             _op_constants(layer, mode, e, w, prefix)
     elif layer.op == "global_avg_pool":
-        if (out_h, out_w, out_c) != (1, 1, in_c):
-            raise ValueError(f"output shape {dst.shape} is not (1, 1, {in_c})")
         e.update(op=OP_CODES["global_avg_pool"], kernel_h=in_h, kernel_w=in_w)
         _op_constants(layer, mode, e, w, prefix)
-        if e["iparams"][4] != in_h * in_w:
-            raise ValueError(f"constants were made for {e['iparams'][4]} positions, input has "
-                             f"{in_h * in_w}")
     elif layer.op == "add":
-        other = t[layer.inputs[1]]
-        if len(layer.inputs) != 2 or _hw_c(other) != (in_h, in_w, in_c) or \
-                (out_h, out_w, out_c) != (in_h, in_w, in_c):
-            raise ValueError("add needs two inputs and an output of the same shape")
-        e.update(op=OP_CODES["add"], input2_offset=other.offset)
+        e.update(op=OP_CODES["add"], input2_offset=t[layer.inputs[1]].offset)
         _op_constants(layer, mode, e, w, prefix)
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
@@ -291,25 +251,20 @@ def _op_constants(layer: Layer, mode: str, e: dict, w: _Writer, prefix: str) -> 
     a = layer.arrays
     for slot, key in enumerate(_IPARAM_KEYS[(layer.op, mode)]):
         if key is not None:
-            if key not in a:
-                raise ValueError(f"constant {key!r} missing for {mode} mode")
             e["iparams"][slot] = int(np.asarray(a[key]).reshape(-1)[0])
     fkeys = _FPARAM_KEYS.get((layer.op, mode))
     if fkeys:
-        missing = [k for k in fkeys if k not in a]
-        if missing:
-            raise ValueError(f"constants {missing} missing for {mode} mode")
         values = [np.asarray(a[k], np.float32).reshape(-1)[0] for k in fkeys]
         e["fparams"] = w.array("float", f"{prefix}_fparams", np.array(values, np.float32),
                                _c_float, f"{layer.name}: {', '.join(fkeys)}")
 
 
 def _check_arena(model: QuantModel) -> None:
-    for spec in model.tensors.values():
-        if spec.offset < 0 or spec.offset + spec.size > model.arena_size:
-            raise _fail(model, f"tensor {spec.name!r} ({spec.size} bytes at offset "
-                               f"{spec.offset}) lies outside the {model.arena_size}-byte arena; "
-                               "plan the arena first (export.plan.plan_arena)")
+    """``validate()`` keeps tensors inside a planned arena; the device also needs one planned,
+    and no layer writing over its own input."""
+    if model.arena_size == 0:
+        raise _fail(model, "the activation arena is not planned; plan it first "
+                           "(export.plan.plan_arena)")
     for layer in model.layers:
         out = model.tensors[layer.output]
         for name in layer.inputs:
@@ -343,7 +298,7 @@ def render(model: QuantModel) -> tuple[str, str]:
     scratch = -(-scratch // 4) * 4
     inp, out = model.input_spec, model.output_spec
     mode_macro = "TC_REQUANT_FLOAT" if model.requant_mode == "float" else "TC_REQUANT_FIXED"
-    total_macs = sum(e["macs"] for _, e in entries)
+    total_macs = model.total_macs
     op_macros = "\n".join(f"#define TC_OP_{name.upper()} {code}" for name, code in OP_CODES.items())
     header = f"""\
 /* model_data.h: model {_comment(model.name)} (hash {model.hash}), generated by tinyconv's

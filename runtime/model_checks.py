@@ -15,8 +15,8 @@ import math
 import numpy as np
 
 from runtime.errors import ModelFileError
-from runtime.kernels import ADD_LEFT_SHIFT, output_size
-from runtime.requant import MODES, ROUNDINGS, Requant
+from runtime.kernels import ADD_LEFT_SHIFT, output_size, worst_case_accumulator
+from runtime.requant import INT32_MAX, MODES, ROUNDINGS, Requant
 
 OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add")
 _INPUT_COUNT = {"add": 2}
@@ -129,8 +129,11 @@ class _Layer:
             raise self.fail("array 'weights'", f"has shape {weights.shape}; expected "
                                                f"{weights_ndim} non-zero dimensions")
         m = weights.shape[0]
-        if "bias" in self.arrays:
-            self.array("bias", np.int32, (m,))
+        bias = self.array("bias", np.int32, (m,)) if "bias" in self.arrays else None
+        bound = int(worst_case_accumulator(weights, bias).max())
+        if bound > INT32_MAX:
+            raise self.fail("arrays 'weights'/'bias'", f"allow an accumulator of {bound}, "
+                                                       "which overflows int32")
         mode = self.model.requant_mode
         keys = _REQUANT_KEYS[mode]
         self.only_arrays(("weights", "bias") + keys)
