@@ -1,30 +1,16 @@
 """What the model costs on the device: per-layer MACs and bytes, flash and RAM totals.
 
-Flash is every constant array the device stores (weights, biases, requantization and pool/add
-constants); RAM is the planned activation arena. ``report.json`` holds the same numbers the
-printed table shows.
+MACs are ``runtime.model.layer_macs``: multiply-accumulates by weights (conv2d and
+fully_connected); pools and add count 0, exactly as the device's ``TC_TOTAL_MACS`` and so
+verify's ticks per MAC. Flash is every constant array the device stores (weights, biases,
+requantization and pool/add constants); RAM is the planned activation arena.
+``report.json`` holds the same numbers the printed table shows.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from runtime.model import Layer, QuantModel
-
-
-def _macs(layer: Layer, model: QuantModel) -> int:
-    out = model.tensors[layer.output]
-    x = model.tensors[layer.inputs[0]]
-    if layer.op == "conv2d":
-        m, kh, kw, cg = layer.arrays["weights"].shape
-        return out.size * kh * kw * cg
-    if layer.op == "fully_connected":
-        return int(layer.arrays["weights"].size)
-    if layer.op in ("max_pool2d", "avg_pool2d"):
-        kh, kw = layer.params["kernel"]
-        return out.size * kh * kw
-    if layer.op == "global_avg_pool":
-        return x.size
-    return out.size  # add
+from runtime.model import QuantModel, layer_macs
 
 
 def build_report(model: QuantModel) -> dict:
@@ -34,7 +20,7 @@ def build_report(model: QuantModel) -> dict:
             "name": layer.name, "op": layer.op,
             "input_shapes": [list(model.tensors[n].shape) for n in layer.inputs],
             "output_shape": list(model.tensors[layer.output].shape),
-            "macs": int(_macs(layer, model)),
+            "macs": layer_macs(model, layer),
             "weight_bytes": int(sum(np.asarray(a).nbytes for a in layer.arrays.values())),
             "activation_bytes": int(model.tensors[layer.output].size),
         })
