@@ -5,18 +5,21 @@
 
 ``host`` runs the POSIX build of the firmware, which prints its pseudo-terminal path on its
 first stdout line. ``lm3s6965evb`` and ``mps2-an386`` run the ARM build under qemu-system-arm
-with the UART on a TCP port of 127.0.0.1. Whatever happens in the block (an error, Ctrl-C),
-the process is stopped on the way out. Anything else given as ``device`` is taken as a pyserial
-URL or path of a device someone else runs.
+with the UART on a TCP port of 127.0.0.1; ``qemu`` picks the board that suits the model (the
+Cortex-M4F mps2-an386 for float requantization, the Cortex-M3 lm3s6965evb for fixed). Whatever
+happens in the block (an error, Ctrl-C), the process is stopped on the way out. A path or
+pyserial URL is taken as a device someone else runs; any other name is a mistake.
 """
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from typing import Iterator
 from runtime.errors import TinyconvError
 
 LOCAL_TARGETS = ("host", "lm3s6965evb", "mps2-an386")
+LOCAL_DEVICES = ("host", "qemu", "lm3s6965evb", "mps2-an386")  # what --device may name
+QEMU_BOARD_FOR_MODE = {"float": "mps2-an386", "fixed": "lm3s6965evb"}
 STARTUP_TIMEOUT = 10.0
 
 
@@ -36,11 +41,33 @@ class Device:
     connect_timeout: float = 0.0  # how long the link should keep trying to open url
 
 
-def free_tcp_port() -> int:
-    """A port nobody listens on right now (the OS picks it; a small race is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _listening_socket() -> socket.socket:
+    """A TCP server socket on 127.0.0.1 already listening on a port the OS picked. QEMU gets
+    the socket itself, so no other process can take the port between choosing and using it."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+    except OSError:
+        server.close()
+        raise
+    return server
+
+
+def resolve_device(device: str, export_dir: str | os.PathLike | None) -> str:
+    """The local target ``device`` names (``qemu`` becomes the board for the model's
+    requantization mode), or ``device`` itself when it is a path or pyserial URL."""
+    if device == "qemu":
+        if export_dir is None:
+            raise TinyconvError("--device qemu needs an export directory to build from")
+        import runtime
+
+        return QEMU_BOARD_FOR_MODE[runtime.load(export_dir).requant_mode]
+    if device in LOCAL_TARGETS or "/" in device or "://" in device or \
+            re.fullmatch(r"COM\d+", device) or os.path.exists(device):
+        return device
+    raise TinyconvError(f"unknown device {device!r}; local devices: {', '.join(LOCAL_DEVICES)} "
+                        "(or a serial port path / pyserial URL)")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -76,7 +103,22 @@ def _first_line(process: subprocess.Popen, log, what: str) -> str:
             if not chunk:
                 raise TinyconvError(f"{what} exited at start: {_stderr_tail(log)}")
             line += chunk
-    return line.decode().strip()
+    first, rest = line.split(b"\n", 1)
+    if rest:
+        os.write(log.fileno(), rest)
+    return first.decode().strip()
+
+
+def _drain(stream, log) -> None:
+    """Copy the rest of the device's stdout into ``log`` until it closes. Nobody reads it after
+    the first line, and a device that printed more than a pipe holds (64 KiB) would block in
+    write() and look silent to the link."""
+    fd = stream.fileno()
+    try:
+        while chunk := os.read(fd, 65536):
+            os.write(log.fileno(), chunk)
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -91,33 +133,61 @@ def _running(command: list[str], what: str, **popen) -> Iterator[tuple[subproces
             yield process, log
         finally:
             _stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@contextmanager
+def _host_device(executable: Path) -> Iterator[Device]:
+    """The POSIX device: its first stdout line is the pty path; the rest goes to the log."""
+    what = f"host device {executable}"
+    with _running([str(executable)], what, stdout=subprocess.PIPE) as (process, log):
+        url = _first_line(process, log, what)
+        drain = threading.Thread(target=_drain, args=(process.stdout, log), daemon=True,
+                                 name="tinyconv-device-stdout")
+        drain.start()
+        try:
+            yield Device(url, "host")
+        finally:
+            _stop(process)
+            drain.join(timeout=2)
+
+
+@contextmanager
+def _qemu_device(board: str, executable: Path) -> Iterator[Device]:
+    from firmware_host.qemu import qemu_command
+
+    what = f"qemu-system-arm ({board})"
+    try:
+        server = _listening_socket()
+    except OSError as exc:
+        raise TinyconvError(f"cannot open a TCP port for {what}: {exc}") from None
+    with server:
+        port = server.getsockname()[1]
+        command = qemu_command(board, executable, fd=server.fileno())
+        with _running(command, what, stdout=subprocess.DEVNULL,
+                      pass_fds=(server.fileno(),)) as (process, log):
+            server.close()  # QEMU holds its own copy now
+            time.sleep(0.05)
+            if process.poll() is not None:
+                raise TinyconvError(f"{what} exited at start: {_stderr_tail(log)}")
+            yield Device(f"socket://127.0.0.1:{port}", board, connect_timeout=STARTUP_TIMEOUT)
 
 
 @contextmanager
 def start_device(device: str, export_dir: str | os.PathLike | None = None) -> Iterator[Device]:
-    """``device``: ``host``, ``lm3s6965evb``, ``mps2-an386`` (built from ``export_dir`` when
-    missing or stale, started, stopped afterwards) or any pyserial URL / path (used as is)."""
-    if device not in LOCAL_TARGETS:
-        yield Device(device, None)
+    """``device``: ``host``, ``qemu``, ``lm3s6965evb``, ``mps2-an386`` (built from
+    ``export_dir`` when missing or stale, started, stopped afterwards) or a pyserial URL / path
+    (used as is). Any other name raises TinyconvError naming the local devices."""
+    target = resolve_device(device, export_dir)
+    if target not in LOCAL_TARGETS:
+        yield Device(target, None)
         return
     if export_dir is None:
         raise TinyconvError(f"--device {device} needs an export directory to build from")
     from firmware_host.build import build_firmware
 
-    executable = Path(build_firmware(export_dir, device))
-    if device == "host":
-        what = f"host device {executable}"
-        with _running([str(executable)], what, stdout=subprocess.PIPE) as (process, log):
-            yield Device(_first_line(process, log, what), "host")
-        return
-
-    from firmware_host.qemu import qemu_command
-
-    port = free_tcp_port()
-    what = f"qemu-system-arm ({device})"
-    with _running(qemu_command(device, executable, port), what,
-                  stdout=subprocess.DEVNULL) as (process, log):
-        time.sleep(0.05)
-        if process.poll() is not None:
-            raise TinyconvError(f"{what} exited at start: {_stderr_tail(log)}")
-        yield Device(f"socket://127.0.0.1:{port}", device, connect_timeout=STARTUP_TIMEOUT)
+    executable = Path(build_firmware(export_dir, target))
+    runner = _host_device(executable) if target == "host" else _qemu_device(target, executable)
+    with runner as started:
+        yield started

@@ -115,15 +115,20 @@ class Link:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def _send(self, type_: int, payload: bytes = b"") -> int:
-        seq = self._next_seq()
-        data = wire.encode_frame(wire.Frame(type_, seq, payload))
+    def _write(self, data: bytes) -> None:
+        """Every byte to the device goes through here: a port that fails (an unplugged USB
+        CDC, a pty whose device exited) is a LinkError, not a traceback."""
         try:
             self._port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"writing to {self.url} failed: {exc}") from None
-        self.stats.frames_sent += 1
         self.stats.bytes_sent += len(data)
+
+    def _send(self, type_: int, payload: bytes = b"") -> int:
+        seq = self._next_seq()
+        data = wire.encode_frame(wire.Frame(type_, seq, payload))
+        self._write(data)
+        self.stats.frames_sent += 1
         self.stats.payload_bytes_sent += len(payload)
         return seq
 
@@ -198,8 +203,7 @@ class Link:
 
     def sync(self) -> tuple[int, int, int]:
         """Flush any half frame on both sides and RESET the device; returns its counters."""
-        self._port.write(b"\0")
-        self.stats.bytes_sent += 1
+        self._write(b"\0")
         frame = self.request(wire.Msg.RESET, expect=wire.Msg.RESET_REPLY)
         return wire.parse_reset(frame.payload)
 
@@ -231,7 +235,18 @@ class Link:
         full (unless the inputs have run out or an earlier image still holds the order up).
 
         Raises LinkError when the device sends no valid frame for ``silence`` seconds while
-        requests wait; a shorter stall or a device reset is retried like any lost frame."""
+        requests wait, or the port fails; a shorter stall or a device reset is retried like any
+        lost frame. The error's ``unfinished`` lists the InferOutcome of every input taken but
+        not yet yielded (in flight, waiting for a resend, or answered but held for ordering),
+        so a caller can account for every frame sent."""
+        taken: dict[int, InferOutcome] = {}  # index -> outcome, until it is yielded
+        try:
+            yield from self._infer_stream(inputs, taken)
+        except LinkError as exc:
+            exc.unfinished = [taken[i] for i in sorted(taken)]
+            raise
+
+    def _infer_stream(self, inputs: Iterable, taken: dict) -> Iterator[InferOutcome]:
         info = self.info()
         source = iter(inputs)
         payloads: dict[int, bytes] = {}
@@ -264,12 +279,12 @@ class Link:
             # Hand back what is ready first, then refill: the freed slots are filled before the
             # link waits for the device again.
             while next_yield in done:
+                del taken[next_yield]
                 yield done.pop(next_yield)
                 next_yield += 1
             while len(in_flight) < self.window:
                 if resend:
                     index = resend.popleft()
-                    self.stats.retries += 1
                 elif not exhausted and next_index < next_yield + self.window:
                     try:
                         x = next(source)
@@ -283,13 +298,15 @@ class Link:
                     index = next_index
                     next_index += 1
                     payloads[index] = data
-                    outcomes[index] = InferOutcome(index)
+                    outcomes[index] = taken[index] = InferOutcome(index)
                 else:
                     break
                 if not in_flight:
                     head_since = quiet_since = time.monotonic()
-                outcomes[index].attempts += 1
                 in_flight[self._send(wire.Msg.INFER, payloads[index])] = index
+                outcomes[index].attempts += 1  # counted once the frame is out, as are retries
+                if outcomes[index].attempts > 1:
+                    self.stats.retries += 1
             if not in_flight:
                 if exhausted and not resend and not done:
                     return

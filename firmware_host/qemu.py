@@ -1,6 +1,7 @@
 """qemu-system-arm command lines for the two Cortex-M boards tinyconv runs on.
 
-Facts that shaped them (QEMU 7.2): the UART is a TCP server socket with ``nodelay=on``
+Facts that shaped them (QEMU 7.2): the UART is a TCP server socket (QEMU 7.2 accepts an
+already listening socket as ``fd=N``, which devices.py uses) with ``nodelay=on``
 (without it every reply waits ~40 ms for Nagle), ``wait=off`` so QEMU starts before the host
 connects; ``-icount shift=3`` makes the guest run exactly one instruction per 8 ns of virtual
 time, so the ports' SysTick tick counter counts instructions; semihosting lets a self-test
@@ -28,11 +29,16 @@ def _machine(target: str) -> str:
     return target
 
 
-def qemu_command(target: str, elf: str | os.PathLike, port: int) -> list[str]:
-    """Run ``elf`` on ``target`` with UART0 on a TCP server at 127.0.0.1:``port``."""
+def qemu_command(target: str, elf: str | os.PathLike, port: int | None = None, *,
+                 fd: int | None = None) -> list[str]:
+    """Run ``elf`` on ``target`` with UART0 on a TCP server: at 127.0.0.1:``port``, or on the
+    listening socket ``fd`` that the caller created and passes to QEMU (``pass_fds``), which
+    leaves no moment in which another process could take the port."""
+    if (port is None) == (fd is None):
+        raise ValueError("give qemu_command a port or a listening socket's fd, not both")
+    where = f"host=127.0.0.1,port={int(port)}" if fd is None else f"fd={int(fd)}"
     return [QEMU, "-M", _machine(target), *_COMMON, "-kernel", str(elf),
-            "-chardev", f"socket,id=u0,host=127.0.0.1,port={int(port)},server=on,wait=off,"
-                        "nodelay=on",
+            "-chardev", f"socket,id=u0,{where},server=on,wait=off,nodelay=on",
             "-serial", "chardev:u0"]
 
 

@@ -65,3 +65,21 @@ def float_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
         spec = model.input_spec
         x = kernels.dequantize(x, spec.scale, spec.zero_point)
     return to_onnx_layout(model, np.asarray(x, dtype=np.float32))
+
+
+def float_output_to_nhwc(model: QuantModel, y: np.ndarray, tensor: str | None = None
+                         ) -> np.ndarray:
+    """A float batch that model.onnx computed for ``tensor`` (default: the model's output) in
+    the per-sample shape runtime/ gives that tensor, so float and int8 values meet element by
+    element. ONNX convolutions are NCHW whatever the input layout (a tf2onnx model transposes
+    its NHWC input first, and export refuses a Transpose back at the end), so a 4-D float
+    tensor is NCHW; a vector keeps its order."""
+    shape = tuple(model.tensors[tensor or model.output].shape)
+    y = np.asarray(y)
+    given = tuple(y.shape[1:])
+    if len(shape) == 3 and given == (shape[2], shape[0], shape[1]):
+        return y.transpose(0, 2, 3, 1)
+    if len(shape) != 3 and int(np.prod(given)) == int(np.prod(shape)):
+        return y.reshape((len(y),) + shape)
+    raise TinyconvError(f"model.onnx gives {tensor or model.output!r} the shape {given} per "
+                        f"sample; the model's is {shape} (NHWC)")

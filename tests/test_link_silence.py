@@ -82,6 +82,7 @@ def test_a_peer_that_accepts_and_never_answers_exits_2(device_build, tmp_path, c
     assert elapsed < (retries + 1) * timeout + 10  # + loading the model and onnxruntime
     peer.join(5)
     assert received.count(b"\0") >= retries + 1  # it really was asked, and resent to
+    # Silent from the first request: no device identified itself, there is nothing to report.
     assert not report.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images.npz"]
 
 
@@ -118,7 +119,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2(device_build, tmp_path):
+def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_report(
+        device_build, tmp_path):
     export_dir, exe = device_build
     data = dataset(tmp_path, 5000)  # several seconds of work: it is stopped well before the end
     report = tmp_path / "report.json"
@@ -155,7 +157,15 @@ def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2(device_build, tmp
     # The silence limit, then stopping the stopped device (terminate, at worst kill after 2 s).
     assert ended < silence + 5, ended
     assert not _alive(device_pid), "the stopped device outlived verify"
-    assert not report.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images.npz"]
+    # The report of the images verified before the stop, marked aborted with the message.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npz", "report.json"]
+    result = json.loads(report.read_text())
+    assert result["aborted"] == line.removeprefix("tinyconv verify: error: ")
+    assert 0 < result["images"] == result["device_equal_images"] < result["inputs"] == 5000
+    assert 1 <= len(result["unfinished"]) <= 4  # the window: requests the device never answered
+    assert result["link"]["frames_sent"] == 2 + result["images"] + len(result["unfinished"]) + \
+        result["link"]["retries"]
+    assert f"ABORTED after {result['images']} of 5000 images" in out
 
 
 def test_a_stall_past_the_timeout_but_within_the_silence_limit_is_recovered(device_build,

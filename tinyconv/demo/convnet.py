@@ -14,7 +14,6 @@ evaluate is exactly what the ONNX file holds).
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.model import write_atomic
+from tinyconv.threads import one_blas_thread
 
 CONV1_FILTERS = 8
 CONV2_FILTERS = 16
@@ -216,16 +216,8 @@ def train(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(),
 
     BLAS runs on one thread: these matrices are small, and on a busy machine threads fighting
     over two cores made training 6x slower (one thread also fixes the summation order)."""
-    with _one_blas_thread():
+    with one_blas_thread():
         return _train(x, y, config, on_epoch)
-
-
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits  # comes with scikit-learn
-    except ModuleNotFoundError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _train(x, y, config: TrainConfig, on_epoch) -> tuple[ConvNet, TrainLog]:

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 import runtime
 from runtime.errors import TinyconvError
-from runtime.inputs import quantize_input
+from runtime.inputs import float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 from tinyconv.report import figures, page, quality
 
@@ -109,8 +109,8 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
 
     conv_outputs = [l.output for l in model.layers if l.op == "conv2d" and l.output in floats]
     for i in range(pictured):
-        maps = [(name, quality.to_nhwc(floats[name][i:i + 1])[0], int8[name][i])
-                for name in conv_outputs]
+        maps = [(name, float_output_to_nhwc(model, floats[name][i:i + 1], name)[0],
+                 int8[name][i]) for name in conv_outputs]
         caption = f"input {i}" + ("" if y is None else f" (label {y[i]})")
         files[f"features_{i}.png"] = figures.features_png(_picture_of(x[i]), maps,
                                                           f"{caption}: feature maps after each "

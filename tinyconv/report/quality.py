@@ -19,7 +19,7 @@ import onnx
 from onnx import helper
 
 from runtime.errors import TinyconvError
-from runtime.inputs import quantize_input
+from runtime.inputs import float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 
 
@@ -55,22 +55,35 @@ class Result:
     error: str | None = None  # why this configuration could not be exported
 
 
+class SqnrAccumulator:
+    """SQNR over a stream of batches: the sums of ``sqnr_db`` kept across calls to ``add``, so
+    ``tinyconv verify`` can score a million images without holding them."""
+
+    def __init__(self) -> None:
+        self.signal = 0.0
+        self.noise = 0.0
+
+    def add(self, reference: np.ndarray, test: np.ndarray) -> "SqnrAccumulator":
+        reference = np.asarray(reference, dtype=np.float64)
+        self.signal += float(np.sum(reference ** 2))
+        self.noise += float(np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2))
+        return self
+
+    @property
+    def db(self) -> float:
+        """``10 log10(signal / noise)``; infinite when every test value equalled its
+        reference, minus infinity when the reference was all zeros and the test was not."""
+        if self.noise == 0.0:
+            return math.inf
+        if self.signal == 0.0:
+            return -math.inf
+        return 10.0 * math.log10(self.signal / self.noise)
+
+
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio, ``10 log10(sum(ref^2) / sum((ref - test)^2))``;
     infinite when the two are equal."""
-    reference = np.asarray(reference, dtype=np.float64)
-    noise = float(np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2))
-    signal = float(np.sum(reference ** 2))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
-def to_nhwc(array: np.ndarray) -> np.ndarray:
-    """An ONNX NCHW batch as runtime/'s NHWC; vectors stay as they are."""
-    return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+    return SqnrAccumulator().add(reference, test).db
 
 
 def float_activations(onnx_path: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,14 +127,13 @@ def evaluate(label: str, model: QuantModel, x: np.ndarray, labels: np.ndarray | 
              floats: dict[str, np.ndarray], float_output: str) -> Result:
     """Compare one int8 model with the float activations ``floats`` on the same inputs."""
     int8 = int8_activations(model, x)
-    reference = floats[float_output]
-    output = int8[model.output].reshape(reference.shape)
+    reference = float_output_to_nhwc(model, floats[float_output])
+    output = int8[model.output]
     layer_sqnr = {}
     for layer in model.layers:
         if layer.output in floats:
-            expected = to_nhwc(floats[layer.output])
-            layer_sqnr[layer.output] = sqnr_db(expected, int8[layer.output].reshape(
-                expected.shape))
+            expected = float_output_to_nhwc(model, floats[layer.output], layer.output)
+            layer_sqnr[layer.output] = sqnr_db(expected, int8[layer.output])
     top1 = output.argmax(axis=1)
     return Result(
         label=label,

@@ -1,0 +1,74 @@
+"""The host's answers that a device's outputs are compared with: runtime/ (the verdict),
+onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation) and onnxruntime on
+the float ``model.onnx`` (what quantization cost).
+
+verify computes them for one batch on a worker thread while the device works on the previous
+one, so everything here is per batch and holds no state beyond the loaded models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import runtime
+from runtime.errors import TinyconvError
+from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
+from runtime.model import QuantModel
+
+
+@dataclass
+class Batch:
+    start: int  # index of the first input in the whole run
+    x_q: np.ndarray  # int8, the model's layout (NHWC): what the device and runtime/ take
+    x_f: np.ndarray  # float32, model.onnx's layout: what onnxruntime takes
+    labels: np.ndarray | None
+
+
+class References:
+    """The reference models of one export directory; ``model.q.onnx`` and ``model.onnx`` are
+    optional (``q_onnx`` / ``float_session`` is then None and that comparison is skipped)."""
+
+    def __init__(self, export_dir: Path, model: QuantModel):
+        import onnx
+
+        self.model = model
+        self.q_onnx = None
+        self.float_session = None
+        q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
+        try:
+            if q_path.exists():
+                self.q_onnx = onnx.load(str(q_path))
+            if f_path.exists():
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 1
+                self.float_session = ort.InferenceSession(str(f_path), options,
+                                                          providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a broken ONNX file is the user's, not ours
+            raise TinyconvError(f"{export_dir}: cannot load the ONNX models ({exc})") from None
+
+    def batch(self, start: int, x: np.ndarray, labels) -> Batch:
+        """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
+        layout (for onnxruntime)."""
+        try:
+            x_q = quantize_input(self.model, x)
+        except TinyconvError as exc:
+            raise TinyconvError(f"inputs {start}..{start + len(x) - 1}: {exc}") from None
+        return Batch(start, x_q, float_input(self.model, x), labels)
+
+    def compute(self, batch: Batch) -> dict[str, np.ndarray]:
+        """``runtime`` always; ``ort`` (int8) and ``float`` (NHWC like runtime/'s output) when
+        the export directory has the model for them."""
+        from export.qonnx import run_qonnx
+
+        out = {"runtime": runtime.run(self.model, batch.x_q)}
+        if self.q_onnx is not None:
+            out["ort"] = run_qonnx(self.q_onnx, self.model, batch.x_f)
+        if self.float_session is not None:
+            name = self.float_session.get_inputs()[0].name
+            y = self.float_session.run(None, {name: batch.x_f})[0]
+            out["float"] = float_output_to_nhwc(self.model, y)
+        return out

@@ -1,0 +1,227 @@
+"""What a verify run found: ``VerifyResult`` (the numbers, the per-image records, the printed
+summary and the JSON report) and ``Tally``, which folds one batch of device outcomes and host
+references after another into it.
+
+The statistics stream: a run over a million images keeps sums and at most MAX_RECORDS records,
+never the outputs.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from firmware_host.references import Batch
+from runtime import kernels
+from runtime.model import QuantModel
+from tinyconv.report.quality import SqnrAccumulator
+
+MAX_RECORDS = 1000  # per-image mismatch records kept for the JSON report
+
+
+@dataclass
+class VerifyResult:
+    """The summary of one run; ``exit_status`` is 0 only when every device output == runtime's."""
+
+    model: str
+    model_hash: str
+    device: str
+    target: str
+    requant_mode: str
+    inputs: int = 0  # how many the run was given
+    images: int = 0  # how many were verified (all of the inputs, unless the run was aborted)
+    device_equal_images: int = 0
+    device_equal_elements: int = 0
+    elements: int = 0
+    failed_images: int = 0  # no valid reply after every retry
+    ort_images: int | None = None  # images compared with onnxruntime (None: no model.q.onnx)
+    ort_equal_images: int = 0
+    ort_max_lsb: int = 0
+    labelled_images: int = 0
+    correct_float: int = 0
+    correct_runtime: int = 0
+    correct_device: int = 0
+    float_images: int | None = None  # images compared with the float model (None: no model.onnx)
+    sqnr_db: float | None = None
+    cosine: float | None = None
+    seconds: float = 0.0
+    ticks_unit: str = ""
+    ticks_total: int = 0
+    ticks_count: int = 0
+    total_macs: int = 0
+    link: dict = field(default_factory=dict)
+    mismatches: list = field(default_factory=list)  # per-image records (first MAX_RECORDS)
+    mismatch_count: int = 0
+    retried: list = field(default_factory=list)  # per-image retry records
+    notes: list = field(default_factory=list)
+    aborted: str | None = None  # why the link gave up before every input was verified
+    unfinished: list = field(default_factory=list)  # requests in flight when it gave up
+
+    @property
+    def exit_status(self) -> int:
+        """0: every device output == runtime/'s; 1: some differ or got no reply; 2: the run
+        was aborted (the device stopped answering altogether)."""
+        if self.aborted is not None:
+            return 2
+        ok = self.images > 0 and self.device_equal_images == self.images
+        return 0 if ok else 1
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ticks_per_inference(self) -> float | None:
+        return self.ticks_total / self.ticks_count if self.ticks_count else None
+
+    @property
+    def ticks_per_mac(self) -> float | None:
+        t = self.ticks_per_inference
+        return t / self.total_macs if t is not None and self.total_macs else None
+
+    def accuracy(self, which: str) -> float | None:
+        if not self.labelled_images:
+            return None
+        return getattr(self, f"correct_{which}") / self.labelled_images
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("exit_status", "images_per_s", "ticks_per_inference", "ticks_per_mac"):
+            data[key] = getattr(self, key)
+        data["accuracy"] = {k: self.accuracy(k) for k in ("float", "runtime", "device")}
+        for key in ("sqnr_db",):  # JSON has no infinity
+            if data[key] is not None and not math.isfinite(data[key]):
+                data[key] = str(data[key])
+        return data
+
+    def print_summary(self, file=None) -> None:
+        file = file or sys.stdout
+        n = max(self.images, 1)
+        rows = [
+            ("model", f"{self.model} {self.model_hash} ({self.requant_mode})"),
+            ("device", f"{self.device} (target {self.target})"),
+            ("images", f"{self.images}" + (f", {self.failed_images} without a valid reply"
+                                           if self.failed_images else "")),
+            ("device == runtime", f"{self.device_equal_images}/{self.images} images "
+             f"({100 * self.device_equal_images / n:.2f} %), {self.device_equal_elements}/"
+             f"{self.elements} elements"),
+        ]
+        if self.ort_images is not None:
+            m = max(self.ort_images, 1)
+            rows.append(("device vs onnxruntime", f"{self.ort_equal_images}/{self.ort_images} "
+                         f"exact ({100 * self.ort_equal_images / m:.2f} %), max diff "
+                         f"{self.ort_max_lsb} LSB"))
+        if self.labelled_images:
+            acc = " / ".join(f"{100 * self.accuracy(k):.2f} %"
+                             for k in ("float", "runtime", "device"))
+            rows.append(("accuracy float/runtime/device", acc))
+        if self.sqnr_db is not None:
+            rows.append(("int8 output vs float", f"SQNR {self.sqnr_db:.2f} dB, cosine "
+                         f"{self.cosine:.5f}"))
+        rows.append(("throughput", f"{self.images_per_s:.1f} images/s ({self.seconds:.2f} s)"))
+        if self.ticks_per_inference is not None:
+            per_mac = (f", {self.ticks_per_mac:.3g} per MAC" if self.ticks_per_mac else "")
+            rows.append(("device ticks", f"{self.ticks_per_inference:.0f} {self.ticks_unit} "
+                         f"per inference{per_mac}"))
+        link = self.link
+        if link:
+            rows.append(("frames", f"{link['frames_sent']} sent, {link['retries']} retried, "
+                         f"{link['corrupt']} corrupt, {link['timeouts']} timed out"))
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"  {key:<{width}}  {value}", file=file)
+        for note in self.notes:
+            print(f"  note: {note}", file=file)
+        if self.aborted is not None:
+            verdict = f"ABORTED after {self.images} of {self.inputs} images: {self.aborted}"
+        elif self.exit_status == 0:
+            verdict = "PASS: every device output equals runtime/'s"
+        else:
+            verdict = (f"FAIL: {self.images - self.device_equal_images} of {self.images} "
+                       "images differ from runtime/ or got no reply")
+        print(verdict, file=file)
+
+
+
+class Tally:
+    """Accumulates one batch after another into a VerifyResult."""
+
+    def __init__(self, result: VerifyResult, model: QuantModel):
+        self.r = result
+        self.out_scale = model.output_spec.scale
+        self.out_zp = model.output_spec.zero_point
+        self.sqnr = SqnrAccumulator()
+        self.cosines = 0.0
+
+    def add(self, batch: Batch, outcomes, refs: dict) -> None:
+        """Fold in ``outcomes`` (the link's, in input order) for the first ``len(outcomes)``
+        inputs of ``batch``, whose host answers are ``refs`` (References.compute)."""
+        r = self.r
+        ref = refs["runtime"]
+        for i, outcome in enumerate(outcomes):
+            r.images += 1
+            want = ref[i]
+            r.elements += want.size
+            if outcome.attempts > 1 or not outcome.ok:
+                r.retried.append({"index": outcome.index, "attempts": outcome.attempts,
+                                  "failures": outcome.failures, "ok": outcome.ok})
+            problems = []
+            got = outcome.output
+            if got is None:
+                r.failed_images += 1
+                problems.append("no valid reply")
+            else:
+                equal = int(np.count_nonzero(got == want))
+                r.device_equal_elements += equal
+                if equal == want.size:
+                    r.device_equal_images += 1
+                else:
+                    problems.append("device != runtime")
+                r.ticks_total += outcome.ticks
+                r.ticks_count += 1
+            if "ort" in refs and got is not None:
+                r.ort_images += 1
+                diff = int(np.max(np.abs(got.astype(np.int16) - refs["ort"][i].astype(np.int16))))
+                r.ort_max_lsb = max(r.ort_max_lsb, diff)
+                if diff == 0:
+                    r.ort_equal_images += 1
+                elif r.requant_mode == "float":
+                    problems.append("device != onnxruntime")
+            if batch.labels is not None:
+                label = int(batch.labels[i])
+                r.labelled_images += 1
+                r.correct_runtime += int(np.argmax(want)) == label
+                r.correct_device += got is not None and int(np.argmax(got)) == label
+                if "float" in refs:
+                    r.correct_float += int(np.argmax(refs["float"][i])) == label
+            if "float" in refs and got is not None:
+                f = refs["float"][i].astype(np.float64).reshape(-1)
+                d = kernels.dequantize(got, self.out_scale, self.out_zp).astype(
+                    np.float64).reshape(-1)
+                self.sqnr.add(f, d)
+                denom = float(np.linalg.norm(f) * np.linalg.norm(d))
+                self.cosines += float(f @ d) / denom if denom else float(np.array_equal(f, d))
+                r.float_images += 1
+            if problems:
+                r.mismatch_count += 1
+                if len(r.mismatches) < MAX_RECORDS:
+                    r.mismatches.append(self._record(batch, i, outcome, refs, problems))
+
+    def _record(self, batch, i, outcome, refs, problems) -> dict:
+        rec = {"index": outcome.index, "problems": problems, "attempts": outcome.attempts,
+               "failures": outcome.failures,
+               "device": None if outcome.output is None else outcome.output.ravel().tolist(),
+               "runtime": refs["runtime"][i].ravel().tolist()}
+        if "ort" in refs:
+            rec["onnxruntime"] = refs["ort"][i].ravel().tolist()
+        if batch.labels is not None:
+            rec["label"] = int(batch.labels[i])
+        return rec
+
+    def finish(self) -> None:
+        r = self.r
+        if r.float_images:
+            r.sqnr_db = self.sqnr.db
+            r.cosine = self.cosines / r.float_images
