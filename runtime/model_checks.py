@@ -244,14 +244,18 @@ def _check_tensor(spec, arena_size: int) -> None:
     if not isinstance(spec.shape, tuple) or not spec.shape or not all(
             _is_int(d) and d >= 1 for d in spec.shape):
         raise ModelFileError(f"{what}: shape {spec.shape!r} is not a list of positive integers")
+    size = math.prod(spec.shape)
+    if size > INT32_MAX:  # the device's layer table holds sizes and offsets in 32 bits
+        raise ModelFileError(f"{what}: shape {spec.shape!r} holds {size} values, more than "
+                             f"{INT32_MAX}")
     if not _is_number(spec.scale) or not 0 < spec.scale < math.inf:
         raise ModelFileError(f"{what}: scale {spec.scale!r} is not finite and > 0")
     if not _is_int(spec.zero_point) or not -128 <= spec.zero_point <= 127:
         raise ModelFileError(f"{what}: zero point {spec.zero_point!r} is outside [-128, 127]")
     if not _is_int(spec.offset) or spec.offset < 0:
         raise ModelFileError(f"{what}: arena offset {spec.offset!r} is not an integer >= 0")
-    if arena_size > 0 and spec.offset + spec.size > arena_size:
-        raise ModelFileError(f"{what}: {spec.size} bytes at offset {spec.offset} lie outside "
+    if arena_size > 0 and spec.offset + size > arena_size:
+        raise ModelFileError(f"{what}: {size} bytes at offset {spec.offset} lie outside "
                              f"the {arena_size}-byte arena")
 
 

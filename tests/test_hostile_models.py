@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import runtime
-from runtime.errors import ModelFileError
+from export.c_codegen import render
+from runtime.errors import ModelFileError, TinyconvError
 from runtime.model import FORMAT_VERSION, from_bytes
 from tinyconv.cli import main
 from tiny_models import tiny_model
@@ -69,7 +70,8 @@ def test_the_untouched_file_runs(workdir, capsys):
     (workdir / "good.tcm").write_bytes(MODEL_BYTES)
     code, err = cli(["run", workdir / "good.tcm", "--input", workdir / "x.npz", "--output",
                      workdir / "out.npz"], capsys)
-    assert code == 0, err and (workdir / "out.npz").exists()
+    assert code == 0, err
+    assert (workdir / "out.npz").exists()
 
 
 @SETTINGS
@@ -139,23 +141,71 @@ HEADER = _header()
 HEADER_PATHS = [p for p in _paths(HEADER) if p and p[0] != "metadata"]
 
 
+def _lie(*edits) -> dict:
+    """The header with each ``(path, value)`` edit made (``_DELETE`` removes the field)."""
+    header = json.loads(json.dumps(HEADER))
+    for path, value in edits:
+        node = header
+        for key in path[:-1]:
+            node = node[key]
+        if value is _DELETE:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+    return header
+
+
+_DELETE = object()
+# Every array's offset, so a lie can point one array at another's bytes.
+ARRAY_OFFSETS = sorted({meta["offset"] for layer in HEADER["layers"]
+                        for meta in layer["arrays"].values()})
+
+
 @settings(max_examples=300, deadline=None)
-@given(path=st.sampled_from(HEADER_PATHS), value=HOSTILE_VALUES)
+@given(path=st.sampled_from(HEADER_PATHS),
+       value=st.one_of(HOSTILE_VALUES, st.sampled_from(ARRAY_OFFSETS), st.just(_DELETE)))
 def test_resealed_lying_header_never_crashes(path, value):
     """A file whose CRC is right but whose header lies (a hostile or buggy writer): the reader
-    either refuses it with ModelFileError or returns a model that validates; never another
+    either refuses it with ModelFileError, or returns a model that runs on a zero input (and
+    that the C generator either writes or refuses with a TinyconvError); never another
     exception."""
-    header = json.loads(json.dumps(HEADER))
-    node = header
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
     try:
-        model = from_bytes(_with_header(header), "lying.tcm")
+        model = from_bytes(_with_header(_lie((path, value))), "lying.tcm")
     except ModelFileError as exc:
         assert "\n" not in str(exc)
         return
-    model.validate()
+    x = np.zeros((1, *model.input_spec.shape), np.int8)
+    y = runtime.run(model, x)
+    assert y.shape == (1, *model.output_spec.shape) and y.dtype == np.int8
+    try:
+        render(model)
+    except TinyconvError as exc:
+        assert "\n" not in str(exc)
+
+
+# The reviewer's five lies (one header field each, CRC recomputed): each used to crash `run`
+# with a traceback or, for the arena, be accepted.
+FIVE_LIES = {
+    "missing weights": ([(("layers", 0, "arrays", "weights"), _DELETE)],
+                        "layer 'conv1' (conv2d): array 'weights' is missing"),
+    "zero stride": ([(("layers", 0, "params", "stride"), [0, 0])],
+                    "layer 'conv1' (conv2d): stride is [0, 0]"),
+    "wrong tensor shape": ([(("tensors", 1, "shape"), [5, 5, 5])],
+                           "output has shape (5, 5, 5) but the input and parameters give"),
+    "empty activation range": ([(("layers", 0, "params", "act_min"), 50),
+                                (("layers", 0, "params", "act_max"), 10)],
+                               "layer 'conv1' (conv2d): act_min/act_max are 50/10"),
+    "negative arena": ([(("arena_size",), -5)], "arena_size -5 is not an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("lie", FIVE_LIES)
+def test_the_reviewers_lies_are_refused_by_run(lie, workdir, capsys):
+    edits, message = FIVE_LIES[lie]
+    assert HEADER["tensors"][1]["name"] == "c1" and HEADER["layers"][0]["name"] == "conv1"
+    code, err = run_tcm(_with_header(_lie(*edits)), workdir, capsys)
+    assert_refused(code, err)
+    assert message in err and "bad.tcm" in err, err
 
 
 # -- ONNX files --------------------------------------------------------------------------------
@@ -195,7 +245,8 @@ def test_the_untouched_onnx_exports(tmp_path, capsys):
              .astype(np.float32))
     code, err = cli(["export", tmp_path / "ok.onnx", "--calibration", tmp_path / "c.npz",
                      "--out", tmp_path / "build" / "net"], capsys)
-    assert code == 0, err and runtime.load(tmp_path / "build" / "net").name == "ok"
+    assert code == 0, err
+    assert runtime.load(tmp_path / "build" / "net").name == "ok"
 
 
 @SETTINGS
