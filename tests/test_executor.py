@@ -59,13 +59,52 @@ def test_batches_are_independent():
     np.testing.assert_array_equal(whole, parts)
 
 
-def test_weights_edited_in_place_are_replanned():
-    model = tiny_model("float")
+def test_in_place_edit_after_a_run_raises_and_changes_nothing():
+    """A model is immutable once run: its arrays are read-only, so a cached plan can't go
+    stale behind the executor's back."""
+    model = tiny_model("fixed")
     x = np.random.default_rng(3).integers(-128, 128, (2, 8, 8, 2)).astype(np.int8)
-    before = runtime.run(model, x, collect=True)[1]["c1"]
-    model.layers[0].arrays["weights"] = -model.layers[0].arrays["weights"]
-    after = runtime.run(model, x, collect=True)[1]["c1"]
-    assert not np.array_equal(before, after)
+    before = runtime.run(model, x)
+    for key in ("weights", "bias", "multiplier", "shift"):
+        with pytest.raises(ValueError, match="read-only"):
+            model.layers[0].arrays[key][...] = 0
+    np.testing.assert_array_equal(runtime.run(model, x), before)
+
+
+def test_a_loaded_model_is_read_only(tmp_path):
+    tiny_model().save(tmp_path / "m.tcm")
+    loaded = runtime.load(tmp_path / "m.tcm")
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.layers[-1].arrays["weights"][0, 0] = 1
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_replaced_arrays_params_and_zero_points_are_replanned(mode):
+    """After a run, replace what the cached plans were made from, one thing at a time; each
+    run must equal the slow reference loops on the edited model."""
+    model = tiny_model(mode)
+    x = np.random.default_rng(4).integers(-128, 128, (2, 8, 8, 2)).astype(np.int8)
+    conv, fc = model.layers[0], model.layers[-1]
+    rq_key = "multiplier" if mode == "fixed" else "scale"
+    edits = [
+        lambda: conv.arrays.__setitem__("bias", conv.arrays["bias"] + 1000),
+        lambda: conv.arrays.__setitem__("weights", -conv.arrays["weights"]),
+        lambda: conv.arrays.__setitem__(rq_key, conv.arrays[rq_key] // 2 if mode == "fixed"
+                                        else conv.arrays[rq_key] * np.float32(0.5)),
+        lambda: conv.params.__setitem__("act_max", -120),
+        lambda: setattr(model.tensors["c1"], "zero_point", 17),
+        lambda: fc.arrays.__setitem__("bias", fc.arrays["bias"] - 3000),
+    ]
+    previous = runtime.run(model, x, collect=True)[1]
+    for edit in edits:
+        edit()
+        y, values = runtime.run(model, x, collect=True)
+        expected = reference_run(model, x)
+        for name in expected:
+            np.testing.assert_array_equal(values[name], expected[name], err_msg=name)
+        assert not np.array_equal(values["c1"], previous["c1"]) or \
+            not np.array_equal(y, previous["fc"]), edits.index(edit)
+        previous = values
 
 
 def test_bad_input_is_named():

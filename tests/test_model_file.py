@@ -93,3 +93,30 @@ def test_save_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(TinyconvError, match="disk full"):
         tiny_model().save(tmp_path / "model.tcm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_mac_count_for_report_and_device():
+    """MACs are conv/fc multiply-accumulates by weights, pools and add count 0 (hand-counted
+    from tests/tiny_models.py, which has every op); report.json and TC_TOTAL_MACS agree."""
+    import re
+
+    from export.c_codegen import render
+    from export.plan import plan_arena
+    from export.report import build_report
+    from runtime.model import layer_macs
+
+    model = tiny_model()
+    expected = {"conv1": 8 * 8 * 6 * 3 * 3 * 2, "dwconv": 4 * 4 * 6 * 3 * 3 * 1, "pool": 0,
+                "conv2": 4 * 4 * 6 * 6, "residual": 0, "avg": 0, "gap": 0, "fc": 3 * 6}
+    assert {layer.op for layer in model.layers} == set(runtime.model.OPS)
+    assert {layer.name: layer_macs(model, layer) for layer in model.layers} == expected
+    report = build_report(model)
+    assert [row["macs"] for row in report["layers"]] == list(expected.values())
+    assert report["totals"]["macs"] == model.total_macs == sum(expected.values())
+    for spec in model.tensors.values():
+        spec.offset = 0
+    model.arena_size = 0
+    plan_arena(model)
+    header, source = render(model)
+    assert f"#define TC_TOTAL_MACS {sum(expected.values())}UL" in header
+    assert [int(m) for m in re.findall(r"\.macs = (\d+)u", source)] == list(expected.values())
