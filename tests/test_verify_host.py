@@ -224,3 +224,25 @@ def test_inputs_of_the_wrong_shape_are_a_clear_error(exported):
     with pytest.raises(TinyconvError, match="shape"):
         verify(dirs["fixed"], np.zeros((3, 1, 10, 10), np.float32), device="host",
                progress=False)
+
+
+def test_sqnr_and_cosine_over_batches_equal_the_whole_computed_by_hand(exported):
+    """verify accumulates SQNR batch by batch (BATCH is 256, so 300 images are two batches);
+    the same figures straight from onnxruntime on model.onnx and runtime/ on all images."""
+    import onnxruntime as ort
+
+    dirs, _, x, _ = exported
+    model = runtime.load(dirs["float"])
+    result = verify(dirs["float"], x, device="host", progress=False)
+    session = ort.InferenceSession(str(dirs["float"] / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float64)
+    spec, out = model.input_spec, model.output_spec
+    x_q = kernels.quantize(x.transpose(0, 2, 3, 1), spec.scale, spec.zero_point)
+    got = kernels.dequantize(runtime.run(model, x_q), out.scale, out.zero_point).astype(np.float64)
+    sqnr = 10 * np.log10(np.sum(want ** 2) / np.sum((want - got) ** 2))
+    cosine = np.mean(np.sum(want * got, axis=1) /
+                     (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1)))
+    assert result.float_images == IMAGES
+    assert result.sqnr_db == pytest.approx(sqnr, rel=1e-9)
+    assert result.cosine == pytest.approx(cosine, rel=1e-9)
