@@ -21,6 +21,7 @@ docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -258,8 +259,7 @@ class ConvPlan:
             rows = _RowConstants(
                 bias=np.tile(self.bias.astype(np.float32), ow),
                 scale=None if scale is None else np.tile(np.broadcast_to(scale, (m,)), ow),
-                weights=np.tile(self.matrices, (ow - 1) * self.stride[1] + 1)
-                if self.depthwise else None,
+                weights=self._phase_weights(ow) if self.depthwise else None,
                 fixed=None if self.fixed is None else self.fixed.tile(ow))
             self._rows[ow] = rows
         return rows
@@ -310,34 +310,112 @@ class ConvPlan:
             acc = acc[0]
         return acc
 
-    def _depthwise(self, x, out_hw, row_weights):
-        """One einsum over every tap: numpy's fused multiply-and-sum loop runs along whole
+    def _depthwise(self, x, out_hw, phase_weights):
+        """One einsum per column phase: numpy's fused multiply-and-sum loop runs along whole
         output rows (OW * M contiguous floats) of the padded input and of the row-tiled
-        weights, each row staying in cache while its taps are summed.
+        weights, each row staying in cache while its taps are summed. The loop's cost is
+        mostly per row, so it wants rows long and computed only where an output is kept.
 
-        The channel multiplier is folded into the padded copy (each input channel repeated k
-        times), so output channel m reads input channel m // k at the same offset. A
-        horizontal stride would break the rows into runs of M floats, so the rows are computed
-        at every column instead and the wanted columns picked afterwards: measured, at stride 2
-        that costs less than gathering the strided columns first (or splitting them by phase)."""
-        (kh, kw, m), (oh, ow) = self.matrices.shape, out_hw
-        (sh, sw), (dh, dw) = self.stride, self.dilation
-        xp = self._padded(x)
-        columns = (ow - 1) * sw + 1
-        image, row, pixel, item = xp.strides
-        taps = as_strided(xp, (xp.shape[0], oh, kh, kw, columns * m),
-                          (image, sh * row, dh * row, dw * pixel, item), writeable=False)
-        acc = np.einsum("nyabj,abj->nyj", taps, row_weights)
-        if sw == 1:
-            return acc
-        return np.ascontiguousarray(acc.reshape(-1, columns, m)[:, ::sw])
+        The input is padded straight into a phase-split buffer (``_DepthwiseFrame``): with a
+        horizontal stride S, padded column ``px`` is stored in plane ``px % S`` at ``px // S``,
+        so the taps of one phase read contiguous runs holding exactly the wanted columns (no
+        column computed and then dropped). The channel multiplier is folded into the same copy
+        (each input channel repeated k times): output channel m reads input channel m // k at
+        the same offset. A small layer keeps its frame (buffer with its border, views, output)
+        per thread for the last input shape, so a call writes only the image."""
+        scratch = self._scratch
+        frame = getattr(scratch, "depthwise", None)
+        if frame is None or frame.input_shape != x.shape:
+            frame = _DepthwiseFrame.build(self, x.shape, out_hw)
+            if frame.nbytes <= _SCRATCH_BYTES:
+                scratch.depthwise = frame
+        for target, source in frame.copies:
+            np.copyto(target, x[source], casting="unsafe")
+        acc, (first, *rest) = frame.acc, frame.taps
+        np.einsum("nyabj,abj->nyj", first, phase_weights[0], out=acc)
+        for taps, weights in zip(rest, phase_weights[1:]):
+            acc += np.einsum("nyabj,abj->nyj", taps, weights)
+        return acc
+
+    def _phase_weights(self, ow: int) -> tuple[np.ndarray, ...]:
+        """Per column phase (``_phase_taps``), its kernel columns' weights tiled along an
+        output row: float32 ``[KH, taps in the phase, OW * M]``."""
+        return tuple(np.ascontiguousarray(np.tile(self.matrices[:, list(columns)], ow))
+                     for _, _, columns in _phase_taps(self.weights_shape[2], self.stride[1],
+                                                      self.dilation[1]))
+
+
+def _phase_taps(kw: int, sw: int, dw: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Kernel columns grouped by the phase-split plane they read: ``(phase, first offset,
+    columns)``. Column kx reads padded column ``ox * sw + kx * dw``, i.e. plane
+    ``kx * dw % sw`` at ``ox + kx * dw // sw``; within a plane the offsets step uniformly by
+    ``dw // gcd(dw, sw)``, so one strided view covers the plane's taps."""
+    planes: dict[int, list[int]] = {}
+    for kx in range(kw):
+        planes.setdefault(kx * dw % sw, []).append(kx)
+    return [(phase, columns[0] * dw // sw, tuple(columns))
+            for phase, columns in sorted(planes.items())]
+
+
+@dataclass(eq=False)
+class _DepthwiseFrame:
+    """A depthwise plan's per-input-shape state: the phase-split padded buffer (float32
+    ``[N, Hp, S, ceil(Wp / S), C * k]``, border filled once with the input zero point), where
+    each phase's image columns go (``copies``: target view, source index into ``x``), one
+    strided tap view ``[N, OH, KH, taps, OW * M]`` per phase, and the output."""
+
+    input_shape: tuple[int, ...]
+    buffer: np.ndarray
+    copies: list
+    taps: list
+    acc: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.nbytes + self.acc.nbytes
+
+    @classmethod
+    def build(cls, plan: "ConvPlan", input_shape, out_hw) -> "_DepthwiseFrame":
+        m, kh, kw, _ = plan.weights_shape
+        (sh, sw), (dh, dw), (oh, ow) = plan.stride, plan.dilation, out_hw
+        n, h, w, c = input_shape
+        top, left, bottom, right = plan.padding
+        rows = slice(max(-top, 0), h - max(-bottom, 0))  # negative pads crop
+        cols = slice(max(-left, 0), w - max(-right, 0))
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        top, left, bottom, right = (max(p, 0) for p in plan.padding)
+        width = -(-(w + left + right) // sw)
+        buffer = np.empty((n, h + top + bottom, sw, width, c, m // c), np.float32)
+        zp = plan.input_zero_point
+        buffer[:, :top] = zp
+        buffer[:, top + h:] = zp
+        copies = []
+        for phase in range(sw):
+            first = left + (phase - left) % sw  # the plane's first image column (padded)
+            count = len(range(first, left + w, sw))
+            start = first // sw
+            plane = buffer[:, top:top + h, phase]
+            plane[:, :, :start] = zp
+            plane[:, :, start + count:] = zp
+            if count:
+                source = (slice(None), rows, slice(cols.start + first - left, cols.stop, sw),
+                          slice(None), None)
+                copies.append((plane[:, :, start:start + count], source))
+        image, row, plane_stride, pixel = buffer.strides[:4]
+        taps = [np.ndarray((n, oh, kh, len(columns), ow * m), np.float32, buffer,
+                           phase * plane_stride + offset * pixel,
+                           (image, sh * row, dh * row, dw // math.gcd(dw, sw) * pixel,
+                            buffer.itemsize))
+                for phase, offset, columns in _phase_taps(kw, sw, dw)]
+        return cls(tuple(input_shape), buffer, copies, taps,
+                   np.empty((n, oh, ow * m), np.float32))
 
 
 @dataclass(frozen=True)
 class _RowConstants:
     bias: np.ndarray  # float32 [OW * M]
     scale: np.ndarray | None  # float32 [OW * M], float mode
-    weights: np.ndarray | None  # float32 [KH, KW, ((OW - 1) * SW + 1) * M], depthwise
+    weights: tuple | None  # depthwise: per column phase, float32 [KH, taps, OW * M]
     fixed: BoundedFixed | Float64Fixed | None = None  # constants tiled along [OW * M]
 
 
