@@ -162,10 +162,10 @@ class _Layer:
         for key, value in values.items():
             if key.endswith("zero_point") and not -128 <= value <= 127:
                 raise self.fail(f"array {key!r}", f"is {value}, outside [-128, 127]")
-            if key.endswith("scale") and not (np.isfinite(value) and value > 0):
-                raise self.fail(f"array {key!r}", f"is {value}; it must be finite and > 0")
-            if key == "offset" and not np.isfinite(value):
+            if wanted[key] == _F32 and not np.isfinite(value):
                 raise self.fail(f"array {key!r}", f"is {value}; it must be finite")
+            if wanted[key] == _F32 and key != "offset" and not value > 0:
+                raise self.fail(f"array {key!r}", f"is {value}; a scale must be > 0")
         for prefix in ("a_", "b_", ""):
             if prefix + "multiplier" in values:
                 self.fixed_pair(prefix + "multiplier", prefix + "shift")
