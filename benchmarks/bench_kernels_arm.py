@@ -25,6 +25,7 @@ from _firmware_models import random_inputs, random_model, reference_run  # noqa:
 from export.c_codegen import write_c_sources  # noqa: E402
 from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size  # noqa: E402
 from firmware_host.qemu import run_semihosted  # noqa: E402
+from runtime.model import layer_macs  # noqa: E402
 
 BOARDS = ("lm3s6965evb", "mps2-an386")
 SPEC = ((28, 28, 1), [
@@ -48,16 +49,6 @@ def describe(model, layer) -> str:
         w = layer.arrays["weights"].shape
         what = f"conv {w[1]}x{w[2]}" + (" depthwise" if layer.params["groups"] > 1 else "")
     return f"{what} {'x'.join(map(str, src))} -> {'x'.join(map(str, dst))}"
-
-
-def macs(model, layer) -> int:
-    if layer.op == "conv2d":
-        m, kh, kw, cg = layer.arrays["weights"].shape
-        oh, ow, _ = model.tensors[layer.output].shape
-        return oh * ow * m * kh * kw * cg
-    if layer.op == "fully_connected":
-        return int(layer.arrays["weights"].size)
-    return 0
 
 
 def main() -> int:
@@ -96,13 +87,13 @@ def main() -> int:
           f"(outputs == runtime/ on {INPUTS} inputs)")
     print(f"{'layer':44} {'MACs':>8} " + " ".join(f"{b:>12}" for b in BOARDS))
     for index, layer in enumerate(model.layers):
-        n = macs(model, layer)
+        n = layer_macs(model, layer)
         cells = []
         for board in BOARDS:
             ticks = results[board][0][index + 1]
             cells.append(f"{ticks / n:12.2f}" if n else f"{ticks:>9} ins")
         print(f"{describe(model, layer):44} {n:8} " + " ".join(cells))
-    total_macs = sum(macs(model, layer) for layer in model.layers)
+    total_macs = model.total_macs
     print(f"{'whole inference':44} {total_macs:8} " +
           " ".join(f"{results[b][0][0] / total_macs:12.2f}" for b in BOARDS))
     for board in BOARDS:
