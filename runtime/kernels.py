@@ -14,10 +14,11 @@ pool, add) take a ``consts`` dict made once by ``avg_pool_constants``,
 Speed: integer products summed in float32 are exact while every partial sum stays below 2**24,
 so convolutions run as float32 GEMMs (BLAS) whenever a bound computed from the weights proves
 it, and split the reduction into exact chunks when it cannot. Depthwise convolutions have no
-reduction for a GEMM to exploit; they run as one einsum along whole output rows instead. Small
-layers are dominated by per-pass costs, so a plan keeps its padded input buffer and its
-row-tiled constants, and float requantization works in place (benchmarks/bench_runtime.py,
-docs/PERFORMANCE.md).
+reduction for a GEMM to exploit; they run as einsums along whole output rows instead, over an
+input padded straight into one plane per column phase of the stride, so only kept columns are
+computed. Small layers are dominated by per-pass costs, so a plan keeps its padded input buffer
+and its row-tiled constants, and float requantization works in place
+(benchmarks/bench_runtime.py, docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -102,18 +103,17 @@ def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after:
     return (size + pad_before + pad_after - span) // stride + 1
 
 
-def _pad_nhwc(x: np.ndarray, pads, value, dtype=None, repeat: int = 1,
+def _pad_nhwc(x: np.ndarray, pads, value, dtype=None,
               bordered: np.ndarray | None = None) -> np.ndarray:
-    """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``;
-    ``repeat > 1`` repeats every channel that many times in place (a depthwise channel
-    multiplier). Only the border is filled, so the image is written exactly once; a
+    """Pad (or, for negative pads, crop) H and W with ``value``, converting to ``dtype``.
+    Only the border is filled, so the image is written exactly once; a
     ``bordered`` array from an earlier call with the same shapes already has its border, and
     only the image is written into it."""
     top, left, bottom, right = pads
     x = x[:, max(-top, 0):x.shape[1] - max(-bottom, 0), max(-left, 0):x.shape[2] - max(-right, 0)]
     top, left, bottom, right = (max(p, 0) for p in pads)
     n, h, w, c = x.shape
-    shape = (n, h + top + bottom, w + left + right, c, repeat)
+    shape = (n, h + top + bottom, w + left + right, c)
     if bordered is None:
         out = np.empty(shape, dtype or x.dtype)
         out[:, :top] = value
@@ -122,8 +122,8 @@ def _pad_nhwc(x: np.ndarray, pads, value, dtype=None, repeat: int = 1,
         out[:, top:top + h, left + w:] = value
     else:
         out = bordered.reshape(shape)
-    np.copyto(out[:, top:top + h, left:left + w], x[..., None], casting="unsafe")
-    return out.reshape(shape[:3] + (c * repeat,))
+    np.copyto(out[:, top:top + h, left:left + w], x, casting="unsafe")
+    return out
 
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
@@ -228,14 +228,13 @@ class ConvPlan:
         return acc, rows, (x.shape[0], oh, ow, m)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
-        """The input padded with its zero point, in float32 (for a depthwise convolution, each
-        channel repeated by the channel multiplier). A small layer keeps this buffer (one per
+        """The input padded with its zero point, in float32, for im2col (depthwise pads into
+        its own phase-split buffer, ``_DepthwiseFrame``). A small layer keeps this buffer (one per
         thread, for the last input shape) so later calls skip the border and the allocation, a
         good part of their time; large ones are not worth holding on to."""
         scratch = self._scratch
         bordered = scratch.buffer if getattr(scratch, "shape", None) == x.shape else None
-        repeat = self.weights_shape[0] // x.shape[3] if self.depthwise else 1
-        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, repeat, bordered)
+        xp = _pad_nhwc(x, self.padding, self.input_zero_point, np.float32, bordered)
         if bordered is None and xp.nbytes <= _SCRATCH_BYTES:
             scratch.shape, scratch.buffer = x.shape, xp
         return xp

@@ -32,6 +32,15 @@ DEPTHWISE = [  # multiplier, kernel, stride, dilation, padding (top, left, botto
     (2, (2, 3), (2, 3), (2, 2), (1, 2, 1, 1)),
     (1, (5, 5), (2, 1), (1, 2), (2, 4, 2, 4)),
     (2, (3, 3), (1, 2), (1, 1), (-1, 1, 0, -2)),  # negative pads crop the image
+    # the phase-split buffer (column % stride planes): every tap in one plane, one tap in each
+    # of three planes, planes no tap reads, a crop that shifts the phases, a stride wider
+    # than the image
+    (1, (3, 3), (2, 2), (2, 2), (1, 1, 1, 1)),
+    (2, (3, 3), (3, 3), (2, 2), (2, 1, 1, 2)),
+    (1, (2, 2), (1, 4), (1, 1), (0, 3, 0, 0)),
+    (3, (3, 3), (2, 2), (1, 1), (0, -1, 1, -2)),
+    (1, (1, 3), (2, 3), (1, 3), (0, 2, 0, 5)),
+    (2, (3, 1), (1, 12), (1, 1), (1, 0, 1, 2)),
 ]
 
 
@@ -52,7 +61,8 @@ def test_depthwise_matches_reference(mode, case):
 
 @pytest.mark.parametrize("multiplier, stride, dilation, padding", [
     (1, (1, 1), (1, 1), (1, 1, 1, 1)), (2, (2, 2), (1, 1), (0, 0, 1, 1)),
-    (1, (2, 1), (2, 2), (3, 1, 0, 2)), (4, (1, 3), (1, 1), (1, 1, 1, 1))])
+    (1, (2, 1), (2, 2), (3, 1, 0, 2)), (4, (1, 3), (1, 1), (1, 1, 1, 1)),
+    (1, (2, 2), (2, 2), (1, 1, 1, 1)), (2, (3, 3), (1, 1), (0, 1, 2, 1))])
 def test_depthwise_matches_onnxruntime_at_layer_size(multiplier, stride, dilation, padding):
     rng = np.random.default_rng(7 + multiplier)
     c = 64 // multiplier
@@ -66,6 +76,24 @@ def test_depthwise_matches_onnxruntime_at_layer_size(multiplier, stride, dilatio
     assert plan.depthwise
     for _ in range(2):  # the second call reuses the padded buffer
         np.testing.assert_array_equal(plan(x), expected)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_depthwise_plan_reused_across_shapes_keeps_each_frame_right(mode):
+    """A depthwise plan keeps one phase-split frame per thread for the last input shape: calls
+    alternating between shapes (odd widths shift which plane holds each column) must each
+    rebuild or reuse it correctly, in both modes, against the reference loops."""
+    rng = np.random.default_rng([13, mode == "fixed"])
+    x_shapes = [(1, 9, 11, 4), (2, 8, 10, 4), (1, 9, 11, 4), (1, 5, 7, 4)]
+    w = rng.integers(-128, 128, (8, 3, 3, 1)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, 8).astype(np.int32)
+    kwargs = dict(input_zero_point=9, output_zero_point=-7, stride=(2, 2),
+                  padding=(1, 2, 0, 1), groups=4)
+    rq = _requant(rng, mode, 8)
+    plan = kernels.plan_conv2d(w, bias, rq, **kwargs)
+    for shape in x_shapes * 2:
+        x = rng.integers(-128, 128, shape).astype(np.int8)
+        np.testing.assert_array_equal(plan(x), reference.conv2d(x, w, bias, rq, **kwargs))
 
 
 @pytest.mark.parametrize("mode", ["fixed", "float"])
