@@ -8,6 +8,7 @@ have a chance to break.
 """
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
@@ -109,3 +110,18 @@ def wait_until(predicate, seconds: float) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def child_processes(pid: int, executable: Path) -> list[int]:
+    """Child processes of ``pid`` running ``executable`` (verify also runs make as a child)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and \
+                        os.readlink(entry / "exe") == str(executable):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

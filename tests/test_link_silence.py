@@ -86,21 +86,6 @@ def test_a_peer_that_accepts_and_never_answers_exits_2(device_build, tmp_path, c
     assert not report.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images.npz"]
 
 
-def _children_running(pid: int, executable: Path) -> list[int]:
-    """Child processes of ``pid`` running ``executable`` (verify also runs make as a child)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and \
-                        os.readlink(entry / "exe") == str(executable):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def _read_syscalls(pid: int) -> int:
     try:
         for line in (Path("/proc") / str(pid) / "io").read_text().splitlines():
@@ -132,9 +117,9 @@ def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_re
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     device_pid = None
     try:
-        assert hd.wait_until(lambda: _children_running(proc.pid, exe), 60), \
+        assert hd.wait_until(lambda: hd.child_processes(proc.pid, exe), 60), \
             "verify started no device"
-        (device_pid,) = _children_running(proc.pid, exe)
+        (device_pid,) = hd.child_processes(proc.pid, exe)
         # Mid-run: the device has read a few hundred requests' worth of bytes.
         assert hd.wait_until(lambda: _read_syscalls(device_pid) > 300, 30), proc.communicate()
         os.kill(device_pid, signal.SIGSTOP)

@@ -68,21 +68,6 @@ def test_inputs_are_pulled_only_as_the_window_allows(device_build):
     assert max(ahead) <= window + 1 and pulled == count
 
 
-def _children(pid: int, executable: Path) -> list[int]:
-    """Child processes of ``pid`` running ``executable`` (verify may run make first, briefly)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and \
-                        os.readlink(entry / "exe") == str(executable):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -101,8 +86,8 @@ def test_ctrl_c_stops_the_device_and_writes_no_report(device_build, tmp_path):
          "--device", "host", "--json", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert hd.wait_until(lambda: _children(proc.pid, exe), 60), "verify started no device"
-        (device_pid,) = _children(proc.pid, exe)
+        assert hd.wait_until(lambda: hd.child_processes(proc.pid, exe), 60), "verify started no device"
+        (device_pid,) = hd.child_processes(proc.pid, exe)
         time.sleep(1.5)  # well into the stream
         assert proc.poll() is None, proc.communicate()
         os.kill(proc.pid, signal.SIGINT)
