@@ -222,6 +222,10 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             # bytes of fast requantization constants and the 4-byte bias with the input zero
             # point folded in
             scratch = -(-(2 * kh * kw * cg * 2) // 4) * 4 + 20 * m
+            # tc_conv2d_get_ring_size: kh int16 input rows (4-byte tag each) as wide as an
+            # output row's windows reach
+            if groups == 1 and int(dil[0]) == int(dil[1]) == 1 and cg % 4 == 0:
+                scratch += kh * (4 + ((out_w - 1) * e["stride_w"] + kw) * cg * 2)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]

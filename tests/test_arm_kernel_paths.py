@@ -17,7 +17,7 @@ from _firmware_models import random_inputs, random_model, reference_run
 from export.c_codegen import write_c_sources
 from firmware_host.build import build_firmware
 from firmware_host.qemu import run_semihosted
-from test_arm_targets import SELFTEST, arm_tools, parse_selftest, write_selftest_inputs  # noqa: F401
+from test_arm_targets import SELFTEST, parse_selftest, write_selftest_inputs
 
 SPEC = ((7, 9, 1), [
     dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),  # K = 9, 63 px
@@ -52,8 +52,19 @@ RAW_SPEC = ((7, 9, 8), [
     dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
     dict(op="conv2d", out=6, kernel=(3, 3), groups=2, dilation=(1, 2), padding=(1, 2, 1, 2)),
 ])
-SPECS = {"conv": SPEC, "depthwise": DW_SPEC, "raw": RAW_SPEC}
-COUNTS = {"conv": 3, "depthwise": 3, "raw": 16}
+# The row ring (one group, no dilation, channels a multiple of four): rows converted once and
+# copied into the pair column. Even output widths (every pair from the ring), rows wholly in
+# the top padding (kh = 2, pad_top = 2), stride 2 down (a ring slot kept across output rows),
+# right padding beyond the windows' last column, 1x1, a window wholly in the left padding,
+# stride 2 across; RAW_SPEC's odd width covers pairs that straddle two output rows.
+RING_SPEC = ((8, 10, 4), [
+    dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
+    dict(op="conv2d", out=12, kernel=(2, 3), stride=(2, 1), padding=(2, 0, 1, 2)),
+    dict(op="conv2d", out=8, kernel=(1, 1), act_max=100),
+    dict(op="conv2d", out=6, kernel=(3, 3), stride=(1, 2), padding=(0, 3, 0, 1)),
+])
+SPECS = {"conv": SPEC, "depthwise": DW_SPEC, "raw": RAW_SPEC, "ring": RING_SPEC}
+COUNTS = {"conv": 3, "depthwise": 3, "raw": 16, "ring": 8}
 CASES = [("lm3s6965evb", "fixed", "double"), ("mps2-an386", "fixed", "double"),
          ("lm3s6965evb", "fixed", "single"), ("mps2-an386", "fixed", "single"),
          ("lm3s6965evb", "float", "double"), ("mps2-an386", "float", "double")]

@@ -78,6 +78,134 @@ static void tc_conv_column(const tc_conv_params *p, const tc_dims *in, const int
     }
 }
 
+/* The row ring (after the pair column and the requantization constants, when the buffer holds
+ * it): kh input rows converted to int16 once per layer, in the order of the pair column's
+ * groups, padded on the left and right with the zero point and as wide as the windows of an
+ * output row reach, each with a tag saying which input row it holds. The pair column of two
+ * pixels of one output row is then a copy of whole groups of four from two places of the same
+ * converted rows: no conversion and no bounds checks per window. Only for one group, no
+ * dilation and a channel count that is a multiple of four (raw inputs). */
+static int32_t tc_conv2d_ring_width(const tc_conv_params *p, const tc_filter_dims *f,
+                                    const tc_dims *out)
+{
+    return (out->w - 1) * p->stride_w + f->kw;
+}
+
+int32_t tc_conv2d_get_ring_size(const tc_conv_params *p, const tc_filter_dims *f,
+                                const tc_dims *out)
+{
+    if (p->groups != 1 || p->dilation_h != 1 || p->dilation_w != 1 || (f->c & 3) != 0 ||
+        out->w < 1) {
+        return 0;
+    }
+    return f->kh * ((int32_t)sizeof(int32_t) +
+                    tc_conv2d_ring_width(p, f, out) * f->c * (int32_t)sizeof(int16_t));
+}
+
+/* groups * 4 int8 values into int16 in the order of the pair column's groups */
+static void tc_groups_to_s16(int16_t *dst, const int8_t *src, int32_t groups)
+{
+    int16_t *const end = dst + 4 * groups;
+#if TC_USE_DSP
+    for (; dst != end; dst += 4, src += 4) {
+        const int32_t v = tc_read_s32(src);
+        tc_write_s32(dst, __sxtb16(v));
+        tc_write_s32(dst + 2, tc_sxtb16_ror8(v));
+    }
+#else
+    for (; dst != end; dst += 4, src += 4) {
+        dst[0] = src[0];
+        dst[1] = src[1];
+        dst[2] = src[2];
+        dst[3] = src[3];
+    }
+#endif
+}
+
+static void tc_fill_s16(int16_t *dst, int32_t n, int32_t value)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        dst[i] = (int16_t)value;
+    }
+}
+
+/* Input row iy, columns x_first .. x_first + width - 1, into a ring row (the zero point
+ * outside the image). */
+static void tc_ring_fill(int16_t *row, const tc_dims *in, const int8_t *input,
+                         const tc_conv_params *p, int32_t iy, int32_t width)
+{
+    const int32_t c = in->c, x_first = -p->pad_left;
+    int32_t left = x_first < 0 ? -x_first : 0;
+    int32_t right = x_first + width > in->w ? x_first + width - in->w : 0;
+    if (iy < 0 || iy >= in->h || left + right >= width) {
+        tc_fill_s16(row, width * c, p->input_zero_point);
+        return;
+    }
+    tc_fill_s16(row, left * c, p->input_zero_point);
+    tc_groups_to_s16(row + left * c, input + (iy * in->w + x_first + left) * c,
+                     (width - left - right) * c >> 2);
+    tc_fill_s16(row + (width - right) * c, right * c, p->input_zero_point);
+}
+
+/* Interleave `groups` groups of four int16 from a and b into a pair column:
+ * a0..a3 b0..b3 a4..a7 b4..b7 ... (all three 4-byte aligned, groups >= 1). */
+#if defined(__thumb2__)
+void tc_pair_copy_groups(int16_t *dst, const int16_t *a, const int16_t *b, int32_t groups);
+__asm__(
+    "  .section .text.tc_pair_copy_groups,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_pair_copy_groups\n"
+    "  .type tc_pair_copy_groups, %function\n"
+    "  .thumb_func\n"
+    "tc_pair_copy_groups:\n"
+    "  push {r4-r7}\n"
+    "1:\n"
+    "  ldm r1!, {r4, r5}\n"
+    "  ldm r2!, {r6, r7}\n"
+    "  stm r0!, {r4-r7}\n"
+    "  subs r3, r3, #1\n"
+    "  bne 1b\n"
+    "  pop {r4-r7}\n"
+    "  bx lr\n"
+    "  .size tc_pair_copy_groups, .-tc_pair_copy_groups\n"
+    "  .text\n");
+#else
+static void tc_pair_copy_groups(int16_t *dst, const int16_t *a, const int16_t *b,
+                                int32_t groups)
+{
+    int32_t g, i;
+    for (g = 0; g < groups; g++, dst += 8, a += 4, b += 4) {
+        for (i = 0; i < 4; i++) {
+            dst[i] = a[i];
+            dst[4 + i] = b[i];
+        }
+    }
+}
+#endif
+
+/* The pair column of output pixels (oy, ox) and (oy, ox + 1) from the ring, converting the
+ * rows it needs that it does not hold yet. */
+static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, const int8_t *input,
+                                const tc_filter_dims *f, int32_t *tags, int16_t *rows,
+                                int32_t width, int32_t oy, int32_t ox, int16_t *col)
+{
+    const int32_t c = in->c, run = f->kw * c, y0 = oy * p->stride_h - p->pad_top;
+    const int32_t offset = ox * p->stride_w * c, step = p->stride_w * c;
+    int32_t ky;
+    for (ky = 0; ky < f->kh; ky++) {
+        const int32_t iy = y0 + ky, slot = (iy + p->pad_top) % f->kh;
+        int16_t *row = rows + slot * width * c;
+        if (tags[slot] != iy) {
+            tc_ring_fill(row, in, input, p, iy, width);
+            tags[slot] = iy;
+        }
+        tc_pair_copy_groups(col + 2 * ky * run, row + offset, row + offset + step, run >> 2);
+    }
+}
+
 int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
               const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
               const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
@@ -89,7 +217,9 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
     int16_t *col;
     tc_requant_fast *fast = NULL;
     int32_t *folded_bias = NULL;
-    int32_t g, m_per_group, raw;
+    int32_t *tags = NULL;
+    int16_t *rows = NULL;
+    int32_t g, i, m_per_group, raw, width = 0;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
@@ -107,10 +237,19 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         folded_bias = (int32_t *)(void *)(fast + filter->m);
     }
     raw = folded_bias != NULL && (filter->c & 3) == 0;
+    if (raw && tc_conv2d_get_ring_size(params, filter, out_dims) > 0 &&
+        ctx->size >= tc_conv2d_get_buffer_size(filter) +
+                         tc_conv2d_get_ring_size(params, filter, out_dims)) {
+        tags = folded_bias + filter->m;
+        rows = (int16_t *)(void *)(tags + filter->kh);
+        width = tc_conv2d_ring_width(params, filter, out_dims);
+        for (i = 0; i < filter->kh; i++) {
+            tags[i] = INT32_MIN;
+        }
+    }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
         tc_matmul_output o;
-        int32_t i;
         o.bias = bias;
         o.rq = rq;
         o.first_channel = g * m_per_group;
@@ -129,6 +268,12 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         for (i = 0; i < pixels; i += 2) {
             const int32_t oy = i / out_dims->w, ox = i % out_dims->w;
             int8_t *out0 = output + i * out_dims->c + g * m_per_group;
+            if (rows != NULL && ox + 1 < out_dims->w) {
+                tc_ring_pair_column(params, in_dims, input, filter, tags, rows, width, oy, ox,
+                                    col);
+                tc_matmul_pair(w, m_per_group, k, col, &o, out0, out0 + out_dims->c);
+                continue;
+            }
             tc_conv_column(params, in_dims, input, filter, g, oy, ox, col, 0, raw);
             if (i + 1 < pixels) {
                 const int32_t oy1 = ox + 1 < out_dims->w ? oy : oy + 1;

@@ -77,6 +77,11 @@ typedef struct {
 
 /* conv2d, including grouped convolution (filter.c = in.c / groups). */
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
+/* Optional extra bytes after tc_conv2d_get_buffer_size (0 when the shape has no use for them):
+ * a ring of kh input rows converted to int16 once per layer, from which the im2col is a copy
+ * (one group, no dilation, input channels a multiple of four). */
+int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_dims *filter,
+                                const tc_dims *out_dims);
 int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
               const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
               const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
