@@ -18,7 +18,6 @@ from export.c_codegen import write_c_sources
 from firmware_host.build import build_firmware
 from firmware_host.qemu import run_semihosted
 from runtime.requant import Requant
-from test_arm_targets import arm_tools  # noqa: F401
 
 PROBE = HARNESS.parent / "requant_probe_arm.c"
 LIMIT = 2**29 - 1

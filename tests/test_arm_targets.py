@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _firmware_models import random_inputs, random_model, reference_run, require_tool
+from _firmware_models import random_inputs, random_model, reference_run
 from export.c_codegen import write_c_sources
 from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size
 from firmware_host.qemu import qemu_command, run_semihosted
@@ -45,13 +45,6 @@ def parse_selftest(text: str, output_size: int) -> list[np.ndarray]:
     assert "done" in text.splitlines(), text
     assert all(o.size == output_size for o in outputs)
     return outputs
-
-
-@pytest.fixture(scope="module")
-def arm_tools():
-    require_tool("arm-none-eabi-gcc")
-    require_tool("qemu-system-arm")
-    require_tool("make")
 
 
 def _model_dir(tmp_path_factory, mode, seed):
