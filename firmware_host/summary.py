@@ -122,7 +122,8 @@ class VerifyResult:
                          f"{self.cosine:.5f}"))
         rows.append(("throughput", f"{self.images_per_s:.1f} images/s ({self.seconds:.2f} s)"))
         if self.ticks_per_inference is not None:
-            per_mac = (f", {self.ticks_per_mac:.3g} per MAC" if self.ticks_per_mac else "")
+            per_mac = (f", {self.ticks_per_mac:.3g} {self.ticks_unit} per MAC"
+                       if self.ticks_per_mac else "")
             rows.append(("device ticks", f"{self.ticks_per_inference:.0f} {self.ticks_unit} "
                          f"per inference{per_mac}"))
         link = self.link
