@@ -215,6 +215,13 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         spatial(kh, kw, int(dil[0]), int(dil[1]))
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
+        if not depthwise and groups == 1 and cg == 1 and kw == 3:
+            # one input channel: a zero fourth column makes every window row one group of four
+            # for the im2col and the dot loops; the extra tap is read within the image or as
+            # padding and multiplied by 0, so the accumulators do not change
+            weights = np.concatenate([weights, np.zeros((m, kh, 1, 1), np.int8)], axis=2)
+            kw = 4
+            e["kernel_w"] = kw
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
         else:
