@@ -356,6 +356,35 @@ typedef char tc_fast_is_four_words[sizeof(tc_requant_fast) == 16 ? 1 : -1];
 #define TC_CLAMP(x) \
     "  cmp " x ", r3\n  it lt\n  movlt " x ", r3\n" \
     "  cmp " x ", r12\n  it gt\n  movgt " x ", r12\n"
+/* act_max = 127 (no activation or ReLU): SSAT does the upper side */
+#define TC_CLAMP_127(x) \
+    "  ssat " x ", #8, " x "\n" \
+    "  cmp " x ", r3\n  it lt\n  movlt " x ", r3\n"
+/* One output channel of both pixels; `loop` and `stop` are local labels. */
+#define TC_STORE_ROW(loop, stop, clamp) \
+    loop ":\n" \
+    "  ldm r1!, {r4-r7}\n" /* fast, multiplier, offset, right */ \
+    "  cbz r4, " stop "f\n" \
+    "  ldrd r8, r9, [r0], #8\n" \
+    "  lsl r8, r8, #1\n" \
+    "  lsl r9, r9, #1\n" \
+    TC_MULH_ROUND("r8") \
+    TC_MULH_ROUND("r9") \
+    "  add r4, r8, r6\n" \
+    "  add r8, r4, r8, asr #31\n" \
+    "  add r4, r9, r6\n" \
+    "  add r9, r4, r9, asr #31\n" \
+    "  asr r8, r8, r7\n" \
+    "  asr r9, r9, r7\n" \
+    clamp("r8") \
+    clamp("r9") \
+    "  strb r9, [r10], #1\n" \
+    "  strb r8, [r11], #1\n" \
+    "  cmp r1, r2\n" \
+    "  bne " loop "b\n" \
+    "  b 9f\n" \
+    stop ":\n" \
+    "  sub r1, r1, #16\n"
 __asm__(
     "  .section .text.tc_store_fast_rows,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -372,29 +401,11 @@ __asm__(
     "  add r2, r1, r2, lsl #4\n"
     "  cmp r1, r2\n"
     "  beq 9f\n"
-    "1:\n"
-    "  ldm r1!, {r4-r7}\n" /* fast, multiplier, offset, right */
-    "  cbz r4, 8f\n"
-    "  ldrd r8, r9, [r0], #8\n"
-    "  lsl r8, r8, #1\n"
-    "  lsl r9, r9, #1\n"
-    TC_MULH_ROUND("r8")
-    TC_MULH_ROUND("r9")
-    "  add r4, r8, r6\n"
-    "  add r8, r4, r8, asr #31\n"
-    "  add r4, r9, r6\n"
-    "  add r9, r4, r9, asr #31\n"
-    "  asr r8, r8, r7\n"
-    "  asr r9, r9, r7\n"
-    TC_CLAMP("r8")
-    TC_CLAMP("r9")
-    "  strb r9, [r10], #1\n"
-    "  strb r8, [r11], #1\n"
-    "  cmp r1, r2\n"
-    "  bne 1b\n"
+    "  cmp r12, #127\n"
+    "  beq 5f\n"
+    TC_STORE_ROW("1", "8", TC_CLAMP)
     "  b 9f\n"
-    "8:\n"
-    "  sub r1, r1, #16\n"
+    TC_STORE_ROW("5", "7", TC_CLAMP_127)
     "9:\n"
     "  sub r0, r1, lr\n"
     "  asr r0, r0, #4\n"
