@@ -310,23 +310,94 @@ static TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t 
     }
 }
 
-/* Requantize, clamp and store the count accumulators of one output row (a fast channel). */
-static TC_NOINLINE void tc_dw_store_fast(const int16_t *cols, int32_t step, int32_t count,
-                                         int32_t bias, const tc_requant_fast *rf, int8_t *out,
-                                         int32_t out_stride, int32_t lo, int32_t hi)
-{
-    const tc_requant_fast f = *rf;
-    const int16_t *const end = cols + count * step;
-    (void)bias;
-    for (; cols != end; cols += step, out += out_stride) {
-        int32_t acc2, v;
-        __builtin_memcpy(&acc2, cols + 4, sizeof acc2);
-#if !TC_DW_BIAS_IN_LOOP
-        acc2 += bias;
+/* Requantize, clamp and store the count accumulators of one output row (a fast channel).
+ * On Cortex-M the loop is hand-written (tc_dw_store_row): the constants stay in registers and
+ * act_max = 127 (no activation, ReLU) clamps the upper side with one SSAT. */
+typedef struct {
+    int32_t multiplier, offset, right, lo, hi, bias, out_stride, step;
+} tc_dw_store_args;
+
+#if defined(__thumb2__)
+/* acc: the first accumulator (byte 8 of the first column); args as tc_dw_store_args, whose
+ * bias the loop adds only where the column loops leave it out (Cortex-M3). */
+void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
+                     const tc_dw_store_args *args);
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define TC_DW_ADD_BIAS ""
+#define TC_DW_MULH "  smmulr r12, r12, r4\n"
+#else
+#define TC_DW_ADD_BIAS "  add r12, r12, r9\n"
+#define TC_DW_MULH "  smull lr, r12, r12, r4\n  add r12, r12, lr, lsr #31\n"
 #endif
+#define TC_DW_STORE_LOOP(loop, clamp) \
+    loop ":\n" \
+    "  ldr r12, [r0]\n" \
+    "  add r0, r0, r11\n" \
+    TC_DW_ADD_BIAS \
+    TC_DW_MULH \
+    "  add r12, r12, r12, asr #31\n" \
+    "  add r12, r12, r5\n" \
+    "  asr r12, r12, r6\n" \
+    clamp \
+    "  strb r12, [r2]\n" \
+    "  add r2, r2, r10\n" \
+    "  cmp r0, r1\n" \
+    "  bne " loop "b\n"
+__asm__(
+    "  .section .text.tc_dw_store_row,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw_store_row\n"
+    "  .type tc_dw_store_row, %function\n"
+    "  .thumb_func\n"
+    "tc_dw_store_row:\n"
+    "  push {r4-r11, lr}\n"
+    "  ldm r3, {r4-r11}\n"
+    "  cmp r1, #0\n"
+    "  ble 9f\n"
+    "  mul r1, r1, r11\n"
+    "  add r1, r0, r1\n"
+    "  cmp r8, #127\n"
+    "  beq 5f\n"
+    TC_DW_STORE_LOOP("1", "  cmp r12, r7\n  it lt\n  movlt r12, r7\n"
+                          "  cmp r12, r8\n  it gt\n  movgt r12, r8\n")
+    "  b 9f\n"
+    TC_DW_STORE_LOOP("5", "  ssat r12, #8, r12\n  cmp r12, r7\n  it lt\n  movlt r12, r7\n")
+    "9:\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw_store_row, .-tc_dw_store_row\n"
+    "  .text\n");
+#else
+static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
+                            const tc_dw_store_args *a)
+{
+    const tc_requant_fast f = {1, a->multiplier, a->offset, a->right};
+    int32_t i;
+    for (i = 0; i < count; i++, acc += a->step / (int32_t)sizeof(int16_t), out += a->out_stride) {
+        int32_t acc2, v;
+        __builtin_memcpy(&acc2, acc, sizeof acc2);
+        acc2 = (int32_t)((uint32_t)acc2 + (uint32_t)(TC_DW_BIAS_IN_LOOP ? 0 : a->bias));
         v = tc_requant_double_fast(acc2, &f);
-        *out = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        *out = (int8_t)(v < a->lo ? a->lo : (v > a->hi ? a->hi : v));
     }
+}
+#endif
+
+static void tc_dw_store_fast(const int16_t *cols, int32_t step, int32_t count, int32_t bias,
+                             const tc_requant_fast *f, int8_t *out, int32_t out_stride,
+                             int32_t lo, int32_t hi)
+{
+    tc_dw_store_args a;
+    a.multiplier = f->multiplier;
+    a.offset = f->offset;
+    a.right = f->right;
+    a.lo = lo;
+    a.hi = hi;
+    a.bias = bias;
+    a.out_stride = out_stride;
+    a.step = step * (int32_t)sizeof(int16_t);
+    tc_dw_store_row(cols + 4, count, out, &a);
 }
 
 /* The same through the exact generic requantization (any scheme). */
