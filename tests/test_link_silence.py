@@ -177,7 +177,8 @@ def test_a_stall_past_the_timeout_but_within_the_silence_limit_is_recovered(devi
     assert result["images"] == result["device_equal_images"] == images
     link = result["link"]
     assert link["timeouts"] >= 2 and link["retries"] >= 2  # the stall was seen and retried
-    assert stall <= link["longest_silence"] < (retries + 1) * timeout
+    # the silence clock starts when a request waits, a moment after the device was stopped
+    assert 0.9 * stall <= link["longest_silence"] < (retries + 1) * timeout
     assert all(r["ok"] and r["attempts"] <= retries + 1 for r in result["retried"])
 
 
