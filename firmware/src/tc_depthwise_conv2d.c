@@ -384,23 +384,8 @@ static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
 }
 #endif
 
-static void tc_dw_store_fast(const int16_t *cols, int32_t step, int32_t count, int32_t bias,
-                             const tc_requant_fast *f, int8_t *out, int32_t out_stride,
-                             int32_t lo, int32_t hi)
-{
-    tc_dw_store_args a;
-    a.multiplier = f->multiplier;
-    a.offset = f->offset;
-    a.right = f->right;
-    a.lo = lo;
-    a.hi = hi;
-    a.bias = bias;
-    a.out_stride = out_stride;
-    a.step = step * (int32_t)sizeof(int16_t);
-    tc_dw_store_row(cols + 4, count, out, &a);
-}
-
-/* The same through the exact generic requantization (any scheme). */
+/* Requantize, clamp and store one output row through the exact generic requantization (any
+ * scheme). */
 static void tc_dw_store_exact(const int16_t *cols, int32_t step, int32_t count, int32_t bias,
                               const tc_requant_params *rq, int32_t m, const tc_conv_params *p,
                               int8_t *out, int32_t out_stride)
@@ -444,6 +429,100 @@ static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
     }
 }
 
+/* The output rows of a layer are planned in blocks, once for all channels: which input rows
+ * each output row copies into which slot, and which arrangement of tap rows in the slots it
+ * uses. A channel then builds its row weights once per arrangement (a handful: the interior
+ * rows cycle through three, the padding rows add a few), not once per output row. A block ends
+ * when it holds TC_DW_BLOCK_ROWS rows or a row needs an arrangement beyond the
+ * TC_DW_ARRANGEMENTS it has; each block starts with empty slots. */
+#define TC_DW_BLOCK_ROWS 16
+#define TC_DW_ARRANGEMENTS 8
+
+typedef struct {
+    int32_t copy_y[3];    /* input rows to copy before this output row ... */
+    uint8_t copy_slot[3]; /* ... into these slots */
+    uint8_t copies;
+    uint8_t arrangement; /* index into the block's keys */
+} tc_dw_row_plan;
+
+typedef struct {
+    int32_t rows;
+    int32_t keys; /* arrangements used */
+    uint8_t key[TC_DW_ARRANGEMENTS]; /* tap row of slot s (3: none) in bits 2s, 2s + 1 */
+    tc_dw_row_plan row[TC_DW_BLOCK_ROWS];
+} tc_dw_block;
+
+static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy, int32_t group,
+                             int32_t oy0, int32_t out_h, tc_dw_block *b)
+{
+    int32_t slot_row[3] = {-1, -1, -1}, oy;
+    b->rows = 0;
+    b->keys = 0;
+    for (oy = oy0; oy < out_h && b->rows < TC_DW_BLOCK_ROWS; oy++) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        tc_dw_row_plan *r = &b->row[b->rows];
+        int32_t key = 0x3f, ky, k;
+        for (ky = 0; ky < 3; ky++) {
+            const int32_t y = y0 + ky * p->dilation_h;
+            if (y >= 0 && y < in_h) {
+                const int32_t s = (y / group) % 3;
+                key = (key & ~(3 << (2 * s))) | (ky << (2 * s));
+            }
+        }
+        for (k = 0; k < b->keys && b->key[k] != key; k++) {
+        }
+        if (k == TC_DW_ARRANGEMENTS) {
+            break;
+        }
+        if (k == b->keys) {
+            b->key[b->keys++] = (uint8_t)key;
+        }
+        r->arrangement = (uint8_t)k;
+        r->copies = 0;
+        for (ky = 0; ky < 3; ky++) {
+            const int32_t y = y0 + ky * p->dilation_h;
+            if (y >= 0 && y < in_h) {
+                const int32_t s = (y / group) % 3;
+                if (slot_row[s] != y && copy > 0) {
+                    r->copy_y[r->copies] = y;
+                    r->copy_slot[r->copies++] = (uint8_t)s;
+                }
+                slot_row[s] = y;
+            }
+        }
+        b->rows++;
+    }
+}
+
+/* The row weights of one arrangement: the doubled weights of the tap row in each slot
+ * (column-major, packed for SMLAD on the Cortex-M4) and the row's bias, which takes the
+ * zero-point term: acc = bias + sum w * (x - zp) over the tap rows in the image, x copied raw. */
+typedef struct {
+    int32_t w[9];
+    int32_t bias;
+} tc_dw_row_weights;
+
+static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
+                          tc_dw_row_weights *rw)
+{
+    const int32_t k0 = key & 3, k1 = (key >> 2) & 3, k2 = (key >> 4) & 3;
+    int32_t i;
+    for (i = 0; i < 3; i++) {
+#if TC_DW_PACKED
+        rw->w[2 * i] = (int32_t)(((uint32_t)ch->w[k0][i] & 0xffffu) |
+                                 ((uint32_t)ch->w[k1][i] << 16));
+        rw->w[2 * i + 1] = ch->w[k2][i];
+#else
+        rw->w[3 * i] = ch->w[k0][i];
+        rw->w[3 * i + 1] = ch->w[k1][i];
+        rw->w[3 * i + 2] = ch->w[k2][i];
+#endif
+    }
+    rw->bias = (int32_t)((uint32_t)(ch->f.fast ? 2 : 1) *
+                         ((uint32_t)ch->bias - (uint32_t)zp *
+                          (uint32_t)(ch->row_sum[k0] + ch->row_sum[k1] + ch->row_sum[k2])));
+}
+
 static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                             const tc_requant_params *rq, const tc_dims *in_dims,
                             const int8_t *input, const tc_filter_dims *filter,
@@ -455,8 +534,11 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     const int32_t ncols = (out_dims->w + 1) * sw + 2;
     const int32_t step = sw * TC_DW_COL; /* int16 per output */
     const int32_t copy = in_dims->w < ncols - p->pad_left ? in_dims->w : ncols - p->pad_left;
+    const int32_t in_row = in_dims->w * channels, out_row = out_dims->w * out_dims->c;
     int16_t *cols = (int16_t *)ctx->buf;
-    int32_t group = 1, c, i;
+    int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
+    int32_t group = 1, oy0, i;
+    tc_dw_block block;
     /* slot of input row y: (y / group) % 3, distinct for the three tap rows of any output row
      * (group: the largest power of 3 dividing the dilation) */
     while ((dh / group) % 3 == 0) {
@@ -466,64 +548,49 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
         const int32_t slot = i % TC_DW_COL;
         cols[i] = (int16_t)(slot < 3 ? zp : 0);
     }
-    for (c = 0; c < channels * multiplier; c++) {
-        const int8_t *src = input + c / multiplier;
-        int32_t slot_row[3] = {-1, -1, -1}, oy;
-        tc_dw_channel ch;
-        tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
-                           p->output_zero_point);
-        for (oy = 0; oy < out_dims->h; oy++) {
-            const int32_t y0 = oy * p->stride_h - p->pad_top;
-            int32_t slot_ky[3] = {3, 3, 3}, wk[9], ky, row_bias;
-#if TC_DW_PACKED
-            int32_t packed[6];
-#endif
-            for (ky = 0; ky < 3; ky++) {
-                const int32_t y = y0 + ky * dh;
-                if (y >= 0 && y < in_dims->h) {
-                    const int32_t s = (y / group) % 3;
-                    slot_ky[s] = ky;
-                    if (slot_row[s] != y && copy > 0) {
-                        tc_dw_copy_row(cols + p->pad_left * TC_DW_COL + s,
-                                       src + y * in_dims->w * channels, channels, copy);
-                    }
-                    slot_row[s] = y;
+    for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
+        int32_t c;
+        tc_dw_plan_block(p, in_dims->h, copy, group, oy0, out_dims->h, &block);
+        for (c = 0; c < channels * multiplier; c++) {
+            const int8_t *src = input + c / multiplier;
+            int8_t *out = output + oy0 * out_row + c;
+            tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
+            tc_dw_store_args args;
+            tc_dw_channel ch;
+            int32_t r;
+            tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
+                               p->output_zero_point);
+            for (i = 0; i < block.keys; i++) {
+                tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
+            }
+            args.multiplier = ch.f.multiplier;
+            args.offset = ch.f.offset;
+            args.right = ch.f.right;
+            args.lo = p->act_min;
+            args.hi = p->act_max;
+            args.out_stride = out_dims->c;
+            args.step = step * (int32_t)sizeof(int16_t);
+            for (r = 0; r < block.rows; r++, out += out_row) {
+                const tc_dw_row_plan *plan = &block.row[r];
+                const tc_dw_row_weights *rw = &rows[plan->arrangement];
+                int32_t k;
+                for (k = 0; k < plan->copies; k++) {
+                    tc_dw_copy_row(first_col + plan->copy_slot[k], src + plan->copy_y[k] * in_row,
+                                   channels, copy);
                 }
-            }
-            for (i = 0; i < 3; i++) {
-                wk[3 * i] = ch.w[slot_ky[0]][i];
-                wk[3 * i + 1] = ch.w[slot_ky[1]][i];
-                wk[3 * i + 2] = ch.w[slot_ky[2]][i];
-            }
-            /* acc = bias + sum w * (x - zp) over the tap rows in the image; x is copied raw */
-            row_bias = (int32_t)((uint32_t)(ch.f.fast ? 2 : 1) *
-                                 ((uint32_t)ch.bias - (uint32_t)zp *
-                                  (uint32_t)(ch.row_sum[slot_ky[0]] + ch.row_sum[slot_ky[1]] +
-                                             ch.row_sum[slot_ky[2]])));
-#if TC_DW_PACKED
-            for (i = 0; i < 3; i++) {
-                packed[2 * i] = (int32_t)(((uint32_t)wk[3 * i] & 0xffffu) |
-                                          ((uint32_t)wk[3 * i + 1] << 16));
-                packed[2 * i + 1] = wk[3 * i + 2];
-            }
-#define TC_DW_WEIGHTS packed
-#else
-#define TC_DW_WEIGHTS wk
-#endif
-            if (sw == 1) {
-                tc_dw3_pairs(cols, TC_DW_WEIGHTS, (out_dims->w + 1) / 2, row_bias);
-            } else {
-                tc_dw3_singles(cols, TC_DW_WEIGHTS, out_dims->w, row_bias,
-                               step * (int32_t)sizeof(int16_t));
-            }
-#undef TC_DW_WEIGHTS
-            if (ch.f.fast) {
-                tc_dw_store_fast(cols, step, out_dims->w, row_bias, &ch.f,
-                                 output + oy * out_dims->w * out_dims->c + c, out_dims->c,
-                                 p->act_min, p->act_max);
-            } else {
-                tc_dw_store_exact(cols, step, out_dims->w, row_bias, rq, c, p,
-                                  output + oy * out_dims->w * out_dims->c + c, out_dims->c);
+                if (sw == 1) {
+                    tc_dw3_pairs(cols, rw->w, (out_dims->w + 1) / 2, rw->bias);
+                } else {
+                    tc_dw3_singles(cols, rw->w, out_dims->w, rw->bias,
+                                   step * (int32_t)sizeof(int16_t));
+                }
+                if (ch.f.fast) {
+                    args.bias = rw->bias;
+                    tc_dw_store_row(cols + 4, out_dims->w, out, &args);
+                } else {
+                    tc_dw_store_exact(cols, step, out_dims->w, rw->bias, rq, c, p, out,
+                                      out_dims->c);
+                }
             }
         }
     }
