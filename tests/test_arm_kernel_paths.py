@@ -7,7 +7,9 @@ different branch depending on the shape: this model's layers are chosen to reach
 them (K % 4 of 0, 1, 2 and 3; an odd channel count for the 1 x 2 tail; an odd pixel count for
 the single-pixel tail; windows wholly inside the image and clipped ones; groups; dilation).
 The depthwise layers reach the channel-major 3x3 kernel's pair and single-output loops, its
-row-slot reuse under vertical dilation, padded tap rows and columns, and the direct loop."""
+row-slot reuse under vertical dilation, padded tap rows and columns, and the direct loop. The
+"_clamp" models have a ReLU6-like act range, so that the store loops' two-sided clamp (not the
+SSAT one for act_max = 127) is checked on outputs that really exceed act_max."""
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +65,23 @@ RING_SPEC = ((8, 10, 4), [
     dict(op="conv2d", out=8, kernel=(1, 1), act_max=100),
     dict(op="conv2d", out=6, kernel=(3, 3), stride=(1, 2), padding=(0, 3, 0, 1)),
 ])
-SPECS = {"conv": SPEC, "depthwise": DW_SPEC, "raw": RAW_SPEC, "ring": RING_SPEC}
-COUNTS = {"conv": 3, "depthwise": 3, "raw": 16, "ring": 8}
+# ReLU6-like act ranges (act_min the output zero point, act_max far below 127): the two-sided
+# clamp of the store loops (tc_dw_store_row, tc_store_fast_rows; tc_store_channel and the
+# exact paths for single rounding and float) rather than SSAT. Each is the model's output, and
+# its act_max sits where CLAMPED_AT_MAX of the outputs reach it: a wrong upper bound, planted
+# once in either assembly loop, changed every output clamped there.
+DW_CLAMP_SPEC = ((6, 9, 7), [
+    dict(op="conv2d", out=7, kernel=(3, 3), groups=7, padding=(1, 1, 1, 1), relu=True,
+         act_max=30),
+])
+CONV_CLAMP_SPEC = ((7, 9, 4), [
+    dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True, act_max=35),
+])
+SPECS = {"conv": SPEC, "depthwise": DW_SPEC, "raw": RAW_SPEC, "ring": RING_SPEC,
+         "depthwise_clamp": DW_CLAMP_SPEC, "conv_clamp": CONV_CLAMP_SPEC}
+COUNTS = {"conv": 3, "depthwise": 3, "raw": 16, "ring": 8, "depthwise_clamp": 3,
+          "conv_clamp": 3}
+CLAMPED_AT_MAX = (0.10, 0.40)
 CASES = [("lm3s6965evb", "fixed", "double"), ("mps2-an386", "fixed", "double"),
          ("lm3s6965evb", "fixed", "single"), ("mps2-an386", "fixed", "single"),
          ("lm3s6965evb", "float", "double"), ("mps2-an386", "float", "double")]
@@ -87,5 +104,14 @@ def test_conv_fast_paths_on_board_equal_runtime(board, mode, rounding, spec, arm
     assert run.exit_code == 0, run.output
     got = np.stack(parse_selftest(run.output, model.output_spec.size))
     expected = reference_run(model, x).reshape(count, -1)
-    assert np.unique(expected).size > min(20, expected.size // 3), "outputs saturated"
+    act = model.layers[-1].params
+    lo, hi = act["act_min"], act["act_max"]
+    inside = expected[(expected > lo) & (expected < hi)]
+    # some outputs may be clamped (the clamp cases need them), but not (nearly) all of them
+    assert inside.size >= expected.size // 4, "outputs saturated"
+    assert np.unique(inside).size > min(20, inside.size // 3), "outputs saturated"
+    if spec.endswith("_clamp"):
+        at_max = np.mean(expected == hi)
+        assert CLAMPED_AT_MAX[0] <= at_max <= CLAMPED_AT_MAX[1], at_max
+        assert np.mean(expected == lo) >= 0.05, "nothing clamped at act_min"
     assert np.array_equal(got, expected)
