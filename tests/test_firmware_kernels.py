@@ -46,6 +46,12 @@ SPECS = {
         dict(op="fully_connected", out=4),
     ]),
     "whole_window_avg": ((5, 4, 7), [dict(op="avg_pool2d", kernel=(5, 4), stride=(1, 1))]),
+    # ReLU6-like ranges, each the model's output, so the stores' upper clamp (not only SSAT's
+    # 127) decides a good share of the outputs
+    "conv_clamp": ((7, 9, 4), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1),
+                                    relu=True, act_max=35)]),
+    "depthwise_clamp": ((6, 9, 7), [dict(op="conv2d", out=7, kernel=(3, 3), groups=7,
+                                         padding=(1, 1, 1, 1), relu=True, act_max=30)]),
 }
 CASES = [(name, mode, "double") for name in SPECS for mode in ("fixed", "float")] + \
         [("convs", "fixed", "single"), ("odd_k", "fixed", "single")]
@@ -68,6 +74,9 @@ def test_c_model_equals_runtime(name, mode, rounding, kernel_objects, tmp_path):
     x = random_inputs(rng, model, 120)
     expected = reference_run(model, x)
     assert np.unique(expected).size > 3, "outputs saturated: the case tests nothing"
+    if name.endswith("_clamp"):
+        at_max = np.mean(expected == model.layers[-1].params["act_max"])
+        assert 0.05 <= at_max <= 0.6, f"{at_max:.0%} clamped at act_max"
     got = run_native(exe, model, x)
     assert got.dtype == np.int8
     assert np.array_equal(got, expected), f"{(got != expected).sum()} of {got.size} differ"
