@@ -300,12 +300,15 @@ static TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t 
                                        int32_t count)
 {
     int16_t *const end = dst + count * TC_DW_COL;
-    for (; dst + 2 * TC_DW_COL <= end; dst += 2 * TC_DW_COL, src += 2 * channels) {
-        const int16_t a = src[0], b = src[channels];
+    const int32_t c2 = 2 * channels, c3 = 3 * channels;
+    for (; dst + 4 * TC_DW_COL <= end; dst += 4 * TC_DW_COL, src += 4 * channels) {
+        const int16_t a = src[0], b = src[channels], c = src[c2], d = src[c3];
         dst[0] = a;
         dst[TC_DW_COL] = b;
+        dst[2 * TC_DW_COL] = c;
+        dst[3 * TC_DW_COL] = d;
     }
-    if (dst < end) {
+    for (; dst < end; dst += TC_DW_COL, src += channels) {
         dst[0] = src[0];
     }
 }
