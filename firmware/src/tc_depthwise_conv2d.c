@@ -332,20 +332,35 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
 #define TC_DW_ADD_BIAS "  add r12, r12, r9\n"
 #define TC_DW_MULH "  smull lr, r12, r12, r4\n  add r12, r12, lr, lsr #31\n"
 #endif
-#define TC_DW_STORE_LOOP(loop, clamp) \
-    loop ":\n" \
-    "  ldr r12, [r0]\n" \
-    "  add r0, r0, r11\n" \
+/* One output: the accumulator at [r0 + ld], the byte to [r2 + st]. */
+#define TC_DW_STORE_ONE(ld, st, clamp) \
+    "  ldr r12, [r0" ld "]\n" \
     TC_DW_ADD_BIAS \
     TC_DW_MULH \
     "  add r12, r12, r12, asr #31\n" \
     "  add r12, r12, r5\n" \
     "  asr r12, r12, r6\n" \
     clamp \
-    "  strb r12, [r2]\n" \
+    "  strb r12, [r2" st "]\n"
+/* An odd count stores one output first; then two per iteration (r1 counts down). */
+#define TC_DW_STORE_LOOP(loop, clamp) \
+    "  tst r1, #1\n" \
+    "  beq " loop "f\n" \
+    TC_DW_STORE_ONE("", "", clamp) \
+    "  add r0, r0, r11\n" \
     "  add r2, r2, r10\n" \
-    "  cmp r0, r1\n" \
+    "  subs r1, r1, #1\n" \
+    "  beq 9f\n" \
+    loop ":\n" \
+    TC_DW_STORE_ONE("", "", clamp) \
+    TC_DW_STORE_ONE(", r11", ", r10", clamp) \
+    "  add r0, r0, r11, lsl #1\n" \
+    "  add r2, r2, r10, lsl #1\n" \
+    "  subs r1, r1, #2\n" \
     "  bne " loop "b\n"
+#define TC_DW_CLAMP_BOTH "  cmp r12, r7\n  it lt\n  movlt r12, r7\n" \
+                         "  cmp r12, r8\n  it gt\n  movgt r12, r8\n"
+#define TC_DW_CLAMP_SSAT "  ssat r12, #8, r12\n  cmp r12, r7\n  it lt\n  movlt r12, r7\n"
 __asm__(
     "  .section .text.tc_dw_store_row,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -359,14 +374,12 @@ __asm__(
     "  ldm r3, {r4-r11}\n"
     "  cmp r1, #0\n"
     "  ble 9f\n"
-    "  mul r1, r1, r11\n"
-    "  add r1, r0, r1\n"
     "  cmp r8, #127\n"
     "  beq 5f\n"
-    TC_DW_STORE_LOOP("1", "  cmp r12, r7\n  it lt\n  movlt r12, r7\n"
-                          "  cmp r12, r8\n  it gt\n  movgt r12, r8\n")
+    TC_DW_STORE_LOOP("1", TC_DW_CLAMP_BOTH)
     "  b 9f\n"
-    TC_DW_STORE_LOOP("5", "  ssat r12, #8, r12\n  cmp r12, r7\n  it lt\n  movlt r12, r7\n")
+    "5:\n"
+    TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT)
     "9:\n"
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw_store_row, .-tc_dw_store_row\n"
