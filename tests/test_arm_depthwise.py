@@ -1,0 +1,65 @@
+"""The Cortex-M depthwise 3x3 kernel's row plan and store loop under QEMU, == runtime/.
+
+The channel-major kernel plans its output rows in blocks (at most 16 rows, at most 8
+arrangements of tap rows in the slots) and stores each row's outputs two at a time after one
+single output for an odd count. These chains reach what test_arm_kernel_paths.py's odd-width
+models do not: more than 16 output rows (two blocks), a layer whose dilated tap rows need nine
+arrangements (a block ended by the arrangement limit), and both an odd and an even count of
+outputs per row for the store, each with the SSAT store (act_max = 127) and the two-sided
+clamp."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _firmware_models import random_inputs, random_model, reference_run
+from export.c_codegen import write_c_sources
+from firmware_host.build import build_firmware
+from firmware_host.qemu import run_semihosted
+from test_arm_targets import SELFTEST, parse_selftest, write_selftest_inputs
+
+
+def chain(act: dict, last: dict) -> tuple:
+    """24 rows of odd width 7 in two blocks, stride 2 down to 12 rows, dilation 4 (taps oy - 4,
+    oy, oy + 4: three top, three interior and three bottom arrangements, so the ninth, at
+    oy = 10, starts a new block), then stride 2 both ways (the single-output loop, even width
+    4)."""
+    return ((24, 7, 4), [
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, padding=(1, 1, 1, 1), **act),
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, stride=(2, 1), padding=(1, 1, 1, 1),
+             **act),
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, dilation=(4, 1),
+             padding=(4, 1, 4, 1), **act),
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, stride=(2, 2), padding=(1, 1, 1, 1),
+             **last),
+    ])
+
+
+SPECS = {"ssat": chain({}, {}), "clamp": chain(dict(act_max=90), dict(act_max=10))}
+COUNT = 3
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386"])
+def test_depthwise_blocks_and_even_widths_on_board_equal_runtime(board, spec, arm_tools,
+                                                                  tmp_path):
+    rng = np.random.default_rng(11)
+    shape, layers = SPECS[spec]
+    model = random_model(rng, shape, layers, "fixed", name="dw")
+    write_c_sources(model, tmp_path)
+    x = random_inputs(rng, model, COUNT)
+    write_selftest_inputs(tmp_path / "selftest", x)
+    elf = build_firmware(tmp_path, board, app=str(SELFTEST), extra_include=tmp_path / "selftest",
+                         out_dir=tmp_path / "selftest" / board)
+    run = run_semihosted(board, elf, timeout=60)
+    assert run.exit_code == 0, run.output
+    got = np.stack(parse_selftest(run.output, model.output_spec.size))
+    expected = reference_run(model, x).reshape(COUNT, -1)
+    act = model.layers[-1].params
+    lo, hi = act["act_min"], act["act_max"]
+    inside = expected[(expected > lo) & (expected < hi)]
+    assert inside.size >= expected.size // 4, "outputs saturated"
+    assert np.unique(inside).size >= 8, "outputs saturated"
+    if spec == "clamp":
+        assert np.mean(expected == hi) >= 0.05, "nothing clamped at act_max"
+    assert np.array_equal(got, expected)
