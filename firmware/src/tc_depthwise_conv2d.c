@@ -551,6 +551,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     const int32_t step = sw * TC_DW_COL; /* int16 per output */
     const int32_t copy = in_dims->w < ncols - p->pad_left ? in_dims->w : ncols - p->pad_left;
     const int32_t in_row = in_dims->w * channels, out_row = out_dims->w * out_dims->c;
+    const int32_t out_w = out_dims->w, pairs = (out_w + 1) / 2;
     int16_t *cols = (int16_t *)ctx->buf;
     int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
     int32_t group = 1, oy0, i;
@@ -595,14 +596,13 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                                    channels, copy);
                 }
                 if (sw == 1) {
-                    tc_dw3_pairs(cols, rw->w, (out_dims->w + 1) / 2, rw->bias);
+                    tc_dw3_pairs(cols, rw->w, pairs, rw->bias);
                 } else {
-                    tc_dw3_singles(cols, rw->w, out_dims->w, rw->bias,
-                                   step * (int32_t)sizeof(int16_t));
+                    tc_dw3_singles(cols, rw->w, out_w, rw->bias, args.step);
                 }
                 if (ch.f.fast) {
                     args.bias = rw->bias;
-                    tc_dw_store_row(cols + 4, out_dims->w, out, &args);
+                    tc_dw_store_row(cols + 4, out_w, out, &args);
                 } else {
                     tc_dw_store_exact(cols, step, out_dims->w, rw->bias, rq, c, p, out,
                                       out_dims->c);
