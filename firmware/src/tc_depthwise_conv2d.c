@@ -322,24 +322,32 @@ typedef struct {
 
 #if defined(__thumb2__)
 /* acc: the first accumulator (byte 8 of the first column); args as tc_dw_store_args, whose
- * bias the loop adds only where the column loops leave it out (Cortex-M3). */
+ * bias the loop adds only where the column loops leave it out (Cortex-M3). The Cortex-M4 loop
+ * needs multiplier >= 0. */
 void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
                      const tc_dw_store_args *args);
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
-#define TC_DW_ADD_BIAS ""
-#define TC_DW_MULH "  smmulr r12, r12, r4\n"
+/* SMMLAR adds the offset to the rounded high word; the sign term is the accumulator's, which
+ * gives the same result as the high word's for a multiplier >= 0 (the caller's condition): they
+ * differ only when the high word is 0, and (offset - 1) >> right = offset >> right. */
+#define TC_DW_REQUANT(ld) \
+    "  ldr lr, [r0" ld "]\n" \
+    "  smmlar r12, lr, r4, r5\n" \
+    "  add r12, r12, lr, asr #31\n" \
+    "  asr r12, r12, r6\n"
 #else
-#define TC_DW_ADD_BIAS "  add r12, r12, r9\n"
-#define TC_DW_MULH "  smull lr, r12, r12, r4\n  add r12, r12, lr, lsr #31\n"
+#define TC_DW_REQUANT(ld) \
+    "  ldr r12, [r0" ld "]\n" \
+    "  add r12, r12, r9\n" \
+    "  smull lr, r12, r12, r4\n" \
+    "  add r12, r12, lr, lsr #31\n" \
+    "  add r12, r12, r12, asr #31\n" \
+    "  add r12, r12, r5\n" \
+    "  asr r12, r12, r6\n"
 #endif
 /* One output: the accumulator at [r0 + ld], the byte to [r2 + st]. */
 #define TC_DW_STORE_ONE(ld, st, clamp) \
-    "  ldr r12, [r0" ld "]\n" \
-    TC_DW_ADD_BIAS \
-    TC_DW_MULH \
-    "  add r12, r12, r12, asr #31\n" \
-    "  add r12, r12, r5\n" \
-    "  asr r12, r12, r6\n" \
+    TC_DW_REQUANT(ld) \
     clamp \
     "  strb r12, [r2" st "]\n"
 /* An odd count stores one output first; then two per iteration (r1 counts down). */
@@ -600,7 +608,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                 } else {
                     tc_dw3_singles(cols, rw->w, out_w, rw->bias, args.step);
                 }
-                if (ch.f.fast) {
+                if (ch.f.fast && ch.f.multiplier >= 0) {
                     args.bias = rw->bias;
                     tc_dw_store_row(cols + 4, out_w, out, &args);
                 } else {
