@@ -6,7 +6,8 @@ single output for an odd count. These chains reach what test_arm_kernel_paths.py
 models do not: more than 16 output rows (two blocks), a layer whose dilated tap rows need nine
 arrangements (a block ended by the arrangement limit), and both an odd and an even count of
 outputs per row for the store, each with the SSAT store (act_max = 127) and the two-sided
-clamp."""
+clamp, and channels with negative multipliers (the Cortex-M4 store assumes multiplier >= 0:
+without the guard that keeps them off it, this case fails on mps2-an386)."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,21 @@ def chain(act: dict, last: dict) -> tuple:
     ])
 
 
-SPECS = {"ssat": chain({}, {}), "clamp": chain(dict(act_max=90), dict(act_max=10))}
+SPECS = {"ssat": chain({}, {}), "clamp": chain(dict(act_max=90), dict(act_max=10)),
+         "negative": chain({}, {})}
+NEGATED = (0, 2)  # "negative": these channels' multipliers, weights and bias negated
+
+
+def negate_channels(model) -> None:
+    """A negative multiplier must leave the Cortex-M4 store (whose sign term assumes
+    multiplier >= 0) for the exact one; weights and bias are negated too, so the outputs stay
+    the same kind of numbers."""
+    for layer in model.layers:
+        a = layer.arrays
+        for c in NEGATED:
+            a["multiplier"][c] = -a["multiplier"][c]
+            a["bias"][c] = -a["bias"][c]
+            a["weights"][c] = -np.maximum(a["weights"][c], -127)
 COUNT = 3
 
 
@@ -46,6 +61,9 @@ def test_depthwise_blocks_and_even_widths_on_board_equal_runtime(board, spec, ar
     rng = np.random.default_rng(11)
     shape, layers = SPECS[spec]
     model = random_model(rng, shape, layers, "fixed", name="dw")
+    if spec == "negative":
+        negate_channels(model)
+        assert (model.layers[-1].arrays["multiplier"] < 0).sum() == len(NEGATED)
     write_c_sources(model, tmp_path)
     x = random_inputs(rng, model, COUNT)
     write_selftest_inputs(tmp_path / "selftest", x)

@@ -442,6 +442,9 @@ static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
     }
     ch->f = tc_requant_fast_prepare(rq, m, (bias < 0 ? -(int64_t)bias : bias) +
                                                (int64_t)wabs * 255, output_zero_point);
+    if (ch->f.multiplier < 0) {
+        ch->f.fast = 0; /* the Cortex-M4 store loop's sign term needs multiplier >= 0 */
+    }
     twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
     ch->bias = bias;
     for (ky = 0; ky < 4; ky++) {
@@ -608,7 +611,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                 } else {
                     tc_dw3_singles(cols, rw->w, out_w, rw->bias, args.step);
                 }
-                if (ch.f.fast && ch.f.multiplier >= 0) {
+                if (ch.f.fast) {
                     args.bias = rw->bias;
                     tc_dw_store_row(cols + 4, out_w, out, &args);
                 } else {
