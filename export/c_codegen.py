@@ -233,6 +233,8 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             # output row's windows reach
             if groups == 1 and int(dil[0]) == int(dil[1]) == 1 and cg % 4 == 0:
                 scratch += kh * (4 + ((out_w - 1) * e["stride_w"] + kw) * cg * 2)
+                if kh == kw == 1:  # tc_conv2d_get_pointwise_size: the int16 weights
+                    scratch += (m & ~1) * cg * 2
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]

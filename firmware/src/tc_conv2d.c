@@ -112,6 +112,18 @@ int32_t tc_conv2d_get_ring_size(const tc_conv_params *p, const tc_filter_dims *f
                     tc_conv2d_ring_width(p, f, out) * f->c * (int32_t)sizeof(int16_t));
 }
 
+/* A 1x1 conv on the ring (Cortex-M4): after the ring, the row pairs' weights as int16
+ * (tc_weights_to_s16_pairs), when the buffer holds them too. Only for 1x1 windows, where the
+ * weights are small (m * c) and the dot loop is most of the cost. */
+int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *p, const tc_filter_dims *f,
+                                     const tc_dims *out)
+{
+    if (f->kh != 1 || f->kw != 1 || tc_conv2d_get_ring_size(p, f, out) == 0) {
+        return 0;
+    }
+    return (f->m & ~1) * f->c * (int32_t)sizeof(int16_t);
+}
+
 /* groups * 4 int8 values into int16 in the order of the pair column's groups */
 static void tc_groups_to_s16(int16_t *dst, const int8_t *src, int32_t groups)
 {
@@ -229,6 +241,9 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
     int32_t *folded_bias = NULL;
     int32_t *tags = NULL;
     int16_t *rows = NULL;
+#if TC_HAVE_MATMUL_S16
+    int16_t *w16 = NULL;
+#endif
     int32_t g, i, m_per_group, raw, width = 0;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
@@ -256,6 +271,15 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         for (i = 0; i < filter->kh; i++) {
             tags[i] = INT32_MIN;
         }
+#if TC_HAVE_MATMUL_S16
+        if (tc_conv2d_get_pointwise_size(params, filter, out_dims) > 0 &&
+            ctx->size >= tc_conv2d_get_buffer_size(filter) +
+                             tc_conv2d_get_ring_size(params, filter, out_dims) +
+                             tc_conv2d_get_pointwise_size(params, filter, out_dims)) {
+            w16 = rows + filter->kh * width * filter->c;
+            tc_weights_to_s16_pairs(weights, filter->m, k, w16);
+        }
+#endif
     }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
@@ -281,6 +305,13 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
             if (rows != NULL && ox + 1 < out_dims->w) {
                 tc_ring_pair_column(params, in_dims, input, filter, tags, rows, width, oy, ox,
                                     col);
+#if TC_HAVE_MATMUL_S16
+                if (w16 != NULL) {
+                    tc_matmul_pair_s16(w, w16, m_per_group, k, col, &o, out0,
+                                       out0 + out_dims->c);
+                    continue;
+                }
+#endif
                 tc_matmul_pair(w, m_per_group, k, col, &o, out0, out0 + out_dims->c);
                 continue;
             }

@@ -82,6 +82,10 @@ int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
  * (one group, no dilation, input channels a multiple of four). */
 int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                 const tc_dims *out_dims);
+/* Optional extra bytes after the ring (0 when unused): for a 1x1 conv with a ring, the weights
+ * as int16, which the Cortex-M4 dot loop reads without converting them. */
+int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *params, const tc_filter_dims *filter,
+                                     const tc_dims *out_dims);
 int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
               const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
               const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,

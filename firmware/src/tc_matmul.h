@@ -118,6 +118,23 @@ TC_INLINE void tc_pair_fill_groups(int16_t *col, int32_t pixel, int32_t j, const
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1);
 
+#if TC_USE_DSP && defined(__thumb2__)
+#define TC_HAVE_MATMUL_S16 1
+/* The first rows & ~1 rows of rows x k int8 weights (k a multiple of four) as int16, per row
+ * pair and group of four: row 2i's four, row 2i + 1's four, each pair-swapped like the column:
+ * (rows & ~1) * k int16, 4-byte aligned. Done once per layer, it takes the SXTB16s out of the
+ * dot loop. */
+void tc_weights_to_s16_pairs(const int8_t *weights, int32_t rows, int32_t k, int16_t *w16);
+
+/* tc_matmul_pair with the row pairs read from w16 (tc_weights_to_s16_pairs of weights; an odd
+ * last row still from weights); k a multiple of four. */
+void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows, int32_t k,
+                        const int16_t *col, const tc_matmul_output *o, int8_t *out0,
+                        int8_t *out1);
+#else
+#define TC_HAVE_MATMUL_S16 0
+#endif
+
 /* Requantize (tc_requant_double_fast), clamp to [lo, hi] and store rows 0, 1, ... of acc, two
  * pixels a row (acc[2r] to out0[r], acc[2r + 1] to first[r], first's store made first so that
  * first == out0 keeps pixel 0) while f[r].fast; returns how many rows were stored, <= n.

@@ -1,0 +1,65 @@
+"""The Cortex-M4 1x1 conv path under QEMU, == runtime/ on both boards.
+
+A 1x1 conv with one group and a channel count that is a multiple of four reads its pair
+columns from the row ring and, on the Cortex-M4, its row pairs from the weights converted to
+int16 once per layer (tc_weights_to_s16_pairs, tc_dot_rows_s16_asm). These chains reach that
+path's branches: an even and an odd count of groups of four (the loop entered in its middle),
+an odd output channel count (the last row from the int8 weights), more than 32 output channels
+(a second chunk of rows, whose int16 weights start r0 * k in), an odd pixel count and odd
+widths (pairs across two output rows and a last single pixel take the im2col), padding and
+stride 2; and 1x1 convs beside it (channel counts not a multiple of four) that keep the
+generic path. Each with the SSAT store (act_max = 127) and a ReLU6-like two-sided clamp, in
+fixed and float mode. The M3 runs the same models on its own paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _firmware_models import random_inputs, random_model, reference_run
+from export.c_codegen import write_c_sources
+from firmware_host.build import build_firmware
+from firmware_host.qemu import run_semihosted
+from test_arm_targets import SELFTEST, parse_selftest, write_selftest_inputs
+
+
+def chain(act: dict, last: dict) -> tuple:
+    """5 x 7 pixels (odd), 8 channels in."""
+    return ((5, 7, 8), [
+        dict(op="conv2d", out=12, kernel=(1, 1), **act),  # K = 8: two groups (even)
+        dict(op="conv2d", out=37, kernel=(1, 1), **act),  # K = 12: odd groups; 37 rows, 2 chunks
+        dict(op="conv2d", out=6, kernel=(1, 1), **act),  # K = 37: not a multiple of four
+        dict(op="conv2d", out=9, kernel=(1, 1), stride=(2, 2), padding=(1, 1, 1, 1),
+             **act),  # K = 6, padded, stride 2
+        dict(op="conv2d", out=4, kernel=(3, 3), padding=(1, 1, 1, 1), **act),  # K = 81
+        dict(op="conv2d", out=7, kernel=(1, 1), padding=(0, 1, 0, 1), **last),  # K = 4, odd m
+    ])
+
+
+SPECS = {"ssat": chain({}, {}), "clamp": chain(dict(act_max=90), dict(act_max=6))}
+COUNT = 3
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386"])
+def test_pointwise_on_board_equals_runtime(board, spec, mode, arm_tools, tmp_path):
+    rng = np.random.default_rng(23)
+    shape, layers = SPECS[spec]
+    model = random_model(rng, shape, layers, mode, name="pw")
+    write_c_sources(model, tmp_path)
+    x = random_inputs(rng, model, COUNT)
+    write_selftest_inputs(tmp_path / "selftest", x)
+    elf = build_firmware(tmp_path, board, app=str(SELFTEST), extra_include=tmp_path / "selftest",
+                         out_dir=tmp_path / "selftest" / board)
+    run = run_semihosted(board, elf, timeout=60)
+    assert run.exit_code == 0, run.output
+    got = np.stack(parse_selftest(run.output, model.output_spec.size))
+    expected = reference_run(model, x).reshape(COUNT, -1)
+    act = model.layers[-1].params
+    lo, hi = act["act_min"], act["act_max"]
+    inside = expected[(expected > lo) & (expected < hi)]
+    assert inside.size >= expected.size // 4, "outputs saturated"
+    assert np.unique(inside).size >= 8, "outputs saturated"
+    if spec == "clamp":
+        assert np.mean(expected == hi) >= 0.05, "nothing clamped at act_max"
+    assert np.array_equal(got, expected)
