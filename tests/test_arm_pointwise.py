@@ -3,7 +3,7 @@
 A 1x1 conv with one group and a channel count that is a multiple of four reads its pair
 columns from the row ring and, on the Cortex-M4, its row pairs from the weights converted to
 int16 once per layer (tc_weights_to_s16_pairs, tc_dot_rows_s16_asm). These chains reach that
-path's branches: an even and an odd count of groups of four (the loop entered in its middle),
+path's branches: 1, 2, 3 and 4 groups of four (the four-group loop entered at each place),
 an odd output channel count (the last row from the int8 weights), more than 32 output channels
 (a second chunk of rows, whose int16 weights start r0 * k in), an odd pixel count and odd
 widths (pairs across two output rows and a last single pixel take the im2col), padding and
@@ -25,13 +25,13 @@ from test_arm_targets import SELFTEST, parse_selftest, write_selftest_inputs
 def chain(act: dict, last: dict) -> tuple:
     """5 x 7 pixels (odd), 8 channels in."""
     return ((5, 7, 8), [
-        dict(op="conv2d", out=12, kernel=(1, 1), **act),  # K = 8: two groups (even)
-        dict(op="conv2d", out=37, kernel=(1, 1), **act),  # K = 12: odd groups; 37 rows, 2 chunks
-        dict(op="conv2d", out=6, kernel=(1, 1), **act),  # K = 37: not a multiple of four
+        dict(op="conv2d", out=16, kernel=(1, 1), **act),  # K = 8: 2 groups of four
+        dict(op="conv2d", out=37, kernel=(1, 1), **act),  # K = 16: 4 groups; 37 rows, 2 chunks
+        dict(op="conv2d", out=12, kernel=(1, 1), **act),  # K = 37: not a multiple of four
         dict(op="conv2d", out=9, kernel=(1, 1), stride=(2, 2), padding=(1, 1, 1, 1),
-             **act),  # K = 6, padded, stride 2
+             **act),  # K = 12: 3 groups, padded, stride 2
         dict(op="conv2d", out=4, kernel=(3, 3), padding=(1, 1, 1, 1), **act),  # K = 81
-        dict(op="conv2d", out=7, kernel=(1, 1), padding=(0, 1, 0, 1), **last),  # K = 4, odd m
+        dict(op="conv2d", out=7, kernel=(1, 1), padding=(0, 1, 0, 1), **last),  # K = 4: 1 group
     ])
 
 
