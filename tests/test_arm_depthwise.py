@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from _firmware_models import random_inputs, random_model, reference_run
-from export.c_codegen import write_c_sources
-from firmware_host.build import build_firmware
-from firmware_host.qemu import run_semihosted
-from test_arm_targets import SELFTEST, parse_selftest, write_selftest_inputs
+from _firmware_models import random_inputs, random_model
+from _selftest import assert_not_saturated, run_on_board
 
 
 def chain(act: dict, last: dict) -> tuple:
@@ -64,20 +60,9 @@ def test_depthwise_blocks_and_even_widths_on_board_equal_runtime(board, spec, ar
     if spec == "negative":
         negate_channels(model)
         assert (model.layers[-1].arrays["multiplier"] < 0).sum() == len(NEGATED)
-    write_c_sources(model, tmp_path)
     x = random_inputs(rng, model, COUNT)
-    write_selftest_inputs(tmp_path / "selftest", x)
-    elf = build_firmware(tmp_path, board, app=str(SELFTEST), extra_include=tmp_path / "selftest",
-                         out_dir=tmp_path / "selftest" / board)
-    run = run_semihosted(board, elf, timeout=60)
-    assert run.exit_code == 0, run.output
-    got = np.stack(parse_selftest(run.output, model.output_spec.size))
-    expected = reference_run(model, x).reshape(COUNT, -1)
-    act = model.layers[-1].params
-    lo, hi = act["act_min"], act["act_max"]
-    inside = expected[(expected > lo) & (expected < hi)]
-    assert inside.size >= expected.size // 4, "outputs saturated"
-    assert np.unique(inside).size >= 8, "outputs saturated"
+    got, expected = run_on_board(model, x, board, tmp_path)
+    lo, hi = assert_not_saturated(expected, model, more_than=7)
     if spec == "clamp":
         assert np.mean(expected == hi) >= 0.05, "nothing clamped at act_max"
     assert np.array_equal(got, expected)

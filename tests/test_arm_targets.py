@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _firmware_models import random_inputs, random_model, reference_run
+from _selftest import SELFTEST, parse_selftest, write_selftest_inputs
+
 from export.c_codegen import write_c_sources
 from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size
 from firmware_host.qemu import qemu_command, run_semihosted
 
-SELFTEST = FIRMWARE_DIR / "selftest" / "selftest_main.c"
 SPEC = ((9, 8, 3), [
     dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
     dict(op="conv2d", out=16, kernel=(3, 3), groups=8, padding=(1, 0, 1, 2), stride=(2, 1)),
@@ -29,22 +28,6 @@ SPEC = ((9, 8, 3), [
 ])
 FLOAT_INSN = re.compile(r"\sv(add|sub|mul|div|cvt|mov|ldr|str|fma|cmp|neg|abs|sqrt)\S*\s")
 COUNT = 6
-
-
-def write_selftest_inputs(directory: Path, x: np.ndarray) -> None:
-    rows = ",\n".join("    {" + ", ".join(map(str, row.reshape(-1))) + "}" for row in x)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "selftest_inputs.h").write_text(
-        f"#define TC_SELFTEST_COUNT {len(x)}\n"
-        f"static const int8_t tc_selftest_inputs[{len(x)}][TC_INPUT_SIZE] = {{\n{rows}\n}};\n")
-
-
-def parse_selftest(text: str, output_size: int) -> list[np.ndarray]:
-    outputs = [np.frombuffer(bytes.fromhex(m.group(1)), np.int8)
-               for m in re.finditer(r"^out ([0-9a-f]+) ticks", text, re.M)]
-    assert "done" in text.splitlines(), text
-    assert all(o.size == output_size for o in outputs)
-    return outputs
 
 
 def _model_dir(tmp_path_factory, mode, seed):
