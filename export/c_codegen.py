@@ -21,7 +21,7 @@ import numpy as np
 from runtime.errors import TinyconvError
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
-LAYER_TABLE_VERSION = 1
+LAYER_TABLE_VERSION = 2
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
             "avg_pool2d": 4, "global_avg_pool": 5, "add": 6}
 RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
@@ -69,6 +69,7 @@ typedef struct {{
     int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
     int32_t pad_top, pad_left, pad_bottom, pad_right;
     int32_t groups, count_include_pad;
+    int32_t ceil_pad_bottom, ceil_pad_right; /* avg_pool2d: uncounted part of the padding */
     int32_t input_zero_point, output_zero_point, act_min, act_max;
     uint32_t macs;
     const int8_t *weights;      /* OHWI [out_c, kernel_h, kernel_w, in_c / groups] or [out_c, K] */
@@ -169,6 +170,7 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
          "out_h": out_h, "out_w": out_w, "out_c": out_c, "kernel_h": 1, "kernel_w": 1,
          "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "pad_top": 0,
          "pad_left": 0, "pad_bottom": 0, "pad_right": 0, "groups": 1, "count_include_pad": 0,
+         "ceil_pad_bottom": 0, "ceil_pad_right": 0,
          "input_zero_point": src.zero_point, "output_zero_point": dst.zero_point,
          "act_min": int(p.get("act_min", -128)), "act_max": int(p.get("act_max", 127)),
          "macs": layer_macs(model, layer), "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
@@ -247,6 +249,7 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         spatial(kh, kw)
         e["op"] = OP_CODES[layer.op]
         e["count_include_pad"] = int(bool(p.get("count_include_pad", False)))
+        e["ceil_pad_bottom"], e["ceil_pad_right"] = (int(v) for v in p.get("ceil_pad", (0, 0)))
         if layer.op == "avg_pool2d":
             _op_constants(layer, mode, e, w, prefix)
     elif layer.op == "global_avg_pool":

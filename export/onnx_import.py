@@ -275,10 +275,14 @@ def _nhwc(onnx_shape: list[int], name: str) -> tuple[int, ...]:
                         "feature maps and [N, K] vectors")
 
 
+def _auto_pad(attrs) -> str:
+    auto = attrs.get("auto_pad", b"NOTSET")
+    return auto.decode() if isinstance(auto, bytes) else auto
+
+
 def _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw) -> list[int]:
     """Explicit [top, left, bottom, right] padding, whatever auto_pad/ceil_mode said."""
-    auto = attrs.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = _auto_pad(attrs)
     pads = [0, 0, 0, 0]
     if auto == "NOTSET":
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
@@ -294,6 +298,18 @@ def _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw) -> list[int]:
         elif auto not in ("NOTSET", "VALID"):
             raise TinyconvError(f"node {node.name!r} ({node.op_type}): unknown auto_pad {auto!r}")
     return [int(p) for p in pads]
+
+
+def _check_ceil_windows(node, in_hw, kernel, stride, padding, out_hw) -> None:
+    """onnxruntime drops a ceil_mode window that would start in the end padding; ONNX shape
+    inference may still count it, and then the graph's shapes are not what runs."""
+    for axis in range(2):
+        last_start = (out_hw[axis] - 1) * stride[axis]
+        if last_start >= in_hw[axis] + padding[axis]:
+            raise TinyconvError(
+                f"node {node.name!r} ({node.op_type}): with ceil_mode=1 its last window along "
+                f"{'HW'[axis]} starts in the padding; onnxruntime drops that window but the "
+                f"model's shape {out_hw} counts it (pad the input instead of using ceil_mode)")
 
 
 class _Mapper:
@@ -431,11 +447,16 @@ class _Mapper:
         in_hw = _shape(self.model, node.input[0])[2:]
         out_hw = _shape(self.model, node.output[0])[2:]
         params = {"kernel": kernel, "stride": stride}
+        padding = _pads(node, attrs, in_hw, kernel, stride, [1, 1], out_hw)
+        if attrs.get("ceil_mode", 0):
+            _check_ceil_windows(node, in_hw, kernel, stride, padding, out_hw)
         if op == "avg_pool2d":
-            if attrs.get("ceil_mode", 0):
-                raise self.unsupported(node, " with ceil_mode=1")
             params["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
-        params["padding"] = _pads(node, attrs, in_hw, kernel, stride, [1, 1], out_hw)
+            declared = list(attrs.get("pads", [0, 0, 0, 0]))
+            ceil_pad = [padding[2] - declared[2], padding[3] - declared[3]]
+            if attrs.get("ceil_mode", 0) and _auto_pad(attrs) == "NOTSET" and any(ceil_pad):
+                params["ceil_pad"] = ceil_pad
+        params["padding"] = padding
         if len(node.output) > 1 and node.output[1]:
             raise self.unsupported(node, " with an Indices output")
         self.emit(node, op, [node.input[0]], node.output[0], params=params)

@@ -183,6 +183,13 @@ class _Dequantizer:
         self.new_nodes.append(helper.make_node(op, [x], [y], name=node.name, **attrs))
 
     def n_QLinearAveragePool(self, node, outputs):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("ceil_mode", 0) and attrs.get("count_include_pad", 0):
+            raise TinyconvError(
+                f"node {node.name!r} (QLinearAveragePool) has ceil_mode=1 and "
+                "count_include_pad=1: onnxruntime's QLinearAveragePool then counts the ceil "
+                "windows' overhang in the divisor, its AveragePool does not; tinyconv follows "
+                "AveragePool, so it cannot reproduce this node")
         self._pool(node, "AveragePool")
 
     def n_QLinearGlobalAveragePool(self, node, outputs):

@@ -111,13 +111,27 @@ class _Writer:
                   kernel_shape=p["kernel"], strides=p["stride"], pads=p["padding"])
 
     def w_avg_pool2d(self, layer):
+        """QLinearAveragePool counts ceil_mode's extra rows and columns as padding; where they
+        must not count, the declared padding becomes an int8 Pad with the zero point (counted
+        as pixels, adding 0) and the pool keeps only the uncounted rows and columns."""
         p = layer.params
         x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
-        self.node("QLinearAveragePool",
-                  [qname(layer.inputs[0]), *self.qparams(x), *self.qparams(y)],
+        source, pads = qname(layer.inputs[0]), list(p["padding"])
+        include = bool(p["count_include_pad"])
+        ceil_bottom, ceil_right = p.get("ceil_pad", (0, 0))
+        if include and (ceil_bottom or ceil_right):
+            declared = [pads[0], pads[1], pads[2] - ceil_bottom, pads[3] - ceil_right]
+            source = layer.name + "_padded"
+            self.node("Pad", [qname(layer.inputs[0]), self.const(
+                layer.name + "_pads", np.array([0, 0, *declared[:2], 0, 0, *declared[2:]],
+                                               np.int64)),
+                self.const(layer.name + "_pad_value", np.int8(x.zero_point))],
+                [source], layer.name + "_pad")
+            pads, include = [0, 0, ceil_bottom, ceil_right], False
+        self.node("QLinearAveragePool", [source, *self.qparams(x), *self.qparams(y)],
                   [self.out_name(layer)], layer.name, domain="com.microsoft",
-                  kernel_shape=p["kernel"], strides=p["stride"], pads=p["padding"],
-                  count_include_pad=int(p["count_include_pad"]))
+                  kernel_shape=p["kernel"], strides=p["stride"], pads=pads,
+                  count_include_pad=int(include))
 
     def w_global_avg_pool(self, layer):
         x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))

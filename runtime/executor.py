@@ -84,6 +84,7 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
                                   stride=p.get("stride", p["kernel"]),
                                   padding=p.get("padding", (0, 0, 0, 0)),
                                   count_include_pad=bool(p.get("count_include_pad", False)),
+                                  ceil_pad=p.get("ceil_pad", (0, 0)),
                                   act_range=act)
     if layer.op == "global_avg_pool":
         return kernels.global_avg_pool(x, layer.arrays, act_range=act)

@@ -619,35 +619,52 @@ def _float_global(raw_sum: np.ndarray, count: int, scale: np.float32, x_zp: int,
     return np.rint(acc * scale) + y_zp
 
 
+def _taps_within(start: np.ndarray, taps: int, lo: int, hi: int) -> np.ndarray:
+    """How many of the taps start, start + 1, ... start + taps - 1 lie in [lo, hi)."""
+    return np.clip(start + taps, lo, hi) - np.clip(start, lo, hi)
+
+
 def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
-               count_include_pad: bool = False, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+               count_include_pad: bool = False, ceil_pad=(0, 0),
+               act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
     """Average pool. ``fixed``: TFLite's rounding division by the count (no rescale when input
-    and output quantization are equal). ``float``: onnxruntime's QLinearAveragePool."""
+    and output quantization are equal). ``float``: onnxruntime's QLinearAveragePool.
+
+    ``ceil_pad`` is the part of the bottom and right ``padding`` that ONNX's ceil_mode added
+    for the last window: like the declared padding it adds nothing to the sum, but
+    ``count_include_pad`` never counts it (onnxruntime's AveragePool, PyTorch)."""
     x = _int8("x", x, 4)
     kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
+    ceil_pad = tuple(int(v) for v in ceil_pad)
+    if not (0 <= ceil_pad[0] <= max(padding[2], 0) and 0 <= ceil_pad[1] <= max(padding[3], 0)):
+        raise ValueError(f"ceil_pad {ceil_pad} must lie within the bottom/right padding")
     low, high = _act_range(act_range)
     oh, ow = _spatial(x, kernel, stride, padding)
     x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
     y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
     n, h, w, c = x.shape
     kh, kw = kernel
-    # Valid-tap counts per output position (rows x cols of the window inside the image).
-    rows = np.clip(np.arange(oh) * stride[0] - padding[0], 0, h)
-    rows = np.clip(np.arange(oh) * stride[0] - padding[0] + kh, 0, h) - rows
-    cols = np.clip(np.arange(ow) * stride[1] - padding[1], 0, w)
-    cols = np.clip(np.arange(ow) * stride[1] - padding[1] + kw, 0, w) - cols
+    top = np.arange(oh) * stride[0] - padding[0]
+    left = np.arange(ow) * stride[1] - padding[1]
+    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
     valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
-    count = np.int64(kh * kw) if count_include_pad else valid
+    count = valid
+    if count_include_pad:
+        rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
+        cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
+        count = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
 
     if _is_fixed(consts):
         rescale = int(_const(consts, "rescale", np.int32)[0])
         if rescale:  # sum of (x - zp); padding contributes 0
             xp = _pad_nhwc(x.astype(np.int32) - x_zp, padding, 0)
         else:  # raw sum as TFLite does; counted padding holds the zero point
-            xp = _pad_nhwc(x.astype(np.int32), padding, x_zp if count_include_pad else 0)
+            xp = _pad_nhwc(x.astype(np.int32), padding, 0)
         acc = np.zeros((n, oh, ow, c), np.int64)
         for _, _, view in _windows(xp, kernel, stride, (1, 1), (oh, ow)):
             acc += view
+        if count_include_pad and not rescale:
+            acc += (count - valid) * x_zp
         out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
         return np.clip(out, low, high).astype(np.int8)
 

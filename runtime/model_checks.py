@@ -220,6 +220,11 @@ class _Layer:
         include = self.params.get("count_include_pad", False)
         if include not in (True, False):
             raise self.fail("count_include_pad", f"is {include!r}, not a bool")
+        padding = self.ints("padding", 4, [0, 0, 0, 0])
+        ceil_pad = self.ints("ceil_pad", 2, [0, 0])
+        if not all(0 <= ceil_pad[i] <= max(padding[2 + i], 0) for i in (0, 1)):
+            raise self.fail("ceil_pad", f"is {ceil_pad}; it must lie within the bottom and "
+                                        f"right padding {padding[2:]}")
         self.constants()
 
     def global_avg_pool(self) -> None:

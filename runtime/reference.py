@@ -162,7 +162,7 @@ def _window(x, n, oy, ox, ch, kernel, stride, padding):
     return values
 
 
-def _pool(x, kernel, stride, padding, fn):
+def _pool(x, kernel, stride, padding, fn, positions=False):
     n_, h, w, c = x.shape
     oh = _out_size(h, kernel[0], stride[0], padding[0], padding[2])
     ow = _out_size(w, kernel[1], stride[1], padding[1], padding[3])
@@ -171,7 +171,8 @@ def _pool(x, kernel, stride, padding, fn):
         for oy in range(oh):
             for ox in range(ow):
                 for ch in range(c):
-                    y[n, oy, ox, ch] = fn(_window(x, n, oy, ox, ch, kernel, stride, padding))
+                    values = _window(x, n, oy, ox, ch, kernel, stride, padding)
+                    y[n, oy, ox, ch] = fn(values, oy, ox) if positions else fn(values)
     return y
 
 
@@ -191,16 +192,31 @@ def _round_half_even(v: float) -> int:
     return int(round(float(v)))  # Python's round() is half to even
 
 
+def _counted_taps(x, kernel, stride, padding, ceil_pad) -> dict:
+    """Per output position, the window taps inside the declared padding (the ceil_mode rows and
+    columns at the bottom and right excluded), tap by tap."""
+    h, w = x.shape[1:3]
+    oh = _out_size(h, kernel[0], stride[0], padding[0], padding[2])
+    ow = _out_size(w, kernel[1], stride[1], padding[1], padding[3])
+    return {(oy, ox): sum(1 for ky in range(kernel[0]) for kx in range(kernel[1])
+                          if -padding[0] <= oy * stride[0] - padding[0] + ky
+                          < h + padding[2] - ceil_pad[0]
+                          and -padding[1] <= ox * stride[1] - padding[1] + kx
+                          < w + padding[3] - ceil_pad[1])
+            for oy in range(oh) for ox in range(ow)}
+
+
 def avg_pool2d(x, kernel, consts, *, stride, padding=(0, 0, 0, 0), count_include_pad=False,
-               act_range=(-128, 127)):
+               ceil_pad=(0, 0), act_range=(-128, 127)):
     x_zp = int(consts["input_zero_point"][0])
     y_zp = int(consts["output_zero_point"][0])
     area = kernel[0] * kernel[1]
+    counted = _counted_taps(x, kernel, stride, padding, ceil_pad)
     if "multiplier" in consts:
         rq = Requant.fixed(consts["multiplier"], consts["shift"])
 
-        def fixed(values):
-            count = area if count_include_pad else len(values)
+        def fixed(values, oy, ox):
+            count = counted[oy, ox] if count_include_pad else len(values)
             if consts["rescale"][0]:
                 acc = sum(v - x_zp for v in values)
                 value = _tflite_round_div(_requant_one(acc, rq, 0), count) + y_zp
@@ -208,23 +224,23 @@ def avg_pool2d(x, kernel, consts, *, stride, padding=(0, 0, 0, 0), count_include
                 acc = sum(values) + x_zp * (count - len(values))
                 value = _tflite_round_div(acc, count)
             return _clamp(value, *act_range)
-        return _pool(x, kernel, stride, padding, fixed)
+        return _pool(x, kernel, stride, padding, fixed, positions=True)
 
     x_scale, y_scale = _to_f32(consts["x_scale"][0]), _to_f32(consts["y_scale"][0])
     whole = tuple(kernel) == x.shape[1:3] and tuple(padding) == (0, 0, 0, 0)
 
-    def floating(values):
+    def floating(values, oy, ox):
         if whole:
             acc = _to_f32(sum(values) - x_zp * area)
             return _clamp(_round_half_even(acc * consts["global_scale"][0]) + y_zp, *act_range)
         total = _to_f32(0.0)
         for v in values:
             total = _to_f32(total + _to_f32(x_scale * _to_f32(v - x_zp)))
-        count = area if count_include_pad else len(values)
+        count = counted[oy, ox] if count_include_pad else len(values)
         mean = _to_f32(total / _to_f32(count))
         value = _to_f32(_to_f32(mean / y_scale) + _to_f32(y_zp))
         return _clamp(_round_half_even(value), *act_range)
-    return _pool(x, kernel, stride, padding, floating)
+    return _pool(x, kernel, stride, padding, floating, positions=True)
 
 
 def global_avg_pool(x, consts, *, act_range=(-128, 127)):

@@ -108,6 +108,8 @@ def random_model(rng: np.random.Generator, input_shape, spec: list[dict], mode: 
                 tensors[y].scale, tensors[y].zero_point = src.scale, src.zero_point
             if op == "avg_pool2d":
                 params["count_include_pad"] = bool(item.get("count_include_pad", False))
+                if item.get("ceil_pad"):
+                    params["ceil_pad"] = list(item["ceil_pad"])
                 arrays = kernels.avg_pool_constants(src.scale, src.zero_point, tensors[y].scale,
                                                     tensors[y].zero_point, (kh, kw), mode)
         elif op == "global_avg_pool":
@@ -158,7 +160,8 @@ def reference_run(model: QuantModel, x: np.ndarray) -> np.ndarray:
                                    act_range=act)
         elif layer.op == "avg_pool2d":
             y = kernels.avg_pool2d(src, p["kernel"], a, stride=p["stride"], padding=p["padding"],
-                                   count_include_pad=p["count_include_pad"], act_range=act)
+                                   count_include_pad=p["count_include_pad"],
+                                   ceil_pad=p.get("ceil_pad", (0, 0)), act_range=act)
         elif layer.op == "global_avg_pool":
             y = kernels.global_avg_pool(src, a, act_range=act)
         elif layer.op == "add":

@@ -30,6 +30,7 @@ def _session(node, inputs: dict, initializers: list, out_type=TensorProto.INT8, 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # shape inference keeps ceil_mode windows onnxruntime drops
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -93,13 +94,23 @@ def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
 
 
 def qlinear_average_pool(x, x_scale, x_zp, y_scale, y_zp, kernel, *, stride, padding,
-                         count_include_pad):
+                         count_include_pad, ceil_mode=False):
     inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
              _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
     node = helper.make_node("QLinearAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
                             domain=MS, kernel_shape=list(kernel), strides=list(stride),
-                            pads=list(padding), count_include_pad=int(count_include_pad))
+                            pads=list(padding), count_include_pad=int(count_include_pad),
+                            ceil_mode=int(ceil_mode))
     return nhwc(_run(node, {"x": nchw(x)}, inits))
+
+
+def average_pool(x, kernel, *, stride, padding, count_include_pad, ceil_mode=False):
+    """Float AveragePool on an NHWC array (any float input), NHWC float32 out."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=list(kernel),
+                            strides=list(stride), pads=list(padding),
+                            count_include_pad=int(count_include_pad), ceil_mode=int(ceil_mode))
+    return nhwc(_run(node, {"x": nchw(x.astype(np.float32))}, [], out_type=TensorProto.FLOAT,
+                     opset=19))
 
 
 def qlinear_global_average_pool(x, x_scale, x_zp, y_scale, y_zp):

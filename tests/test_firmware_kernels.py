@@ -46,6 +46,14 @@ SPECS = {
         dict(op="fully_connected", out=4),
     ]),
     "whole_window_avg": ((5, 4, 7), [dict(op="avg_pool2d", kernel=(5, 4), stride=(1, 1))]),
+    # ONNX ceil_mode: the last rows/columns of the padding are not counted (ceil_pad)
+    "ceil_pools": ((8, 7, 5), [
+        dict(op="avg_pool2d", kernel=(3, 3), stride=(2, 2), padding=(1, 1, 2, 2),
+             count_include_pad=True, ceil_pad=(1, 2)),
+        dict(op="avg_pool2d", kernel=(2, 2), stride=(2, 2), padding=(0, 0, 1, 0),
+             same_quant=True, count_include_pad=True, ceil_pad=(1, 0)),
+        dict(op="fully_connected", out=4),
+    ]),
     # ReLU6-like ranges, each the model's output, so the stores' upper clamp (not only SSAT's
     # 127) decides a good share of the outputs
     "conv_clamp": ((7, 9, 4), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1),

@@ -118,6 +118,21 @@ def test_avg_pool2d_matches_reference(case, mode, xs, xz, ys, yz, same, include_
 
 
 @SETTINGS
+@given(pool_cases(), st.sampled_from(["fixed", "float"]), scales, zero_points, scales,
+       zero_points, st.booleans(), st.data())
+def test_avg_pool2d_ceil_pad_matches_reference(case, mode, xs, xz, ys, yz, same, data):
+    """ceil_mode's rows and columns: padding that count_include_pad does not count."""
+    x, kernel, stride, padding = case
+    ceil_pad = (data.draw(st.integers(0, padding[2])), data.draw(st.integers(0, padding[3])))
+    if same:
+        ys, yz = xs, xz
+    consts = kernels.avg_pool_constants(xs, xz, ys, yz, kernel, mode)
+    args = dict(stride=stride, padding=padding, count_include_pad=True, ceil_pad=ceil_pad)
+    np.testing.assert_array_equal(kernels.avg_pool2d(x, kernel, consts, **args),
+                                  reference.avg_pool2d(x, kernel, consts, **args))
+
+
+@SETTINGS
 @given(st.data(), st.sampled_from(["fixed", "float"]), scales, zero_points, scales, zero_points)
 def test_global_avg_pool_matches_reference(data, mode, xs, xz, ys, yz):
     x = int8_array(data.draw, (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 6)),

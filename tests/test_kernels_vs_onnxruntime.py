@@ -102,6 +102,58 @@ def test_qlinear_average_pool():
         np.testing.assert_array_equal(got, expected)
 
 
+def _ceil_mode_padding(shape, kernel, stride, pads):
+    """ONNX ceil_mode as (total padding, ceil_pad): extra bottom/right padding for one more
+    window per axis, unless that window would start in the padding (onnxruntime drops it)."""
+    total, extra = list(pads), []
+    for axis in range(2):
+        size, k, s = shape[1 + axis], kernel[axis], stride[axis]
+        before, after = pads[axis], pads[axis + 2]
+        out = -(-(size + before + after - k) // s) + 1
+        if (out - 1) * s >= size + before:
+            out -= 1
+        extra.append(max(0, (out - 1) * s + k - size - before - after))
+        total[axis + 2] += extra[axis]
+    return tuple(total), tuple(extra)
+
+
+def test_average_pool_ceil_mode_counts_like_onnxruntime_average_pool():
+    """count_include_pad with ceil_mode: the divisor counts the declared padding but not the
+    ceil windows' overhang. Integer data with unit scales makes onnxruntime's float
+    AveragePool an exact oracle for the divisor: both are float32 sum / count, rounded."""
+    rng = np.random.default_rng(11)
+    overhang = 0
+    for _ in range(150):
+        x, kernel, stride, pads = _pool_case(rng)
+        padding, ceil_pad = _ceil_mode_padding(x.shape, kernel, stride, pads)
+        overhang += any(ceil_pad)
+        include_pad = bool(rng.integers(0, 2))
+        expected = ort_ops.average_pool(x, kernel, stride=stride, padding=pads,
+                                        count_include_pad=include_pad, ceil_mode=True)
+        consts = kernels.avg_pool_constants(1.0, 0, 1.0, 0, kernel, "float")
+        got = kernels.avg_pool2d(x, kernel, consts, stride=stride, padding=padding,
+                                 count_include_pad=include_pad, ceil_pad=ceil_pad)
+        np.testing.assert_array_equal(got, np.clip(np.rint(expected), -128, 127))
+    assert overhang >= 20
+
+
+def test_qlinear_average_pool_ceil_mode_without_counted_padding():
+    """Without count_include_pad, QLinearAveragePool's ceil_mode is extra padding."""
+    rng = np.random.default_rng(12)
+    for _ in range(100):
+        x, kernel, stride, pads = _pool_case(rng)
+        padding, ceil_pad = _ceil_mode_padding(x.shape, kernel, stride, pads)
+        xs, ys = _scale(rng), _scale(rng)
+        xz, yz = (int(v) for v in rng.integers(-128, 128, 2))
+        expected = ort_ops.qlinear_average_pool(x, xs, xz, ys, yz, kernel, stride=stride,
+                                                padding=pads, count_include_pad=False,
+                                                ceil_mode=True)
+        consts = kernels.avg_pool_constants(xs, xz, ys, yz, kernel, "float")
+        got = kernels.avg_pool2d(x, kernel, consts, stride=stride, padding=padding,
+                                 ceil_pad=ceil_pad)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_qlinear_global_average_pool():
     rng = np.random.default_rng(10)
     for _ in range(100):

@@ -11,6 +11,12 @@ static void tc_window(int32_t start, int32_t taps, int32_t size, int32_t *first,
     }
 }
 
+/* Taps of a window starting at start that lie before end (the end of the counted padding). */
+static int32_t tc_counted(int32_t start, int32_t taps, int32_t end)
+{
+    return (start + taps < end ? start + taps : end) - start;
+}
+
 #if TC_ENABLE_FLOAT_REQUANT
 /* onnxruntime: sum of x_scale * (x - zp) in float32, taps in row-major order (a padding tap adds
  * +0.0 and changes nothing), divided by the count, by y_scale, plus y_zp, rounded half even. */
@@ -37,7 +43,8 @@ int tc_avg_pool2d(const tc_pool_params *params, const tc_mean_params *mean,
                   int8_t *output)
 {
     const int32_t channels = in_dims->c;
-    const int32_t window = params->kernel_h * params->kernel_w;
+    const int32_t rows_end = in_dims->h + params->pad_bottom - params->ceil_pad_bottom;
+    const int32_t cols_end = in_dims->w + params->pad_right - params->ceil_pad_right;
     int32_t oy, ox, c;
     if (out_dims->c != channels || params->stride_h < 1 || params->stride_w < 1) {
         return TC_ERR_BAD_ARG;
@@ -66,7 +73,10 @@ int tc_avg_pool2d(const tc_pool_params *params, const tc_mean_params *mean,
             int32_t kx0, kx1, valid, count;
             tc_window(x0, params->kernel_w, in_dims->w, &kx0, &kx1);
             valid = (ky1 - ky0) * (kx1 - kx0);
-            count = params->count_include_pad ? window : valid;
+            count = params->count_include_pad
+                        ? tc_counted(y0, params->kernel_h, rows_end) *
+                              tc_counted(x0, params->kernel_w, cols_end)
+                        : valid;
             for (c = 0; c < channels; c++) {
                 /* index arithmetic: the window corner may lie in the padding */
                 const int32_t base = (y0 * in_dims->w + x0) * channels + c;
@@ -94,7 +104,7 @@ int tc_avg_pool2d(const tc_pool_params *params, const tc_mean_params *mean,
                                 mean->output_zero_point;
                     } else {
                         if (params->count_include_pad) {
-                            acc += (window - valid) * zp; /* counted padding holds the zp */
+                            acc += (count - valid) * zp; /* counted padding holds the zp */
                         }
                         value = tc_rounding_divide(acc, count);
                     }

@@ -48,7 +48,9 @@ typedef struct {
     int32_t kernel_h, kernel_w;
     int32_t stride_h, stride_w;
     int32_t pad_top, pad_left, pad_bottom, pad_right;
-    int32_t count_include_pad; /* avg_pool2d: divide by the full window, padding included */
+    int32_t count_include_pad; /* avg_pool2d: count the padding's taps in the divisor ... */
+    int32_t ceil_pad_bottom, ceil_pad_right; /* ... except these last rows and columns of it,
+                                                which ONNX's ceil_mode added */
     int32_t act_min, act_max;
 } tc_pool_params;
 

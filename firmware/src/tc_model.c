@@ -6,7 +6,7 @@
 #include "tc_kernels.h"
 #include "tc_model.h"
 
-#if TC_LAYER_TABLE_VERSION != 1
+#if TC_LAYER_TABLE_VERSION != 2
 #error "model_data.h has a layer table this tc_model.c does not know: re-export the model"
 #endif
 #if TC_REQUANT_MODE == TC_REQUANT_FLOAT && !TC_ENABLE_FLOAT_REQUANT
@@ -116,6 +116,8 @@ static int tc_run_layer(const tc_layer_t *l)
         p.pad_bottom = l->pad_bottom;
         p.pad_right = l->pad_right;
         p.count_include_pad = l->count_include_pad;
+        p.ceil_pad_bottom = l->ceil_pad_bottom;
+        p.ceil_pad_right = l->ceil_pad_right;
         p.act_min = l->act_min;
         p.act_max = l->act_max;
         if (l->op == TC_OP_MAX_POOL2D) {
