@@ -26,8 +26,8 @@ from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
-                 "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul",
-                 "Add", "Identity", "Dropout", "Constant", "Transpose")
+                 "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
+                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose")
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -184,6 +184,59 @@ def _fold_batchnorm(graph) -> None:
     _drop_unused_initializers(graph)
 
 
+def _per_channel(value: np.ndarray, channels: int) -> np.ndarray | None:
+    """A constant that broadcasts over an NCHW tensor one value per channel (a scalar counts),
+    as that vector; None if it varies along anything else."""
+    if value.ndim > 4 or value.size not in (1, channels):
+        return None
+    shape = (1,) * (4 - value.ndim) + value.shape
+    if shape[0] != 1 or shape[2:] != (1, 1):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
+
+
+def _fold_channel_affine(graph) -> None:
+    """Fold Mul and Add by a per-channel constant into the Conv before them. tf2onnx writes a
+    Keras BatchNormalization it could not fold (after a DepthwiseConv2D, say) as such a pair."""
+    outputs = {o.name for o in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        params = _initializers(graph)
+        by_output = {o: n for n in graph.node for o in n.output}
+        for node in [n for n in graph.node if n.op_type in ("Mul", "Add")]:
+            constant = [k for k, name in enumerate(node.input) if name in params]
+            if len(constant) != 1:
+                continue
+            source = node.input[1 - constant[0]]
+            conv = by_output.get(source)
+            users = [n for n in graph.node if source in n.input]
+            if (conv is None or conv.op_type != "Conv" or len(users) != 1 or source in outputs
+                    or conv.input[1] not in params):
+                continue
+            weight = params[conv.input[1]].astype(np.float64)
+            factor = _per_channel(params[node.input[constant[0]]], weight.shape[0])
+            if factor is None:
+                continue
+            bias = (params[conv.input[2]].astype(np.float64)
+                    if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0]))
+            if node.op_type == "Mul":
+                weight = weight * factor.reshape(-1, 1, 1, 1)
+                bias = bias * factor
+            else:
+                bias = bias + factor
+            w_name, b_name = node.name + "_folded_W", node.name + "_folded_B"
+            graph.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), w_name),
+                                      numpy_helper.from_array(bias.astype(np.float32), b_name)])
+            del conv.input[1:]
+            conv.input.extend([w_name, b_name])
+            conv.output[0] = node.output[0]
+            graph.node.remove(node)
+            changed = True
+            break
+    _drop_unused_initializers(graph)
+
+
 def _drop_unused_initializers(graph) -> None:
     used = {i for n in graph.node for i in n.input}
     keep = [init for init in graph.initializer if init.name in used]
@@ -222,6 +275,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     fold_static(model)
     _strip_passthrough(graph)
     _fold_batchnorm(graph)
+    _fold_channel_affine(graph)
     del graph.value_info[:]
     free_batch(model)
     _drop_unused_initializers(graph)
@@ -328,6 +382,7 @@ class _Mapper:
         self.layers: list[FloatLayer] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.layout = "NCHW"
+        self.nhwc_order: set[str] = set()  # flattened tensors already in NHWC order
 
     def const(self, node, index: int) -> np.ndarray:
         name = node.input[index] if index < len(node.input) else ""
@@ -400,8 +455,16 @@ class _Mapper:
     def op_Transpose(self, node):
         x = graph_input = self.model.graph.input[0].name
         perm = list(_attrs(node).get("perm", []))
+        flatten = self.only_consumer(node.output[0])
+        if (perm == [0, 2, 3, 1] and flatten is not None
+                and flatten.op_type in ("Flatten", "Reshape")):
+            # tf2onnx: a Keras Flatten reads the feature map in NHWC order, the device's own
+            self.alias[node.output[0]] = self.src(node.input[0])
+            self.nhwc_order.add(node.output[0])
+            return
         if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
-            raise self.unsupported(node, " (only NHWC->NCHW right after the input is supported)")
+            raise self.unsupported(node, " (only NHWC->NCHW right after the input, or "
+                                         "NCHW->NHWC right before a flatten, is supported)")
         # tf2onnx/Keras: the model input is NHWC, exactly the device layout.
         h, w, c = _shape(self.model, x)[1:]
         self.shapes[x] = (h, w, c)
@@ -486,6 +549,8 @@ class _Mapper:
         if len(out) != 2:
             raise self.unsupported(node, f" to shape {out} (only [N, K] before a Gemm/MatMul)")
         self.alias[node.output[0]] = self.src(node.input[0])
+        if node.input[0] in self.nhwc_order:
+            self.nhwc_order.add(node.output[0])
 
     def op_Flatten(self, node):
         if _attrs(node).get("axis", 1) != 1:
@@ -493,6 +558,9 @@ class _Mapper:
         self._flatten(node)
 
     def op_Reshape(self, node):
+        self._flatten(node)
+
+    def op_Squeeze(self, node):
         self._flatten(node)
 
     def _fully_connected(self, node, weight_km: np.ndarray, bias: np.ndarray, output: str,
@@ -506,7 +574,7 @@ class _Mapper:
 
         def to_device_layout(w_km):  # [M, K], K in the NHWC order the device reads
             w = w_km.T
-            if len(shape) == 3:
+            if len(shape) == 3 and node.input[0] not in self.nhwc_order:
                 h, wd, c = shape
                 w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(-1, k)
             return w
@@ -546,7 +614,8 @@ class _Mapper:
     def op_Add(self, node):
         if any(i in self.params for i in node.input):
             raise self.unsupported(node, " with a constant operand (only residual Add of two "
-                                   "activations, or MatMul + Add)")
+                                   "activations, MatMul + Add, or a per-channel bias right "
+                                   "after a Conv)")
         a, b = node.input
         if _shape(self.model, a) != _shape(self.model, b):
             raise self.unsupported(node, " with broadcasting")
@@ -554,6 +623,10 @@ class _Mapper:
 
     def op_Relu(self, node):
         raise self.unsupported(node, " not directly after Conv/Gemm/pool/Add")
+
+    def op_Mul(self, node):
+        raise self.unsupported(node, " that is not a per-channel constant scale right after a "
+                                     "Conv whose output it alone reads (folded into the Conv)")
 
     op_Clip = op_Relu
 
