@@ -95,11 +95,31 @@ static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_pa
 #if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define TC_DW_PACKED 1
 #define TC_DW_ASM 1
+#define TC_DW_FUSED 1
 /* 20 instructions per 18 MACs: the window's columns are two words each, (slot 0, slot 1) and
  * (slot 2, 0), against the packed weight pairs; the middle two columns feed both outputs. */
 void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
 void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
                     int32_t step);
+/* Outputs 2i (r10) and 2i + 1 (r11) from the columns at r0, which moves on by two columns;
+ * weights in r4-r9, bias in r3. */
+#define TC_DW_M4_PAIR \
+    "  ldrd r12, lr, [r0, #12]\n" \
+    "  smlad r10, r6, r12, r3\n" \
+    "  smlad r10, r7, lr, r10\n" \
+    "  smlad r11, r4, r12, r3\n" \
+    "  smlad r11, r5, lr, r11\n" \
+    "  ldrd r12, lr, [r0, #24]\n" \
+    "  smlad r10, r8, r12, r10\n" \
+    "  smlad r10, r9, lr, r10\n" \
+    "  smlad r11, r6, r12, r11\n" \
+    "  smlad r11, r7, lr, r11\n" \
+    "  ldrd r12, lr, [r0, #36]\n" \
+    "  smlad r11, r8, r12, r11\n" \
+    "  smlad r11, r9, lr, r11\n" \
+    "  ldrd r12, lr, [r0], #24\n" \
+    "  smlad r10, r4, r12, r10\n" \
+    "  smlad r10, r5, lr, r10\n"
 __asm__(
     "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -114,23 +134,8 @@ __asm__(
     "  add r2, r2, r2, lsl #1\n"
     "  add r2, r0, r2, lsl #3\n"
     "1:\n"
-    "  ldrd r12, lr, [r0, #12]\n"
-    "  smlad r10, r6, r12, r3\n"
-    "  smlad r10, r7, lr, r10\n"
-    "  smlad r11, r4, r12, r3\n"
-    "  smlad r11, r5, lr, r11\n"
-    "  ldrd r12, lr, [r0, #24]\n"
-    "  smlad r10, r8, r12, r10\n"
-    "  smlad r10, r9, lr, r10\n"
-    "  smlad r11, r6, r12, r11\n"
-    "  smlad r11, r7, lr, r11\n"
-    "  ldrd r12, lr, [r0, #36]\n"
-    "  smlad r11, r8, r12, r11\n"
-    "  smlad r11, r9, lr, r11\n"
-    "  str r11, [r0, #20]\n"
-    "  ldrd r12, lr, [r0], #24\n"
-    "  smlad r10, r4, r12, r10\n"
-    "  smlad r10, r5, lr, r10\n"
+    TC_DW_M4_PAIR
+    "  str r11, [r0, #-4]\n"
     "  str r10, [r0, #-16]\n"
     "  cmp r0, r2\n"
     "  bne 1b\n"
@@ -167,6 +172,7 @@ __asm__(
 #elif defined(__thumb2__)
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 1
+#define TC_DW_FUSED 0
 /* Cortex-M3: 34 instructions per 18 MACs, one LDRSH per column value (12 for the two
  * windows) and the nine weights in r4-r12. No register is left for the bias: the caller adds
  * it (TC_DW_BIAS_IN_LOOP). */
@@ -253,6 +259,7 @@ __asm__(
 #else
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 0
+#define TC_DW_FUSED 0
 #endif
 
 /* the Cortex-M3 loops leave the bias out */
@@ -330,11 +337,13 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
 /* SMMLAR adds the offset to the rounded high word; the sign term is the accumulator's, which
  * gives the same result as the high word's for a multiplier >= 0 (the caller's condition): they
  * differ only when the high word is 0, and (offset - 1) >> right = offset >> right. */
+#define TC_DW_M4_RQ(x, acc, mul, offset, right) \
+    "  smmlar " x ", " acc ", " mul ", " offset "\n" \
+    "  add " x ", " x ", " acc ", asr #31\n" \
+    "  asr " x ", " x ", " right "\n"
 #define TC_DW_REQUANT(ld) \
     "  ldr lr, [r0" ld "]\n" \
-    "  smmlar r12, lr, r4, r5\n" \
-    "  add r12, r12, lr, asr #31\n" \
-    "  asr r12, r12, r6\n"
+    TC_DW_M4_RQ("r12", "lr", "r4", "r5", "r6")
 #else
 #define TC_DW_REQUANT(ld) \
     "  ldr r12, [r0" ld "]\n" \
@@ -366,9 +375,12 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
     "  add r2, r2, r10, lsl #1\n" \
     "  subs r1, r1, #2\n" \
     "  bne " loop "b\n"
-#define TC_DW_CLAMP_BOTH "  cmp r12, r7\n  it lt\n  movlt r12, r7\n" \
-                         "  cmp r12, r8\n  it gt\n  movgt r12, r8\n"
-#define TC_DW_CLAMP_SSAT "  ssat r12, #8, r12\n  cmp r12, r7\n  it lt\n  movlt r12, r7\n"
+/* Clamp register x to [lo, hi]; with act_max = 127, SSAT does the upper side. */
+#define TC_DW_CLAMP_BOTH(x, lo, hi) \
+    "  cmp " x ", " lo "\n  it lt\n  movlt " x ", " lo "\n" \
+    "  cmp " x ", " hi "\n  it gt\n  movgt " x ", " hi "\n"
+#define TC_DW_CLAMP_SSAT(x, lo, hi) \
+    "  ssat " x ", #8, " x "\n  cmp " x ", " lo "\n  it lt\n  movlt " x ", " lo "\n"
 __asm__(
     "  .section .text.tc_dw_store_row,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -384,14 +396,52 @@ __asm__(
     "  ble 9f\n"
     "  cmp r8, #127\n"
     "  beq 5f\n"
-    TC_DW_STORE_LOOP("1", TC_DW_CLAMP_BOTH)
+    TC_DW_STORE_LOOP("1", TC_DW_CLAMP_BOTH("r12", "r7", "r8"))
     "  b 9f\n"
     "5:\n"
-    TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT)
+    TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT("r12", "r7", "r8"))
     "9:\n"
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw_store_row, .-tc_dw_store_row\n"
     "  .text\n");
+#if TC_DW_FUSED
+/* The pair loop with the store fused (stride 1, a fast channel, an even count >= 2): rq points
+ * at the row's bias and weights (loaded into r3-r9 for each pair), preceded by the store's
+ * constants (tc_dw_fused_row), loaded into the same registers for the store. */
+void tc_dw3_pairs_store(int16_t *cols, const int32_t *rq, int8_t *out, int32_t ssat);
+#define TC_DW_FUSED_LOOP(loop, clamp) \
+    loop ":\n" \
+    "  ldm r1, {r3-r9}\n" \
+    TC_DW_M4_PAIR \
+    "  ldmdb r1, {r3-r9}\n" \
+    TC_DW_M4_RQ("r12", "r10", "r3", "r4", "r5") \
+    clamp("r12", "r6", "r7") \
+    "  strb r12, [r2]\n" \
+    TC_DW_M4_RQ("lr", "r11", "r3", "r4", "r5") \
+    clamp("lr", "r6", "r7") \
+    "  strb lr, [r2, r8]\n" \
+    "  add r2, r2, r8, lsl #1\n" \
+    "  cmp r0, r9\n" \
+    "  bne " loop "b\n"
+__asm__(
+    "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw3_pairs_store\n"
+    "  .type tc_dw3_pairs_store, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_pairs_store:\n"
+    "  push {r4-r11, lr}\n"
+    "  cmp r3, #0\n"
+    "  bne 5f\n"
+    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP_BOTH)
+    "  pop {r4-r11, pc}\n"
+    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
+    "  .text\n");
+#endif
 #else
 static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
                             const tc_dw_store_args *a)
@@ -525,8 +575,11 @@ static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy
  * (column-major, packed for SMLAD on the Cortex-M4) and the row's bias, which takes the
  * zero-point term: acc = bias + sum w * (x - zp) over the tap rows in the image, x copied raw. */
 typedef struct {
-    int32_t w[9];
+    /* tc_dw3_pairs_store's constants: multiplier, offset, right, act_min, act_max, output
+     * stride, end of the pair columns */
+    int32_t store[7];
     int32_t bias;
+    int32_t w[9];
 } tc_dw_row_weights;
 
 static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
@@ -588,9 +641,6 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             int32_t r;
             tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
                                p->output_zero_point);
-            for (i = 0; i < block.keys; i++) {
-                tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
-            }
             args.multiplier = ch.f.multiplier;
             args.offset = ch.f.offset;
             args.right = ch.f.right;
@@ -598,6 +648,12 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             args.hi = p->act_max;
             args.out_stride = out_dims->c;
             args.step = step * (int32_t)sizeof(int16_t);
+            for (i = 0; i < block.keys; i++) {
+                tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
+                __builtin_memcpy(rows[i].store, &args, 5 * sizeof(int32_t));
+                rows[i].store[5] = args.out_stride;
+                rows[i].store[6] = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+            }
             for (r = 0; r < block.rows; r++, out += out_row) {
                 const tc_dw_row_plan *plan = &block.row[r];
                 const tc_dw_row_weights *rw = &rows[plan->arrangement];
@@ -606,6 +662,20 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                     tc_dw_copy_row(first_col + plan->copy_slot[k], src + plan->copy_y[k] * in_row,
                                    channels, copy);
                 }
+#if TC_DW_FUSED
+                if (sw == 1 && ch.f.fast) {
+                    if (out_w > 1) {
+                        tc_dw3_pairs_store(cols, &rw->bias, out, p->act_max == 127);
+                    }
+                    if (out_w & 1) {
+                        int16_t *const last = cols + (out_w - 1) * TC_DW_COL;
+                        tc_dw3_singles(last, rw->w, 1, rw->bias, args.step);
+                        args.bias = rw->bias;
+                        tc_dw_store_row(last + 4, 1, out + (out_w - 1) * out_dims->c, &args);
+                    }
+                    continue;
+                }
+#endif
                 if (sw == 1) {
                     tc_dw3_pairs(cols, rw->w, pairs, rw->bias);
                 } else {
