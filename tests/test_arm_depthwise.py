@@ -7,7 +7,11 @@ models do not: more than 16 output rows (two blocks), a layer whose dilated tap 
 arrangements (a block ended by the arrangement limit), and both an odd and an even count of
 outputs per row for the store, each with the SSAT store (act_max = 127) and the two-sided
 clamp, and channels with negative multipliers (the Cortex-M4 store assumes multiplier >= 0:
-without the guard that keeps them off it, this case fails on mps2-an386)."""
+without the guard that keeps them off it, this case fails on mps2-an386). The fused chains
+reach the stride-1 pair loops with the store fused (tc_dw3_pairs_store; on the Cortex-M3 its
+packed columns and split 64-bit accumulator): odd widths (the last pair redone), even widths,
+one pair, no left padding, channel multiplier 2, dilation, both clamps, channels switching
+between the packed and int16 columns (negative multipliers), and extreme weights and inputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +36,24 @@ def chain(act: dict, last: dict) -> tuple:
     ])
 
 
+def fused_chain(act: dict, last: dict) -> tuple:
+    """Stride-1 layers for the fused pair loops (and the Cortex-M3's packed columns): channel
+    multiplier 2 with no left padding (the packed copy's other entry) and even width 8, no
+    padding at all, dilation 2 with odd height, then widths 4 and 2 (one pair)."""
+    return ((12, 8, 4), [
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=4, padding=(1, 0, 1, 2), **act),
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, **act),
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, dilation=(2, 1),
+             padding=(1, 1, 1, 1), **act),
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, **act),
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, **last),
+    ])
+
+
 SPECS = {"ssat": chain({}, {}), "clamp": chain(dict(act_max=90), dict(act_max=10)),
-         "negative": chain({}, {})}
+         "negative": chain({}, {}), "fused_ssat": fused_chain(dict(relu=True), {}),
+         "fused_clamp": fused_chain(dict(act_max=100), dict(act_max=4)),
+         "fused_negative": fused_chain({}, {})}
 NEGATED = (0, 2)  # "negative": these channels' multipliers, weights and bias negated
 
 
@@ -57,12 +77,33 @@ def test_depthwise_blocks_and_even_widths_on_board_equal_runtime(board, spec, ar
     rng = np.random.default_rng(11)
     shape, layers = SPECS[spec]
     model = random_model(rng, shape, layers, "fixed", name="dw")
-    if spec == "negative":
+    if spec.endswith("negative"):
         negate_channels(model)
         assert (model.layers[-1].arrays["multiplier"] < 0).sum() == len(NEGATED)
     x = random_inputs(rng, model, COUNT)
     got, expected = run_on_board(model, x, board, tmp_path)
     lo, hi = assert_not_saturated(expected, model, more_than=7)
-    if spec == "clamp":
+    if spec.endswith("clamp"):
         assert np.mean(expected == hi) >= 0.05, "nothing clamped at act_max"
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386"])
+def test_depthwise_extreme_weights_and_inputs_on_board_equal_runtime(board, arm_tools, tmp_path):
+    """Weights -128 / 127 and inputs -128 / 127, odd and even widths: the largest sums the
+    Cortex-M3's packed 64-bit accumulator must keep apart (|sum| <= 9 * 256 * 128 per output),
+    with a multiplier and shift that keep the outputs inside int8."""
+    rng = np.random.default_rng(5)
+    model = random_model(rng, (5, 7, 8), [
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, padding=(1, 1, 1, 1)),
+        dict(op="conv2d", out=8, kernel=(3, 3), groups=8, padding=(1, 0, 1, 1)),
+    ], "fixed", name="dw")
+    for layer in model.layers:
+        a = layer.arrays
+        a["weights"][...] = rng.choice(np.array([-128, 127], np.int8), a["weights"].shape)
+        a["multiplier"][...] = rng.integers(2**30, 2**31 - 1, a["multiplier"].shape)
+        a["shift"][...] = -10 if layer is model.layers[0] else -8
+    x = rng.choice(np.array([-128, 127], np.int8), (COUNT,) + model.input_spec.shape)
+    got, expected = run_on_board(model, x, board, tmp_path)
+    assert_not_saturated(expected, model, more_than=7)
     assert np.array_equal(got, expected)

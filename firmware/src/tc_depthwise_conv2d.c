@@ -95,11 +95,32 @@ static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_pa
 #if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define TC_DW_PACKED 1
 #define TC_DW_ASM 1
+#define TC_DW_FUSED 1
+#define TC_DW_SMLAL 0
 /* 20 instructions per 18 MACs: the window's columns are two words each, (slot 0, slot 1) and
  * (slot 2, 0), against the packed weight pairs; the middle two columns feed both outputs. */
 void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
 void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
                     int32_t step);
+/* Outputs 2i (r10) and 2i + 1 (r11) from the columns at r0, which moves on by two columns;
+ * weights in r4-r9, bias in r3. */
+#define TC_DW_M4_PAIR \
+    "  ldrd r12, lr, [r0, #12]\n" \
+    "  smlad r10, r6, r12, r3\n" \
+    "  smlad r10, r7, lr, r10\n" \
+    "  smlad r11, r4, r12, r3\n" \
+    "  smlad r11, r5, lr, r11\n" \
+    "  ldrd r12, lr, [r0, #24]\n" \
+    "  smlad r10, r8, r12, r10\n" \
+    "  smlad r10, r9, lr, r10\n" \
+    "  smlad r11, r6, r12, r11\n" \
+    "  smlad r11, r7, lr, r11\n" \
+    "  ldrd r12, lr, [r0, #36]\n" \
+    "  smlad r11, r8, r12, r11\n" \
+    "  smlad r11, r9, lr, r11\n" \
+    "  ldrd r12, lr, [r0], #24\n" \
+    "  smlad r10, r4, r12, r10\n" \
+    "  smlad r10, r5, lr, r10\n"
 __asm__(
     "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -114,23 +135,8 @@ __asm__(
     "  add r2, r2, r2, lsl #1\n"
     "  add r2, r0, r2, lsl #3\n"
     "1:\n"
-    "  ldrd r12, lr, [r0, #12]\n"
-    "  smlad r10, r6, r12, r3\n"
-    "  smlad r10, r7, lr, r10\n"
-    "  smlad r11, r4, r12, r3\n"
-    "  smlad r11, r5, lr, r11\n"
-    "  ldrd r12, lr, [r0, #24]\n"
-    "  smlad r10, r8, r12, r10\n"
-    "  smlad r10, r9, lr, r10\n"
-    "  smlad r11, r6, r12, r11\n"
-    "  smlad r11, r7, lr, r11\n"
-    "  ldrd r12, lr, [r0, #36]\n"
-    "  smlad r11, r8, r12, r11\n"
-    "  smlad r11, r9, lr, r11\n"
-    "  str r11, [r0, #20]\n"
-    "  ldrd r12, lr, [r0], #24\n"
-    "  smlad r10, r4, r12, r10\n"
-    "  smlad r10, r5, lr, r10\n"
+    TC_DW_M4_PAIR
+    "  str r11, [r0, #-4]\n"
     "  str r10, [r0, #-16]\n"
     "  cmp r0, r2\n"
     "  bne 1b\n"
@@ -167,6 +173,8 @@ __asm__(
 #elif defined(__thumb2__)
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 1
+#define TC_DW_FUSED 1
+#define TC_DW_SMLAL 1 /* fused channels use packed columns */
 /* Cortex-M3: 34 instructions per 18 MACs, one LDRSH per column value (12 for the two
  * windows) and the nine weights in r4-r12. No register is left for the bias: the caller adds
  * it (TC_DW_BIAS_IN_LOOP). */
@@ -253,6 +261,8 @@ __asm__(
 #else
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 0
+#define TC_DW_FUSED 0
+#define TC_DW_SMLAL 0
 #endif
 
 /* the Cortex-M3 loops leave the bias out */
@@ -330,20 +340,25 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
 /* SMMLAR adds the offset to the rounded high word; the sign term is the accumulator's, which
  * gives the same result as the high word's for a multiplier >= 0 (the caller's condition): they
  * differ only when the high word is 0, and (offset - 1) >> right = offset >> right. */
+#define TC_DW_M4_RQ(x, acc, mul, offset, right) \
+    "  smmlar " x ", " acc ", " mul ", " offset "\n" \
+    "  add " x ", " x ", " acc ", asr #31\n" \
+    "  asr " x ", " x ", " right "\n"
 #define TC_DW_REQUANT(ld) \
     "  ldr lr, [r0" ld "]\n" \
-    "  smmlar r12, lr, r4, r5\n" \
-    "  add r12, r12, lr, asr #31\n" \
-    "  asr r12, r12, r6\n"
+    TC_DW_M4_RQ("r12", "lr", "r4", "r5", "r6")
 #else
+/* x = requantized t (tmp: scratch), as tc_requant_double_fast */
+#define TC_DW_M3_RQ(x, t, tmp, mul, offset, right) \
+    "  smull " tmp ", " x ", " t ", " mul "\n" \
+    "  add " x ", " x ", " tmp ", lsr #31\n" \
+    "  add " x ", " x ", " x ", asr #31\n" \
+    "  add " x ", " x ", " offset "\n" \
+    "  asr " x ", " x ", " right "\n"
 #define TC_DW_REQUANT(ld) \
     "  ldr r12, [r0" ld "]\n" \
     "  add r12, r12, r9\n" \
-    "  smull lr, r12, r12, r4\n" \
-    "  add r12, r12, lr, lsr #31\n" \
-    "  add r12, r12, r12, asr #31\n" \
-    "  add r12, r12, r5\n" \
-    "  asr r12, r12, r6\n"
+    TC_DW_M3_RQ("r12", "r12", "lr", "r4", "r5", "r6")
 #endif
 /* One output: the accumulator at [r0 + ld], the byte to [r2 + st]. */
 #define TC_DW_STORE_ONE(ld, st, clamp) \
@@ -366,9 +381,12 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
     "  add r2, r2, r10, lsl #1\n" \
     "  subs r1, r1, #2\n" \
     "  bne " loop "b\n"
-#define TC_DW_CLAMP_BOTH "  cmp r12, r7\n  it lt\n  movlt r12, r7\n" \
-                         "  cmp r12, r8\n  it gt\n  movgt r12, r8\n"
-#define TC_DW_CLAMP_SSAT "  ssat r12, #8, r12\n  cmp r12, r7\n  it lt\n  movlt r12, r7\n"
+/* Clamp register x to [lo, hi]; with act_max = 127, SSAT does the upper side. */
+#define TC_DW_CLAMP_BOTH(x, lo, hi) \
+    "  cmp " x ", " lo "\n  it lt\n  movlt " x ", " lo "\n" \
+    "  cmp " x ", " hi "\n  it gt\n  movgt " x ", " hi "\n"
+#define TC_DW_CLAMP_SSAT(x, lo, hi) \
+    "  ssat " x ", #8, " x "\n  cmp " x ", " lo "\n  it lt\n  movlt " x ", " lo "\n"
 __asm__(
     "  .section .text.tc_dw_store_row,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -384,14 +402,114 @@ __asm__(
     "  ble 9f\n"
     "  cmp r8, #127\n"
     "  beq 5f\n"
-    TC_DW_STORE_LOOP("1", TC_DW_CLAMP_BOTH)
+    TC_DW_STORE_LOOP("1", TC_DW_CLAMP_BOTH("r12", "r7", "r8"))
     "  b 9f\n"
     "5:\n"
-    TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT)
+    TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT("r12", "r7", "r8"))
     "9:\n"
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw_store_row, .-tc_dw_store_row\n"
     "  .text\n");
+/* The pair loops with the store fused (stride 1, a fast channel): outputs from the columns at
+ * cols up to the end in the row's store constants (tc_dw_row_weights). */
+void tc_dw3_pairs_store(int16_t *cols, const int32_t *block, int8_t *out, int32_t ssat);
+#if TC_DW_PACKED
+/* block: the row's bias and weights, loaded into r3-r9 for each pair, preceded by the store's
+ * constants, loaded into the same registers for the store. */
+#define TC_DW_FUSED_LOOP(loop, clamp) \
+    loop ":\n" \
+    "  ldm r1, {r3-r9}\n" \
+    TC_DW_M4_PAIR \
+    "  ldmdb r1, {r3-r9}\n" \
+    TC_DW_M4_RQ("r12", "r10", "r3", "r4", "r5") \
+    clamp("r12", "r6", "r7") \
+    "  strb r12, [r2]\n" \
+    TC_DW_M4_RQ("lr", "r11", "r3", "r4", "r5") \
+    clamp("lr", "r6", "r7") \
+    "  strb lr, [r2, r8]\n" \
+    "  add r2, r2, r8, lsl #1\n" \
+    "  cmp r0, r9\n" \
+    "  bne " loop "b\n"
+__asm__(
+    "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw3_pairs_store\n"
+    "  .type tc_dw3_pairs_store, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_pairs_store:\n"
+    "  push {r4-r11, lr}\n"
+    "  cmp r3, #0\n"
+    "  bne 5f\n"
+    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP_BOTH)
+    "  pop {r4-r11, pc}\n"
+    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
+    "  .text\n");
+#else
+/* Cortex-M3: one SMLAL per tap for both outputs of a pair. Column j holds, per slot, the word
+ * x[j] + x[j + 1] * 2^23; the 64-bit accumulator starts at 2^21 + bias2 * 2^23 (bias2: the
+ * doubled row bias), so with A and B the doubled-weight sums of outputs j and j + 1 it ends at
+ * (2^21 + A) + (bias2 + B) * 2^23, where |A|, |B| <= 9 * 256 * 128 < 2^19 keeps the low field in
+ * [0, 2^22): bits 23.. are 2 * acc of output j + 1, bits 0..22 minus 2^21 plus bias2 that of
+ * output j. block: the accumulator's start, the weights by column (w[kx][slot]), then
+ * multiplier, offset, right, act_min, bias2 - 2^21, output stride, act_max, end. */
+#define TC_DW_FUSED_LOOP(loop, hi, clamp) \
+    loop ":\n" \
+    "  ldmia r1!, {r2, r3, r7, r8, r9}\n" \
+    "  ldmia r0!, {r4, r5, r6}\n" \
+    "  smlal r2, r3, r4, r7\n" \
+    "  smlal r2, r3, r5, r8\n" \
+    "  smlal r2, r3, r6, r9\n" \
+    "  ldmia r1!, {r7, r8, r9}\n" \
+    "  ldmia r0!, {r4, r5, r6}\n" \
+    "  smlal r2, r3, r4, r7\n" \
+    "  smlal r2, r3, r5, r8\n" \
+    "  smlal r2, r3, r6, r9\n" \
+    "  ldmia r1!, {r7, r8, r9}\n" \
+    "  ldmia r0, {r4, r5, r6}\n" \
+    "  smlal r2, r3, r4, r7\n" \
+    "  smlal r2, r3, r5, r8\n" \
+    "  smlal r2, r3, r6, r9\n" \
+    "  ldmia r1, {r4-r9}\n" \
+    "  sub r1, r1, #44\n" \
+    "  lsl lr, r3, #9\n" \
+    "  orr lr, lr, r2, lsr #23\n" \
+    "  ubfx r2, r2, #0, #23\n" \
+    "  add r2, r2, r8\n" \
+    hi \
+    TC_DW_M3_RQ("r3", "r2", "r12", "r4", "r5", "r6") \
+    clamp("r3", "r7", "r8") \
+    "  strb r3, [r10]\n" \
+    TC_DW_M3_RQ("r2", "lr", "r12", "r4", "r5", "r6") \
+    clamp("r2", "r7", "r8") \
+    "  strb r2, [r10, r9]\n" \
+    "  add r10, r10, r9, lsl #1\n" \
+    "  cmp r0, r11\n" \
+    "  bne " loop "b\n"
+__asm__(
+    "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw3_pairs_store\n"
+    "  .type tc_dw3_pairs_store, %function\n"
+    "  .thumb_func\n"
+    "tc_dw3_pairs_store:\n"
+    "  push {r4-r11, lr}\n"
+    "  mov r10, r2\n"
+    "  ldr r11, [r1, #72]\n"
+    "  cmp r3, #0\n"
+    "  bne 5f\n"
+    TC_DW_FUSED_LOOP("1", "  ldr r8, [r1, #68]\n", TC_DW_CLAMP_BOTH)
+    "  pop {r4-r11, pc}\n"
+    TC_DW_FUSED_LOOP("5", "", TC_DW_CLAMP_SSAT)
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
+    "  .text\n");
+#endif
 #else
 static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
                             const tc_dw_store_args *a)
@@ -525,8 +643,25 @@ static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy
  * (column-major, packed for SMLAD on the Cortex-M4) and the row's bias, which takes the
  * zero-point term: acc = bias + sum w * (x - zp) over the tap rows in the image, x copied raw. */
 typedef struct {
+#if TC_DW_SMLAL
+    int32_t start[2]; /* tc_dw3_pairs_store's block: start, weights, store constants */
+    int32_t w[9];
+    int32_t store[8];
+    int32_t bias;
+#define TC_DW_BLOCK(rw) ((rw)->start)
+#define TC_DW_END 7
+#elif TC_DW_FUSED
+    /* tc_dw3_pairs_store's block: multiplier, offset, right, act_min, act_max, output stride,
+     * end of the pair columns, then bias and weights */
+    int32_t store[7];
+    int32_t bias;
+    int32_t w[9];
+#define TC_DW_BLOCK(rw) (&(rw)->bias)
+#define TC_DW_END 6
+#else
     int32_t w[9];
     int32_t bias;
+#endif
 } tc_dw_row_weights;
 
 static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
@@ -550,6 +685,64 @@ static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
                           (uint32_t)(ch->row_sum[k0] + ch->row_sum[k1] + ch->row_sum[k2])));
 }
 
+#if TC_DW_FUSED
+/* The store constants of tc_dw3_pairs_store's block (the caller sets the end). */
+static void tc_dw_fused_block(tc_dw_row_weights *rw, const tc_dw_store_args *a)
+{
+    rw->store[0] = a->multiplier;
+    rw->store[1] = a->offset;
+    rw->store[2] = a->right;
+    rw->store[3] = a->lo;
+#if TC_DW_SMLAL
+    {
+        const int64_t start = (int64_t)rw->bias * ((int64_t)1 << 23) + ((int64_t)1 << 21);
+        rw->start[0] = (int32_t)(uint32_t)(uint64_t)start;
+        rw->start[1] = (int32_t)(uint32_t)((uint64_t)start >> 32);
+    }
+    rw->store[4] = rw->bias - ((int32_t)1 << 21);
+    rw->store[5] = a->out_stride;
+    rw->store[6] = a->hi;
+#else
+    rw->store[4] = a->hi;
+    rw->store[5] = a->out_stride;
+#endif
+}
+#endif
+
+/* Fill the column buffer with the input zero point in every slot: int16 columns, or on the
+ * Cortex-M3 packed ones (x[j] + x[j + 1] * 2^23 per slot, three words per column). */
+static void tc_dw_fill(int16_t *cols, int32_t ncols, int32_t zp, int packed)
+{
+    int32_t i;
+    for (i = 0; i < ncols * TC_DW_COL; i++) {
+        const int32_t slot = i % TC_DW_COL;
+        cols[i] = (int16_t)(slot < 3 ? zp : 0);
+    }
+#if TC_DW_SMLAL
+    for (i = 0; packed && i < ncols * 3; i++) {
+        ((int32_t *)(void *)cols)[i] = zp + (int32_t)((uint32_t)zp << 23);
+    }
+#else
+    (void)packed;
+#endif
+}
+
+#if TC_DW_SMLAL
+/* Packed copy into one slot: the words v[k] + v[k + 1] * 2^23 of v = first, the count values
+ * of src (stride channels), zp; dst: the slot in the column of first. */
+static TC_NOINLINE void tc_dw_copy_packed(int32_t *dst, const int8_t *src, int32_t channels,
+                                          int32_t count, int32_t first, int32_t zp)
+{
+    int32_t *const end = dst + 3 * count;
+    for (; dst < end; dst += 3, src += channels) {
+        const int32_t x = *src;
+        *dst = first + (int32_t)((uint32_t)x << 23);
+        first = x;
+    }
+    *dst = first + (int32_t)((uint32_t)zp << 23);
+}
+#endif
+
 static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                             const tc_requant_params *rq, const tc_dims *in_dims,
                             const int8_t *input, const tc_filter_dims *filter,
@@ -565,16 +758,12 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     const int32_t out_w = out_dims->w, pairs = (out_w + 1) / 2;
     int16_t *cols = (int16_t *)ctx->buf;
     int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
-    int32_t group = 1, oy0, i;
+    int32_t group = 1, oy0, i, layout = -1;
     tc_dw_block block;
     /* slot of input row y: (y / group) % 3, distinct for the three tap rows of any output row
      * (group: the largest power of 3 dividing the dilation) */
     while ((dh / group) % 3 == 0) {
         group *= 3;
-    }
-    for (i = 0; i < ncols * TC_DW_COL; i++) {
-        const int32_t slot = i % TC_DW_COL;
-        cols[i] = (int16_t)(slot < 3 ? zp : 0);
     }
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
@@ -585,11 +774,13 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
             tc_dw_store_args args;
             tc_dw_channel ch;
-            int32_t r;
+            int32_t r, fused;
             tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
                                p->output_zero_point);
-            for (i = 0; i < block.keys; i++) {
-                tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
+            fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast;
+            if (layout != (TC_DW_SMLAL && fused)) {
+                layout = TC_DW_SMLAL && fused;
+                tc_dw_fill(cols, ncols, zp, layout);
             }
             args.multiplier = ch.f.multiplier;
             args.offset = ch.f.offset;
@@ -598,14 +789,46 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             args.hi = p->act_max;
             args.out_stride = out_dims->c;
             args.step = step * (int32_t)sizeof(int16_t);
+            for (i = 0; i < block.keys; i++) {
+                tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
+#if TC_DW_FUSED
+                tc_dw_fused_block(&rows[i], &args);
+#endif
+            }
             for (r = 0; r < block.rows; r++, out += out_row) {
                 const tc_dw_row_plan *plan = &block.row[r];
-                const tc_dw_row_weights *rw = &rows[plan->arrangement];
+                tc_dw_row_weights *rw = &rows[plan->arrangement];
                 int32_t k;
                 for (k = 0; k < plan->copies; k++) {
-                    tc_dw_copy_row(first_col + plan->copy_slot[k], src + plan->copy_y[k] * in_row,
-                                   channels, copy);
+                    const int8_t *row = src + plan->copy_y[k] * in_row;
+#if TC_DW_SMLAL
+                    if (fused) {
+                        int32_t *const dst = (int32_t *)(void *)cols + plan->copy_slot[k];
+                        if (p->pad_left > 0) {
+                            tc_dw_copy_packed(dst + 3 * (p->pad_left - 1), row, channels, copy,
+                                              zp, zp);
+                        } else {
+                            tc_dw_copy_packed(dst, row + channels, channels, copy - 1, row[0],
+                                              zp);
+                        }
+                        continue;
+                    }
+#endif
+                    tc_dw_copy_row(first_col + plan->copy_slot[k], row, channels, copy);
                 }
+#if TC_DW_FUSED
+                if (fused) {
+                    const int32_t ssat = p->act_max == 127;
+                    rw->store[TC_DW_END] = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+                    tc_dw3_pairs_store(cols, TC_DW_BLOCK(rw), out, ssat);
+                    if (out_w & 1) { /* the last two again: output out_w - 2 is rewritten */
+                        rw->store[TC_DW_END] = (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL);
+                        tc_dw3_pairs_store(cols + (out_w - 2) * TC_DW_COL, TC_DW_BLOCK(rw),
+                                           out + (out_w - 2) * out_dims->c, ssat);
+                    }
+                    continue;
+                }
+#endif
                 if (sw == 1) {
                     tc_dw3_pairs(cols, rw->w, pairs, rw->bias);
                 } else {
