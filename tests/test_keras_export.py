@@ -171,3 +171,19 @@ def test_int8_model_tracks_keras(converted):
         cosine = (reference * quantized).sum() / np.linalg.norm(reference) \
             / np.linalg.norm(quantized)
         assert cosine > 0.98, f"{result.model.requant_mode}: cosine {cosine:.4f}"
+
+
+def test_keras_model_on_the_host_device(converted, tmp_path):
+    """From the Keras model to the device: every device output equals runtime/'s, and in float
+    mode onnxruntime's on model.q.onnx."""
+    from firmware_host.verify import verify
+    x = images(40, seed=8)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=np.argmax(keras_float(converted.keras, x), axis=1))
+    for mode, result in converted.results.items():
+        directory = result.save(tmp_path / mode)
+        run = verify(directory, data, labels=True, device="host", progress=False)
+        assert run.exit_status == 0 and run.device_equal_images == run.images == 40
+        if mode == "float":
+            assert run.ort_equal_images == 40
+        assert run.correct_device == run.correct_runtime >= 30  # random weights: near ties
