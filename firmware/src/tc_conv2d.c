@@ -255,6 +255,10 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         ((uintptr_t)ctx->buf & 3u) != 0) {
         return TC_ERR_BAD_ARG;
     }
+    if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                      output) == TC_OK) {
+        return TC_OK;
+    }
     m_per_group = filter->m / groups;
     col = (int16_t *)ctx->buf;
     if (ctx->size >= tc_conv2d_get_buffer_size(filter)) {
