@@ -168,6 +168,7 @@ def test_lane_bound_and_scratch_decide_the_path(tmp_path):
     src.write_text(BOUND_PROBE)
     exe = tmp_path / "bound"
     subprocess.run([cc, *CFLAGS, "-O2", "-I", str(FIRMWARE_SRC), str(src),
-                    str(FIRMWARE_SRC / "tc_conv2d_1ch.c"), "-o", str(exe)], check=True)
+                    str(FIRMWARE_SRC / "tc_conv2d_1ch.c"), str(FIRMWARE_SRC / "tc_matmul.c"),
+                    "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "2", "2"]  # TC_OK, TC_ERR_UNSUPPORTED twice

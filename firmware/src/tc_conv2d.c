@@ -1,5 +1,5 @@
 /* conv2d, grouped or not: im2col two output pixels at a time into a pair column, then
- * tc_matmul_pair. */
+ * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first. */
 #include <stddef.h>
 
 #include "tc_kernels.h"
@@ -228,10 +228,15 @@ static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, cons
     }
 }
 
-int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
-              const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
-              const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
-              int8_t *output)
+/* The pair-column path, for every shape. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int tc_conv2d_columns(const tc_context *ctx, const tc_conv_params *params,
+                             const tc_requant_params *rq, const tc_dims *in_dims,
+                             const int8_t *input, const tc_filter_dims *filter,
+                             const int8_t *weights, const int32_t *bias,
+                             const tc_dims *out_dims, int8_t *output)
 {
     const int32_t groups = params->groups;
     const int32_t k = filter->kh * filter->kw * filter->c;
@@ -254,10 +259,6 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
     if (ctx == NULL || ctx->buf == NULL || ctx->size < tc_conv2d_column_size(filter) ||
         ((uintptr_t)ctx->buf & 3u) != 0) {
         return TC_ERR_BAD_ARG;
-    }
-    if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
-                      output) == TC_OK) {
-        return TC_OK;
     }
     m_per_group = filter->m / groups;
     col = (int16_t *)ctx->buf;
@@ -331,4 +332,17 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         }
     }
     return TC_OK;
+}
+
+int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
+              const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
+              const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
+              int8_t *output)
+{
+    if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                      output) == TC_OK) {
+        return TC_OK;
+    }
+    return tc_conv2d_columns(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                             output);
 }

@@ -11,10 +11,11 @@
  * Scratch (tc_conv2d_1ch_get_buffer_size), int32 words:
  *   stream  per channel: the kh * kw doubled weights (row-major), then a code address (below)
  *   job     the state of the Cortex-M row loop, right after the stream
- *   consts  per channel: right shift, C (twice), multiplier, offset, with C = 2 * bias *
- *           multiplier + 2^31 as two words, so that one SMLAL of A by the multiplier onto C
- *           gives the rounding high multiply of 2 * (bias + A / 2) (tc_requant_double_fast)
- *   fast    per channel tc_requant_fast, then the bias with the input zero point folded in
+ *   consts  per channel: right shift, C (twice), multiplier, offset, a code address, with
+ *           C = 2 * bias * multiplier + 2^31 as two words, so that one SMLAL of A by the
+ *           multiplier onto C gives the rounding high multiply of 2 * (bias + A / 2)
+ *           (tc_requant_double_fast)
+ *   fast    tc_requant_fast per channel, then per channel the bias, input zero point folded in
  *   ring    kh packed input rows, each with a tag saying which input row it holds
  * A packed row holds P[j] = x[j - pad_left] + x[j - pad_left + stride_w] * 2^23 for the
  * columns j the windows of pixel p read (padding columns hold the input zero point, folded
@@ -24,6 +25,7 @@
 #include <stddef.h>
 
 #include "tc_kernels.h"
+#include "tc_matmul.h"
 
 /* hot loop: optimize for speed even in an -Os image */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -32,25 +34,27 @@
 
 #define TC_1CH_LANE 23
 #define TC_1CH_SUM_LIMIT (((int32_t)1 << 22) / 256) /* sum|w| of a channel must stay below */
-#define TC_1CH_CONSTS 7                             /* words per channel */
+#define TC_1CH_CONSTS 8                             /* words per channel */
 #define TC_1CH_MAX_ASM_M 64                         /* 8 * M bytes of stack in the row loop */
 #define TC_1CH_MAX_KH 16                            /* row pointers on the stack */
 
-/* The Cortex-M row loop's state; the stream ends where it starts and the constants start where
- * it ends (the assembly reads it at fixed offsets). */
+/* The Cortex-M row loop's state (the assembly reads it at fixed offsets). The stream ends
+ * where it starts and the constants start where it ends: its last word is also what the
+ * store's last load (below the constants) takes as the address to go to. */
 typedef struct {
     const int32_t *consts_end; /* the store walks the constants down from here */
+    int32_t act_max;
     int8_t *out_p, *out_q;     /* output channel M - 1 of the pair's pixels */
     int32_t act_min;
     const int32_t *rows[3];    /* the pair's window in the three packed rows */
     int32_t step;              /* bytes from one pair's window to the next */
     const int32_t *stream;
-    int32_t pairs;
+    int8_t *out_end;           /* out_p after the last pair */
     int32_t out_step;          /* 3 * M: from the store's last output to the next pair's */
-    int32_t act_max;
+    int32_t pair_end;          /* code address: after the last channel's store */
 } tc_1ch_job;
 
-#define TC_1CH_JOB_WORDS 12
+#define TC_1CH_JOB_WORDS 13
 
 static int32_t tc_1ch_width(const tc_conv_params *p, const tc_filter_dims *f,
                             const tc_dims *out)
@@ -100,17 +104,29 @@ static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_
 
 #if defined(__thumb2__)
 #define TC_1CH_ASM 1
-/* One output row of a 3x3 layer without horizontal dilation, job->pairs pairs. Per pair: the
- * nine packed values in r4-r12, then per channel five LDMs of the stream (two weights each, the
- * last with the code address, loaded into pc: tc_1ch_next for every channel but the last, which
- * finishes the channel and starts the next, tc_1ch_last after it), nine SMLALs and a push of
- * the 64-bit sum; then the store pops the sums (channel M - 1 first), separates the lanes,
- * requantizes both with one SMLAL each onto C, clamps and stores. */
+/* One output row of a 3x3 layer without horizontal dilation, from job->out_p to
+ * job->out_end. The loops are threaded: a loop's last load brings the next record and, into
+ * pc, where to go, so no loop counts. Per pair: the nine packed values in r4-r12; per channel
+ * five LDMs of the stream (two weights each, the last with tc_1ch_next, which finishes the
+ * channel and starts the next, or tc_1ch_last), nine SMLALs and a push of the 64-bit sum. The
+ * store pops the sums (channel M - 1 first), separates the lanes and requantizes both with one
+ * SMLAL each onto C; per channel it loads the constants of the next (below) and goes to
+ * tc_1ch_store (act_max 127: SSAT clamp) or tc_1ch_store_clamp, and after channel 0 to the
+ * job's pair_end, tc_1ch_pair_end. */
 void tc_1ch_rows3(tc_1ch_job *job);
 void tc_1ch_next(void);
 void tc_1ch_last(void);
-/* r5..r10 = C, C, multiplier, offset (r4 = right): requantize, clamp to [lr, 127], store */
+void tc_1ch_store(void);
+void tc_1ch_store_clamp(void);
+void tc_1ch_pair_end(void);
+/* the sum in r0 (low word), r1; constants in r4 (right), r5..r10 (C, C, multiplier, offset):
+ * p's output to r6, q's to r8 */
 #define TC_1CH_REQUANT \
+    "  pop {r0, r1}\n" \
+    "  lsl r1, r1, #9\n" \
+    "  add r1, r1, r0, lsr #23\n" \
+    "  sbfx r0, r0, #0, #23\n" \
+    "  sub r1, r1, r0, asr #31\n" \
     "  smlal r5, r6, r0, r9\n" \
     "  smlal r7, r8, r1, r9\n" \
     "  add r5, r6, r10\n" \
@@ -119,30 +135,25 @@ void tc_1ch_last(void);
     "  add r7, r8, r10\n" \
     "  add r8, r7, r8, asr #31\n" \
     "  asr r8, r8, r4\n"
-/* the lanes of the sum in r0 (low word), r1: A_p to r0, A_q to r1 */
-#define TC_1CH_LANES \
-    "  pop {r0, r1}\n" \
-    "  lsl r1, r1, #9\n" \
-    "  add r1, r1, r0, lsr #23\n" \
-    "  sbfx r0, r0, #0, #23\n" \
-    "  sub r1, r1, r0, asr #31\n"
 #define TC_1CH_STORE \
     "  strb r8, [r12], #-1\n" \
     "  strb r6, [r11], #-1\n" \
-    "  cmp r2, r3\n"
+    "  ldmdb r2!, {r4-r10, pc}\n"
+#define TC_1CH_LABEL(name) \
+    "  .global " name "\n" \
+    "  .type " name ", %function\n" \
+    "  .thumb_func\n" \
+    name ":\n"
 __asm__(
     "  .section .text.tc_1ch_rows3,\"ax\",%progbits\n"
     "  .syntax unified\n"
     "  .thumb\n"
     "  .align 2\n"
-    "  .global tc_1ch_rows3\n"
-    "  .type tc_1ch_rows3, %function\n"
-    "  .thumb_func\n"
-    "tc_1ch_rows3:\n"
+    TC_1CH_LABEL("tc_1ch_rows3")
     "  push {r4-r11, lr}\n"
     "  mov r2, r0\n"
     "2:\n"
-    "  add r2, r2, #16\n"
+    "  add r2, r2, #20\n"
     "  ldm r2, {r0, r1, r3, lr}\n"
     "  ldm r0, {r4-r6}\n"
     "  ldm r1, {r7-r9}\n"
@@ -153,10 +164,7 @@ __asm__(
     "  stm r2, {r0, r1, r3}\n"
     "  ldr r2, [r2, #16]\n"
     "  b 4f\n"
-    "  .global tc_1ch_next\n"
-    "  .type tc_1ch_next, %function\n"
-    "  .thumb_func\n"
-    "tc_1ch_next:\n"
+    TC_1CH_LABEL("tc_1ch_next")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
     "4:\n"
@@ -173,21 +181,12 @@ __asm__(
     "  smlal r0, r1, r3, r10\n"
     "  smlal r0, r1, lr, r11\n"
     "  ldm r2!, {r3, pc}\n"
-    "  .global tc_1ch_last\n"
-    "  .type tc_1ch_last, %function\n"
-    "  .thumb_func\n"
-    "tc_1ch_last:\n"
+    TC_1CH_LABEL("tc_1ch_last")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
-    /* r2 = job: the store's registers */
-    "  ldr r4, [r2, #44]\n"
-    "  add r3, r2, #48\n"
-    "  ldm r2, {r2, r11, r12, lr}\n"
-    "  cmp r4, #127\n"
-    "  bne 6f\n"
-    "5:\n"
-    TC_1CH_LANES
-    "  ldmdb r2!, {r4-r10}\n"
+    "  ldm r2, {r2, r3, r11, r12, lr}\n" /* r2 = job: consts end, act_max, out_p, out_q, act_min */
+    "  ldmdb r2!, {r4-r10, pc}\n"
+    TC_1CH_LABEL("tc_1ch_store")
     TC_1CH_REQUANT
     "  ssat r6, #8, r6\n"
     "  cmp r6, lr\n"
@@ -198,51 +197,38 @@ __asm__(
     "  it lt\n"
     "  movlt r8, lr\n"
     TC_1CH_STORE
-    "  bne 5b\n"
-    "  b 9f\n"
-    /* act_max < 127, in r4 across the loop: the right shift comes last, into r5 */
-    "6:\n"
-    TC_1CH_LANES
-    "  ldmdb r2!, {r5-r10}\n"
-    "  smlal r5, r6, r0, r9\n"
-    "  smlal r7, r8, r1, r9\n"
-    "  ldr r5, [r2, #-4]!\n"
-    "  add r0, r6, r10\n"
-    "  add r6, r0, r6, asr #31\n"
-    "  asr r6, r6, r5\n"
-    "  add r0, r8, r10\n"
-    "  add r8, r0, r8, asr #31\n"
-    "  asr r8, r8, r5\n"
+    TC_1CH_LABEL("tc_1ch_store_clamp")
+    TC_1CH_REQUANT
     "  cmp r6, lr\n"
     "  it lt\n"
     "  movlt r6, lr\n"
-    "  cmp r6, r4\n"
+    "  cmp r6, r3\n"
     "  it gt\n"
-    "  movgt r6, r4\n"
+    "  movgt r6, r3\n"
     "  cmp r8, lr\n"
     "  it lt\n"
     "  movlt r8, lr\n"
-    "  cmp r8, r4\n"
+    "  cmp r8, r3\n"
     "  it gt\n"
-    "  movgt r8, r4\n"
+    "  movgt r8, r3\n"
     TC_1CH_STORE
-    "  bne 6b\n"
-    "9:\n"
-    "  sub r2, r2, #48\n"
-    "  ldr r0, [r2, #40]\n"
+    TC_1CH_LABEL("tc_1ch_pair_end")
+    "  sub r2, r2, #20\n" /* the job */
+    "  ldr r0, [r2, #44]\n"
     "  add r11, r11, r0\n"
     "  add r12, r12, r0\n"
-    "  strd r11, r12, [r2, #4]\n"
-    "  ldr r0, [r2, #36]\n"
-    "  subs r0, r0, #1\n"
-    "  str r0, [r2, #36]\n"
+    "  strd r11, r12, [r2, #8]\n"
+    "  ldr r0, [r2, #40]\n"
+    "  cmp r11, r0\n"
     "  bne 2b\n"
     "  pop {r4-r11, pc}\n"
     "  .size tc_1ch_rows3, .-tc_1ch_rows3\n"
     "  .text\n");
-typedef char tc_1ch_job_is_twelve_words[sizeof(tc_1ch_job) == 4 * TC_1CH_JOB_WORDS ? 1 : -1];
+typedef char tc_1ch_job_words[sizeof(tc_1ch_job) == 4 * TC_1CH_JOB_WORDS ? 1 : -1];
+#define TC_1CH_CODE(label) ((int32_t)(uintptr_t)(label))
 #else
 #define TC_1CH_ASM 0
+#define TC_1CH_CODE(label) 0
 #endif
 
 /* The layer's constants, built once per call in the scratch. */
@@ -255,36 +241,41 @@ typedef struct {
     int asm_rows;           /* every channel fast and a 3x3 window without dilation along x */
 } tc_1ch_layer;
 
+/* Output channel m of a pixel whose lane holds a = 2 * its dot product. Out of line: it holds
+ * the exact requantization of every mode. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t tc_1ch_output(const tc_1ch_layer *l, const tc_conv_params *p,
+                            const tc_requant_params *rq, int32_t m, int32_t a)
+{
+    const int32_t v = l->fast[m].fast
+                          ? tc_requant_double_fast((int32_t)((uint32_t)l->bias[m] << 1) + a,
+                                                   l->fast + m)
+                          : tc_requantize(l->bias[m] + a / 2, rq, m) + p->output_zero_point;
+    return tc_clamp_s8(v, p->act_min, p->act_max);
+}
+
 /* The pair of output pixels whose windows start at column col of the packed rows: q's
  * channels to out_q first, then p's to out_p (portable C, any window). */
 static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_conv_params *p,
                           const tc_requant_params *rq, const tc_filter_dims *f,
                           const int32_t *const *rows, int32_t col, int8_t *out_p, int8_t *out_q)
 {
-    const int32_t zp = p->output_zero_point, lo = p->act_min, hi = p->act_max;
+    const int32_t *w = l->stream;
     int32_t m, ky, kx;
-    for (m = 0; m < f->m; m++) {
-        const int32_t *w = l->stream + m * (l->taps + 1);
-        const tc_requant_fast *fast = l->fast + m;
+    for (m = 0; m < f->m; m++, w++) {
         int64_t sum = 0;
-        int32_t a[2], v[2], i;
+        int32_t a;
         for (ky = 0; ky < f->kh; ky++) {
             const int32_t *row = rows[ky] + col;
             for (kx = 0; kx < f->kw; kx++) {
                 sum += (int64_t)*w++ * row[kx * p->dilation_w];
             }
         }
-        a[0] = (int32_t)((uint32_t)sum << (32 - TC_1CH_LANE)) >> (32 - TC_1CH_LANE);
-        a[1] = (int32_t)((sum - a[0]) >> TC_1CH_LANE);
-        for (i = 0; i < 2; i++) {
-            if (fast->fast) {
-                v[i] = tc_requant_double_fast((int32_t)((uint32_t)l->bias[m] << 1) + a[i], fast);
-            } else {
-                v[i] = tc_requantize(l->bias[m] + a[i] / 2, rq, m) + zp;
-            }
-        }
-        out_q[m] = tc_clamp_s8(v[1], lo, hi);
-        out_p[m] = tc_clamp_s8(v[0], lo, hi);
+        a = (int32_t)((uint32_t)sum << (32 - TC_1CH_LANE)) >> (32 - TC_1CH_LANE);
+        out_q[m] = tc_1ch_output(l, p, rq, m, (int32_t)((sum - a) >> TC_1CH_LANE));
+        out_p[m] = tc_1ch_output(l, p, rq, m, a);
     }
 }
 
@@ -294,9 +285,9 @@ static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_
                           const int8_t *weights, const int32_t *bias)
 {
     int32_t *stream = (int32_t *)ctx->buf;
-    int32_t *consts, m, t;
+    int32_t *consts, *folded, m, t;
     tc_requant_fast *fast;
-    int32_t *folded;
+    tc_matmul_output o;
     int all_fast = 1;
     l->taps = f->kh * f->kw;
     l->stream = stream;
@@ -304,40 +295,37 @@ static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_
     consts = (int32_t *)(void *)l->job + TC_1CH_JOB_WORDS;
     fast = (tc_requant_fast *)(void *)(consts + f->m * TC_1CH_CONSTS);
     folded = (int32_t *)(void *)(fast + f->m);
-    l->fast = fast;
-    l->bias = folded;
-    for (m = 0; m < f->m; m++) {
-        const int8_t *w = weights + m * l->taps;
-        const int64_t b = bias != NULL ? bias[m] : 0;
-        int32_t sum = 0, abs_sum = 0;
-        int64_t c;
+    for (m = 0; m < f->m; m++, stream += l->taps + 1) {
+        int32_t abs_sum = 0;
         for (t = 0; t < l->taps; t++) {
-            stream[t] = 2 * w[t];
-            sum += w[t];
-            abs_sum += w[t] < 0 ? -w[t] : w[t];
+            const int32_t w = weights[m * l->taps + t];
+            stream[t] = 2 * w;
+            abs_sum += w < 0 ? -w : w;
         }
         if (abs_sum >= TC_1CH_SUM_LIMIT) {
             return 0;
         }
-#if TC_1CH_ASM
-        stream[t] = (int32_t)(uintptr_t)(m + 1 < f->m ? tc_1ch_next : tc_1ch_last);
-#else
-        stream[t] = 0;
-#endif
-        stream += t + 1;
-        fast[m] = tc_requant_fast_prepare(rq, m, (b < 0 ? -b : b) + 255 * (int64_t)abs_sum,
-                                          p->output_zero_point);
-        folded[m] = (int32_t)((uint32_t)b - (uint32_t)p->input_zero_point * (uint32_t)sum);
-        all_fast &= fast[m].fast;
-        c = (int64_t)(int32_t)((uint32_t)folded[m] << 1) * fast[m].multiplier +
-            ((int64_t)1 << 31);
+        stream[t] = m + 1 < f->m ? TC_1CH_CODE(tc_1ch_next) : TC_1CH_CODE(tc_1ch_last);
+    }
+    o.bias = bias;
+    o.rq = rq;
+    o.first_channel = 0;
+    o.output_zero_point = p->output_zero_point;
+    tc_matmul_prepare_fast(weights, f->m, l->taps, &o, p->input_zero_point, fast, folded);
+    for (m = 0; m < f->m; m++, consts += TC_1CH_CONSTS) {
+        const int64_t c = (int64_t)(int32_t)((uint32_t)folded[m] << 1) * fast[m].multiplier +
+                          ((int64_t)1 << 31);
         consts[0] = fast[m].right;
         consts[1] = consts[3] = (int32_t)(uint32_t)(uint64_t)c;
         consts[2] = consts[4] = (int32_t)(c >> 32);
         consts[5] = fast[m].multiplier;
         consts[6] = fast[m].offset;
-        consts += TC_1CH_CONSTS;
+        consts[7] = p->act_max == 127 ? TC_1CH_CODE(tc_1ch_store)
+                                      : TC_1CH_CODE(tc_1ch_store_clamp);
+        all_fast &= fast[m].fast;
     }
+    l->fast = fast;
+    l->bias = folded;
     l->asm_rows = TC_1CH_ASM && all_fast && f->kh == 3 && f->kw == 3 &&
                   p->dilation_w == 1 && f->m <= TC_1CH_MAX_ASM_M;
     if (l->asm_rows) {
@@ -348,6 +336,7 @@ static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_
         job->step = 2 * p->stride_w * (int32_t)sizeof(int32_t);
         job->stream = l->stream;
         job->out_step = 3 * f->m;
+        job->pair_end = TC_1CH_CODE(tc_1ch_pair_end);
     }
     return 1;
 }
@@ -363,7 +352,9 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
     const int32_t *rows[TC_1CH_MAX_KH];
     tc_1ch_layer l;
     int32_t *tags, *ring, oy, ox, ky;
-    if (size == 0 || in_dims->c != 1 || kh > TC_1CH_MAX_KH || ctx->size < size ||
+    if (size == 0 || in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
+        params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
+        params->dilation_w < 1 || ctx == NULL || ctx->buf == NULL || ctx->size < size ||
         ((uintptr_t)ctx->buf & 3u) != 0 ||
         !tc_1ch_prepare(&l, ctx, params, rq, filter, weights, bias)) {
         return TC_ERR_UNSUPPORTED;
@@ -396,13 +387,13 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
             job->rows[2] = rows[2];
             job->out_p = out + m - 1;
             job->out_q = job->out_p + m;
-            job->pairs = ow / 2;
-            if (job->pairs > 0) {
+            job->out_end = job->out_p + (ow & ~1) * m;
+            if (ow > 1) {
                 tc_1ch_rows3(job);
             }
             if (ow & 1) {
                 job->out_q = job->out_p;
-                job->pairs = 1;
+                job->out_end = job->out_p + 2 * m;
                 tc_1ch_rows3(job);
             }
             continue;
