@@ -238,6 +238,8 @@ typedef struct {
     tc_1ch_job *job;
     const tc_requant_fast *fast;
     const int32_t *bias;    /* input zero point folded in */
+    const tc_conv_params *params;
+    const tc_requant_params *rq;
     int asm_rows;           /* every channel fast and a 3x3 window without dilation along x */
 } tc_1ch_layer;
 
@@ -246,36 +248,36 @@ typedef struct {
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static int8_t tc_1ch_output(const tc_1ch_layer *l, const tc_conv_params *p,
-                            const tc_requant_params *rq, int32_t m, int32_t a)
+static int8_t tc_1ch_output(const tc_1ch_layer *l, int32_t m, int32_t a)
 {
+    const tc_conv_params *p = l->params;
     const int32_t v = l->fast[m].fast
                           ? tc_requant_double_fast((int32_t)((uint32_t)l->bias[m] << 1) + a,
                                                    l->fast + m)
-                          : tc_requantize(l->bias[m] + a / 2, rq, m) + p->output_zero_point;
+                          : tc_requantize(l->bias[m] + a / 2, l->rq, m) + p->output_zero_point;
     return tc_clamp_s8(v, p->act_min, p->act_max);
 }
 
 /* The pair of output pixels whose windows start at column col of the packed rows: q's
  * channels to out_q first, then p's to out_p (portable C, any window). */
-static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_conv_params *p,
-                          const tc_requant_params *rq, const tc_filter_dims *f,
+static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
                           const int32_t *const *rows, int32_t col, int8_t *out_p, int8_t *out_q)
 {
+    const int32_t dw = l->params->dilation_w, run = f->kw * dw;
     const int32_t *w = l->stream;
-    int32_t m, ky, kx;
+    int32_t m, ky;
     for (m = 0; m < f->m; m++, w++) {
         int64_t sum = 0;
         int32_t a;
         for (ky = 0; ky < f->kh; ky++) {
-            const int32_t *row = rows[ky] + col;
-            for (kx = 0; kx < f->kw; kx++) {
-                sum += (int64_t)*w++ * row[kx * p->dilation_w];
+            const int32_t *x = rows[ky] + col, *const end = x + run;
+            for (; x != end; x += dw) {
+                sum += (int64_t)*w++ * *x;
             }
         }
         a = (int32_t)((uint32_t)sum << (32 - TC_1CH_LANE)) >> (32 - TC_1CH_LANE);
-        out_q[m] = tc_1ch_output(l, p, rq, m, (int32_t)((sum - a) >> TC_1CH_LANE));
-        out_p[m] = tc_1ch_output(l, p, rq, m, a);
+        out_q[m] = tc_1ch_output(l, m, (int32_t)((sum - a) >> TC_1CH_LANE));
+        out_p[m] = tc_1ch_output(l, m, a);
     }
 }
 
@@ -326,6 +328,8 @@ static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_
     }
     l->fast = fast;
     l->bias = folded;
+    l->params = p;
+    l->rq = rq;
     l->asm_rows = TC_1CH_ASM && all_fast && f->kh == 3 && f->kw == 3 &&
                   p->dilation_w == 1 && f->m <= TC_1CH_MAX_ASM_M;
     if (l->asm_rows) {
@@ -401,7 +405,7 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
 #endif
         for (ox = 0; ox < ow; ox += 2) {
             int8_t *out_p = out + ox * m;
-            tc_1ch_pair_c(&l, params, rq, filter, rows, ox * params->stride_w, out_p,
+            tc_1ch_pair_c(&l, filter, rows, ox * params->stride_w, out_p,
                           ox + 1 < ow ? out_p + m : out_p);
         }
     }
