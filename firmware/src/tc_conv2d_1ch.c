@@ -151,9 +151,8 @@ __asm__(
     "  .align 2\n"
     TC_1CH_LABEL("tc_1ch_rows3")
     "  push {r4-r11, lr}\n"
-    "  mov r2, r0\n"
+    "  add r2, r0, #20\n" /* between pairs r2 = &job->rows */
     "2:\n"
-    "  add r2, r2, #20\n"
     "  ldm r2, {r0, r1, r3, lr}\n"
     "  ldm r0, {r4-r6}\n"
     "  ldm r1, {r7-r9}\n"
@@ -212,13 +211,12 @@ __asm__(
     "  it gt\n"
     "  movgt r8, r3\n"
     TC_1CH_STORE
-    TC_1CH_LABEL("tc_1ch_pair_end")
-    "  sub r2, r2, #20\n" /* the job */
-    "  ldr r0, [r2, #44]\n"
+    TC_1CH_LABEL("tc_1ch_pair_end") /* r2 = &job->rows */
+    "  ldr r0, [r2, #24]\n"
     "  add r11, r11, r0\n"
     "  add r12, r12, r0\n"
-    "  strd r11, r12, [r2, #8]\n"
-    "  ldr r0, [r2, #40]\n"
+    "  strd r11, r12, [r2, #-12]\n"
+    "  ldr r0, [r2, #20]\n"
     "  cmp r11, r0\n"
     "  bne 2b\n"
     "  pop {r4-r11, pc}\n"
