@@ -231,8 +231,8 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             if groups == 1 and cg == 1:
                 # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose
                 # weights it refuses): per channel the doubled weights and a code address, 8
-                # words of requantization constants and a code address, tc_requant_fast and the
-                # folded bias; a 13-word job; kh packed rows of the pairs' windows, tagged
+                # words of requantization constants ending in a code address, tc_requant_fast
+                # and the folded bias; a 13-word job; kh packed rows of the pairs' windows, tagged
                 width = ((out_w + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * int(dil[1]) + 1
                 scratch = max(scratch, 4 * (m * (kh * kw + 1) + 13 + 8 * m + 5 * m +
                                             kh * (1 + width)))

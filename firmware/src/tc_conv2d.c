@@ -58,16 +58,6 @@ static void tc_conv_column(const tc_conv_params *p, const tc_dims *in, const int
         }
         return;
     }
-    if (cg == 1 && (f->kw & 3) == 0 && p->dilation_w == 1 && in->c == 1 && x0 >= 0 &&
-        x0 + f->kw <= in->w) { /* one channel, window rows of whole groups (c_codegen pads 3) */
-        for (ky = 0; ky < f->kh; ky++, j += f->kw) {
-            const int32_t iy = y0 + ky * p->dilation_h;
-            tc_pair_fill_groups(col, pixel, j, iy >= 0 && iy < in->h ? base + iy * in->w + x0
-                                                                     : NULL,
-                                f->kw >> 2, zp, 0);
-        }
-        return;
-    }
     if (p->dilation_w == 1 && cg == in->c && y0 >= 0 && x0 >= 0 &&
         y0 + (f->kh - 1) * p->dilation_h < in->h && x0 + f->kw <= in->w) {
         const int32_t run = f->kw * cg;
