@@ -6,10 +6,11 @@ window without horizontal dilation, with every channel on the fast requantizatio
 assembly row loop (dot stream entered per channel through a code address, SSAT store for
 act_max = 127 and the two-sided clamp otherwise, an odd last pixel as a pair stored onto
 itself); other windows, float mode and single rounding take the portable C pair loop; a channel
-whose 256 * sum|w| reaches 2^22 sends the layer to tc_conv2d's generic path. The specs reach:
-even and odd output widths, stride 2, vertical and horizontal dilation, padding on every side
-(uneven), 5x5 and 1x1 windows, M = 1, 3, 8, 16, both clamps, negative multipliers, weights and
-inputs at -128 / 127, a channel at the lanes' bound and one just past it."""
+whose 256 * sum|w| reaches 2^22 (or a window taller than 16) sends the layer to tc_conv2d's
+generic path. The specs reach: even and odd output widths, stride 2, vertical and horizontal
+dilation, padding on every side (uneven), 5x5 and 1x1 windows, M = 1, 3, 8, 16, 72, both
+clamps, negative multipliers, weights and inputs at -128 / 127, a channel at the lanes' bound
+and one just past it."""
 from __future__ import annotations
 
 import subprocess
@@ -52,6 +53,10 @@ SPECS = {
     # the C windows as the model's output: 5x5 (M = 8, odd width) and 1x1 (M = 3)
     "c_5x5": ((9, 11, 1), [conv(out=8, kernel=(5, 5), padding=(2, 1, 2, 3))]),
     "c_1x1": ((7, 6, 1), [conv(out=3, kernel=(1, 1), padding=(1, 0, 0, 1), act_max=25)]),
+    # more output channels than the assembly rows push (64): the C windows on Cortex-M
+    "m72": ((5, 6, 1), [conv(out=72, kernel=(3, 3), padding=(1, 1, 1, 1))]),
+    # a window taller than 16 rows: tc_conv2d's generic path
+    "kh17": ((18, 5, 1), [conv(out=3, kernel=(17, 2), padding=(0, 1, 0, 0))]),
     # channels 0 and 2 with negative multipliers (weights and bias negated too)
     "negative": ((12, 9, 1), [conv(out=8, kernel=(3, 3), padding=(1, 1, 1, 1))]),
     # weights and inputs only -128 and 127: the low lane's sums are large and of both signs
