@@ -74,15 +74,22 @@ int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *p, const tc_filter_d
             f->kh * (1 + tc_1ch_width(p, f, out)));
 }
 
-/* Packed row of input row iy (NULL: a padding row): width words. */
+/* Packed row of input row x (NULL: a padding row): width words. */
 static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_params *p,
                         int32_t width)
 {
     const int32_t step = p->stride_w, left = p->pad_left, zp = p->input_zero_point;
     /* columns j whose both values lie inside the image: left <= j < left + w - step */
-    const int32_t lo = x == NULL ? width : (left < width ? left : width);
-    const int32_t hi = x == NULL ? width : (left + w - step < width ? left + w - step : width);
+    const int32_t lo = left < width ? left : width;
+    const int32_t hi = left + w - step < width ? left + w - step : width;
     int32_t j;
+    if (x == NULL) {
+        const int32_t pad = zp + (int32_t)((uint32_t)zp << TC_1CH_LANE);
+        for (j = 0; j < width; j++) {
+            row[j] = pad;
+        }
+        return;
+    }
     for (j = 0; j < width; j++) {
         if (j == lo && lo < hi) {
             const int8_t *src = x - left;
@@ -95,8 +102,8 @@ static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_
         }
         {
             const int32_t a = j - left, b = a + step;
-            const int32_t xa = x != NULL && a >= 0 && a < w ? x[a] : zp;
-            const int32_t xb = x != NULL && b >= 0 && b < w ? x[b] : zp;
+            const int32_t xa = a >= 0 && a < w ? x[a] : zp;
+            const int32_t xb = b >= 0 && b < w ? x[b] : zp;
             row[j] = xa + (int32_t)((uint32_t)xb << TC_1CH_LANE);
         }
     }
@@ -367,12 +374,13 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
         tags[ky] = INT32_MIN;
     }
     for (oy = 0; oy < out_dims->h; oy++) {
-        const int32_t y0 = oy * params->stride_h - params->pad_top;
+        const int32_t y0 = oy * params->stride_h - params->pad_top, dh = params->dilation_h;
         int8_t *out = output + oy * ow * m;
-        for (ky = 0; ky < kh; ky++) {
-            const int32_t iy = y0 + ky * params->dilation_h;
-            /* without vertical dilation the kh rows of a window have kh different residues */
-            const int32_t slot = params->dilation_h == 1 ? (iy + params->pad_top) % kh : ky;
+        /* input row iy in slot (iy + pad_top) % kh: the kh rows of a window without vertical
+         * dilation have kh different residues; with it, a row per window slot */
+        int32_t slot = dh == 1 ? (oy * params->stride_h) % kh : 0;
+        for (ky = 0; ky < kh; ky++, slot = slot + 1 == kh ? 0 : slot + 1) {
+            const int32_t iy = y0 + ky * dh;
             int32_t *row = ring + slot * width;
             if (tags[slot] != iy) {
                 tc_1ch_fill(row, iy >= 0 && iy < in_dims->h ? input + iy * in_dims->w : NULL,
