@@ -74,7 +74,11 @@ int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *p, const tc_filter_d
             f->kh * (1 + tc_1ch_width(p, f, out)));
 }
 
-/* Packed row of input row x (NULL: a padding row): width words. */
+/* Packed row of input row x (NULL: a padding row): width words. Out of line: inlined into
+ * the row loop it is compiled with fewer registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_params *p,
                         int32_t width)
 {
