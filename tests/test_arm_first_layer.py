@@ -10,7 +10,7 @@ whose 256 * sum|w| reaches 2^22 (or a window taller than 16) sends the layer to 
 generic path. The specs reach: even and odd output widths, stride 2, vertical and horizontal
 dilation, padding on every side (uneven), 5x5 and 1x1 windows, M = 1, 3, 8, 16, 72, both
 clamps, negative multipliers, weights and inputs at -128 / 127, a channel at the lanes' bound
-and one just past it."""
+and one just past it, and an odd last pixel whose stray store past the output would show."""
 from __future__ import annotations
 
 import subprocess
@@ -50,6 +50,11 @@ SPECS = {
     # the assembly rows with M = 1, odd width, the two-sided clamp
     "m1": ((9, 13, 1), [conv(out=1, kernel=(3, 3), padding=(1, 1, 1, 1),
                              act_max=25)]),
+    # odd width 7, M = 1: the arena puts the second conv's output right before the first's,
+    # which the add reads, so a store past the last odd pixel shows
+    "odd_guard": ((4, 7, 1), [conv(out=1, kernel=(3, 3), padding=(1, 1, 1, 1)),
+                              conv(out=1, kernel=(3, 3), padding=(1, 1, 1, 1)),
+                              dict(op="add", **{"with": 1})]),
     # the C windows as the model's output: 5x5 (M = 8, odd width) and 1x1 (M = 3)
     "c_5x5": ((9, 11, 1), [conv(out=8, kernel=(5, 5), padding=(2, 1, 2, 3))]),
     "c_1x1": ((7, 6, 1), [conv(out=3, kernel=(1, 1), padding=(1, 0, 0, 1), act_max=25)]),
@@ -77,6 +82,9 @@ def make_case(spec: str, mode: str, rounding: str = "double"):
     model = random_model(rng, shape, layers, mode, name="first", rounding=rounding)
     x = random_inputs(rng, model, COUNT)
     a = model.layers[-1].arrays
+    if spec == "odd_guard":
+        t = model.tensors
+        assert t["t2"].offset + t["t2"].size == t["t1"].offset
     if spec == "negative":
         for c in NEGATED:
             a["weights"][c] = -np.maximum(a["weights"][c], -127)
