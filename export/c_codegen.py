@@ -217,13 +217,6 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         spatial(kh, kw, int(dil[0]), int(dil[1]))
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
-        if not depthwise and groups == 1 and cg == 1 and kw == 3:
-            # one input channel: a zero fourth column makes every window row one group of four
-            # for the im2col and the dot loops; the extra tap is read within the image or as
-            # padding and multiplied by 0, so the accumulators do not change
-            weights = np.concatenate([weights, np.zeros((m, kh, 1, 1), np.int8)], axis=2)
-            kw = 4
-            e["kernel_w"] = kw
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
         else:
@@ -237,6 +230,14 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
                 scratch += kh * (4 + ((out_w - 1) * e["stride_w"] + kw) * cg * 2)
                 if kh == kw == 1:  # tc_conv2d_get_pointwise_size: the int16 weights
                     scratch += (m & ~1) * cg * 2
+            if groups == 1 and cg == 1:
+                # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose
+                # weights it refuses): per channel the doubled weights and a code address, 8
+                # words of requantization constants ending in a code address, tc_requant_fast
+                # and the folded bias; a 13-word job; kh packed rows of the pairs' windows, tagged
+                width = ((out_w + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * int(dil[1]) + 1
+                scratch = max(scratch, 4 * (m * (kh * kw + 1) + 13 + 8 * m + 5 * m +
+                                            kh * (1 + width)))
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_SRC = ROOT / "firmware" / "src"
 # in its own directory: tests/c/ holds another helper's stub model_data.h
 HARNESS = Path(__file__).resolve().parent / "c" / "runner" / "model_harness.c"
-KERNEL_SOURCES = ("tc_conv2d.c", "tc_depthwise_conv2d.c", "tc_fully_connected.c",
-                  "tc_max_pool2d.c", "tc_avg_pool2d.c", "tc_global_avg_pool.c", "tc_add.c",
-                  "tc_matmul.c", "tc_model.c")
+KERNEL_SOURCES = ("tc_conv2d.c", "tc_conv2d_1ch.c", "tc_depthwise_conv2d.c",
+                  "tc_fully_connected.c", "tc_max_pool2d.c", "tc_avg_pool2d.c",
+                  "tc_global_avg_pool.c", "tc_add.c", "tc_matmul.c", "tc_model.c")
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
 

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from _firmware_models import CFLAGS, random_model, require_tool
+from _firmware_models import CFLAGS, FIRMWARE_SRC, random_model, require_tool
 from export.c_codegen import write_c_sources
 from runtime.errors import TinyconvError
 
@@ -144,3 +144,56 @@ def test_inconsistent_layer_names_the_layer(tmp_path):
     with pytest.raises(TinyconvError,
                        match=r"layer 'conv2d_0' \(conv2d\): output has shape \(6, 5, "):
         write_c_sources(model, tmp_path)
+
+
+SCRATCH_PROBE = r"""
+#include <stdio.h>
+#include "model_data.h"
+#include "tc_kernels.h"
+int main(void)
+{
+    const tc_layer_t *l = &tc_layers[0];
+    tc_conv_params p;
+    tc_filter_dims f;
+    tc_dims out;
+    p.stride_w = l->stride_w;
+    p.dilation_w = l->dilation_w;
+    p.groups = l->groups;
+    f.m = l->out_c;
+    f.kh = l->kernel_h;
+    f.kw = l->kernel_w;
+    f.c = l->in_c / l->groups;
+    out.h = l->out_h;
+    out.w = l->out_w;
+    out.c = l->out_c;
+    printf("%ld %ld %ld\n", (long)TC_SCRATCH_SIZE, (long)tc_conv2d_get_buffer_size(&f),
+           (long)tc_conv2d_1ch_get_buffer_size(&p, &f, &out));
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("layer", [
+    dict(kernel=(3, 3), padding=(1, 1, 1, 1)),  # even width 10
+    dict(kernel=(3, 3), stride=(2, 2), padding=(2, 0, 1, 3)),  # odd output width 5
+    dict(kernel=(5, 5), dilation=(1, 2), padding=(2, 4, 2, 4)),
+    dict(kernel=(1, 1)),
+    dict(kernel=(2, 4), stride=(1, 3)),
+])
+def test_one_channel_scratch_is_the_kernels_size(layer, tmp_path):
+    """A one-channel conv's TC_SCRATCH_SIZE is tc_conv2d_1ch_get_buffer_size (larger than the
+    generic path's, which it also covers for weights the kernel refuses)."""
+    cc = require_tool("gcc")
+    model = random_model(np.random.default_rng(8), (9, 10, 1),
+                         [dict(op="conv2d", out=5, **layer)], "fixed")
+    write_c_sources(model, tmp_path)
+    (tmp_path / "probe.c").write_text(SCRATCH_PROBE)
+    exe = tmp_path / "probe"
+    subprocess.run([cc, *CFLAGS, "-I", str(tmp_path), "-I", str(FIRMWARE_SRC),
+                    str(tmp_path / "probe.c"), str(FIRMWARE_SRC / "tc_conv2d.c"),
+                    str(FIRMWARE_SRC / "tc_conv2d_1ch.c"), str(FIRMWARE_SRC / "tc_matmul.c"),
+                    str(tmp_path / "model_data.c"), "-o", str(exe)], check=True)
+    scratch, generic, one_channel = map(int, subprocess.run(
+        [str(exe)], capture_output=True, text=True, check=True).stdout.split())
+    assert one_channel > generic
+    assert scratch == one_channel

@@ -1,5 +1,5 @@
 /* conv2d, grouped or not: im2col two output pixels at a time into a pair column, then
- * tc_matmul_pair. */
+ * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first. */
 #include <stddef.h>
 
 #include "tc_kernels.h"
@@ -55,16 +55,6 @@ static void tc_conv_column(const tc_conv_params *p, const tc_dims *in, const int
                 tc_pair_fill_groups(col, pixel, j, inside ? base + (iy * in->w + ix) * in->c
                                                           : NULL, cg >> 2, sub, pad);
             }
-        }
-        return;
-    }
-    if (cg == 1 && (f->kw & 3) == 0 && p->dilation_w == 1 && in->c == 1 && x0 >= 0 &&
-        x0 + f->kw <= in->w) { /* one channel, window rows of whole groups (c_codegen pads 3) */
-        for (ky = 0; ky < f->kh; ky++, j += f->kw) {
-            const int32_t iy = y0 + ky * p->dilation_h;
-            tc_pair_fill_groups(col, pixel, j, iy >= 0 && iy < in->h ? base + iy * in->w + x0
-                                                                     : NULL,
-                                f->kw >> 2, zp, 0);
         }
         return;
     }
@@ -228,10 +218,15 @@ static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, cons
     }
 }
 
-int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
-              const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
-              const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
-              int8_t *output)
+/* The pair-column path, for every shape. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int tc_conv2d_columns(const tc_context *ctx, const tc_conv_params *params,
+                             const tc_requant_params *rq, const tc_dims *in_dims,
+                             const int8_t *input, const tc_filter_dims *filter,
+                             const int8_t *weights, const int32_t *bias,
+                             const tc_dims *out_dims, int8_t *output)
 {
     const int32_t groups = params->groups;
     const int32_t k = filter->kh * filter->kw * filter->c;
@@ -327,4 +322,17 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
         }
     }
     return TC_OK;
+}
+
+int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
+              const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
+              const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
+              int8_t *output)
+{
+    if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                      output) == TC_OK) {
+        return TC_OK;
+    }
+    return tc_conv2d_columns(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                             output);
 }

@@ -88,6 +88,16 @@ int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_di
  * as int16, which the Cortex-M4 dot loop reads without converting them. */
 int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                      const tc_dims *out_dims);
+/* conv2d of a one-channel input (groups 1, kh <= 16): two adjacent output pixels per 64-bit
+ * multiply-accumulate (tc_conv2d_1ch.c). The buffer size is 0 for other shapes. Returns
+ * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the weights (a
+ * channel with 256 * sum|w| >= 2^22) do not suit it; tc_conv2d then takes its generic path. */
+int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *params, const tc_filter_dims *filter,
+                                      const tc_dims *out_dims);
+int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
+                  const tc_requant_params *rq, const tc_dims *in_dims, const int8_t *input,
+                  const tc_filter_dims *filter, const int8_t *weights, const int32_t *bias,
+                  const tc_dims *out_dims, int8_t *output);
 int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requant_params *rq,
               const tc_dims *in_dims, const int8_t *input, const tc_filter_dims *filter,
               const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,

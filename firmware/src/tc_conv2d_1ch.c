@@ -1,0 +1,423 @@
+/* conv2d of a one-channel input (groups 1, filter.c 1): the first layer of an image network.
+ *
+ * Two horizontally adjacent output pixels p and q (q = p + 1) are computed with one 64-bit
+ * multiply-accumulate per tap (SMLAL on the Cortex-M): each tap's two input values are packed
+ * into one word, P = x_p + x_q * 2^23, so sum(w * P) = A_p + 2^23 * A_q with A = sum(w * x).
+ * While |A_p| < 2^22 the lanes separate exactly: A_p is the low 23 bits sign-extended and
+ * A_q = floor(sum / 2^23) + [A_p < 0]. The weights are doubled (the fast requantization
+ * multiplies 2 * acc), so the condition is 256 * sum|w| < 2^22 per output channel
+ * (|x| <= 128); a layer that breaks it is refused and takes tc_conv2d's generic path.
+ *
+ * Scratch (tc_conv2d_1ch_get_buffer_size), int32 words:
+ *   stream  per channel: the kh * kw doubled weights (row-major), then a code address (below)
+ *   job     the state of the Cortex-M row loop, right after the stream
+ *   consts  per channel: right shift, C (twice), multiplier, offset, a code address, with
+ *           C = 2 * bias * multiplier + 2^31 as two words, so that one SMLAL of A by the
+ *           multiplier onto C gives the rounding high multiply of 2 * (bias + A / 2)
+ *           (tc_requant_double_fast)
+ *   fast    tc_requant_fast per channel, then per channel the bias, input zero point folded in
+ *   ring    kh packed input rows, each with a tag saying which input row it holds
+ * A packed row holds P[j] = x[j - pad_left] + x[j - pad_left + stride_w] * 2^23 for the
+ * columns j the windows of pixel p read (padding columns hold the input zero point, folded
+ * into the bias), so the pair starting at output column ox reads P[ox * stride_w + kx * dil].
+ * An odd last pixel is a pair whose q output is stored first at the same place, then
+ * overwritten by p. */
+#include <stddef.h>
+
+#include "tc_kernels.h"
+#include "tc_matmul.h"
+
+/* hot loop: optimize for speed even in an -Os image */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
+#define TC_1CH_LANE 23
+#define TC_1CH_SUM_LIMIT (((int32_t)1 << 22) / 256) /* sum|w| of a channel must stay below */
+#define TC_1CH_CONSTS 8                             /* words per channel */
+#define TC_1CH_MAX_ASM_M 64                         /* 8 * M bytes of stack in the row loop */
+#define TC_1CH_MAX_KH 16                            /* row pointers on the stack */
+
+/* The Cortex-M row loop's state (the assembly reads it at fixed offsets). The stream ends
+ * where it starts and the constants start where it ends: its last word is also what the
+ * store's last load (below the constants) takes as the address to go to. */
+typedef struct {
+    const int32_t *consts_end; /* the store walks the constants down from here */
+    int32_t act_max;
+    int8_t *out_p, *out_q;     /* output channel M - 1 of the pair's pixels */
+    int32_t act_min;
+    const int32_t *rows[3];    /* the pair's window in the three packed rows */
+    int32_t step;              /* bytes from one pair's window to the next */
+    const int32_t *stream;
+    int8_t *out_end;           /* out_p after the last pair */
+    int32_t out_step;          /* 3 * M: from the store's last output to the next pair's */
+    int32_t pair_end;          /* code address: after the last channel's store */
+} tc_1ch_job;
+
+#define TC_1CH_JOB_WORDS 13
+
+static int32_t tc_1ch_width(const tc_conv_params *p, const tc_filter_dims *f,
+                            const tc_dims *out)
+{
+    return ((out->w + 1) / 2 - 1) * 2 * p->stride_w + (f->kw - 1) * p->dilation_w + 1;
+}
+
+int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *p, const tc_filter_dims *f,
+                                      const tc_dims *out)
+{
+    if (p->groups != 1 || f->c != 1 || out->w < 1) {
+        return 0;
+    }
+    return (int32_t)sizeof(int32_t) *
+           (f->m * (f->kh * f->kw + 1) + TC_1CH_JOB_WORDS + f->m * TC_1CH_CONSTS +
+            f->m * ((int32_t)sizeof(tc_requant_fast) / 4 + 1) +
+            f->kh * (1 + tc_1ch_width(p, f, out)));
+}
+
+/* Packed row of input row x (NULL: a padding row): width words. Out of line: inlined into
+ * the row loop it is compiled with fewer registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_params *p,
+                        int32_t width)
+{
+    const int32_t step = p->stride_w, left = p->pad_left, zp = p->input_zero_point;
+    /* columns j whose both values lie inside the image: left <= j < left + w - step */
+    const int32_t lo = left < width ? left : width;
+    const int32_t hi = left + w - step < width ? left + w - step : width;
+    int32_t j;
+    if (x == NULL) {
+        const int32_t pad = zp + (int32_t)((uint32_t)zp << TC_1CH_LANE);
+        for (j = 0; j < width; j++) {
+            row[j] = pad;
+        }
+        return;
+    }
+    for (j = 0; j < width; j++) {
+        if (j == lo && lo < hi) {
+            const int8_t *src = x - left;
+            for (; j < hi; j++) {
+                row[j] = src[j] + (int32_t)((uint32_t)src[j + step] << TC_1CH_LANE);
+            }
+            if (j == width) {
+                break;
+            }
+        }
+        {
+            const int32_t a = j - left, b = a + step;
+            const int32_t xa = a >= 0 && a < w ? x[a] : zp;
+            const int32_t xb = b >= 0 && b < w ? x[b] : zp;
+            row[j] = xa + (int32_t)((uint32_t)xb << TC_1CH_LANE);
+        }
+    }
+}
+
+#if defined(__thumb2__)
+#define TC_1CH_ASM 1
+/* One output row of a 3x3 layer without horizontal dilation, from job->out_p to
+ * job->out_end. The loops are threaded: a loop's last load brings the next record and, into
+ * pc, where to go, so no loop counts. Per pair: the nine packed values in r4-r12; per channel
+ * five LDMs of the stream (two weights each, the last with tc_1ch_next, which finishes the
+ * channel and starts the next, or tc_1ch_last), nine SMLALs and a push of the 64-bit sum. The
+ * store pops the sums (channel M - 1 first), separates the lanes and requantizes both with one
+ * SMLAL each onto C; per channel it loads the constants of the next (below) and goes to
+ * tc_1ch_store (act_max 127: SSAT clamp) or tc_1ch_store_clamp, and after channel 0 to the
+ * job's pair_end, tc_1ch_pair_end. */
+void tc_1ch_rows3(tc_1ch_job *job);
+void tc_1ch_next(void);
+void tc_1ch_last(void);
+void tc_1ch_store(void);
+void tc_1ch_store_clamp(void);
+void tc_1ch_pair_end(void);
+/* the sum in r0 (low word), r1; constants in r4 (right), r5..r10 (C, C, multiplier, offset):
+ * p's output to r6, q's to r8 */
+#define TC_1CH_REQUANT \
+    "  pop {r0, r1}\n" \
+    "  lsl r1, r1, #9\n" \
+    "  add r1, r1, r0, lsr #23\n" \
+    "  sbfx r0, r0, #0, #23\n" \
+    "  sub r1, r1, r0, asr #31\n" \
+    "  smlal r5, r6, r0, r9\n" \
+    "  smlal r7, r8, r1, r9\n" \
+    "  add r5, r6, r10\n" \
+    "  add r6, r5, r6, asr #31\n" \
+    "  asr r6, r6, r4\n" \
+    "  add r7, r8, r10\n" \
+    "  add r8, r7, r8, asr #31\n" \
+    "  asr r8, r8, r4\n"
+#define TC_1CH_STORE \
+    "  strb r8, [r12], #-1\n" \
+    "  strb r6, [r11], #-1\n" \
+    "  ldmdb r2!, {r4-r10, pc}\n"
+#define TC_1CH_LABEL(name) \
+    "  .global " name "\n" \
+    "  .type " name ", %function\n" \
+    "  .thumb_func\n" \
+    name ":\n"
+__asm__(
+    "  .section .text.tc_1ch_rows3,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    TC_1CH_LABEL("tc_1ch_rows3")
+    "  push {r4-r11, lr}\n"
+    "  add r2, r0, #20\n" /* between pairs r2 = &job->rows */
+    "2:\n"
+    "  ldm r2, {r0, r1, r3, lr}\n"
+    "  ldm r0, {r4-r6}\n"
+    "  ldm r1, {r7-r9}\n"
+    "  ldm r3, {r10-r12}\n"
+    "  add r0, r0, lr\n"
+    "  add r1, r1, lr\n"
+    "  add r3, r3, lr\n"
+    "  stm r2, {r0, r1, r3}\n"
+    "  ldr r2, [r2, #16]\n"
+    "  b 4f\n"
+    TC_1CH_LABEL("tc_1ch_next")
+    "  smlal r0, r1, r3, r12\n"
+    "  push {r0, r1}\n"
+    "4:\n"
+    "  ldm r2!, {r3, lr}\n"
+    "  smull r0, r1, r3, r4\n"
+    "  smlal r0, r1, lr, r5\n"
+    "  ldm r2!, {r3, lr}\n"
+    "  smlal r0, r1, r3, r6\n"
+    "  smlal r0, r1, lr, r7\n"
+    "  ldm r2!, {r3, lr}\n"
+    "  smlal r0, r1, r3, r8\n"
+    "  smlal r0, r1, lr, r9\n"
+    "  ldm r2!, {r3, lr}\n"
+    "  smlal r0, r1, r3, r10\n"
+    "  smlal r0, r1, lr, r11\n"
+    "  ldm r2!, {r3, pc}\n"
+    TC_1CH_LABEL("tc_1ch_last")
+    "  smlal r0, r1, r3, r12\n"
+    "  push {r0, r1}\n"
+    "  ldm r2, {r2, r3, r11, r12, lr}\n" /* r2 = job: consts end, act_max, out_p, out_q, act_min */
+    "  ldmdb r2!, {r4-r10, pc}\n"
+    TC_1CH_LABEL("tc_1ch_store")
+    TC_1CH_REQUANT
+    "  ssat r6, #8, r6\n"
+    "  cmp r6, lr\n"
+    "  it lt\n"
+    "  movlt r6, lr\n"
+    "  ssat r8, #8, r8\n"
+    "  cmp r8, lr\n"
+    "  it lt\n"
+    "  movlt r8, lr\n"
+    TC_1CH_STORE
+    TC_1CH_LABEL("tc_1ch_store_clamp")
+    TC_1CH_REQUANT
+    "  cmp r6, lr\n"
+    "  it lt\n"
+    "  movlt r6, lr\n"
+    "  cmp r6, r3\n"
+    "  it gt\n"
+    "  movgt r6, r3\n"
+    "  cmp r8, lr\n"
+    "  it lt\n"
+    "  movlt r8, lr\n"
+    "  cmp r8, r3\n"
+    "  it gt\n"
+    "  movgt r8, r3\n"
+    TC_1CH_STORE
+    TC_1CH_LABEL("tc_1ch_pair_end") /* r2 = &job->rows */
+    "  ldr r0, [r2, #24]\n"
+    "  add r11, r11, r0\n"
+    "  add r12, r12, r0\n"
+    "  strd r11, r12, [r2, #-12]\n"
+    "  ldr r0, [r2, #20]\n"
+    "  cmp r11, r0\n"
+    "  bne 2b\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size tc_1ch_rows3, .-tc_1ch_rows3\n"
+    "  .text\n");
+typedef char tc_1ch_job_words[sizeof(tc_1ch_job) == 4 * TC_1CH_JOB_WORDS ? 1 : -1];
+#define TC_1CH_CODE(label) ((int32_t)(uintptr_t)(label))
+#else
+#define TC_1CH_ASM 0
+#define TC_1CH_CODE(label) 0
+#endif
+
+/* The layer's constants, built once per call in the scratch. */
+typedef struct {
+    int32_t taps;
+    const int32_t *stream;  /* taps + 1 words per channel */
+    tc_1ch_job *job;
+    const tc_requant_fast *fast;
+    const int32_t *bias;    /* input zero point folded in */
+    const tc_conv_params *params;
+    const tc_requant_params *rq;
+    int asm_rows;           /* every channel fast and a 3x3 window without dilation along x */
+} tc_1ch_layer;
+
+/* Output channel m of a pixel whose lane holds a = 2 * its dot product. Out of line: it holds
+ * the exact requantization of every mode. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t tc_1ch_output(const tc_1ch_layer *l, int32_t m, int32_t a)
+{
+    const tc_conv_params *p = l->params;
+    const int32_t v = l->fast[m].fast
+                          ? tc_requant_double_fast((int32_t)((uint32_t)l->bias[m] << 1) + a,
+                                                   l->fast + m)
+                          : tc_requantize(l->bias[m] + a / 2, l->rq, m) + p->output_zero_point;
+    return tc_clamp_s8(v, p->act_min, p->act_max);
+}
+
+/* The pair of output pixels whose windows start at column col of the packed rows: q's
+ * channels to out_q first, then p's to out_p (portable C, any window). */
+static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
+                          const int32_t *const *rows, int32_t col, int8_t *out_p, int8_t *out_q)
+{
+    const int32_t dw = l->params->dilation_w, run = f->kw * dw;
+    const int32_t *w = l->stream;
+    int32_t m, ky;
+    for (m = 0; m < f->m; m++, w++) {
+        int64_t sum = 0;
+        int32_t a;
+        for (ky = 0; ky < f->kh; ky++) {
+            const int32_t *x = rows[ky] + col, *const end = x + run;
+            for (; x != end; x += dw) {
+                sum += (int64_t)*w++ * *x;
+            }
+        }
+        a = (int32_t)((uint32_t)sum << (32 - TC_1CH_LANE)) >> (32 - TC_1CH_LANE);
+        out_q[m] = tc_1ch_output(l, m, (int32_t)((sum - a) >> TC_1CH_LANE));
+        out_p[m] = tc_1ch_output(l, m, a);
+    }
+}
+
+/* Stream, constants and folded biases; 0 when a channel breaks the lanes' bound. */
+static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_params *p,
+                          const tc_requant_params *rq, const tc_filter_dims *f,
+                          const int8_t *weights, const int32_t *bias)
+{
+    int32_t *stream = (int32_t *)ctx->buf;
+    int32_t *consts, *folded, m, t;
+    tc_requant_fast *fast;
+    tc_matmul_output o;
+    int all_fast = 1;
+    l->taps = f->kh * f->kw;
+    l->stream = stream;
+    l->job = (tc_1ch_job *)(void *)(stream + f->m * (l->taps + 1));
+    consts = (int32_t *)(void *)l->job + TC_1CH_JOB_WORDS;
+    fast = (tc_requant_fast *)(void *)(consts + f->m * TC_1CH_CONSTS);
+    folded = (int32_t *)(void *)(fast + f->m);
+    for (m = 0; m < f->m; m++, stream += l->taps + 1) {
+        int32_t abs_sum = 0;
+        for (t = 0; t < l->taps; t++) {
+            const int32_t w = weights[m * l->taps + t];
+            stream[t] = 2 * w;
+            abs_sum += w < 0 ? -w : w;
+        }
+        if (abs_sum >= TC_1CH_SUM_LIMIT) {
+            return 0;
+        }
+        stream[t] = m + 1 < f->m ? TC_1CH_CODE(tc_1ch_next) : TC_1CH_CODE(tc_1ch_last);
+    }
+    o.bias = bias;
+    o.rq = rq;
+    o.first_channel = 0;
+    o.output_zero_point = p->output_zero_point;
+    tc_matmul_prepare_fast(weights, f->m, l->taps, &o, p->input_zero_point, fast, folded);
+    for (m = 0; m < f->m; m++, consts += TC_1CH_CONSTS) {
+        const int64_t c = (int64_t)(int32_t)((uint32_t)folded[m] << 1) * fast[m].multiplier +
+                          ((int64_t)1 << 31);
+        consts[0] = fast[m].right;
+        consts[1] = consts[3] = (int32_t)(uint32_t)(uint64_t)c;
+        consts[2] = consts[4] = (int32_t)(c >> 32);
+        consts[5] = fast[m].multiplier;
+        consts[6] = fast[m].offset;
+        consts[7] = p->act_max == 127 ? TC_1CH_CODE(tc_1ch_store)
+                                      : TC_1CH_CODE(tc_1ch_store_clamp);
+        all_fast &= fast[m].fast;
+    }
+    l->fast = fast;
+    l->bias = folded;
+    l->params = p;
+    l->rq = rq;
+    l->asm_rows = TC_1CH_ASM && all_fast && f->kh == 3 && f->kw == 3 &&
+                  p->dilation_w == 1 && f->m <= TC_1CH_MAX_ASM_M;
+    if (l->asm_rows) {
+        tc_1ch_job *job = l->job;
+        job->consts_end = consts;
+        job->act_min = p->act_min;
+        job->act_max = p->act_max;
+        job->step = 2 * p->stride_w * (int32_t)sizeof(int32_t);
+        job->stream = l->stream;
+        job->out_step = 3 * f->m;
+        job->pair_end = TC_1CH_CODE(tc_1ch_pair_end);
+    }
+    return 1;
+}
+
+int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
+                  const tc_requant_params *rq, const tc_dims *in_dims, const int8_t *input,
+                  const tc_filter_dims *filter, const int8_t *weights, const int32_t *bias,
+                  const tc_dims *out_dims, int8_t *output)
+{
+    const int32_t size = tc_conv2d_1ch_get_buffer_size(params, filter, out_dims);
+    const int32_t kh = filter->kh, m = filter->m, ow = out_dims->w;
+    const int32_t width = size > 0 ? tc_1ch_width(params, filter, out_dims) : 0;
+    const int32_t *rows[TC_1CH_MAX_KH];
+    tc_1ch_layer l;
+    int32_t *tags, *ring, oy, ox, ky;
+    if (size == 0 || in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
+        params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
+        params->dilation_w < 1 || ctx == NULL || ctx->buf == NULL || ctx->size < size ||
+        ((uintptr_t)ctx->buf & 3u) != 0 ||
+        !tc_1ch_prepare(&l, ctx, params, rq, filter, weights, bias)) {
+        return TC_ERR_UNSUPPORTED;
+    }
+    tags = (int32_t *)(void *)((char *)ctx->buf + size) - kh * (1 + width);
+    ring = tags + kh;
+    for (ky = 0; ky < kh; ky++) {
+        tags[ky] = INT32_MIN;
+    }
+    for (oy = 0; oy < out_dims->h; oy++) {
+        const int32_t y0 = oy * params->stride_h - params->pad_top, dh = params->dilation_h;
+        int8_t *out = output + oy * ow * m;
+        /* input row iy in slot (iy + pad_top) % kh: the kh rows of a window without vertical
+         * dilation have kh different residues; with it, a row per window slot */
+        int32_t slot = dh == 1 ? (oy * params->stride_h) % kh : 0;
+        for (ky = 0; ky < kh; ky++, slot = slot + 1 == kh ? 0 : slot + 1) {
+            const int32_t iy = y0 + ky * dh;
+            int32_t *row = ring + slot * width;
+            if (tags[slot] != iy) {
+                tc_1ch_fill(row, iy >= 0 && iy < in_dims->h ? input + iy * in_dims->w : NULL,
+                            in_dims->w, params, width);
+                tags[slot] = iy;
+            }
+            rows[ky] = row;
+        }
+#if TC_1CH_ASM
+        if (l.asm_rows) {
+            tc_1ch_job *job = l.job;
+            job->rows[0] = rows[0];
+            job->rows[1] = rows[1];
+            job->rows[2] = rows[2];
+            job->out_p = out + m - 1;
+            job->out_q = job->out_p + m;
+            job->out_end = job->out_p + (ow & ~1) * m;
+            if (ow > 1) {
+                tc_1ch_rows3(job);
+            }
+            if (ow & 1) {
+                job->out_q = job->out_p;
+                job->out_end = job->out_p + 2 * m;
+                tc_1ch_rows3(job);
+            }
+            continue;
+        }
+#endif
+        for (ox = 0; ox < ow; ox += 2) {
+            int8_t *out_p = out + ox * m;
+            tc_1ch_pair_c(&l, filter, rows, ox * params->stride_w, out_p,
+                          ox + 1 < ow ? out_p + m : out_p);
+        }
+    }
+    return TC_OK;
+}
