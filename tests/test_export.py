@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -15,7 +14,7 @@ import export
 import runtime
 from export.qonnx import run_qonnx
 from runtime import kernels
-from runtime.model import QuantModel
+from _export_checks import ort_float, run_one_layer
 from _tools import require_tool
 
 SEED = 1234
@@ -121,11 +120,6 @@ def exports():
     return results
 
 
-def ort_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
 @pytest.mark.parametrize("head,layout", CASES)
 def test_float_mode_equals_onnxruntime_on_every_tensor(exports, head, layout):
     result = exports[head, layout, "float"]
@@ -142,18 +136,6 @@ def test_float_mode_equals_onnxruntime_on_every_tensor(exports, head, layout):
     assert np.array_equal(y, expected[result.model.output])
 
 
-def _run_one_layer(model: QuantModel, index: int, values: dict) -> np.ndarray:
-    """Run layer ``index`` alone on given inputs through the runtime's executor."""
-    layer = model.layers[index]
-    if layer.op == "add":
-        p = layer.params
-        return kernels.add(values[layer.inputs[0]], values[layer.inputs[1]], layer.arrays,
-                           act_range=(p["act_min"], p["act_max"]))
-    sub = QuantModel("one", model.requant_mode, model.tensors, [layer], layer.inputs[0],
-                     layer.output)
-    return runtime.run(sub, values[layer.inputs[0]])
-
-
 @pytest.mark.parametrize("head,layout", CASES)
 def test_fixed_mode_within_one_lsb_of_float_per_layer(exports, head, layout):
     flt, fix = exports[head, layout, "float"].model, exports[head, layout, "fixed"].model
@@ -164,7 +146,7 @@ def test_fixed_mode_within_one_lsb_of_float_per_layer(exports, head, layout):
     _, values = runtime.run(flt, x_q, collect=True)
     differing = 0
     for index, layer in enumerate(fix.layers):
-        got = _run_one_layer(fix, index, values).astype(np.int16)
+        got = run_one_layer(fix, index, values).astype(np.int16)
         diff = np.abs(got - values[layer.output].astype(np.int16))
         assert diff.max() <= 1, f"layer {layer.name}: fixed and float differ by {diff.max()}"
         differing += int(np.count_nonzero(diff))

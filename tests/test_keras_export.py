@@ -23,14 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from _export_checks import (assert_fixed_within_one_lsb_of_float,
+                            assert_float_mode_equals_onnxruntime, assert_int8_tracks, ort_float)
 
 import export
-import runtime
-from export.qonnx import run_qonnx
-from runtime import kernels
-from test_export import _run_one_layer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("CI") == "true":
@@ -106,11 +103,6 @@ def keras_float(keras, x: np.ndarray) -> np.ndarray:
     return np.asarray(keras(x, training=False))
 
 
-def ort_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
 def test_the_converter_wrote_what_this_test_is_about(converted):
     graph = converted.source.graph
     assert FLAVOURS[converted.flavour] <= {node.op_type for node in graph.node}
@@ -138,39 +130,19 @@ def test_model_onnx_reproduces_keras(converted):
 
 
 def test_float_mode_int8_equals_onnxruntime_on_every_tensor(converted):
-    result = converted.results["float"]
-    model, x = result.model, images(N_TEST, seed=5)
-    expected = run_qonnx(result.quant_onnx, model, x, collect=True)
-    spec = model.input_spec
-    x_q = kernels.quantize(x, spec.scale, spec.zero_point)  # the model's input is NHWC
-    assert np.array_equal(x_q, expected[model.input])
-    y, got = runtime.run(model, x_q, collect=True)
-    for name in model.tensors:
-        assert np.array_equal(got[name], expected[name]), f"tensor {name} differs"
+    x = images(N_TEST, seed=5)  # the model's input is NHWC
+    y = assert_float_mode_equals_onnxruntime(converted.results["float"], x, x)
     assert y.shape == (N_TEST, 10)
 
 
 def test_fixed_mode_within_one_lsb_per_layer_of_float(converted):
-    flt, fix = converted.results["float"].model, converted.results["fixed"].model
-    spec = flt.input_spec
-    x_q = kernels.quantize(images(N_TEST, seed=5), spec.scale, spec.zero_point)
-    _, values = runtime.run(flt, x_q, collect=True)
-    for index, layer in enumerate(fix.layers):
-        got = _run_one_layer(fix, index, values).astype(np.int16)
-        diff = np.abs(got - values[layer.output].astype(np.int16))
-        assert diff.max() <= 1, f"layer {layer.name}: fixed and float differ by {diff.max()}"
+    assert_fixed_within_one_lsb_of_float(converted.results, images(N_TEST, seed=5))
 
 
 def test_int8_model_tracks_keras(converted):
-    """The quantization is sane (and the flatten's NHWC order is kept): model.q.onnx's logits
-    follow Keras's."""
+    """Also fails if the NHWC flatten's weight columns were permuted as for an NCHW one."""
     x = images(N_TEST, seed=5)
-    reference = keras_float(converted.keras, x)
-    for result in converted.results.values():
-        quantized = ort_float(result.quant_onnx, x)
-        cosine = (reference * quantized).sum() / np.linalg.norm(reference) \
-            / np.linalg.norm(quantized)
-        assert cosine > 0.98, f"{result.model.requant_mode}: cosine {cosine:.4f}"
+    assert_int8_tracks(keras_float(converted.keras, x), converted.results, x)
 
 
 def test_keras_model_on_the_host_device(converted, tmp_path):

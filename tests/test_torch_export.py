@@ -28,14 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 import export
 import runtime
-from export.qonnx import run_qonnx
-from runtime import kernels
-from test_export import _run_one_layer
+from _export_checks import (assert_fixed_within_one_lsb_of_float,
+                            assert_float_mode_equals_onnxruntime, assert_int8_tracks, ort_float)
 from tinyconv.cli import main
 
 if os.environ.get("CI") == "true":
@@ -157,11 +155,6 @@ def torch_float(net, x: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(x)).numpy()
 
 
-def ort_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
 def test_the_exporter_wrote_what_this_test_is_about(exported):
     source = onnx.load(str(exported.path), load_external_data=False)
     ops = {node.op_type for node in source.graph.node}
@@ -204,42 +197,19 @@ def test_model_onnx_reproduces_torch(exported):
 
 
 def test_float_mode_int8_equals_onnxruntime_on_every_image(exported):
-    result = exported.results["float"]
-    model, x = result.model, images(N_TEST, seed=5)
-    expected = run_qonnx(result.quant_onnx, model, x, collect=True)
-    spec = model.input_spec
-    x_q = kernels.quantize(x.transpose(0, 2, 3, 1), spec.scale, spec.zero_point)
-    assert np.array_equal(x_q, expected[model.input])
-    y, got = runtime.run(model, x_q, collect=True)
-    assert set(got) == set(expected)
-    for name in model.tensors:
-        assert np.array_equal(got[name], expected[name]), f"tensor {name} differs"
-    assert y.shape == (N_TEST, 10) and np.array_equal(y, expected[model.output])
+    x = images(N_TEST, seed=5)
+    y = assert_float_mode_equals_onnxruntime(exported.results["float"], x, x.transpose(0, 2, 3, 1))
+    assert y.shape == (N_TEST, 10)
 
 
 def test_fixed_mode_within_one_lsb_per_layer_of_float(exported):
-    flt, fix = exported.results["float"].model, exported.results["fixed"].model
-    assert [(t.name, t.scale, t.zero_point) for t in flt.tensors.values()] == \
-        [(t.name, t.scale, t.zero_point) for t in fix.tensors.values()]
-    spec = flt.input_spec
-    x_q = kernels.quantize(images(N_TEST, seed=5).transpose(0, 2, 3, 1), spec.scale,
-                           spec.zero_point)
-    _, values = runtime.run(flt, x_q, collect=True)
-    for index, layer in enumerate(fix.layers):
-        got = _run_one_layer(fix, index, values).astype(np.int16)
-        diff = np.abs(got - values[layer.output].astype(np.int16))
-        assert diff.max() <= 1, f"layer {layer.name}: fixed and float differ by {diff.max()}"
+    assert_fixed_within_one_lsb_of_float(exported.results,
+                                         images(N_TEST, seed=5).transpose(0, 2, 3, 1))
 
 
 def test_int8_model_tracks_torch(exported):
-    """The quantization is sane: model.q.onnx's logits follow torch's."""
     x = images(N_TEST, seed=5)
-    reference = torch_float(exported.net, x)
-    for result in exported.results.values():
-        quantized = ort_float(result.quant_onnx, x)
-        cosine = (reference * quantized).sum() / np.linalg.norm(reference) \
-            / np.linalg.norm(quantized)
-        assert cosine > 0.98, f"{result.model.requant_mode}: cosine {cosine:.4f}"
+    assert_int8_tracks(torch_float(exported.net, x), exported.results, x)
 
 
 def test_cli_exports_from_the_exporters_file(exported, tmp_path, capsys):
