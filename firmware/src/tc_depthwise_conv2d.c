@@ -603,8 +603,10 @@ typedef struct {
     tc_dw_row_plan row[TC_DW_BLOCK_ROWS];
 } tc_dw_block;
 
-static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t in_row, int32_t copy,
-                             int32_t group, int32_t oy0, int32_t out_h, tc_dw_block *b)
+/* Out of line: inlined, gcc keeps its zeros in a VFP register on the Cortex-M4. */
+static TC_NOINLINE void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h,
+                                         int32_t in_row, int32_t copy, int32_t group,
+                                         int32_t oy0, int32_t out_h, tc_dw_block *b)
 {
     int32_t slot_row[3] = {-1, -1, -1}, oy;
     b->rows = 0;
@@ -795,6 +797,50 @@ __asm__(
     "  .text\n");
 #endif
 
+#if TC_DW_FUSED
+/* What tc_dw_fused_rows needs besides the block: the first column, where the copies start (the
+ * slot of the column left of the input row, packed, on the Cortex-M3; of its first column,
+ * int16, on the Cortex-M4), the copy's stride, count and zero point, the output row's size and
+ * stride, the store's clamp choice, and for an odd width the end of its last pair. */
+typedef struct {
+    int16_t *cols;
+#if TC_DW_SMLAL
+    int32_t *copy_dst;
+#else
+    int16_t *copy_dst;
+#endif
+    int32_t channels, count, zp, out_row, out_stride, out_w, ssat, even_end, odd_end;
+} tc_dw_fused_job;
+
+/* A block's rows of one fast channel: copies, then the pair loop with the store fused. */
+static TC_NOINLINE void tc_dw_fused_rows(const tc_dw_block *b, tc_dw_row_weights *rows,
+                                         const tc_dw_fused_job *j, const int8_t *src,
+                                         int8_t *out)
+{
+    const tc_dw_row_plan *plan = b->row, *const end = plan + b->rows;
+    for (; plan < end; plan++, out += j->out_row) {
+        tc_dw_row_weights *const rw = &rows[plan->arrangement];
+        int32_t k;
+        for (k = 0; k < plan->copies; k++) {
+#if TC_DW_SMLAL
+            tc_dw_copy_packed(j->copy_dst + plan->copy_slot[k], src + plan->copy_off[k],
+                              j->channels, j->count, j->zp);
+#else
+            tc_dw_copy_row(j->copy_dst + plan->copy_slot[k], src + plan->copy_off[k],
+                           j->channels, j->count);
+#endif
+        }
+        tc_dw3_pairs_store(j->cols, TC_DW_BLOCK(rw), out, j->ssat);
+        if (j->odd_end) { /* the last two again: output out_w - 2 is rewritten */
+            rw->store[TC_DW_END] = j->odd_end;
+            tc_dw3_pairs_store(j->cols + (j->out_w - 2) * TC_DW_COL, TC_DW_BLOCK(rw),
+                               out + (j->out_w - 2) * j->out_stride, j->ssat);
+            rw->store[TC_DW_END] = j->even_end;
+        }
+    }
+}
+#endif
+
 static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                             const tc_requant_params *rq, const tc_dims *in_dims,
                             const int8_t *input, const tc_filter_dims *filter,
@@ -812,8 +858,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     int16_t *const cols = (int16_t *)ctx->buf + TC_DW_COL;
     int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
 #if TC_DW_FUSED
-    const int32_t even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
-    const int32_t ssat = p->act_max == 127;
+    tc_dw_fused_job job;
 #endif
     int32_t group = 1, oy0, i, layout = -1;
     tc_dw_block block;
@@ -822,6 +867,23 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     while ((dh / group) % 3 == 0) {
         group *= 3;
     }
+#if TC_DW_FUSED
+    job.cols = cols;
+#if TC_DW_SMLAL
+    job.copy_dst = (int32_t *)(void *)first_col - 3;
+#else
+    job.copy_dst = first_col;
+#endif
+    job.channels = channels;
+    job.count = copy;
+    job.zp = zp;
+    job.out_row = out_row;
+    job.out_stride = out_dims->c;
+    job.out_w = out_w;
+    job.ssat = p->act_max == 127;
+    job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+    job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
+#endif
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
         tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, out_dims->h, &block);
@@ -850,36 +912,23 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                 tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
 #if TC_DW_FUSED
                 tc_dw_fused_block(&rows[i], &args);
-                rows[i].store[TC_DW_END] = even_end;
+                rows[i].store[TC_DW_END] = job.even_end;
 #endif
             }
+#if TC_DW_FUSED
+            if (fused) {
+                tc_dw_fused_rows(&block, rows, &job, src, out);
+                continue;
+            }
+#endif
             for (r = 0; r < block.rows; r++, out += out_row) {
                 const tc_dw_row_plan *plan = &block.row[r];
                 tc_dw_row_weights *rw = &rows[plan->arrangement];
                 int32_t k;
                 for (k = 0; k < plan->copies; k++) {
                     const int8_t *row = src + plan->copy_off[k];
-#if TC_DW_SMLAL
-                    if (fused) {
-                        tc_dw_copy_packed((int32_t *)(void *)first_col - 3 + plan->copy_slot[k],
-                                          row, channels, copy, zp);
-                        continue;
-                    }
-#endif
                     tc_dw_copy_row(first_col + plan->copy_slot[k], row, channels, copy);
                 }
-#if TC_DW_FUSED
-                if (fused) {
-                    tc_dw3_pairs_store(cols, TC_DW_BLOCK(rw), out, ssat);
-                    if (out_w & 1) { /* the last two again: output out_w - 2 is rewritten */
-                        rw->store[TC_DW_END] = (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL);
-                        tc_dw3_pairs_store(cols + (out_w - 2) * TC_DW_COL, TC_DW_BLOCK(rw),
-                                           out + (out_w - 2) * out_dims->c, ssat);
-                        rw->store[TC_DW_END] = even_end;
-                    }
-                    continue;
-                }
-#endif
                 if (sw == 1) {
                     tc_dw3_pairs(cols, rw->w, pairs, rw->bias);
                 } else {
