@@ -549,7 +549,8 @@ static void tc_dw_store_exact(const int16_t *cols, int32_t step, int32_t count, 
 }
 
 /* One output channel of a 3x3 layer: its weights (doubled for a fast channel) by tap row, a
- * fourth row of zeros for slots no tap row uses, and the row sums for the zero-point term. */
+ * fourth row of zeros for slots no tap row uses (set once per layer), and the row sums for the
+ * zero-point term. */
 typedef struct {
     int32_t w[4][3];
     int32_t row_sum[4];
@@ -560,9 +561,9 @@ typedef struct {
 static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
                                const tc_requant_params *rq, int32_t m, int32_t output_zero_point)
 {
-    int32_t wabs = 0, twice, ky, kx;
-    for (kx = 0; kx < 9; kx++) {
-        wabs += w[kx] < 0 ? -w[kx] : w[kx];
+    int32_t wabs = 0, twice, ky;
+    for (ky = 0; ky < 9; ky++) {
+        wabs += w[ky] < 0 ? -w[ky] : w[ky];
     }
     ch->f = tc_requant_fast_prepare(rq, m, (bias < 0 ? -(int64_t)bias : bias) +
                                                (int64_t)wabs * 255, output_zero_point);
@@ -571,12 +572,11 @@ static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
     }
     twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
     ch->bias = bias;
-    for (ky = 0; ky < 4; ky++) {
-        ch->row_sum[ky] = 0;
-        for (kx = 0; kx < 3; kx++) {
-            ch->w[ky][kx] = ky < 3 ? twice * w[ky * 3 + kx] : 0;
-            ch->row_sum[ky] += ky < 3 ? w[ky * 3 + kx] : 0;
-        }
+    for (ky = 0; ky < 3; ky++, w += 3) {
+        ch->w[ky][0] = twice * w[0];
+        ch->w[ky][1] = twice * w[1];
+        ch->w[ky][2] = twice * w[2];
+        ch->row_sum[ky] = w[0] + w[1] + w[2];
     }
 }
 
@@ -694,27 +694,36 @@ static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
 }
 
 #if TC_DW_FUSED
-/* The store constants of tc_dw3_pairs_store's block (the caller sets the end). */
+/* The store constants of tc_dw3_pairs_store's block that are the same for every channel: once
+ * per layer. */
+static void tc_dw_fused_layer(tc_dw_row_weights *rw, const tc_dw_store_args *a, int32_t end)
+{
+    rw->store[3] = a->lo;
+    rw->store[5] = a->out_stride;
+    rw->store[TC_DW_END] = end;
+#if TC_DW_SMLAL
+    rw->store[1] = a->hi;
+    rw->store[7] = (int32_t)0x80000000u; /* SMLAL's start: the rounding half and the offset */
+#else
+    rw->store[4] = a->hi;
+#endif
+}
+
+/* The channel's store constants of tc_dw3_pairs_store's block. */
 static void tc_dw_fused_block(tc_dw_row_weights *rw, const tc_dw_store_args *a)
 {
     rw->store[0] = a->multiplier;
     rw->store[2] = a->right;
-    rw->store[3] = a->lo;
 #if TC_DW_SMLAL
     {
         const int64_t start = (int64_t)rw->bias * ((int64_t)1 << 23) + ((int64_t)1 << 21);
         rw->start[0] = (int32_t)(uint32_t)(uint64_t)start;
         rw->start[1] = (int32_t)(uint32_t)((uint64_t)start >> 32);
     }
-    rw->store[1] = a->hi;
     rw->store[4] = rw->bias - ((int32_t)1 << 21);
-    rw->store[5] = a->out_stride;
-    rw->store[7] = (int32_t)0x80000000u; /* SMLAL's start: the rounding half and the offset */
     rw->store[8] = a->offset;
 #else
     rw->store[1] = a->offset;
-    rw->store[4] = a->hi;
-    rw->store[5] = a->out_stride;
 #endif
 }
 #endif
@@ -861,6 +870,9 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     tc_dw_fused_job job;
 #endif
     int32_t group = 1, oy0, i, layout = -1;
+    tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
+    tc_dw_store_args args;
+    tc_dw_channel ch;
     tc_dw_block block;
     /* slot of input row y: (y / group) % 3, distinct for the three tap rows of any output row
      * (group: the largest power of 3 dividing the dilation) */
@@ -884,15 +896,28 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
     job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
 #endif
+    args.lo = p->act_min;
+    args.hi = p->act_max;
+    args.out_stride = out_dims->c;
+    args.step = step * (int32_t)sizeof(int16_t);
+    for (i = 0; i < 3; i++) {
+        ch.w[3][i] = 0;
+#if TC_DW_FUSED
+        tc_dw_fused_layer(&rows[i], &args, job.even_end);
+        tc_dw_fused_layer(&rows[i + 3], &args, job.even_end);
+#endif
+    }
+    ch.row_sum[3] = 0;
+#if TC_DW_FUSED
+    tc_dw_fused_layer(&rows[6], &args, job.even_end);
+    tc_dw_fused_layer(&rows[7], &args, job.even_end);
+#endif
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
         tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, out_dims->h, &block);
         for (c = 0; c < channels * multiplier; c++) {
             const int8_t *src = input + c / multiplier;
             int8_t *out = output + oy0 * out_row + c;
-            tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
-            tc_dw_store_args args;
-            tc_dw_channel ch;
             int32_t r, fused;
             tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
                                p->output_zero_point);
@@ -904,15 +929,10 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             args.multiplier = ch.f.multiplier;
             args.offset = ch.f.offset;
             args.right = ch.f.right;
-            args.lo = p->act_min;
-            args.hi = p->act_max;
-            args.out_stride = out_dims->c;
-            args.step = step * (int32_t)sizeof(int16_t);
             for (i = 0; i < block.keys; i++) {
                 tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
 #if TC_DW_FUSED
                 tc_dw_fused_block(&rows[i], &args);
-                rows[i].store[TC_DW_END] = job.even_end;
 #endif
             }
 #if TC_DW_FUSED
