@@ -415,21 +415,28 @@ __asm__(
 void tc_dw3_pairs_store(int16_t *cols, const int32_t *block, int8_t *out, int32_t ssat);
 #if TC_DW_PACKED
 /* block: the row's bias and weights, loaded into r3-r9 for each pair, preceded by the store's
- * constants, loaded into the same registers for the store. */
+ * constants (act_min and act_max in both halfwords), loaded into the same registers for the
+ * store. The pair's two outputs are clamped as the halfwords of one register (the caller's
+ * condition: they fit): SSAT16 or SSUB16 + SEL for act_max, SSUB16 + SEL for act_min. */
 #define TC_DW_FUSED_LOOP(loop, clamp) \
     loop ":\n" \
     "  ldm r1, {r3-r9}\n" \
     TC_DW_M4_PAIR \
     "  ldmdb r1, {r3-r9}\n" \
     TC_DW_M4_RQ("r12", "r10", "r3", "r4", "r5") \
-    clamp("r12", "r6", "r7") \
-    "  strb r12, [r2]\n" \
     TC_DW_M4_RQ("lr", "r11", "r3", "r4", "r5") \
-    clamp("lr", "r6", "r7") \
+    "  pkhbt r12, r12, lr, lsl #16\n" \
+    clamp \
+    "  ssub16 lr, r12, r6\n" \
+    "  sel r12, r12, r6\n" \
+    "  strb r12, [r2]\n" \
+    "  lsr lr, r12, #16\n" \
     "  strb lr, [r2, r8]\n" \
     "  add r2, r2, r8, lsl #1\n" \
     "  cmp r0, r9\n" \
     "  bne " loop "b\n"
+#define TC_DW_CLAMP16_SSAT "  ssat16 r12, #8, r12\n"
+#define TC_DW_CLAMP16_HI "  ssub16 lr, r7, r12\n  sel r12, r12, r7\n"
 __asm__(
     "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -442,9 +449,9 @@ __asm__(
     "  push {r4-r11, lr}\n"
     "  cmp r3, #0\n"
     "  bne 5f\n"
-    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP_BOTH)
+    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP16_HI)
     "  pop {r4-r11, pc}\n"
-    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
+    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP16_SSAT)
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
     "  .text\n");
@@ -555,6 +562,7 @@ typedef struct {
     int32_t w[4][3];
     int32_t row_sum[4];
     int32_t bias;
+    int32_t halves; /* every output before the clamp lies in int16 (the Cortex-M4 fused store) */
     tc_requant_fast f;
 } tc_dw_channel;
 
@@ -562,14 +570,21 @@ static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
                                const tc_requant_params *rq, int32_t m, int32_t output_zero_point)
 {
     int32_t wabs = 0, twice, ky;
+    int64_t bound, high;
     for (ky = 0; ky < 9; ky++) {
         wabs += w[ky] < 0 ? -w[ky] : w[ky];
     }
-    ch->f = tc_requant_fast_prepare(rq, m, (bias < 0 ? -(int64_t)bias : bias) +
-                                               (int64_t)wabs * 255, output_zero_point);
+    bound = (bias < 0 ? -(int64_t)bias : bias) + (int64_t)wabs * 255;
+    ch->f = tc_requant_fast_prepare(rq, m, bound, output_zero_point);
     if (ch->f.multiplier < 0) {
         ch->f.fast = 0; /* the Cortex-M4 store loop's sign term needs multiplier >= 0 */
     }
+    /* |high multiply of 2 * acc| <= high, then the offset's half and the sign, the shift and
+     * the zero point */
+    high = ((bound * ch->f.multiplier) >> 31) + 1;
+    ch->halves = ch->f.fast && ((high + ((int64_t)1 << (ch->f.right - 1)) + 1) >> ch->f.right) +
+                                   (output_zero_point < 0 ? -output_zero_point
+                                                          : output_zero_point) + 1 < 32768;
     twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
     ch->bias = bias;
     for (ky = 0; ky < 3; ky++, w += 3) {
@@ -705,7 +720,8 @@ static void tc_dw_fused_layer(tc_dw_row_weights *rw, const tc_dw_store_args *a, 
     rw->store[1] = a->hi;
     rw->store[7] = (int32_t)0x80000000u; /* SMLAL's start: the rounding half and the offset */
 #else
-    rw->store[4] = a->hi;
+    rw->store[3] = (int32_t)(((uint32_t)a->lo & 0xffffu) | ((uint32_t)a->lo << 16));
+    rw->store[4] = (int32_t)(((uint32_t)a->hi & 0xffffu) | ((uint32_t)a->hi << 16));
 #endif
 }
 
@@ -921,7 +937,8 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             int32_t r, fused;
             tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
                                p->output_zero_point);
-            fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast;
+            fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast &&
+                    (TC_DW_SMLAL || ch.halves);
             if (layout != (TC_DW_SMLAL && fused)) {
                 layout = TC_DW_SMLAL && fused;
                 tc_dw_fill(cols, ncols, zp, layout);
