@@ -97,6 +97,8 @@ static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_pa
 #define TC_DW_ASM 1
 #define TC_DW_FUSED 1
 #define TC_DW_SMLAL 0
+#define TC_DW_COPY "tc_dw_copy_row"
+#define TC_DW_END_AT -4 /* the end's byte offset in tc_dw3_pairs_store's block */
 /* 20 instructions per 18 MACs: the window's columns are two words each, (slot 0, slot 1) and
  * (slot 2, 0), against the packed weight pairs; the middle two columns feed both outputs. */
 void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
@@ -175,6 +177,8 @@ __asm__(
 #define TC_DW_ASM 1
 #define TC_DW_FUSED 1
 #define TC_DW_SMLAL 1 /* fused channels use packed columns */
+#define TC_DW_COPY "tc_dw_copy_packed"
+#define TC_DW_END_AT 68
 /* Cortex-M3: 34 instructions per 18 MACs, one LDRSH per column value (12 for the two
  * windows) and the nine weights in r4-r12. No register is left for the bias: the caller adds
  * it (TC_DW_BIAS_IN_LOOP). */
@@ -305,9 +309,11 @@ static void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int3
 #endif
 
 /* Copy count values of one input row of one channel (src, stride `channels`) into slot s of
- * consecutive columns. Out of line so that its loop keeps everything in registers. */
-static TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels,
-                                       int32_t count)
+ * consecutive columns. Out of line so that its loop keeps everything in registers; external
+ * for tc_dw_fused_rows. */
+void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels, int32_t count);
+TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels,
+                                int32_t count)
 {
     int16_t *const end = dst + count * TC_DW_COL;
     const int32_t c2 = 2 * channels, c3 = 3 * channels;
@@ -672,6 +678,7 @@ typedef struct {
     int32_t store[9];
     int32_t bias;
 #define TC_DW_BLOCK(rw) ((rw)->start)
+#define TC_DW_BLOCK_AT offsetof(tc_dw_row_weights, start)
 #define TC_DW_END 6
 #elif TC_DW_FUSED
     /* tc_dw3_pairs_store's block: multiplier, offset, right, act_min, act_max, output stride,
@@ -680,6 +687,7 @@ typedef struct {
     int32_t bias;
     int32_t w[9];
 #define TC_DW_BLOCK(rw) (&(rw)->bias)
+#define TC_DW_BLOCK_AT offsetof(tc_dw_row_weights, bias)
 #define TC_DW_END 6
 #else
     int32_t w[9];
@@ -823,46 +831,113 @@ __asm__(
 #endif
 
 #if TC_DW_FUSED
-/* What tc_dw_fused_rows needs besides the block: the first column, where the copies start (the
- * slot of the column left of the input row, packed, on the Cortex-M3; of its first column,
- * int16, on the Cortex-M4), the copy's stride, count and zero point, the output row's size and
- * stride, the store's clamp choice, and for an odd width the end of its last pair. */
+/* What tc_dw_fused_rows needs besides a block's row list (words at the byte offsets the loop
+ * reads): the channel's input, the columns, the copy's stride, count and zero point, the clamp
+ * choice, the output row's size, and for an odd width the end of its last pair (0 for an even
+ * width), the end of the others, the first column and the output offset of the last pair. */
 typedef struct {
-    int16_t *cols;
-#if TC_DW_SMLAL
-    int32_t *copy_dst;
-#else
-    int16_t *copy_dst;
-#endif
-    int32_t channels, count, zp, out_row, out_stride, out_w, ssat, even_end, odd_end;
+    const int8_t *src;                        /* 0 */
+    int16_t *cols;                            /* 4 */
+    int32_t channels, count, zp, ssat;        /* 8, 12, 16, 20 */
+    int32_t out_row, odd_end, even_end;       /* 24, 28, 32 */
+    int16_t *odd_cols;                        /* 36 */
+    int32_t odd_out;                          /* 40 */
 } tc_dw_fused_job;
 
-/* A block's rows of one fast channel: copies, then the pair loop with the store fused. */
-static TC_NOINLINE void tc_dw_fused_rows(const tc_dw_block *b, tc_dw_row_weights *rows,
-                                         const tc_dw_fused_job *j, const int8_t *src,
-                                         int8_t *out)
+/* A block's rows of one fast channel, from its row list: per row the number of copies, each
+ * copy's slot (in the column left of the input row on the Cortex-M3, packed, or in the column
+ * of its first value, int16) and input row offset, then the row's tc_dw3_pairs_store block.
+ * Each row: the copies, the pair loop with the store fused, for an odd width the last two
+ * outputs again (output out_w - 2 is rewritten), out moved on by a row. */
+void tc_dw_fused_rows(const int32_t *list, const int32_t *end, const tc_dw_fused_job *job,
+                      int8_t *out);
+#define TC_DW_STR_(x) #x
+#define TC_DW_STR(x) TC_DW_STR_(x)
+/* the offsets the loop uses, checked at compile time */
+typedef char tc_dw_fused_job_check[offsetof(tc_dw_fused_job, odd_out) == 40 &&
+                                   offsetof(tc_dw_fused_job, ssat) == 20 ? 1 : -1];
+typedef char tc_dw_end_check[(int)(offsetof(tc_dw_row_weights, store) + 4 * TC_DW_END) -
+                             (int)TC_DW_BLOCK_AT ==
+                             TC_DW_END_AT ? 1 : -1];
+__asm__(
+    "  .section .text.tc_dw_fused_rows,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw_fused_rows\n"
+    "  .type tc_dw_fused_rows, %function\n"
+    "  .thumb_func\n"
+    "tc_dw_fused_rows:\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #4\n"
+    "  mov r4, r0\n"
+    "  mov r5, r1\n"
+    "  mov r6, r2\n"
+    "  mov r7, r3\n"
+    "  ldrd r8, r10, [r6]\n"
+    "  ldr r0, [r6, #16]\n"
+    "  str r0, [sp]\n" /* the packed copy's fifth argument */
+    "1:\n"
+    "  ldr r11, [r4], #4\n"
+    "  cmp r11, #0\n"
+    "  beq 3f\n"
+    "2:\n"
+    "  ldmia r4!, {r0, r1}\n"
+    "  add r1, r1, r8\n"
+    "  ldrd r2, r3, [r6, #8]\n"
+    "  bl " TC_DW_COPY "\n"
+    "  subs r11, r11, #1\n"
+    "  bne 2b\n"
+    "3:\n"
+    "  ldr r9, [r4], #4\n"
+    "  mov r0, r10\n"
+    "  mov r1, r9\n"
+    "  mov r2, r7\n"
+    "  ldr r3, [r6, #20]\n"
+    "  bl tc_dw3_pairs_store\n"
+    "  ldr r3, [r6, #28]\n"
+    "  cbnz r3, 5f\n"
+    "4:\n"
+    "  ldr r3, [r6, #24]\n"
+    "  add r7, r7, r3\n"
+    "  cmp r4, r5\n"
+    "  bne 1b\n"
+    "  add sp, sp, #4\n"
+    "  pop {r4-r11, pc}\n"
+    "5:\n"
+    "  str r3, [r9, #" TC_DW_STR(TC_DW_END_AT) "]\n"
+    "  ldr r0, [r6, #36]\n"
+    "  mov r1, r9\n"
+    "  ldr r2, [r6, #40]\n"
+    "  add r2, r2, r7\n"
+    "  ldr r3, [r6, #20]\n"
+    "  bl tc_dw3_pairs_store\n"
+    "  ldr r3, [r6, #32]\n"
+    "  str r3, [r9, #" TC_DW_STR(TC_DW_END_AT) "]\n"
+    "  b 4b\n"
+    "  .size tc_dw_fused_rows, .-tc_dw_fused_rows\n"
+    "  .text\n");
+
+/* The block's row list for tc_dw_fused_rows (at most TC_DW_LIST words); returns its end. */
+#define TC_DW_LIST (TC_DW_BLOCK_ROWS * 8)
+static int32_t *tc_dw_fused_list(const tc_dw_block *b, tc_dw_row_weights *rows, int16_t *first,
+                                 int32_t *list)
 {
-    const tc_dw_row_plan *plan = b->row, *const end = plan + b->rows;
-    for (; plan < end; plan++, out += j->out_row) {
-        tc_dw_row_weights *const rw = &rows[plan->arrangement];
-        int32_t k;
+    int32_t r, k;
+    for (r = 0; r < b->rows; r++) {
+        const tc_dw_row_plan *plan = &b->row[r];
+        *list++ = plan->copies;
         for (k = 0; k < plan->copies; k++) {
 #if TC_DW_SMLAL
-            tc_dw_copy_packed(j->copy_dst + plan->copy_slot[k], src + plan->copy_off[k],
-                              j->channels, j->count, j->zp);
+            *list++ = (int32_t)(uintptr_t)((int32_t *)(void *)first - 3 + plan->copy_slot[k]);
 #else
-            tc_dw_copy_row(j->copy_dst + plan->copy_slot[k], src + plan->copy_off[k],
-                           j->channels, j->count);
+            *list++ = (int32_t)(uintptr_t)(first + plan->copy_slot[k]);
 #endif
+            *list++ = plan->copy_off[k];
         }
-        tc_dw3_pairs_store(j->cols, TC_DW_BLOCK(rw), out, j->ssat);
-        if (j->odd_end) { /* the last two again: output out_w - 2 is rewritten */
-            rw->store[TC_DW_END] = j->odd_end;
-            tc_dw3_pairs_store(j->cols + (j->out_w - 2) * TC_DW_COL, TC_DW_BLOCK(rw),
-                               out + (j->out_w - 2) * j->out_stride, j->ssat);
-            rw->store[TC_DW_END] = j->even_end;
-        }
+        *list++ = (int32_t)(uintptr_t)TC_DW_BLOCK(&rows[plan->arrangement]);
     }
+    return list;
 }
 #endif
 
@@ -884,6 +959,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
 #if TC_DW_FUSED
     tc_dw_fused_job job;
+    int32_t list[TC_DW_LIST], *list_end = list;
 #endif
     int32_t group = 1, oy0, i, layout = -1;
     tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
@@ -897,20 +973,15 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     }
 #if TC_DW_FUSED
     job.cols = cols;
-#if TC_DW_SMLAL
-    job.copy_dst = (int32_t *)(void *)first_col - 3;
-#else
-    job.copy_dst = first_col;
-#endif
     job.channels = channels;
     job.count = copy;
     job.zp = zp;
-    job.out_row = out_row;
-    job.out_stride = out_dims->c;
-    job.out_w = out_w;
     job.ssat = p->act_max == 127;
-    job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+    job.out_row = out_row;
     job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
+    job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+    job.odd_cols = cols + (out_w - 2) * TC_DW_COL;
+    job.odd_out = (out_w - 2) * out_dims->c;
 #endif
     args.lo = p->act_min;
     args.hi = p->act_max;
@@ -931,6 +1002,9 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
         tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, out_dims->h, &block);
+#if TC_DW_FUSED
+        list_end = tc_dw_fused_list(&block, rows, first_col, list);
+#endif
         for (c = 0; c < channels * multiplier; c++) {
             const int8_t *src = input + c / multiplier;
             int8_t *out = output + oy0 * out_row + c;
@@ -954,7 +1028,8 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             }
 #if TC_DW_FUSED
             if (fused) {
-                tc_dw_fused_rows(&block, rows, &job, src, out);
+                job.src = src;
+                tc_dw_fused_rows(list, list_end, &job, out);
                 continue;
             }
 #endif
