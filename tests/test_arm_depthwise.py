@@ -11,7 +11,10 @@ without the guard that keeps them off it, this case fails on mps2-an386). The fu
 reach the stride-1 pair loops with the store fused (tc_dw3_pairs_store; on the Cortex-M3 its
 packed columns and split 64-bit accumulator): odd widths (the last pair redone), even widths,
 one pair, no left padding, channel multiplier 2, dilation, both clamps, channels switching
-between the packed and int16 columns (negative multipliers), and extreme weights and inputs."""
+between the packed and int16 columns (negative multipliers), and extreme weights and inputs;
+they also reach tc_dw_fused_rows (the row list walked in asm: several copies in a block's first
+row, the odd width's last pair) and the Cortex-M4's halfword clamp, whose guard (outputs before
+the clamp within int16) the last test needs."""
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,13 @@
  * requantization multiplies (tc_requant_double_fast). Slots are reused across output rows: a
  * stride-1 layer copies each input row once per channel.
  *
+ * On Cortex-M a fast channel of a stride-1 layer takes the fused path: tc_dw_fused_rows walks a
+ * block's rows from a row list built once per block (the copies, then tc_dw3_pairs_store: two
+ * outputs per iteration, requantized and stored in the same loop). On the Cortex-M3 its columns
+ * are packed (three words per column, slot s holding x[j] + x[j + 1] * 2^23, from a spare column
+ * left of the first), so one SMLAL per tap serves both outputs of a pair; on the Cortex-M4 they
+ * are the int16 columns above and the pair's two outputs are clamped as halfwords.
+ *
  * Other shapes take a direct loop over the taps that fall inside the image. */
 #include <stddef.h>
 
@@ -635,12 +642,12 @@ static TC_NOINLINE void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h,
     for (oy = oy0; oy < out_h && b->rows < TC_DW_BLOCK_ROWS; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         tc_dw_row_plan *r = &b->row[b->rows];
-        int32_t key = 0x3f, ky, k;
+        int32_t key = 0x3f, slot[3], ky, k;
         for (ky = 0; ky < 3; ky++) {
             const int32_t y = y0 + ky * p->dilation_h;
-            if (y >= 0 && y < in_h) {
-                const int32_t s = (y / group) % 3;
-                key = (key & ~(3 << (2 * s))) | (ky << (2 * s));
+            slot[ky] = y >= 0 && y < in_h ? (y / group) % 3 : -1;
+            if (slot[ky] >= 0) {
+                key = (key & ~(3 << (2 * slot[ky]))) | (ky << (2 * slot[ky]));
             }
         }
         for (k = 0; k < b->keys && b->key[k] != key; k++) {
@@ -654,9 +661,8 @@ static TC_NOINLINE void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h,
         r->arrangement = (uint8_t)k;
         r->copies = 0;
         for (ky = 0; ky < 3; ky++) {
-            const int32_t y = y0 + ky * p->dilation_h;
-            if (y >= 0 && y < in_h) {
-                const int32_t s = (y / group) % 3;
+            const int32_t y = y0 + ky * p->dilation_h, s = slot[ky];
+            if (s >= 0) {
                 if (slot_row[s] != y && copy > 0) {
                     r->copy_off[r->copies] = y * in_row;
                     r->copy_slot[r->copies++] = (uint8_t)s;
