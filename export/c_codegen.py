@@ -218,7 +218,7 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
-            scratch = 12 * ((out_w + 1) * e["stride_w"] + 2)
+            scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
         else:
             # tc_conv2d_get_buffer_size: two int16 im2col columns, then per output channel 16
             # bytes of fast requantization constants and the 4-byte bias with the input zero

@@ -11,7 +11,10 @@ without the guard that keeps them off it, this case fails on mps2-an386). The fu
 reach the stride-1 pair loops with the store fused (tc_dw3_pairs_store; on the Cortex-M3 its
 packed columns and split 64-bit accumulator): odd widths (the last pair redone), even widths,
 one pair, no left padding, channel multiplier 2, dilation, both clamps, channels switching
-between the packed and int16 columns (negative multipliers), and extreme weights and inputs."""
+between the packed and int16 columns (negative multipliers), and extreme weights and inputs;
+they also reach tc_dw_fused_rows (the row list walked in asm: several copies in a block's first
+row, the odd width's last pair) and the Cortex-M4's halfword clamp, whose guard (outputs before
+the clamp within int16) the last test needs."""
 from __future__ import annotations
 
 import numpy as np
@@ -106,4 +109,34 @@ def test_depthwise_extreme_weights_and_inputs_on_board_equal_runtime(board, arm_
     x = rng.choice(np.array([-128, 127], np.int8), (COUNT,) + model.input_spec.shape)
     got, expected = run_on_board(model, x, board, tmp_path)
     assert_not_saturated(expected, model, more_than=7)
+    assert np.array_equal(got, expected)
+
+
+WIDE = (1, 2)  # channels whose outputs before the clamp leave int16
+
+
+@pytest.mark.parametrize("act_max", [127, 60])
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386"])
+def test_depthwise_outputs_beyond_int16_before_the_clamp_on_board_equal_runtime(
+        board, act_max, arm_tools, tmp_path):
+    """The Cortex-M4's fused store clamps a pair's outputs as the halfwords of one register, so
+    a channel whose outputs before the clamp can leave int16 (here weights +-127, multiplier near
+    2^31 and shift -1: |acc| / 2 up to ~146000, over 2^15 for about one output in five) must take
+    the other store; without the guard this case fails on mps2-an386. Odd and even widths."""
+    rng = np.random.default_rng(21)
+    model = random_model(rng, (5, 7, 4), [
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, padding=(1, 1, 1, 1), act_max=act_max),
+        dict(op="conv2d", out=4, kernel=(3, 3), groups=4, padding=(1, 0, 1, 1), act_max=act_max),
+    ], "fixed", name="dw")
+    for layer in model.layers:
+        a = layer.arrays
+        for c in WIDE:
+            a["weights"][c] = rng.choice(np.array([-127, 127], np.int8), a["weights"][c].shape)
+            a["multiplier"][c] = 2**31 - 1 - c
+            a["shift"][c] = -1
+    x = rng.choice(np.array([-128, 127], np.int8), (COUNT,) + model.input_spec.shape)
+    got, expected = run_on_board(model, x, board, tmp_path)
+    narrow = expected.reshape(COUNT, -1, 4)[:, :, [0, 3]]
+    lo, hi = model.layers[-1].params["act_min"], act_max
+    assert np.unique(narrow[(narrow > lo) & (narrow < hi)]).size > 10, "outputs saturated"
     assert np.array_equal(got, expected)

@@ -13,6 +13,13 @@
  * requantization multiplies (tc_requant_double_fast). Slots are reused across output rows: a
  * stride-1 layer copies each input row once per channel.
  *
+ * On Cortex-M a fast channel of a stride-1 layer takes the fused path: tc_dw_fused_rows walks a
+ * block's rows from a row list built once per block (the copies, then tc_dw3_pairs_store: two
+ * outputs per iteration, requantized and stored in the same loop). On the Cortex-M3 its columns
+ * are packed (three words per column, slot s holding x[j] + x[j + 1] * 2^23, from a spare column
+ * left of the first), so one SMLAL per tap serves both outputs of a pair; on the Cortex-M4 they
+ * are the int16 columns above and the pair's two outputs are clamped as halfwords.
+ *
  * Other shapes take a direct loop over the taps that fall inside the image. */
 #include <stddef.h>
 
@@ -27,7 +34,7 @@
 
 int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
 {
-    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 2);
+    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3);
 }
 
 /* First tap index t with 0 <= start + t * step, and one past the last with start + t * step
@@ -97,6 +104,8 @@ static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_pa
 #define TC_DW_ASM 1
 #define TC_DW_FUSED 1
 #define TC_DW_SMLAL 0
+#define TC_DW_COPY "tc_dw_copy_row"
+#define TC_DW_END_AT -4 /* the end's byte offset in tc_dw3_pairs_store's block */
 /* 20 instructions per 18 MACs: the window's columns are two words each, (slot 0, slot 1) and
  * (slot 2, 0), against the packed weight pairs; the middle two columns feed both outputs. */
 void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias);
@@ -175,6 +184,8 @@ __asm__(
 #define TC_DW_ASM 1
 #define TC_DW_FUSED 1
 #define TC_DW_SMLAL 1 /* fused channels use packed columns */
+#define TC_DW_COPY "tc_dw_copy_packed"
+#define TC_DW_END_AT 68
 /* Cortex-M3: 34 instructions per 18 MACs, one LDRSH per column value (12 for the two
  * windows) and the nine weights in r4-r12. No register is left for the bias: the caller adds
  * it (TC_DW_BIAS_IN_LOOP). */
@@ -305,9 +316,11 @@ static void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int3
 #endif
 
 /* Copy count values of one input row of one channel (src, stride `channels`) into slot s of
- * consecutive columns. Out of line so that its loop keeps everything in registers. */
-static TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels,
-                                       int32_t count)
+ * consecutive columns. Out of line so that its loop keeps everything in registers; external
+ * for tc_dw_fused_rows. */
+void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels, int32_t count);
+TC_NOINLINE void tc_dw_copy_row(int16_t *dst, const int8_t *src, int32_t channels,
+                                int32_t count)
 {
     int16_t *const end = dst + count * TC_DW_COL;
     const int32_t c2 = 2 * channels, c3 = 3 * channels;
@@ -415,21 +428,28 @@ __asm__(
 void tc_dw3_pairs_store(int16_t *cols, const int32_t *block, int8_t *out, int32_t ssat);
 #if TC_DW_PACKED
 /* block: the row's bias and weights, loaded into r3-r9 for each pair, preceded by the store's
- * constants, loaded into the same registers for the store. */
+ * constants (act_min and act_max in both halfwords), loaded into the same registers for the
+ * store. The pair's two outputs are clamped as the halfwords of one register (the caller's
+ * condition: they fit): SSAT16 or SSUB16 + SEL for act_max, SSUB16 + SEL for act_min. */
 #define TC_DW_FUSED_LOOP(loop, clamp) \
     loop ":\n" \
     "  ldm r1, {r3-r9}\n" \
     TC_DW_M4_PAIR \
     "  ldmdb r1, {r3-r9}\n" \
     TC_DW_M4_RQ("r12", "r10", "r3", "r4", "r5") \
-    clamp("r12", "r6", "r7") \
-    "  strb r12, [r2]\n" \
     TC_DW_M4_RQ("lr", "r11", "r3", "r4", "r5") \
-    clamp("lr", "r6", "r7") \
+    "  pkhbt r12, r12, lr, lsl #16\n" \
+    clamp \
+    "  ssub16 lr, r12, r6\n" \
+    "  sel r12, r12, r6\n" \
+    "  strb r12, [r2]\n" \
+    "  lsr lr, r12, #16\n" \
     "  strb lr, [r2, r8]\n" \
     "  add r2, r2, r8, lsl #1\n" \
     "  cmp r0, r9\n" \
     "  bne " loop "b\n"
+#define TC_DW_CLAMP16_SSAT "  ssat16 r12, #8, r12\n"
+#define TC_DW_CLAMP16_HI "  ssub16 lr, r7, r12\n  sel r12, r12, r7\n"
 __asm__(
     "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -442,9 +462,9 @@ __asm__(
     "  push {r4-r11, lr}\n"
     "  cmp r3, #0\n"
     "  bne 5f\n"
-    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP_BOTH)
+    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP16_HI)
     "  pop {r4-r11, pc}\n"
-    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
+    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP16_SSAT)
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
     "  .text\n");
@@ -455,8 +475,15 @@ __asm__(
  * (2^21 + A) + (bias2 + B) * 2^23, where |A|, |B| <= 9 * 256 * 128 < 2^19 keeps the low field in
  * [0, 2^22): bits 23.. are 2 * acc of output j + 1, bits 0..22 minus 2^21 plus bias2 that of
  * output j. block: the accumulator's start, the weights by column (w[kx][slot]), then
- * multiplier, offset, right, act_min, bias2 - 2^21, output stride, act_max, end. */
-#define TC_DW_FUSED_LOOP(loop, hi, clamp) \
+ * multiplier, act_max, right, act_min, bias2 - 2^21, output stride, end, 2^31, offset. */
+/* r12 = requantized t as TC_DW_M3_RQ, the rounding and the offset in SMLAL's start (block
+ * word 18, 19); the accumulator's sign serves for the high word's as on the Cortex-M4. */
+#define TC_DW_M3_RQ_START(t) \
+    "  ldrd r3, r12, [r1, #72]\n" \
+    "  smlal r3, r12, " t ", r4\n" \
+    "  add r12, r12, " t ", asr #31\n" \
+    "  asr r12, r12, r6\n"
+#define TC_DW_FUSED_LOOP(loop, clamp) \
     loop ":\n" \
     "  ldmia r1!, {r2, r3, r7, r8, r9}\n" \
     "  ldmia r0!, {r4, r5, r6}\n" \
@@ -479,13 +506,12 @@ __asm__(
     "  orr lr, lr, r2, lsr #23\n" \
     "  ubfx r2, r2, #0, #23\n" \
     "  add r2, r2, r8\n" \
-    hi \
-    TC_DW_M3_RQ("r3", "r2", "r12", "r4", "r5", "r6") \
-    clamp("r3", "r7", "r8") \
-    "  strb r3, [r10]\n" \
-    TC_DW_M3_RQ("r2", "lr", "r12", "r4", "r5", "r6") \
-    clamp("r2", "r7", "r8") \
-    "  strb r2, [r10, r9]\n" \
+    TC_DW_M3_RQ_START("r2") \
+    clamp("r12", "r7", "r5") \
+    "  strb r12, [r10]\n" \
+    TC_DW_M3_RQ_START("lr") \
+    clamp("r12", "r7", "r5") \
+    "  strb r12, [r10, r9]\n" \
     "  add r10, r10, r9, lsl #1\n" \
     "  cmp r0, r11\n" \
     "  bne " loop "b\n"
@@ -500,12 +526,12 @@ __asm__(
     "tc_dw3_pairs_store:\n"
     "  push {r4-r11, lr}\n"
     "  mov r10, r2\n"
-    "  ldr r11, [r1, #72]\n"
+    "  ldr r11, [r1, #68]\n"
     "  cmp r3, #0\n"
     "  bne 5f\n"
-    TC_DW_FUSED_LOOP("1", "  ldr r8, [r1, #68]\n", TC_DW_CLAMP_BOTH)
+    TC_DW_FUSED_LOOP("1", TC_DW_CLAMP_BOTH)
     "  pop {r4-r11, pc}\n"
-    TC_DW_FUSED_LOOP("5", "", TC_DW_CLAMP_SSAT)
+    TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
     "  pop {r4-r11, pc}\n"
     "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
     "  .text\n");
@@ -543,34 +569,42 @@ static void tc_dw_store_exact(const int16_t *cols, int32_t step, int32_t count, 
 }
 
 /* One output channel of a 3x3 layer: its weights (doubled for a fast channel) by tap row, a
- * fourth row of zeros for slots no tap row uses, and the row sums for the zero-point term. */
+ * fourth row of zeros for slots no tap row uses (set once per layer), and the row sums for the
+ * zero-point term. */
 typedef struct {
     int32_t w[4][3];
     int32_t row_sum[4];
     int32_t bias;
+    int32_t halves; /* every output before the clamp lies in int16 (the Cortex-M4 fused store) */
     tc_requant_fast f;
 } tc_dw_channel;
 
 static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
                                const tc_requant_params *rq, int32_t m, int32_t output_zero_point)
 {
-    int32_t wabs = 0, twice, ky, kx;
-    for (kx = 0; kx < 9; kx++) {
-        wabs += w[kx] < 0 ? -w[kx] : w[kx];
+    int32_t wabs = 0, twice, ky;
+    int64_t bound, high;
+    for (ky = 0; ky < 9; ky++) {
+        wabs += w[ky] < 0 ? -w[ky] : w[ky];
     }
-    ch->f = tc_requant_fast_prepare(rq, m, (bias < 0 ? -(int64_t)bias : bias) +
-                                               (int64_t)wabs * 255, output_zero_point);
+    bound = (bias < 0 ? -(int64_t)bias : bias) + (int64_t)wabs * 255;
+    ch->f = tc_requant_fast_prepare(rq, m, bound, output_zero_point);
     if (ch->f.multiplier < 0) {
         ch->f.fast = 0; /* the Cortex-M4 store loop's sign term needs multiplier >= 0 */
     }
+    /* |high multiply of 2 * acc| <= high, then the offset's half and the sign, the shift and
+     * the zero point */
+    high = ((bound * ch->f.multiplier) >> 31) + 1;
+    ch->halves = ch->f.fast && ((high + ((int64_t)1 << (ch->f.right - 1)) + 1) >> ch->f.right) +
+                                   (output_zero_point < 0 ? -output_zero_point
+                                                          : output_zero_point) + 1 < 32768;
     twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
     ch->bias = bias;
-    for (ky = 0; ky < 4; ky++) {
-        ch->row_sum[ky] = 0;
-        for (kx = 0; kx < 3; kx++) {
-            ch->w[ky][kx] = ky < 3 ? twice * w[ky * 3 + kx] : 0;
-            ch->row_sum[ky] += ky < 3 ? w[ky * 3 + kx] : 0;
-        }
+    for (ky = 0; ky < 3; ky++, w += 3) {
+        ch->w[ky][0] = twice * w[0];
+        ch->w[ky][1] = twice * w[1];
+        ch->w[ky][2] = twice * w[2];
+        ch->row_sum[ky] = w[0] + w[1] + w[2];
     }
 }
 
@@ -584,7 +618,7 @@ static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
 #define TC_DW_ARRANGEMENTS 8
 
 typedef struct {
-    int32_t copy_y[3];    /* input rows to copy before this output row ... */
+    int32_t copy_off[3];  /* input rows (offsets y * row size) to copy before this row ... */
     uint8_t copy_slot[3]; /* ... into these slots */
     uint8_t copies;
     uint8_t arrangement; /* index into the block's keys */
@@ -597,8 +631,10 @@ typedef struct {
     tc_dw_row_plan row[TC_DW_BLOCK_ROWS];
 } tc_dw_block;
 
-static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy, int32_t group,
-                             int32_t oy0, int32_t out_h, tc_dw_block *b)
+/* Out of line: inlined, gcc keeps its zeros in a VFP register on the Cortex-M4. */
+static TC_NOINLINE void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h,
+                                         int32_t in_row, int32_t copy, int32_t group,
+                                         int32_t oy0, int32_t out_h, tc_dw_block *b)
 {
     int32_t slot_row[3] = {-1, -1, -1}, oy;
     b->rows = 0;
@@ -606,12 +642,12 @@ static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy
     for (oy = oy0; oy < out_h && b->rows < TC_DW_BLOCK_ROWS; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         tc_dw_row_plan *r = &b->row[b->rows];
-        int32_t key = 0x3f, ky, k;
+        int32_t key = 0x3f, slot[3], ky, k;
         for (ky = 0; ky < 3; ky++) {
             const int32_t y = y0 + ky * p->dilation_h;
-            if (y >= 0 && y < in_h) {
-                const int32_t s = (y / group) % 3;
-                key = (key & ~(3 << (2 * s))) | (ky << (2 * s));
+            slot[ky] = y >= 0 && y < in_h ? (y / group) % 3 : -1;
+            if (slot[ky] >= 0) {
+                key = (key & ~(3 << (2 * slot[ky]))) | (ky << (2 * slot[ky]));
             }
         }
         for (k = 0; k < b->keys && b->key[k] != key; k++) {
@@ -625,11 +661,10 @@ static void tc_dw_plan_block(const tc_conv_params *p, int32_t in_h, int32_t copy
         r->arrangement = (uint8_t)k;
         r->copies = 0;
         for (ky = 0; ky < 3; ky++) {
-            const int32_t y = y0 + ky * p->dilation_h;
-            if (y >= 0 && y < in_h) {
-                const int32_t s = (y / group) % 3;
+            const int32_t y = y0 + ky * p->dilation_h, s = slot[ky];
+            if (s >= 0) {
                 if (slot_row[s] != y && copy > 0) {
-                    r->copy_y[r->copies] = y;
+                    r->copy_off[r->copies] = y * in_row;
                     r->copy_slot[r->copies++] = (uint8_t)s;
                 }
                 slot_row[s] = y;
@@ -646,10 +681,11 @@ typedef struct {
 #if TC_DW_SMLAL
     int32_t start[2]; /* tc_dw3_pairs_store's block: start, weights, store constants */
     int32_t w[9];
-    int32_t store[8];
+    int32_t store[9];
     int32_t bias;
 #define TC_DW_BLOCK(rw) ((rw)->start)
-#define TC_DW_END 7
+#define TC_DW_BLOCK_AT offsetof(tc_dw_row_weights, start)
+#define TC_DW_END 6
 #elif TC_DW_FUSED
     /* tc_dw3_pairs_store's block: multiplier, offset, right, act_min, act_max, output stride,
      * end of the pair columns, then bias and weights */
@@ -657,6 +693,7 @@ typedef struct {
     int32_t bias;
     int32_t w[9];
 #define TC_DW_BLOCK(rw) (&(rw)->bias)
+#define TC_DW_BLOCK_AT offsetof(tc_dw_row_weights, bias)
 #define TC_DW_END 6
 #else
     int32_t w[9];
@@ -686,13 +723,27 @@ static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
 }
 
 #if TC_DW_FUSED
-/* The store constants of tc_dw3_pairs_store's block (the caller sets the end). */
+/* The store constants of tc_dw3_pairs_store's block that are the same for every channel: once
+ * per layer. */
+static void tc_dw_fused_layer(tc_dw_row_weights *rw, const tc_dw_store_args *a, int32_t end)
+{
+    rw->store[3] = a->lo;
+    rw->store[5] = a->out_stride;
+    rw->store[TC_DW_END] = end;
+#if TC_DW_SMLAL
+    rw->store[1] = a->hi;
+    rw->store[7] = (int32_t)0x80000000u; /* SMLAL's start: the rounding half and the offset */
+#else
+    rw->store[3] = (int32_t)(((uint32_t)a->lo & 0xffffu) | ((uint32_t)a->lo << 16));
+    rw->store[4] = (int32_t)(((uint32_t)a->hi & 0xffffu) | ((uint32_t)a->hi << 16));
+#endif
+}
+
+/* The channel's store constants of tc_dw3_pairs_store's block. */
 static void tc_dw_fused_block(tc_dw_row_weights *rw, const tc_dw_store_args *a)
 {
     rw->store[0] = a->multiplier;
-    rw->store[1] = a->offset;
     rw->store[2] = a->right;
-    rw->store[3] = a->lo;
 #if TC_DW_SMLAL
     {
         const int64_t start = (int64_t)rw->bias * ((int64_t)1 << 23) + ((int64_t)1 << 21);
@@ -700,11 +751,9 @@ static void tc_dw_fused_block(tc_dw_row_weights *rw, const tc_dw_store_args *a)
         rw->start[1] = (int32_t)(uint32_t)((uint64_t)start >> 32);
     }
     rw->store[4] = rw->bias - ((int32_t)1 << 21);
-    rw->store[5] = a->out_stride;
-    rw->store[6] = a->hi;
+    rw->store[8] = a->offset;
 #else
-    rw->store[4] = a->hi;
-    rw->store[5] = a->out_stride;
+    rw->store[1] = a->offset;
 #endif
 }
 #endif
@@ -728,18 +777,173 @@ static void tc_dw_fill(int16_t *cols, int32_t ncols, int32_t zp, int packed)
 }
 
 #if TC_DW_SMLAL
-/* Packed copy into one slot: the words v[k] + v[k + 1] * 2^23 of v = first, the count values
- * of src (stride channels), zp; dst: the slot in the column of first. */
-static TC_NOINLINE void tc_dw_copy_packed(int32_t *dst, const int8_t *src, int32_t channels,
-                                          int32_t count, int32_t first, int32_t zp)
+/* Packed copy into one slot: the words v[k] + v[k + 1] * 2^23 of v = zp, the count values of
+ * src (stride channels), zp; dst: the slot in the column left of src's first. Four columns per
+ * iteration (17 instructions), then one at a time. */
+void tc_dw_copy_packed(int32_t *dst, const int8_t *src, int32_t channels, int32_t count,
+                       int32_t zp);
+__asm__(
+    "  .section .text.tc_dw_copy_packed,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw_copy_packed\n"
+    "  .type tc_dw_copy_packed, %function\n"
+    "  .thumb_func\n"
+    "tc_dw_copy_packed:\n"
+    "  push {r4-r8, lr}\n"
+    "  ldr r5, [sp, #24]\n"
+    "  mov r4, r5\n"
+    "  add r3, r3, r3, lsl #1\n"
+    "  add r3, r0, r3, lsl #2\n"
+    "  sub r12, r3, #48\n"
+    "  cmp r0, r12\n"
+    "  bhi 2f\n"
+    "1:\n"
+    "  ldrsb r6, [r1]\n"
+    "  ldrsb r7, [r1, r2]\n"
+    "  add r1, r1, r2, lsl #1\n"
+    "  ldrsb r8, [r1]\n"
+    "  ldrsb lr, [r1, r2]\n"
+    "  add r1, r1, r2, lsl #1\n"
+    "  add r4, r4, r6, lsl #23\n"
+    "  str r4, [r0], #12\n"
+    "  add r6, r6, r7, lsl #23\n"
+    "  str r6, [r0], #12\n"
+    "  add r7, r7, r8, lsl #23\n"
+    "  str r7, [r0], #12\n"
+    "  add r8, r8, lr, lsl #23\n"
+    "  str r8, [r0], #12\n"
+    "  mov r4, lr\n"
+    "  cmp r0, r12\n"
+    "  bls 1b\n"
+    "2:\n"
+    "  cmp r0, r3\n"
+    "  bhs 4f\n"
+    "3:\n"
+    "  ldrsb r6, [r1]\n"
+    "  add r1, r1, r2\n"
+    "  add r4, r4, r6, lsl #23\n"
+    "  str r4, [r0], #12\n"
+    "  mov r4, r6\n"
+    "  cmp r0, r3\n"
+    "  blo 3b\n"
+    "4:\n"
+    "  add r4, r4, r5, lsl #23\n"
+    "  str r4, [r0]\n"
+    "  pop {r4-r8, pc}\n"
+    "  .size tc_dw_copy_packed, .-tc_dw_copy_packed\n"
+    "  .text\n");
+#endif
+
+#if TC_DW_FUSED
+/* What tc_dw_fused_rows needs besides a block's row list (words at the byte offsets the loop
+ * reads): the channel's input, the columns, the copy's stride, count and zero point, the clamp
+ * choice, the output row's size, and for an odd width the end of its last pair (0 for an even
+ * width), the end of the others, the first column and the output offset of the last pair. */
+typedef struct {
+    const int8_t *src;                        /* 0 */
+    int16_t *cols;                            /* 4 */
+    int32_t channels, count, zp, ssat;        /* 8, 12, 16, 20 */
+    int32_t out_row, odd_end, even_end;       /* 24, 28, 32 */
+    int16_t *odd_cols;                        /* 36 */
+    int32_t odd_out;                          /* 40 */
+} tc_dw_fused_job;
+
+/* A block's rows of one fast channel, from its row list: per row the number of copies, each
+ * copy's slot (in the column left of the input row on the Cortex-M3, packed, or in the column
+ * of its first value, int16) and input row offset, then the row's tc_dw3_pairs_store block.
+ * Each row: the copies, the pair loop with the store fused, for an odd width the last two
+ * outputs again (output out_w - 2 is rewritten), out moved on by a row. */
+void tc_dw_fused_rows(const int32_t *list, const int32_t *end, const tc_dw_fused_job *job,
+                      int8_t *out);
+#define TC_DW_STR_(x) #x
+#define TC_DW_STR(x) TC_DW_STR_(x)
+/* the offsets the loop uses, checked at compile time */
+typedef char tc_dw_fused_job_check[offsetof(tc_dw_fused_job, odd_out) == 40 &&
+                                   offsetof(tc_dw_fused_job, ssat) == 20 ? 1 : -1];
+typedef char tc_dw_end_check[(int)(offsetof(tc_dw_row_weights, store) + 4 * TC_DW_END) -
+                             (int)TC_DW_BLOCK_AT ==
+                             TC_DW_END_AT ? 1 : -1];
+__asm__(
+    "  .section .text.tc_dw_fused_rows,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .align 2\n"
+    "  .global tc_dw_fused_rows\n"
+    "  .type tc_dw_fused_rows, %function\n"
+    "  .thumb_func\n"
+    "tc_dw_fused_rows:\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #4\n"
+    "  mov r4, r0\n"
+    "  mov r5, r1\n"
+    "  mov r6, r2\n"
+    "  mov r7, r3\n"
+    "  ldrd r8, r10, [r6]\n"
+    "  ldr r0, [r6, #16]\n"
+    "  str r0, [sp]\n" /* the packed copy's fifth argument */
+    "1:\n"
+    "  ldr r11, [r4], #4\n"
+    "  cmp r11, #0\n"
+    "  beq 3f\n"
+    "2:\n"
+    "  ldmia r4!, {r0, r1}\n"
+    "  add r1, r1, r8\n"
+    "  ldrd r2, r3, [r6, #8]\n"
+    "  bl " TC_DW_COPY "\n"
+    "  subs r11, r11, #1\n"
+    "  bne 2b\n"
+    "3:\n"
+    "  ldr r9, [r4], #4\n"
+    "  mov r0, r10\n"
+    "  mov r1, r9\n"
+    "  mov r2, r7\n"
+    "  ldr r3, [r6, #20]\n"
+    "  bl tc_dw3_pairs_store\n"
+    "  ldr r3, [r6, #28]\n"
+    "  cbnz r3, 5f\n"
+    "4:\n"
+    "  ldr r3, [r6, #24]\n"
+    "  add r7, r7, r3\n"
+    "  cmp r4, r5\n"
+    "  bne 1b\n"
+    "  add sp, sp, #4\n"
+    "  pop {r4-r11, pc}\n"
+    "5:\n"
+    "  str r3, [r9, #" TC_DW_STR(TC_DW_END_AT) "]\n"
+    "  ldr r0, [r6, #36]\n"
+    "  mov r1, r9\n"
+    "  ldr r2, [r6, #40]\n"
+    "  add r2, r2, r7\n"
+    "  ldr r3, [r6, #20]\n"
+    "  bl tc_dw3_pairs_store\n"
+    "  ldr r3, [r6, #32]\n"
+    "  str r3, [r9, #" TC_DW_STR(TC_DW_END_AT) "]\n"
+    "  b 4b\n"
+    "  .size tc_dw_fused_rows, .-tc_dw_fused_rows\n"
+    "  .text\n");
+
+/* The block's row list for tc_dw_fused_rows (at most TC_DW_LIST words); returns its end. */
+#define TC_DW_LIST (TC_DW_BLOCK_ROWS * 8)
+static int32_t *tc_dw_fused_list(const tc_dw_block *b, tc_dw_row_weights *rows, int16_t *first,
+                                 int32_t *list)
 {
-    int32_t *const end = dst + 3 * count;
-    for (; dst < end; dst += 3, src += channels) {
-        const int32_t x = *src;
-        *dst = first + (int32_t)((uint32_t)x << 23);
-        first = x;
+    int32_t r, k;
+    for (r = 0; r < b->rows; r++) {
+        const tc_dw_row_plan *plan = &b->row[r];
+        *list++ = plan->copies;
+        for (k = 0; k < plan->copies; k++) {
+#if TC_DW_SMLAL
+            *list++ = (int32_t)(uintptr_t)((int32_t *)(void *)first - 3 + plan->copy_slot[k]);
+#else
+            *list++ = (int32_t)(uintptr_t)(first + plan->copy_slot[k]);
+#endif
+            *list++ = plan->copy_off[k];
+        }
+        *list++ = (int32_t)(uintptr_t)TC_DW_BLOCK(&rows[plan->arrangement]);
     }
-    *dst = first + (int32_t)((uint32_t)zp << 23);
+    return list;
 }
 #endif
 
@@ -756,28 +960,65 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     const int32_t copy = in_dims->w < ncols - p->pad_left ? in_dims->w : ncols - p->pad_left;
     const int32_t in_row = in_dims->w * channels, out_row = out_dims->w * out_dims->c;
     const int32_t out_w = out_dims->w, pairs = (out_w + 1) / 2;
-    int16_t *cols = (int16_t *)ctx->buf;
+    /* after a spare column: the packed copy starts one column left of the input row */
+    int16_t *const cols = (int16_t *)ctx->buf + TC_DW_COL;
     int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
+#if TC_DW_FUSED
+    tc_dw_fused_job job;
+    int32_t list[TC_DW_LIST], *list_end = list;
+#endif
     int32_t group = 1, oy0, i, layout = -1;
+    tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
+    tc_dw_store_args args;
+    tc_dw_channel ch;
     tc_dw_block block;
     /* slot of input row y: (y / group) % 3, distinct for the three tap rows of any output row
      * (group: the largest power of 3 dividing the dilation) */
     while ((dh / group) % 3 == 0) {
         group *= 3;
     }
+#if TC_DW_FUSED
+    job.cols = cols;
+    job.channels = channels;
+    job.count = copy;
+    job.zp = zp;
+    job.ssat = p->act_max == 127;
+    job.out_row = out_row;
+    job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
+    job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+    job.odd_cols = cols + (out_w - 2) * TC_DW_COL;
+    job.odd_out = (out_w - 2) * out_dims->c;
+#endif
+    args.lo = p->act_min;
+    args.hi = p->act_max;
+    args.out_stride = out_dims->c;
+    args.step = step * (int32_t)sizeof(int16_t);
+    for (i = 0; i < 3; i++) {
+        ch.w[3][i] = 0;
+#if TC_DW_FUSED
+        tc_dw_fused_layer(&rows[i], &args, job.even_end);
+        tc_dw_fused_layer(&rows[i + 3], &args, job.even_end);
+#endif
+    }
+    ch.row_sum[3] = 0;
+#if TC_DW_FUSED
+    tc_dw_fused_layer(&rows[6], &args, job.even_end);
+    tc_dw_fused_layer(&rows[7], &args, job.even_end);
+#endif
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
-        tc_dw_plan_block(p, in_dims->h, copy, group, oy0, out_dims->h, &block);
+        tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, out_dims->h, &block);
+#if TC_DW_FUSED
+        list_end = tc_dw_fused_list(&block, rows, first_col, list);
+#endif
         for (c = 0; c < channels * multiplier; c++) {
             const int8_t *src = input + c / multiplier;
             int8_t *out = output + oy0 * out_row + c;
-            tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
-            tc_dw_store_args args;
-            tc_dw_channel ch;
             int32_t r, fused;
             tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
                                p->output_zero_point);
-            fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast;
+            fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast &&
+                    (TC_DW_SMLAL || ch.halves);
             if (layout != (TC_DW_SMLAL && fused)) {
                 layout = TC_DW_SMLAL && fused;
                 tc_dw_fill(cols, ncols, zp, layout);
@@ -785,50 +1026,27 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             args.multiplier = ch.f.multiplier;
             args.offset = ch.f.offset;
             args.right = ch.f.right;
-            args.lo = p->act_min;
-            args.hi = p->act_max;
-            args.out_stride = out_dims->c;
-            args.step = step * (int32_t)sizeof(int16_t);
             for (i = 0; i < block.keys; i++) {
                 tc_dw_arrange(&ch, block.key[i], zp, &rows[i]);
 #if TC_DW_FUSED
                 tc_dw_fused_block(&rows[i], &args);
 #endif
             }
+#if TC_DW_FUSED
+            if (fused) {
+                job.src = src;
+                tc_dw_fused_rows(list, list_end, &job, out);
+                continue;
+            }
+#endif
             for (r = 0; r < block.rows; r++, out += out_row) {
                 const tc_dw_row_plan *plan = &block.row[r];
                 tc_dw_row_weights *rw = &rows[plan->arrangement];
                 int32_t k;
                 for (k = 0; k < plan->copies; k++) {
-                    const int8_t *row = src + plan->copy_y[k] * in_row;
-#if TC_DW_SMLAL
-                    if (fused) {
-                        int32_t *const dst = (int32_t *)(void *)cols + plan->copy_slot[k];
-                        if (p->pad_left > 0) {
-                            tc_dw_copy_packed(dst + 3 * (p->pad_left - 1), row, channels, copy,
-                                              zp, zp);
-                        } else {
-                            tc_dw_copy_packed(dst, row + channels, channels, copy - 1, row[0],
-                                              zp);
-                        }
-                        continue;
-                    }
-#endif
+                    const int8_t *row = src + plan->copy_off[k];
                     tc_dw_copy_row(first_col + plan->copy_slot[k], row, channels, copy);
                 }
-#if TC_DW_FUSED
-                if (fused) {
-                    const int32_t ssat = p->act_max == 127;
-                    rw->store[TC_DW_END] = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
-                    tc_dw3_pairs_store(cols, TC_DW_BLOCK(rw), out, ssat);
-                    if (out_w & 1) { /* the last two again: output out_w - 2 is rewritten */
-                        rw->store[TC_DW_END] = (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL);
-                        tc_dw3_pairs_store(cols + (out_w - 2) * TC_DW_COL, TC_DW_BLOCK(rw),
-                                           out + (out_w - 2) * out_dims->c, ssat);
-                    }
-                    continue;
-                }
-#endif
                 if (sw == 1) {
                     tc_dw3_pairs(cols, rw->w, pairs, rw->bias);
                 } else {
