@@ -3,7 +3,7 @@
 The work is done by ``firmware/Makefile`` (so a firmware engineer can build without Python);
 this module finds the tools, runs make into ``<export dir>/firmware/<target>/`` (make rebuilds
 only what is stale), turns a compiler failure into a one-line TinyconvError, and reports the
-ARM image's flash and RAM use.
+ARM image's flash, RAM and worst-case stack (firmware_host/stack.py).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from runtime.errors import TinyconvError
 from runtime.model import write_atomic
+from firmware_host.stack import worst_case_stack
 
 TARGETS = ("host", "lm3s6965evb", "mps2-an386")
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
@@ -97,14 +98,14 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
                             f"{_compiler_message(done.stderr + done.stdout)}")
     binary = out / _BINARIES.get(target, "firmware.elf")
     if target != "host":
-        sizes = firmware_size(binary)
+        sizes = {**firmware_size(binary), **worst_case_stack(binary, out / "obj").as_dict()}
         write_atomic(out / "size.json", (json.dumps(sizes, indent=2) + "\n").encode())
         if out_dir is None:
             _record_in_report(export_dir, target, sizes)
     return binary
 
 
-def _record_in_report(export_dir: Path, target: str, sizes: dict[str, int]) -> None:
+def _record_in_report(export_dir: Path, target: str, sizes: dict) -> None:
     """Keep the measured image size next to export's planned flash/RAM in report.json."""
     path = export_dir / "report.json"
     try:
@@ -133,6 +134,11 @@ def _command(args) -> int:
         sizes = json.loads((binary.parent / "size.json").read_text())
         print(f"flash {sizes['flash']} bytes (code and constants), "
               f"RAM {sizes['ram']} bytes (static data, arena, buffers; stack not included)")
+        if sizes["stack"] == "unbounded":
+            print(f"stack (worst case) unbounded ({sizes['stack_unbounded_in']})")
+        else:
+            print(f"stack (worst case) {sizes['stack']} bytes "
+                  f"(chain: {' -> '.join(sizes['stack_chain'])})")
     return 0
 
 

@@ -15,6 +15,7 @@ from _selftest import SELFTEST, parse_selftest, write_selftest_inputs
 from export.c_codegen import write_c_sources
 from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size
 from firmware_host.qemu import qemu_command, run_semihosted
+from firmware_host.stack import worst_case_stack
 
 SPEC = ((9, 8, 3), [
     dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
@@ -101,7 +102,8 @@ def test_protocol_firmware_builds_with_size(board, fixed_model):
     assert 0 < sizes["flash"] < 256 * 1024 and 0 < sizes["ram"] < 64 * 1024
     assert (elf.parent / "size.json").is_file()
     report = json.loads((directory / "report.json").read_text())
-    assert report["firmware"][board] == sizes and report["totals"] == {"flash": 1}
+    assert report["firmware"][board] == {**sizes, **worst_case_stack(elf).as_dict()}
+    assert report["totals"] == {"flash": 1}
     before = elf.stat().st_mtime_ns
     assert build_firmware(directory, board) == elf  # up to date: not rebuilt
     assert elf.stat().st_mtime_ns == before

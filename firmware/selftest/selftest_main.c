@@ -3,6 +3,8 @@
  * tc_selftest_inputs, written by the caller into a directory given as EXTRA_INCLUDE) through
  * the model, and reports over semihosting, one line per input:
  *     out <TC_OUTPUT_SIZE bytes in hex> ticks <total> <layer 0> <layer 1> ...
+ * then "stack <bytes>" (the high-water mark: main paints the free stack, from the end of .bss up
+ * to its sp, before anything else runs, and counts the bytes above the lowest word changed),
  * then "done" and exits with status 0 (or 10 + the error code of tc_model_run). Ticks are
  * guest instructions under QEMU -icount (see the port), so this is also the per-layer
  * instructions-per-MAC probe of benchmarks/bench_kernels_arm.py. */
@@ -13,6 +15,10 @@
 #include "tc_cortex_m.h"
 #include "tc_model.h"
 #include "tc_port.h"
+
+#define TC_STACK_PAINT 0x5AC3A53Cu
+
+extern uint32_t tc_bss_end[];
 
 static char tc_line[2 * TC_OUTPUT_SIZE + 12 * (TC_NUM_LAYERS + 1) + 32];
 
@@ -44,8 +50,14 @@ int main(int argc, char **argv)
     static int8_t output[TC_OUTPUT_SIZE];
     static uint32_t layer_ticks[TC_NUM_LAYERS];
     int i, j;
+    uint32_t *sp, *low;
+    char *end;
     (void)argc;
     (void)argv;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    for (low = tc_bss_end; low < sp; low++) {
+        *low = TC_STACK_PAINT;
+    }
     tc_port_init();
     for (i = 0; i < TC_SELFTEST_COUNT; i++) {
         const uint32_t start = tc_port_ticks();
@@ -73,6 +85,12 @@ int main(int argc, char **argv)
         *p = '\0';
         tc_semihost_write(tc_line);
     }
+    for (low = tc_bss_end; *low == TC_STACK_PAINT; low++) {
+    }
+    end = tc_put_text(tc_line, "stack ");
+    end = tc_put_u32(end, (uint32_t)tc_stack_top - (uint32_t)low);
+    tc_put_text(end, "\n")[0] = '\0';
+    tc_semihost_write(tc_line);
     tc_semihost_write("done\n");
     return 0;
 }
