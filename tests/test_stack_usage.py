@@ -4,7 +4,7 @@ changed), for a model through every kernel: conv (one-channel first layer, pair 
 depthwise 3x3, 1x1, both pools, add, global pool and fully connected.
 
 The bound must hold (measured <= computed) and be tight: computed - measured <= MARGIN. What
-the run cannot reach: the exception frame and the deepest handler (36 + 48 bytes here: no
+the run cannot reach: the exception frame and the deepest handler (36 + 16 bytes here: no
 fault, no UART byte), and branches of the kernels this model's shapes do not take."""
 from __future__ import annotations
 
