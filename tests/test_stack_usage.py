@@ -80,3 +80,22 @@ def test_measured_stack_within_the_computed_bound(board, arm_tools, tmp_path):
     assert frames["tc_dw3_pairs"] == 36  # push {r4-r11, lr}
     if board == "mps2-an386":
         assert frames["tc_dot_rows_s16_asm"] == 36 + 24  # and sub sp, sp, #24
+
+
+def test_an_image_links_only_the_kernels_its_model_uses(arm_tools, tmp_path):
+    """model_data.h's TC_MODEL_OPS keeps unused kernels out of the image: smaller flash, and a
+    worst-case stack without the depthwise kernel's 1.8 kB frame."""
+    rng = np.random.default_rng(6)
+    spec = ((12, 12, 1), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1)),
+                          dict(op="conv2d", out=8, kernel=(3, 3), relu=True),
+                          dict(op="max_pool2d", kernel=(2, 2)),
+                          dict(op="fully_connected", out=5)])
+    model = random_model(rng, spec[0], spec[1], "fixed", name="few_ops")
+    got, expected = run_on_board(model, random_inputs(rng, model, 2), "lm3s6965evb", tmp_path)
+    assert np.array_equal(got, expected)
+    linked = set(stack.read_disassembly(tmp_path / "selftest" / "lm3s6965evb" /
+                                        "firmware.elf").frames)
+    assert {"tc_conv2d", "tc_conv2d_1ch", "tc_max_pool2d", "tc_fully_connected"} <= linked
+    assert not linked & {"tc_depthwise_conv2d", "tc_avg_pool2d", "tc_global_avg_pool", "tc_add"}
+    bound = worst_case_stack(tmp_path / "selftest" / "lm3s6965evb" / "firmware.elf")
+    assert "tc_depthwise_conv2d" not in bound.chain and bound.bytes < 1500

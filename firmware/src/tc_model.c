@@ -13,6 +13,14 @@
 #error "a float-mode model needs TC_ENABLE_FLOAT_REQUANT=1"
 #endif
 
+/* The ops the model uses (bit TC_OP_x, from model_data.h): a kernel no layer needs is never
+ * referenced, so the linker drops it, and with it its flash and its share of the worst-case
+ * stack (firmware_host/stack.py). */
+#ifndef TC_MODEL_OPS
+#define TC_MODEL_OPS 0xffffffffu
+#endif
+#define TC_USES(op) (((TC_MODEL_OPS) >> (op)) & 1u)
+
 static int8_t tc_arena[TC_ARENA_SIZE] TC_ALIGN;
 static int16_t tc_scratch[(TC_SCRATCH_SIZE + 1) / 2] TC_ALIGN;
 
@@ -86,10 +94,14 @@ static int tc_run_layer(const tc_layer_t *l)
         ctx.buf = tc_scratch;
         ctx.size = (int32_t)sizeof tc_scratch;
         if (l->op == TC_OP_DEPTHWISE_CONV2D) {
-            return tc_depthwise_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias,
-                                       &out_dims, out);
+            return TC_USES(TC_OP_DEPTHWISE_CONV2D)
+                       ? tc_depthwise_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights,
+                                             l->bias, &out_dims, out)
+                       : TC_ERR_UNSUPPORTED;
         }
-        return tc_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights, l->bias, &out_dims, out);
+        return TC_USES(TC_OP_CONV2D) ? tc_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights,
+                                                 l->bias, &out_dims, out)
+                                     : TC_ERR_UNSUPPORTED;
     }
     case TC_OP_FULLY_CONNECTED: {
         const tc_requant_params rq = tc_layer_requant(l);
@@ -101,8 +113,10 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_max = l->act_max;
         ctx.buf = tc_scratch;
         ctx.size = (int32_t)sizeof tc_scratch;
-        return tc_fully_connected(&ctx, &p, &rq, l->in_h * l->in_w * l->in_c, in, l->out_c,
-                                  l->weights, l->bias, out);
+        return TC_USES(TC_OP_FULLY_CONNECTED)
+                   ? tc_fully_connected(&ctx, &p, &rq, l->in_h * l->in_w * l->in_c, in,
+                                        l->out_c, l->weights, l->bias, out)
+                   : TC_ERR_UNSUPPORTED;
     }
     case TC_OP_MAX_POOL2D:
     case TC_OP_AVG_POOL2D: {
@@ -121,15 +135,20 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_min = l->act_min;
         p.act_max = l->act_max;
         if (l->op == TC_OP_MAX_POOL2D) {
-            return tc_max_pool2d(&p, &in_dims, in, &out_dims, out);
+            return TC_USES(TC_OP_MAX_POOL2D) ? tc_max_pool2d(&p, &in_dims, in, &out_dims, out)
+                                             : TC_ERR_UNSUPPORTED;
         } else {
             const tc_mean_params mean = tc_layer_mean(l);
-            return tc_avg_pool2d(&p, &mean, &in_dims, in, &out_dims, out);
+            return TC_USES(TC_OP_AVG_POOL2D)
+                       ? tc_avg_pool2d(&p, &mean, &in_dims, in, &out_dims, out)
+                       : TC_ERR_UNSUPPORTED;
         }
     }
     case TC_OP_GLOBAL_AVG_POOL: {
         const tc_mean_params mean = tc_layer_mean(l);
-        return tc_global_avg_pool(&mean, l->act_min, l->act_max, &in_dims, in, out);
+        return TC_USES(TC_OP_GLOBAL_AVG_POOL)
+                   ? tc_global_avg_pool(&mean, l->act_min, l->act_max, &in_dims, in, out)
+                   : TC_ERR_UNSUPPORTED;
     }
     case TC_OP_ADD: {
         tc_add_params p;
@@ -147,7 +166,9 @@ static int tc_run_layer(const tc_layer_t *l)
         p.scales = l->fparams;
         p.act_min = l->act_min;
         p.act_max = l->act_max;
-        return tc_add(&p, l->in_h * l->in_w * l->in_c, in, tc_arena + l->input2_offset, out);
+        return TC_USES(TC_OP_ADD) ? tc_add(&p, l->in_h * l->in_w * l->in_c, in,
+                                           tc_arena + l->input2_offset, out)
+                                  : TC_ERR_UNSUPPORTED;
     }
     default:
         return TC_ERR_UNSUPPORTED;
