@@ -28,6 +28,8 @@ from _export_checks import (assert_fixed_within_one_lsb_of_float,
                             assert_float_mode_equals_onnxruntime, assert_int8_tracks, ort_float)
 
 import export
+import runtime
+from runtime import kernels
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("CI") == "true":
@@ -159,3 +161,42 @@ def test_keras_model_on_the_host_device(converted, tmp_path):
         if mode == "float":
             assert run.ort_equal_images == 40
         assert run.correct_device == run.correct_runtime >= 30  # random weights: near ties
+
+
+def test_keras_model_quantized_by_onnxruntime(converted, tmp_path):
+    """onnxruntime's own int8 path for the tf2onnx file: quant_pre_process (which folds the Mul
+    and Add into the Conv and turns MatMul + Add into Gemm), then quantize_static in QOperator
+    format; tinyconv keeps its integers and, in float mode, computes exactly what onnxruntime
+    computes on that file. Without the pre-processing the batch norm's QLinearMul is refused by
+    name."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from runtime.errors import TinyconvError
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(images(N_CALIB, seed=1)[:, None])
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    source = tmp_path / "keras.onnx"
+    onnx.save(converted.source, str(source))
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    for path, name in ((prepared, "q.onnx"), (source, "raw_q.onnx")):
+        quantize_static(str(path), str(tmp_path / name), Reader(),
+                        quant_format=QuantFormat.QOperator, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=True)
+    result = export.from_onnx(tmp_path / "q.onnx", None, requant="float")
+    x = images(N_TEST, seed=5)
+    want = ort_float(onnx.load(str(tmp_path / "q.onnx")), x)
+    spec, out = result.model.input_spec, result.model.output_spec
+    y = runtime.run(result.model, kernels.quantize(x, spec.scale, spec.zero_point))
+    assert np.array_equal((y.astype(np.float32) - out.zero_point) * np.float32(out.scale), want)
+    if converted.flavour == "flatten":  # the batch norm tf2onnx left as Mul + Add
+        with pytest.raises(TinyconvError, match="QLinearMul"):
+            export.from_onnx(tmp_path / "raw_q.onnx", None)
