@@ -2,6 +2,7 @@
  * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first. */
 #include <stddef.h>
 
+#include "tc_asm.h"
 #include "tc_kernels.h"
 
 /* hot loop: optimize for speed even in an -Os image */
@@ -165,14 +166,7 @@ static void tc_ring_fill(int16_t *row, const tc_dims *in, const int8_t *input,
 #if defined(__thumb2__)
 void tc_pair_copy_groups(int16_t *dst, const int16_t *a, const int16_t *b, int32_t groups);
 __asm__(
-    "  .section .text.tc_pair_copy_groups,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_pair_copy_groups\n"
-    "  .type tc_pair_copy_groups, %function\n"
-    "  .thumb_func\n"
-    "tc_pair_copy_groups:\n"
+    TC_ASM_BEGIN("tc_pair_copy_groups")
     "  push {r4-r7}\n"
     "1:\n"
     "  ldm r1!, {r4, r5}\n"
@@ -182,8 +176,7 @@ __asm__(
     "  bne 1b\n"
     "  pop {r4-r7}\n"
     "  bx lr\n"
-    "  .size tc_pair_copy_groups, .-tc_pair_copy_groups\n"
-    "  .text\n");
+    TC_ASM_END("tc_pair_copy_groups"));
 #else
 static void tc_pair_copy_groups(int16_t *dst, const int16_t *a, const int16_t *b,
                                 int32_t groups)

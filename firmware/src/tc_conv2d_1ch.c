@@ -24,6 +24,7 @@
  * overwritten by p. */
 #include <stddef.h>
 
+#include "tc_asm.h"
 #include "tc_kernels.h"
 #include "tc_matmul.h"
 
@@ -150,17 +151,8 @@ void tc_1ch_pair_end(void);
     "  strb r8, [r12], #-1\n" \
     "  strb r6, [r11], #-1\n" \
     "  ldmdb r2!, {r4-r10, pc}\n"
-#define TC_1CH_LABEL(name) \
-    "  .global " name "\n" \
-    "  .type " name ", %function\n" \
-    "  .thumb_func\n" \
-    name ":\n"
 __asm__(
-    "  .section .text.tc_1ch_rows3,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    TC_1CH_LABEL("tc_1ch_rows3")
+    TC_ASM_BEGIN("tc_1ch_rows3")
     "  push {r4-r11, lr}\n"
     "  add r2, r0, #20\n" /* between pairs r2 = &job->rows */
     "2:\n"
@@ -174,7 +166,7 @@ __asm__(
     "  stm r2, {r0, r1, r3}\n"
     "  ldr r2, [r2, #16]\n"
     "  b 4f\n"
-    TC_1CH_LABEL("tc_1ch_next")
+    TC_ASM_LABEL("tc_1ch_next")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
     "4:\n"
@@ -191,12 +183,12 @@ __asm__(
     "  smlal r0, r1, r3, r10\n"
     "  smlal r0, r1, lr, r11\n"
     "  ldm r2!, {r3, pc}\n"
-    TC_1CH_LABEL("tc_1ch_last")
+    TC_ASM_LABEL("tc_1ch_last")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
     "  ldm r2, {r2, r3, r11, r12, lr}\n" /* r2 = job: consts end, act_max, out_p, out_q, act_min */
     "  ldmdb r2!, {r4-r10, pc}\n"
-    TC_1CH_LABEL("tc_1ch_store")
+    TC_ASM_LABEL("tc_1ch_store")
     TC_1CH_REQUANT
     "  ssat r6, #8, r6\n"
     "  cmp r6, lr\n"
@@ -207,7 +199,7 @@ __asm__(
     "  it lt\n"
     "  movlt r8, lr\n"
     TC_1CH_STORE
-    TC_1CH_LABEL("tc_1ch_store_clamp")
+    TC_ASM_LABEL("tc_1ch_store_clamp")
     TC_1CH_REQUANT
     "  cmp r6, lr\n"
     "  it lt\n"
@@ -222,7 +214,7 @@ __asm__(
     "  it gt\n"
     "  movgt r8, r3\n"
     TC_1CH_STORE
-    TC_1CH_LABEL("tc_1ch_pair_end") /* r2 = &job->rows */
+    TC_ASM_LABEL("tc_1ch_pair_end") /* r2 = &job->rows */
     "  ldr r0, [r2, #24]\n"
     "  add r11, r11, r0\n"
     "  add r12, r12, r0\n"
@@ -231,8 +223,7 @@ __asm__(
     "  cmp r11, r0\n"
     "  bne 2b\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_1ch_rows3, .-tc_1ch_rows3\n"
-    "  .text\n");
+    TC_ASM_END("tc_1ch_rows3"));
 typedef char tc_1ch_job_words[sizeof(tc_1ch_job) == 4 * TC_1CH_JOB_WORDS ? 1 : -1];
 #define TC_1CH_CODE(label) ((int32_t)(uintptr_t)(label))
 #else

@@ -23,6 +23,7 @@
  * Other shapes take a direct loop over the taps that fall inside the image. */
 #include <stddef.h>
 
+#include "tc_asm.h"
 #include "tc_kernels.h"
 
 /* hot loop: optimize for speed even in an -Os image */
@@ -131,14 +132,7 @@ void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bia
     "  smlad r10, r4, r12, r10\n" \
     "  smlad r10, r5, lr, r10\n"
 __asm__(
-    "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw3_pairs\n"
-    "  .type tc_dw3_pairs, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_pairs:\n"
+    TC_ASM_BEGIN("tc_dw3_pairs")
     "  push {r4-r11, lr}\n"
     "  ldm r1, {r4-r9}\n"
     "  add r2, r2, r2, lsl #1\n"
@@ -150,13 +144,8 @@ __asm__(
     "  cmp r0, r2\n"
     "  bne 1b\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_pairs, .-tc_dw3_pairs\n"
-    "  .section .text.tc_dw3_singles,\"ax\",%progbits\n"
-    "  .align 2\n"
-    "  .global tc_dw3_singles\n"
-    "  .type tc_dw3_singles, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_singles:\n"
+    TC_ASM_END("tc_dw3_pairs")
+    TC_ASM_BEGIN("tc_dw3_singles")
     "  push {r4-r11, lr}\n"
     "  ldm r1, {r4-r9}\n"
     "  ldr r1, [sp, #36]\n"
@@ -177,8 +166,7 @@ __asm__(
     "  cmp r0, r2\n"
     "  bne 1b\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_singles, .-tc_dw3_singles\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw3_singles"));
 #elif defined(__thumb2__)
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 1
@@ -196,14 +184,7 @@ void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bia
     "  ldrsh r3, [r0, #" #off "]\n" \
     "  mla " #acc ", " #w ", r3, " #acc "\n"
 __asm__(
-    "  .section .text.tc_dw3_pairs,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw3_pairs\n"
-    "  .type tc_dw3_pairs, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_pairs:\n"
+    TC_ASM_BEGIN("tc_dw3_pairs")
     "  push {r4-r11, lr}\n"
     "  ldm r1, {r4-r12}\n"
     "  add r2, r2, r2, lsl #1\n"
@@ -239,13 +220,8 @@ __asm__(
     "  cmp r0, r2\n"
     "  bne 1b\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_pairs, .-tc_dw3_pairs\n"
-    "  .section .text.tc_dw3_singles,\"ax\",%progbits\n"
-    "  .align 2\n"
-    "  .global tc_dw3_singles\n"
-    "  .type tc_dw3_singles, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_singles:\n"
+    TC_ASM_END("tc_dw3_pairs")
+    TC_ASM_BEGIN("tc_dw3_singles")
     "  push {r4-r11, lr}\n"
     "  ldm r1, {r4-r12}\n"
     "  ldr lr, [sp, #36]\n"
@@ -267,8 +243,7 @@ __asm__(
     "  cmp r0, r2\n"
     "  bne 1b\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_singles, .-tc_dw3_singles\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw3_singles"));
 #else
 #define TC_DW_PACKED 0
 #define TC_DW_ASM 0
@@ -401,14 +376,7 @@ void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
 #define TC_DW_CLAMP_SSAT(x, lo, hi) \
     "  ssat " x ", #8, " x "\n  cmp " x ", " lo "\n  it lt\n  movlt " x ", " lo "\n"
 __asm__(
-    "  .section .text.tc_dw_store_row,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw_store_row\n"
-    "  .type tc_dw_store_row, %function\n"
-    "  .thumb_func\n"
-    "tc_dw_store_row:\n"
+    TC_ASM_BEGIN("tc_dw_store_row")
     "  push {r4-r11, lr}\n"
     "  ldm r3, {r4-r11}\n"
     "  cmp r1, #0\n"
@@ -421,8 +389,7 @@ __asm__(
     TC_DW_STORE_LOOP("6", TC_DW_CLAMP_SSAT("r12", "r7", "r8"))
     "9:\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw_store_row, .-tc_dw_store_row\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw_store_row"));
 /* The pair loops with the store fused (stride 1, a fast channel): outputs from the columns at
  * cols up to the end in the row's store constants (tc_dw_row_weights). */
 void tc_dw3_pairs_store(int16_t *cols, const int32_t *block, int8_t *out, int32_t ssat);
@@ -451,14 +418,7 @@ void tc_dw3_pairs_store(int16_t *cols, const int32_t *block, int8_t *out, int32_
 #define TC_DW_CLAMP16_SSAT "  ssat16 r12, #8, r12\n"
 #define TC_DW_CLAMP16_HI "  ssub16 lr, r7, r12\n  sel r12, r12, r7\n"
 __asm__(
-    "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw3_pairs_store\n"
-    "  .type tc_dw3_pairs_store, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_pairs_store:\n"
+    TC_ASM_BEGIN("tc_dw3_pairs_store")
     "  push {r4-r11, lr}\n"
     "  cmp r3, #0\n"
     "  bne 5f\n"
@@ -466,8 +426,7 @@ __asm__(
     "  pop {r4-r11, pc}\n"
     TC_DW_FUSED_LOOP("5", TC_DW_CLAMP16_SSAT)
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw3_pairs_store"));
 #else
 /* Cortex-M3: one SMLAL per tap for both outputs of a pair. Column j holds, per slot, the word
  * x[j] + x[j + 1] * 2^23; the 64-bit accumulator starts at 2^21 + bias2 * 2^23 (bias2: the
@@ -516,14 +475,7 @@ __asm__(
     "  cmp r0, r11\n" \
     "  bne " loop "b\n"
 __asm__(
-    "  .section .text.tc_dw3_pairs_store,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw3_pairs_store\n"
-    "  .type tc_dw3_pairs_store, %function\n"
-    "  .thumb_func\n"
-    "tc_dw3_pairs_store:\n"
+    TC_ASM_BEGIN("tc_dw3_pairs_store")
     "  push {r4-r11, lr}\n"
     "  mov r10, r2\n"
     "  ldr r11, [r1, #68]\n"
@@ -533,8 +485,7 @@ __asm__(
     "  pop {r4-r11, pc}\n"
     TC_DW_FUSED_LOOP("5", TC_DW_CLAMP_SSAT)
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dw3_pairs_store, .-tc_dw3_pairs_store\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw3_pairs_store"));
 #endif
 #else
 static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
@@ -783,14 +734,7 @@ static void tc_dw_fill(int16_t *cols, int32_t ncols, int32_t zp, int packed)
 void tc_dw_copy_packed(int32_t *dst, const int8_t *src, int32_t channels, int32_t count,
                        int32_t zp);
 __asm__(
-    "  .section .text.tc_dw_copy_packed,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw_copy_packed\n"
-    "  .type tc_dw_copy_packed, %function\n"
-    "  .thumb_func\n"
-    "tc_dw_copy_packed:\n"
+    TC_ASM_BEGIN("tc_dw_copy_packed")
     "  push {r4-r8, lr}\n"
     "  ldr r5, [sp, #24]\n"
     "  mov r4, r5\n"
@@ -832,8 +776,7 @@ __asm__(
     "  add r4, r4, r5, lsl #23\n"
     "  str r4, [r0]\n"
     "  pop {r4-r8, pc}\n"
-    "  .size tc_dw_copy_packed, .-tc_dw_copy_packed\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw_copy_packed"));
 #endif
 
 #if TC_DW_FUSED
@@ -866,14 +809,7 @@ typedef char tc_dw_end_check[(int)(offsetof(tc_dw_row_weights, store) + 4 * TC_D
                              (int)TC_DW_BLOCK_AT ==
                              TC_DW_END_AT ? 1 : -1];
 __asm__(
-    "  .section .text.tc_dw_fused_rows,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dw_fused_rows\n"
-    "  .type tc_dw_fused_rows, %function\n"
-    "  .thumb_func\n"
-    "tc_dw_fused_rows:\n"
+    TC_ASM_BEGIN("tc_dw_fused_rows")
     "  push {r4-r11, lr}\n"
     "  sub sp, sp, #4\n"
     "  mov r4, r0\n"
@@ -921,8 +857,7 @@ __asm__(
     "  ldr r3, [r6, #32]\n"
     "  str r3, [r9, #" TC_DW_STR(TC_DW_END_AT) "]\n"
     "  b 4b\n"
-    "  .size tc_dw_fused_rows, .-tc_dw_fused_rows\n"
-    "  .text\n");
+    TC_ASM_END("tc_dw_fused_rows"));
 
 /* The block's row list for tc_dw_fused_rows (at most TC_DW_LIST words); returns its end. */
 #define TC_DW_LIST (TC_DW_BLOCK_ROWS * 8)

@@ -1,6 +1,7 @@
 /* Internal dot-product engine for conv2d and fully_connected (see tc_matmul.h). */
 #include <stddef.h>
 
+#include "tc_asm.h"
 #include "tc_matmul.h"
 
 /* The inner loops are the whole cost of a convolution: optimize them for speed even in an -Os
@@ -131,14 +132,7 @@ void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
  * (entered in its middle when their count is odd). Needs pairs >= 1, k >= 4 and a 4-byte
  * aligned column; the k % 4 tail is left to the caller. */
 #define TC_DOT_ROWS_PROLOGUE(name) \
-    "  .section .text." name ",\"ax\",%progbits\n" \
-    "  .syntax unified\n" \
-    "  .thumb\n" \
-    "  .align 2\n" \
-    "  .global " name "\n" \
-    "  .type " name ", %function\n" \
-    "  .thumb_func\n" \
-    name ":\n" \
+    TC_ASM_BEGIN(name) \
     "  push {r4-r11, lr}\n" \
     "  ldrd r12, lr, [sp, #36]\n" \
     "  sub sp, sp, #24\n" \
@@ -180,8 +174,7 @@ void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
     "  bne 2b\n" \
     "  add sp, sp, #24\n" \
     "  pop {r4-r11, pc}\n" \
-    "  .size " name ", .-" name "\n" \
-    "  .text\n"
+    TC_ASM_END(name)
 
 #if TC_USE_DSP && defined(__thumb2__)
 /* Cortex-M4: 16.5 instructions per 16 MACs. One LDM brings a group of both pixels, one LDR
@@ -270,14 +263,7 @@ void tc_dot_rows_s16_asm(const int16_t *w16, int32_t pairs, int32_t k, const int
     "  smlad r5, r12, r8, r5\n" \
     "  smlad r5, lr, r9, r5\n"
 __asm__(
-    "  .section .text.tc_dot_rows_s16_asm,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_dot_rows_s16_asm\n"
-    "  .type tc_dot_rows_s16_asm, %function\n"
-    "  .thumb_func\n"
-    "tc_dot_rows_s16_asm:\n"
+    TC_ASM_BEGIN("tc_dot_rows_s16_asm")
     "  push {r4-r11, lr}\n"
     "  ldrd r12, lr, [sp, #36]\n"
     "  sub sp, sp, #24\n"
@@ -330,8 +316,7 @@ __asm__(
     "  bne 2b\n"
     "  add sp, sp, #24\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_dot_rows_s16_asm, .-tc_dot_rows_s16_asm\n"
-    "  .text\n");
+    TC_ASM_END("tc_dot_rows_s16_asm"));
 
 void tc_weights_to_s16_pairs(const int8_t *weights, int32_t rows, int32_t k, int16_t *w16)
 {
@@ -486,14 +471,7 @@ typedef char tc_fast_is_four_words[sizeof(tc_requant_fast) == 16 ? 1 : -1];
     stop ":\n" \
     "  sub r1, r1, #16\n"
 __asm__(
-    "  .section .text.tc_store_fast_rows,\"ax\",%progbits\n"
-    "  .syntax unified\n"
-    "  .thumb\n"
-    "  .align 2\n"
-    "  .global tc_store_fast_rows\n"
-    "  .type tc_store_fast_rows, %function\n"
-    "  .thumb_func\n"
-    "tc_store_fast_rows:\n"
+    TC_ASM_BEGIN("tc_store_fast_rows")
     "  push {r4-r11, lr}\n"
     "  ldr r12, [sp, #36]\n"
     "  ldrd r10, r11, [sp, #40]\n"
@@ -510,8 +488,7 @@ __asm__(
     "  sub r0, r1, lr\n"
     "  asr r0, r0, #4\n"
     "  pop {r4-r11, pc}\n"
-    "  .size tc_store_fast_rows, .-tc_store_fast_rows\n"
-    "  .text\n");
+    TC_ASM_END("tc_store_fast_rows"));
 #else
 int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
                            int32_t hi, int8_t *first, int8_t *out0)
