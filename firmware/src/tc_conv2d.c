@@ -212,14 +212,11 @@ static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, cons
 }
 
 /* The pair-column path, for every shape. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static int tc_conv2d_columns(const tc_context *ctx, const tc_conv_params *params,
-                             const tc_requant_params *rq, const tc_dims *in_dims,
-                             const int8_t *input, const tc_filter_dims *filter,
-                             const int8_t *weights, const int32_t *bias,
-                             const tc_dims *out_dims, int8_t *output)
+static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_params *params,
+                                         const tc_requant_params *rq, const tc_dims *in_dims,
+                                         const int8_t *input, const tc_filter_dims *filter,
+                                         const int8_t *weights, const int32_t *bias,
+                                         const tc_dims *out_dims, int8_t *output)
 {
     const int32_t groups = params->groups;
     const int32_t k = filter->kh * filter->kw * filter->c;

@@ -77,11 +77,8 @@ int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *p, const tc_filter_d
 
 /* Packed row of input row x (NULL: a padding row): width words. Out of line: inlined into
  * the row loop it is compiled with fewer registers. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w, const tc_conv_params *p,
-                        int32_t width)
+static TC_NOINLINE void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w,
+                                    const tc_conv_params *p, int32_t width)
 {
     const int32_t step = p->stride_w, left = p->pad_left, zp = p->input_zero_point;
     /* columns j whose both values lie inside the image: left <= j < left + w - step */
@@ -245,10 +242,7 @@ typedef struct {
 
 /* Output channel m of a pixel whose lane holds a = 2 * its dot product. Out of line: it holds
  * the exact requantization of every mode. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static int8_t tc_1ch_output(const tc_1ch_layer *l, int32_t m, int32_t a)
+static TC_NOINLINE int8_t tc_1ch_output(const tc_1ch_layer *l, int32_t m, int32_t a)
 {
     const tc_conv_params *p = l->params;
     const int32_t v = l->fast[m].fast

@@ -284,12 +284,6 @@ static void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int3
 }
 #endif
 
-#if defined(__GNUC__)
-#define TC_NOINLINE __attribute__((noinline))
-#else
-#define TC_NOINLINE
-#endif
-
 /* Copy count values of one input row of one channel (src, stride `channels`) into slot s of
  * consecutive columns. Out of line so that its loop keeps everything in registers; external
  * for tc_dw_fused_rows. */

@@ -67,11 +67,8 @@ void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_
 /* Requantize, offset, clamp and store output channel `row` of one or two pixels. Out of line on
  * purpose: with the channel's constants in registers this is ~20 instructions per output;
  * inlined into the block loop, gcc spills them. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc0, int32_t acc1,
-                             int8_t *out0, int8_t *out1)
+static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row, int32_t acc0,
+                                         int32_t acc1, int8_t *out0, int8_t *out1)
 {
     const tc_requant_params *rq = o->rq;
     const int32_t ch = o->first_channel + row;

@@ -26,6 +26,13 @@
 #define TC_INLINE static inline
 #endif
 
+/* ... and a helper that must stay out of line (its caller's hot loop keeps the registers). */
+#if defined(__GNUC__)
+#define TC_NOINLINE __attribute__((noinline))
+#else
+#define TC_NOINLINE
+#endif
+
 #define TC_RQ_FIXED_DOUBLE 0
 #define TC_RQ_FIXED_SINGLE 1
 #define TC_RQ_FLOAT 2
