@@ -96,14 +96,6 @@ def _read_syscalls(pid: int) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_report(
         device_build, tmp_path):
     export_dir, exe = device_build
@@ -130,7 +122,7 @@ def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_re
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if device_pid is not None and _alive(device_pid):
+        if device_pid is not None and hd.alive(device_pid):
             os.kill(device_pid, signal.SIGKILL)
     assert proc.returncode == 2, err
     line, = err.strip().splitlines()
@@ -141,7 +133,7 @@ def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_re
     assert silence <= silent < silence + 1
     # The silence limit, then stopping the stopped device (terminate, at worst kill after 2 s).
     assert ended < silence + 5, ended
-    assert not _alive(device_pid), "the stopped device outlived verify"
+    assert not hd.alive(device_pid), "the stopped device outlived verify"
     # The report of the images verified before the stop, marked aborted with the message.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npz", "report.json"]
     result = json.loads(report.read_text())

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,14 +67,6 @@ def test_inputs_are_pulled_only_as_the_window_allows(device_build):
     assert max(ahead) <= window + 1 and pulled == count
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_ctrl_c_stops_the_device_and_writes_no_report(device_build, tmp_path):
     export_dir, exe = device_build
     data = tmp_path / "many.npz"
@@ -98,6 +89,6 @@ def test_ctrl_c_stops_the_device_and_writes_no_report(device_build, tmp_path):
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert hd.wait_until(lambda: not _alive(device_pid), 5), "the device outlived verify"
+    assert hd.wait_until(lambda: not hd.alive(device_pid), 5), "the device outlived verify"
     assert not report.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["many.npz"]
