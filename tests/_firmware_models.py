@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+import runtime
 from export.plan import plan_arena
 from runtime import kernels
 from runtime.model import Layer, QuantModel, TensorSpec
@@ -137,39 +138,8 @@ def random_model(rng: np.random.Generator, input_shape, spec: list[dict], mode: 
 
 
 def reference_run(model: QuantModel, x: np.ndarray) -> np.ndarray:
-    """Run ``x`` (int8 ``[N, *input shape]``) through runtime.kernels, layer by layer."""
-    values = {model.input: x}
-    for layer in model.layers:
-        p, a = layer.params, layer.arrays
-        act = (p["act_min"], p["act_max"])
-        src = values[layer.inputs[0]]
-        spec_in = model.tensors[layer.inputs[0]]
-        spec_out = model.tensors[layer.output]
-        if layer.op == "conv2d":
-            y = kernels.conv2d(src, a["weights"], a["bias"], layer.requant(),
-                               input_zero_point=spec_in.zero_point,
-                               output_zero_point=spec_out.zero_point, stride=p["stride"],
-                               padding=p["padding"], dilation=p["dilation"],
-                               groups=p["groups"], act_range=act)
-        elif layer.op == "fully_connected":
-            y = kernels.fully_connected(src, a["weights"], a["bias"], layer.requant(),
-                                        input_zero_point=spec_in.zero_point,
-                                        output_zero_point=spec_out.zero_point, act_range=act)
-        elif layer.op == "max_pool2d":
-            y = kernels.max_pool2d(src, p["kernel"], stride=p["stride"], padding=p["padding"],
-                                   act_range=act)
-        elif layer.op == "avg_pool2d":
-            y = kernels.avg_pool2d(src, p["kernel"], a, stride=p["stride"], padding=p["padding"],
-                                   count_include_pad=p["count_include_pad"],
-                                   ceil_pad=p.get("ceil_pad", (0, 0)), act_range=act)
-        elif layer.op == "global_avg_pool":
-            y = kernels.global_avg_pool(src, a, act_range=act)
-        elif layer.op == "add":
-            y = kernels.add(src, values[layer.inputs[1]], a, act_range=act)
-        else:
-            raise ValueError(layer.op)
-        values[layer.output] = y.reshape((x.shape[0],) + tuple(spec_out.shape))
-    return values[model.output]
+    """runtime/'s output for ``x`` (int8 ``[N, *input shape]``): what the device must equal."""
+    return runtime.run(model, x).reshape((x.shape[0],) + tuple(model.output_spec.shape))
 
 
 # -- native build of the C runner ----------------------------------------------------------------
