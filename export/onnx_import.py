@@ -169,19 +169,31 @@ def _fold_batchnorm(graph) -> None:
             raise TinyconvError(f"node {bn.name!r} (BatchNormalization): parameter {exc} is not "
                                 "an initializer") from None
         eps = _attrs(bn).get("epsilon", 1e-5)
-        bias = (params[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2]
-                else np.zeros(weight.shape[0]))
         factor = gamma / np.sqrt(var + eps)
-        new_w = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
-        new_b = ((bias - mean) * factor + beta).astype(np.float32)
-        w_name, b_name = conv.name + "_folded_W", conv.name + "_folded_B"
-        graph.initializer.extend([numpy_helper.from_array(new_w, w_name),
-                                  numpy_helper.from_array(new_b, b_name)])
-        del conv.input[1:]
-        conv.input.extend([w_name, b_name])
-        conv.output[0] = bn.output[0]
-        graph.node.remove(bn)
+        _absorb_into_conv(graph, params, conv, bn, conv.name,
+                          weight * factor.reshape(-1, *([1] * (weight.ndim - 1))),
+                          (_conv_bias(params, conv) - mean) * factor + beta)
     _drop_unused_initializers(graph)
+
+
+def _conv_bias(params: dict, conv) -> np.ndarray:
+    """The Conv's bias in float64, zeros when it has none."""
+    if len(conv.input) > 2 and conv.input[2]:
+        return params[conv.input[2]].astype(np.float64)
+    return np.zeros(params[conv.input[1]].shape[0])
+
+
+def _absorb_into_conv(graph, params: dict, conv, node, prefix: str, weight, bias) -> None:
+    """``conv`` takes the folded ``weight`` and ``bias`` (stored as float32 initializers
+    ``prefix``_folded_W/_B, also in ``params``) and ``node``'s output; ``node`` goes."""
+    names = (prefix + "_folded_W", prefix + "_folded_B")
+    for name, value in zip(names, (weight, bias)):
+        params[name] = value.astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(params[name], name))
+    del conv.input[1:]
+    conv.input.extend(names)
+    conv.output[0] = node.output[0]
+    graph.node.remove(node)
 
 
 def _per_channel(value: np.ndarray, channels: int) -> np.ndarray | None:
@@ -199,41 +211,29 @@ def _fold_channel_affine(graph) -> None:
     """Fold Mul and Add by a per-channel constant into the Conv before them. tf2onnx writes a
     Keras BatchNormalization it could not fold (after a DepthwiseConv2D, say) as such a pair."""
     outputs = {o.name for o in graph.output}
-    changed = True
-    while changed:
-        changed = False
-        params = _initializers(graph)
-        by_output = {o: n for n in graph.node for o in n.output}
-        for node in [n for n in graph.node if n.op_type in ("Mul", "Add")]:
-            constant = [k for k, name in enumerate(node.input) if name in params]
-            if len(constant) != 1:
-                continue
-            source = node.input[1 - constant[0]]
-            conv = by_output.get(source)
-            users = [n for n in graph.node if source in n.input]
-            if (conv is None or conv.op_type != "Conv" or len(users) != 1 or source in outputs
-                    or conv.input[1] not in params):
-                continue
-            weight = params[conv.input[1]].astype(np.float64)
-            factor = _per_channel(params[node.input[constant[0]]], weight.shape[0])
-            if factor is None:
-                continue
-            bias = (params[conv.input[2]].astype(np.float64)
-                    if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0]))
-            if node.op_type == "Mul":
-                weight = weight * factor.reshape(-1, 1, 1, 1)
-                bias = bias * factor
-            else:
-                bias = bias + factor
-            w_name, b_name = node.name + "_folded_W", node.name + "_folded_B"
-            graph.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), w_name),
-                                      numpy_helper.from_array(bias.astype(np.float32), b_name)])
-            del conv.input[1:]
-            conv.input.extend([w_name, b_name])
-            conv.output[0] = node.output[0]
-            graph.node.remove(node)
-            changed = True
-            break
+    params = _initializers(graph)
+    by_output = {o: n for n in graph.node for o in n.output}
+    for node in [n for n in graph.node if n.op_type in ("Mul", "Add")]:
+        constant = [k for k, name in enumerate(node.input) if name in params]
+        if len(constant) != 1:
+            continue
+        source = node.input[1 - constant[0]]
+        conv = by_output.get(source)
+        users = [n for n in graph.node if source in n.input]
+        if (conv is None or conv.op_type != "Conv" or len(users) != 1 or source in outputs
+                or conv.input[1] not in params):
+            continue
+        weight = params[conv.input[1]].astype(np.float64)
+        factor = _per_channel(params[node.input[constant[0]]], weight.shape[0])
+        if factor is None:
+            continue
+        bias = _conv_bias(params, conv)
+        if node.op_type == "Mul":
+            weight, bias = weight * factor.reshape(-1, 1, 1, 1), bias * factor
+        else:
+            bias = bias + factor
+        _absorb_into_conv(graph, params, conv, node, node.name, weight, bias)
+        by_output[node.output[0]] = conv  # a following Add folds into the same Conv
     _drop_unused_initializers(graph)
 
 
