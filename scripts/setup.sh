@@ -30,9 +30,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.tinyconv-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  echo "setup: installing tinyconv and its test/demo/torch/keras extras into $VENV" >&2
+  echo "setup: installing tinyconv and its test/demo/torch/keras/tflite/oracles extras into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    -e "$ROOT[test,demo,torch,keras]" \
+    -e "$ROOT[test,demo,torch,keras,tflite,oracles]" \
     2> >(grep -v "^WARNING: Location 'file://" >&2)
   touch "$stamp"
 fi

@@ -1,0 +1,168 @@
+"""Max, average and global average pooling."""
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.requant import Requant
+from runtime.kernels.common import (INT8_MIN, INT8_MAX, _int8, _pair, _pads, _zero_point,
+                                    _act_range, _pad_nhwc, _windows, _spatial, _const, _is_fixed,
+                                    _scalar_i32, _scalar_f32, _check_mode, _fixed_rescale,
+                                    _same_quantization)
+
+
+def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
+               act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Max over the window's taps inside the image (padding never wins). Output quantization
+    equals the input's, in both modes."""
+    x = _int8("x", x, 4)
+    kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
+    low, high = _act_range(act_range)
+    out_hw = _spatial(x, kernel, stride, padding)
+    xp = _pad_nhwc(x, padding, INT8_MIN)
+    out = None
+    for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
+        out = view.copy() if out is None else np.maximum(out, view, out=out)
+    return np.clip(out, low, high).astype(np.int8)
+
+
+def avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, kernel,
+                       mode: str) -> dict[str, np.ndarray]:
+    """Constants for ``avg_pool2d`` (see docs/ARITHMETIC.md for each key)."""
+    _check_mode(mode)
+    kh, kw = _pair("kernel", kernel)
+    consts = {"input_zero_point": _scalar_i32(_zero_point("x_zero_point", x_zero_point)),
+              "output_zero_point": _scalar_i32(_zero_point("y_zero_point", y_zero_point))}
+    if mode == "fixed":
+        consts["multiplier"], consts["shift"] = _fixed_rescale(x_scale, y_scale)
+        consts["rescale"] = _scalar_i32(
+            not _same_quantization(x_scale, x_zero_point, y_scale, y_zero_point))
+    else:
+        consts["x_scale"] = _scalar_f32(x_scale)
+        consts["y_scale"] = _scalar_f32(y_scale)
+        consts["global_scale"] = _global_scale(x_scale, y_scale, kh * kw)
+    return consts
+
+
+def _global_scale(x_scale, y_scale, count: int) -> np.ndarray:
+    """onnxruntime's ``x_scale / (y_scale * count)``, in float32, in that order."""
+    return _scalar_f32(np.float32(x_scale) / (np.float32(y_scale) * np.float32(count)))
+
+
+def _rounding_divide(acc: np.ndarray, count) -> np.ndarray:
+    """TFLite's integer average: divide rounding half away from zero (C truncating division)."""
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((half - acc) // count))
+
+
+def _fixed_mean(acc_centered: np.ndarray, count, consts: dict) -> np.ndarray:
+    """TFLite's int8 MEAN: rescale the zero-centered sum, then divide by the count rounding
+    half away from zero, then add the output zero point."""
+    rq = Requant.fixed(_const(consts, "multiplier", np.int32), _const(consts, "shift", np.int32))
+    return _rounding_divide(rq.apply(acc_centered), count) + int(consts["output_zero_point"][0])
+
+
+def _float_global(raw_sum: np.ndarray, count: int, scale: np.float32, x_zp: int, y_zp: int):
+    """onnxruntime's QLinearGlobalAveragePool: ``rint(float32(sum - zp * count) * scale)``."""
+    acc = (raw_sum - x_zp * count).astype(np.float32)
+    return np.rint(acc * scale) + y_zp
+
+
+def _taps_within(start: np.ndarray, taps: int, lo: int, hi: int) -> np.ndarray:
+    """How many of the taps start, start + 1, ... start + taps - 1 lie in [lo, hi)."""
+    return np.clip(start + taps, lo, hi) - np.clip(start, lo, hi)
+
+
+def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
+               count_include_pad: bool = False, ceil_pad=(0, 0),
+               act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Average pool. ``fixed``: TFLite's rounding division by the count (no rescale when input
+    and output quantization are equal). ``float``: onnxruntime's QLinearAveragePool.
+
+    ``ceil_pad`` is the part of the bottom and right ``padding`` that ONNX's ceil_mode added
+    for the last window: like the declared padding it adds nothing to the sum, but
+    ``count_include_pad`` never counts it (onnxruntime's AveragePool, PyTorch)."""
+    x = _int8("x", x, 4)
+    kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
+    ceil_pad = tuple(int(v) for v in ceil_pad)
+    if not (0 <= ceil_pad[0] <= max(padding[2], 0) and 0 <= ceil_pad[1] <= max(padding[3], 0)):
+        raise ValueError(f"ceil_pad {ceil_pad} must lie within the bottom/right padding")
+    low, high = _act_range(act_range)
+    oh, ow = _spatial(x, kernel, stride, padding)
+    x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
+    y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
+    n, h, w, c = x.shape
+    kh, kw = kernel
+    top = np.arange(oh) * stride[0] - padding[0]
+    left = np.arange(ow) * stride[1] - padding[1]
+    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
+    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    count = valid
+    if count_include_pad:
+        rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
+        cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
+        count = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+
+    if _is_fixed(consts):
+        rescale = int(_const(consts, "rescale", np.int32)[0])
+        if rescale:  # sum of (x - zp); padding contributes 0
+            xp = _pad_nhwc(x.astype(np.int32) - x_zp, padding, 0)
+        else:  # raw sum as TFLite does; counted padding holds the zero point
+            xp = _pad_nhwc(x.astype(np.int32), padding, 0)
+        acc = np.zeros((n, oh, ow, c), np.int64)
+        for _, _, view in _windows(xp, kernel, stride, (1, 1), (oh, ow)):
+            acc += view
+        if count_include_pad and not rescale:
+            acc += (count - valid) * x_zp
+        out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
+        return np.clip(out, low, high).astype(np.int8)
+
+    x_scale = _const(consts, "x_scale", np.float32)[0]
+    y_scale = _const(consts, "y_scale", np.float32)[0]
+    if (kh, kw) == (h, w) and padding == (0, 0, 0, 0):
+        # onnxruntime runs a whole-image window without padding as a global average pool
+        raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+        scale = _const(consts, "global_scale", np.float32)[0]
+        out = _float_global(raw, h * w, scale, x_zp, y_zp)
+        return np.clip(out, low, high).astype(np.int8)
+    xf = _pad_nhwc(x_scale * (x.astype(np.float32) - np.float32(x_zp)), padding, 0)
+    total = np.zeros((n, oh, ow, c), np.float32)
+    for _, _, view in _windows(xf, kernel, stride, (1, 1), (oh, ow)):
+        total += view  # row-major tap order, as onnxruntime sums; padding adds +0.0 exactly
+    mean = total / count.astype(np.float32)
+    out = np.rint(mean / y_scale + np.float32(y_zp))
+    return np.clip(out, low, high).astype(np.int8)
+
+
+def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spatial,
+                              mode: str) -> dict[str, np.ndarray]:
+    """Constants for ``global_avg_pool`` over an input of ``spatial = (H, W)``."""
+    _check_mode(mode)
+    height, width = _pair("spatial", spatial)
+    count = height * width
+    consts = {"input_zero_point": _scalar_i32(_zero_point("x_zero_point", x_zero_point)),
+              "output_zero_point": _scalar_i32(_zero_point("y_zero_point", y_zero_point)),
+              "count": _scalar_i32(count)}
+    if mode == "fixed":
+        consts["multiplier"], consts["shift"] = _fixed_rescale(x_scale, y_scale)
+    else:
+        consts["scale"] = _global_scale(x_scale, y_scale, count)
+    return consts
+
+
+def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Mean over H and W -> ``[N, 1, 1, C]``. ``fixed``: TFLite's int8 MEAN; ``float``:
+    onnxruntime's QLinearGlobalAveragePool."""
+    x = _int8("x", x, 4)
+    low, high = _act_range(act_range)
+    count = x.shape[1] * x.shape[2]
+    if int(_const(consts, "count", np.int32)[0]) != count:
+        raise ValueError(f"consts were made for {int(consts['count'][0])} positions but x has "
+                         f"{x.shape[1]}x{x.shape[2]} = {count}")
+    x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
+    y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
+    raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+    if _is_fixed(consts):
+        out = _fixed_mean(raw - x_zp * count, count, consts)
+    else:
+        out = _float_global(raw, count, _const(consts, "scale", np.float32)[0], x_zp, y_zp)
+    return np.clip(out, low, high).astype(np.int8)
