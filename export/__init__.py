@@ -4,6 +4,6 @@
     result = export.from_onnx("net.onnx", "calib.npz", requant="float")
     result.save("build/net")
 """
-from export.api import ExportResult, from_filters, from_onnx
+from export.api import ExportResult, from_filters, from_onnx, from_tflite
 
-__all__ = ["ExportResult", "from_filters", "from_onnx"]
+__all__ = ["ExportResult", "from_filters", "from_onnx", "from_tflite"]

@@ -30,11 +30,12 @@ from runtime.model import UMASK, QuantModel
 
 @dataclass
 class ExportResult:
-    float_model: onnx.ModelProto  # model.onnx
-    quant_onnx: onnx.ModelProto  # model.q.onnx
+    float_model: onnx.ModelProto | None  # model.onnx (None for a .tflite source)
+    quant_onnx: onnx.ModelProto | None  # model.q.onnx (None where onnxruntime cannot run it)
     model: QuantModel  # model.tcm
     report: dict  # report.json
-    graph: FloatGraph  # the float layers, for tooling
+    graph: FloatGraph | None  # the float layers, for tooling
+    tflite: bytes | None = None  # model.tflite: the source, kept for --against tflm
 
     def table(self) -> str:
         return format_report(self.report)
@@ -54,8 +55,12 @@ class ExportResult:
         except OSError as exc:
             raise TinyconvError(f"cannot write {out_dir}: {exc.strerror}") from None
         try:
-            onnx.save(self.float_model, tmp / "model.onnx")
-            onnx.save(self.quant_onnx, tmp / "model.q.onnx")
+            if self.float_model is not None:
+                onnx.save(self.float_model, tmp / "model.onnx")
+            if self.quant_onnx is not None:
+                onnx.save(self.quant_onnx, tmp / "model.q.onnx")
+            if self.tflite is not None:
+                (tmp / "model.tflite").write_bytes(self.tflite)
             (tmp / "model.tcm").write_bytes(self.model.to_bytes())
             (tmp / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
             write_c_sources(self.model, tmp)
@@ -121,6 +126,21 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     plan_arena(model)
     q_onnx = to_qonnx(model, weight_scales, graph.boundary)
     return ExportResult(float_model, q_onnx, model, build_report(model), graph)
+
+
+def from_tflite(source, *, name: str | None = None) -> ExportResult:
+    """A full-integer int8 .tflite file (path or bytes) as it is: its scales, zero points and
+    integers, TFLite Micro's constants (export/tflite_import.py). No calibration."""
+    from export.tflite_import import read, to_qonnx_or_reason
+
+    imported = read(source, name)
+    model = imported.model
+    plan_arena(model)
+    model.validate()
+    q_onnx, reason = to_qonnx_or_reason(imported)
+    report = build_report(model)
+    report["model_q_onnx"] = "written" if q_onnx is not None else f"not written: {reason}"
+    return ExportResult(None, q_onnx, model, report, None, imported.data)
 
 
 def filters_model(weights: np.ndarray, bias: np.ndarray | None, input_shape, *,

@@ -5,8 +5,9 @@ import argparse
 
 from runtime.requant import MODES
 
-EXAMPLE = """example:
+EXAMPLE = """examples:
   tinyconv export net.onnx --calibration calib.npz --out build/net --requant float
+  tinyconv export net.tflite --out build/net      (full-integer int8 TFLite, as quantized)
 
 CALIBRATION is an .npz with an array x of float32 inputs in the model's own input layout
 (NCHW for PyTorch exports, NHWC for Keras/tf2onnx). DIR receives model.onnx, model.q.onnx,
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         description="Import an ONNX float model, calibrate it, quantize it to int8 and write "
         "every artifact the device flow needs.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model (float)")
+    parser.add_argument("model", metavar="MODEL.onnx",
+                        help="ONNX model (float), or a full-integer int8 .tflite file")
     parser.add_argument("--calibration", metavar="DATA.npz",
                         help="calibration inputs: array x in the model's input layout "
                         "(required unless onnxruntime already quantized the model)")
@@ -36,8 +38,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from export.api import from_onnx
+    from export.api import from_onnx, from_tflite
+    from export.tflite_import import is_tflite
 
+    if is_tflite(args.model):
+        _check_tflite_options(args)
+        result = from_tflite(args.model, name=args.name)
+        out = result.save(args.out)
+        print(result.table())
+        print(f"model.q.onnx: {result.report['model_q_onnx']}")
+        print(f"wrote {out}")
+        return 0
     result = from_onnx(args.model, args.calibration, requant=args.requant,
                        per_channel=not args.per_tensor, method=args.calibration_method,
                        name=args.name)
@@ -45,3 +56,16 @@ def run(args) -> int:
     print(result.table())
     print(f"wrote {out}")
     return 0
+
+
+def _check_tflite_options(args) -> None:
+    """A .tflite file is quantized already: options that would re-quantize it are refused."""
+    from runtime.errors import TinyconvError
+
+    if args.calibration:
+        raise TinyconvError(f"{args.model} is an int8 TFLite model: its scales are used as they "
+                            "are, so --calibration does not apply")
+    if args.requant != "fixed" or args.per_tensor or args.calibration_method != "minmax":
+        raise TinyconvError(f"{args.model} is an int8 TFLite model: it runs TFLite Micro's "
+                            "fixed-point arithmetic as quantized; --requant float, --per-tensor "
+                            "and --calibration-method do not apply")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,9 @@ class Imported:
     weight_scales: dict[str, np.ndarray]
     float_input: bool
     float_output: bool
-    tensor_index: dict[str, int] = field(default_factory=dict)  # model tensor -> TFLite tensor
+    tensors: dict[int, str]  # TFLite tensor index -> the model tensor holding its bytes
+    output_shape: tuple[int, ...]  # the file's output tensor shape, batch included
+    data: bytes = b""  # the .tflite file
 
 
 def _round_half_away(value: np.float32) -> int:
@@ -377,7 +379,8 @@ class _Importer:
                   "act_min": -128, "act_max": 127}
         layer = self.add_layer("conv2d", [x_name], y, params, arrays)
         self.specs[layer.output].shape = (1, 1, c)  # keep_dims or not: the same bytes
-        self.weight_scales[layer.name] = np.full(c, np.float32(1.0))
+        # model.q.onnx: QLinearConv scale x_scale * w_scale / y_scale with w_scale = 1 / count
+        self.weight_scales[layer.name] = np.full(c, np.float32(1.0) / np.float32(h * wd))
 
     def add(self, op, ins, outs) -> None:
         a, b, y = ins[0], ins[1], outs[0]
@@ -495,10 +498,9 @@ class _Importer:
                     "prequantized": True, "calibration_method": None}
         model = QuantModel(self.name, "fixed", specs, self.layers, input_name, output_name,
                            metadata=metadata)
-        index = {}
-        for t, name in self.alias.items():
-            index.setdefault(name, int(name[len(TFLITE_PREFIX):]))
-        return Imported(model, self.weight_scales, float_input, float_output, index)
+        views = {t: n for t, n in self.alias.items() if n in used}
+        return Imported(model, self.weight_scales, float_input, float_output, views,
+                        tensors[graph_out].shape)
 
 
 def read(source: str | os.PathLike | bytes, name: str | None = None) -> Imported:
@@ -515,4 +517,35 @@ def read(source: str | os.PathLike | bytes, name: str | None = None) -> Imported
         name = Path(label).stem
     imported = _Importer(_Reader(data, label), name).run()
     imported.model.metadata["source"] = label
+    imported.data = data
     return imported
+
+
+def to_qonnx_or_reason(imported: Imported):
+    """(model.q.onnx, None), or (None, why not) when a layer has no onnxruntime equivalent.
+
+    Its edges are float: QuantizeLinear of an NHWC input, DequantizeLinear of the output
+    (NCHW for a feature map, as every model.q.onnx). Its requantization is onnxruntime's
+    float arithmetic, so it approximates the fixed-mode integers (as for an ONNX export
+    with ``--requant fixed``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.graph import Boundary
+    from export.qonnx import _Writer, to_qonnx
+
+    model = imported.model
+    missing = sorted({l.op for l in model.layers if not hasattr(_Writer, "w_" + l.op)})
+    if missing:
+        return None, f"onnxruntime has no equivalent for {', '.join(missing)}"
+    x_shape = list(model.input_spec.shape)
+    y_shape = list(model.output_spec.shape)
+    if len(y_shape) == 3:
+        y_shape = [y_shape[2], y_shape[0], y_shape[1]]
+    boundary = Boundary(
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *x_shape]),
+        helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *y_shape]),
+        "NHWC" if len(x_shape) == 3 else "NCHW")
+    q = to_qonnx(model, imported.weight_scales, boundary)
+    onnx.checker.check_model(q)
+    return q, None

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("--labels", action="store_true", help="print top-1 accuracy against 'y'")
     parser.add_argument("--per-layer", action="store_true",
                         help="also write every intermediate int8 tensor, named layer/<tensor>")
+    parser.add_argument("--against", choices=("tflm",),
+                        help="with --per-layer, for a model exported from a .tflite file: "
+                        "compare every tensor with TFLite Micro (DIR/model.tflite) and name the "
+                        "first that differs; LiteRT's output is reported too")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N")
     parser.set_defaults(func=main)
 
@@ -50,6 +54,8 @@ def main(args) -> int:
     model = runtime.load(args.model_dir)
     if args.batch_size < 1:
         raise TinyconvError("--batch-size must be >= 1")
+    if args.against and not args.per_layer:
+        raise TinyconvError("--against tflm compares layer by layer: add --per-layer")
     check_writable(args.output)
     inputs = NpzArray(args.input, "x")
     if len(inputs) == 0:
@@ -81,7 +87,24 @@ def main(args) -> int:
     np.savez(buffer, **arrays)
     write_atomic(Path(args.output), buffer.getvalue())
     print(f"tinyconv run: {len(y_q)} inputs -> {args.output}")
+    if args.against:
+        return _against_tflm(args, model)
     if labels is not None:
         accuracy = float((y_q.argmax(axis=1) == labels).mean())
         print(f"top-1 accuracy: {accuracy:.4f} ({len(labels)} labelled inputs)")
     return 0
+
+
+def _against_tflm(args, model) -> int:
+    """Exit status 1 when runtime/ and TFLM differ anywhere."""
+    from export.tflite_reference import compare
+
+    source = Path(args.model_dir)
+    source = (source if source.is_dir() else source.parent) / "model.tflite"
+    if not source.is_file():
+        raise TinyconvError(f"--against tflm needs {source} (written by `tinyconv export "
+                            "MODEL.tflite`)")
+    x = np.concatenate(list(NpzArray(args.input, "x").batches(1 << 16)))
+    result = compare(model, source.read_bytes(), x)
+    print(result.summary())
+    return 0 if result.first is None else 1

@@ -1,0 +1,142 @@
+"""runtime/ against the interpreters a TFLite user trusts, tensor by tensor.
+
+TFLite Micro (the ``tflite-micro`` package: the real interpreter with its reference kernels) is
+the oracle: runtime/ must equal it on every element of every tensor, and ``compare`` names the
+first tensor, in execution order, where it does not. LiteRT (``ai-edge-litert``, its optimized
+kernels) is reported only: exact rate and largest difference of the int8 output.
+
+A model exported from a .tflite file names its tensors ``t<i>`` after TFLite tensor ``i``
+(export/tflite_import.py), so each runtime/ tensor is read back from TFLM by that index; both
+interpreters keep every tensor (TFLM's ``kPreserveAllTensors``, LiteRT's
+``experimental_preserve_all_tensors``).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+import runtime
+from export.tflite_import import TFLITE_PREFIX
+from runtime.errors import TinyconvError
+from runtime.inputs import quantize_input
+from runtime.model import QuantModel
+
+
+@dataclass
+class Difference:
+    tensor: str
+    layer: str  # the layer writing it ("input" for the model input)
+    op: str
+    sample: int  # first input where it differs
+    count: int  # differing elements over all inputs
+    size: int  # elements over all inputs
+    largest: int
+
+
+@dataclass
+class Comparison:
+    inputs: int
+    tensors: int
+    first: Difference | None  # None: runtime == TFLM on every element of every tensor
+    litert_exact: float | None = None  # fraction of output elements equal to LiteRT's
+    litert_largest: int | None = None
+
+    def summary(self) -> str:
+        if self.first is None:
+            line = (f"runtime == TFLM: every element of {self.tensors} tensors on "
+                    f"{self.inputs} inputs")
+        else:
+            d = self.first
+            line = (f"runtime != TFLM: first tensor that differs is {d.tensor!r} (written by "
+                    f"{d.layer}, {d.op}): {d.count} of {d.size} elements, largest difference "
+                    f"{d.largest}, first on input {d.sample}")
+        if self.litert_exact is not None:
+            line += (f"\nvs LiteRT (optimized kernels, not gating): output exact on "
+                     f"{100 * self.litert_exact:.2f}% of elements, largest difference "
+                     f"{self.litert_largest}")
+        return line
+
+
+def _index(name: str) -> int:
+    if not name.startswith(TFLITE_PREFIX) or not name[len(TFLITE_PREFIX):].isdigit():
+        raise TinyconvError(f"tensor {name!r} does not come from a .tflite file; --against "
+                            "tflm needs a model exported from one")
+    return int(name[len(TFLITE_PREFIX):])
+
+
+def _feed(details: dict, x_float: np.ndarray | None, x_q: np.ndarray, i: int) -> np.ndarray:
+    """What the TFLite input takes: the float sample (it quantizes itself) or the int8 one."""
+    shape = tuple(details["shape"])
+    if details["dtype"] == np.float32 and x_float is not None:
+        return x_float[i:i + 1].astype(np.float32).reshape(shape)
+    if details["dtype"] == np.float32:
+        raise TinyconvError("the .tflite model takes float input; give float inputs")
+    return x_q[i:i + 1].reshape(shape)
+
+
+def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q) -> dict[str, np.ndarray]:
+    """Every tensor of ``model`` as TFLM computes it, batched like runtime.run's."""
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    interpreter = tflm.Interpreter.from_bytes(
+        data, intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+    details = interpreter.get_input_details(0)
+    names = [model.input] + [layer.output for layer in model.layers]
+    values = {name: [] for name in names}
+    for i in range(len(x_q)):
+        interpreter.set_input(_feed(details, x_float, x_q, i), 0)
+        interpreter.invoke()
+        for name in names:
+            values[name].append(interpreter.GetTensor(_index(name), 0)["tensor_data"].copy())
+    return {name: np.stack(v).reshape((len(x_q),) + model.tensors[name].shape)
+            for name, v in values.items()}
+
+
+def litert_output(data: bytes, model: QuantModel, x_float, x_q) -> np.ndarray:
+    """The int8 output tensor as LiteRT's optimized kernels compute it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
+                                  num_threads=1)
+    interpreter.allocate_tensors()
+    details = interpreter.get_input_details()[0]
+    out = []
+    for i in range(len(x_q)):
+        interpreter.set_tensor(details["index"], _feed(details, x_float, x_q, i))
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(_index(model.output)).copy())
+    return np.stack(out).reshape((len(x_q),) + model.output_spec.shape)
+
+
+def compare(model: QuantModel, data: bytes, x, *, litert: bool = True) -> Comparison:
+    """runtime/ vs TFLM on every tensor (and LiteRT on the output) for inputs ``x`` (float, or
+    int8 already quantized), NHWC."""
+    x = np.asarray(x)
+    x_float = x if np.issubdtype(x.dtype, np.floating) else None
+    x_q = quantize_input(model, x)
+    if x_float is not None:
+        x_float = x_float.reshape(x_q.shape)
+    ours = runtime.run(model, x_q, collect=True)[1]
+    theirs = tflm_tensors(data, model, x_float, x_q)
+    writers = {layer.output: layer for layer in model.layers}
+    first = None
+    for name in theirs:  # execution order: the input, then each layer's output
+        a, b = ours[name].astype(np.int32), theirs[name].astype(np.int32)
+        diff = np.abs(a - b).reshape(len(x_q), -1)
+        if diff.any():
+            layer = writers.get(name)
+            first = Difference(name, layer.name if layer else "input",
+                               layer.op if layer else "quantize", int(diff.any(axis=1).argmax()),
+                               int((diff > 0).sum()), int(diff.size), int(diff.max()))
+            break
+    result = Comparison(len(x_q), len(theirs), first)
+    if litert:
+        lite = litert_output(data, model, x_float, x_q).astype(np.int32)
+        diff = np.abs(ours[model.output].astype(np.int32) - lite)
+        result.litert_exact = float((diff == 0).mean())
+        result.litert_largest = int(diff.max())
+    return result
