@@ -46,7 +46,8 @@ def to_onnx_layout(model: QuantModel, x_nhwc: np.ndarray) -> np.ndarray:
 
 def quantize_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
     """int8 NHWC for runtime/ and the device: int8 is taken as it is, floats are quantized with
-    the model's input scale and zero point (onnxruntime's QuantizeLinear arithmetic)."""
+    the model's input scale and zero point (onnxruntime's QuantizeLinear arithmetic; TFLite's
+    QUANTIZE, ties away from zero, for a model exported from a .tflite file)."""
     x = to_nhwc(model, np.asarray(x))
     if x.dtype == np.int8:
         return np.ascontiguousarray(x)
@@ -55,7 +56,9 @@ def quantize_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise TinyconvError("inputs hold NaN or infinity")
     spec = model.input_spec
-    return kernels.quantize(x.astype(np.float32, copy=False), spec.scale, spec.zero_point)
+    rounding = "away" if model.metadata.get("source_format") == "tflite" else "even"
+    return kernels.quantize(x.astype(np.float32, copy=False), spec.scale, spec.zero_point,
+                            rounding)
 
 
 def float_input(model: QuantModel, x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Small Keras CNNs converted by TensorFlow's own converter to full-integer int8 .tflite files.
 
-Each builder returns a compiled-free Keras model; ``convert`` quantizes it with a representative
+Each builder returns a Keras model with random weights; ``convert`` quantizes it with a representative
 dataset (per-channel weights unless ``per_tensor``), so the files are what a TensorFlow user
 ships to a microcontroller. TensorFlow is needed here (tests) only, never by export/.
 """
@@ -70,23 +70,35 @@ def residual(seed: int = 1):
 
 
 def squeeze(seed: int = 2):
-    """conv to a 1x1 map, SQUEEZE of H and W, dense."""
+    """conv to a 1x1 map, then tf.squeeze of H and W as the model output (the converter
+    writes it as a RESHAPE of the output)."""
     tf, L = _keras()
     x = tf.keras.Input((5, 5, 4), batch_size=1)
     h = L.Conv2D(10, 5, activation="relu")(x)
-    h = L.Lambda(lambda t: tf.squeeze(t, axis=[1, 2]))(h)
-    y = L.Dense(3)(h)
+    y = L.Lambda(lambda t: tf.squeeze(t, axis=[1, 2]))(h)
     model = tf.keras.Model(x, y)
     _init(model, seed)
     return model
 
 
-BUILDERS = {"convs": convs, "residual": residual, "squeeze": squeeze}
 
 
 def dataset(model, count: int, seed: int) -> np.ndarray:
     shape = tuple(model.input_shape[1:])
     return np.random.default_rng(seed).uniform(-1, 1, (count, *shape)).astype(np.float32)
+
+
+def softmax(seed: int = 3):
+    """dense + softmax: an op this import refuses (for the refusal test)."""
+    tf, L = _keras()
+    x = tf.keras.Input((6,), batch_size=1)
+    y = L.Dense(4, activation="softmax")(x)
+    model = tf.keras.Model(x, y)
+    _init(model, seed)
+    return model
+
+
+BUILDERS = {"convs": convs, "residual": residual, "squeeze": squeeze, "softmax": softmax}
 
 
 def convert(model, *, int8_io: bool = False, per_tensor: bool = False,

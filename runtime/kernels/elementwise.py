@@ -84,15 +84,17 @@ def add(a, b, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
 
 # -- quantize / dequantize -----------------------------------------------------------------------
 
-def quantize(x, scale, zero_point) -> np.ndarray:
+def quantize(x, scale, zero_point, rounding: str = "even") -> np.ndarray:
     """float -> int8 as onnxruntime's QuantizeLinear: ``clamp(rint(x / scale) + zp)`` in float32
-    (division, round half to even)."""
+    (division, round half to even). ``rounding="away"``: TFLite's QUANTIZE (std::round of the
+    float32 quotient, half away from zero), for models that came from a .tflite file."""
     x = np.asarray(x, dtype=np.float32)
     scale = np.float32(scale)
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and > 0, got {scale}")
     zp = _zero_point("zero_point", zero_point)
-    q = np.rint(np.clip(x / scale, np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp)))
+    v = np.clip(x / scale, np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp))
+    q = np.rint(v) if rounding == "even" else np.copysign(np.floor(np.abs(v) + 0.5), v)
     return (q + zp).astype(np.int8)
 
 
