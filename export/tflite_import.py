@@ -32,7 +32,10 @@ TFLITE_PREFIX = "t"
 _INT8, _INT32, _FLOAT32 = "INT8", "INT32", "FLOAT32"
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, math.inf), "RELU6": (0.0, 6.0),
                 "RELU_N1_TO_1": (-1.0, 1.0)}
-_VIEWS = ("RESHAPE", "SQUEEZE")
+_HANDLERS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d",
+             "FULLY_CONNECTED": "fully_connected", "MAX_POOL_2D": "max_pool_2d",
+             "AVERAGE_POOL_2D": "average_pool_2d", "MEAN": "mean", "ADD": "add",
+             "RESHAPE": "view", "SQUEEZE": "view", "RELU": "relu", "RELU6": "relu6"}
 # Ops other tinyconv work adds; refused here until it lands.
 _LATER = ("SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "CONCATENATION", "PAD",
           "PADV2", "MUL", "SUB")
@@ -74,7 +77,6 @@ class Imported:
     float_input: bool
     float_output: bool
     tensors: dict[int, str]  # TFLite tensor index -> the model tensor holding its bytes
-    output_shape: tuple[int, ...]  # the file's output tensor shape, batch included
     data: bytes = b""  # the .tflite file
 
 
@@ -122,13 +124,24 @@ class _Reader:
                                     "takes a model with exactly one")
             self.graph = self.fb.Subgraphs(0)
             self.tensors = [self._tensor(i) for i in range(self.graph.TensorsLength())]
+            self.op_names = _enum_names(tflite.BuiltinOperator)
+            self.ops = [self._operator(i) for i in range(self.graph.OperatorsLength())]
         except TinyconvError:
             raise
         except Exception as exc:  # a truncated or corrupt flatbuffer fails anywhere inside
             raise TinyconvError(f"{source}: unreadable TFLite flatbuffer ({exc})") from None
-        self.op_names = _enum_names(tflite.BuiltinOperator)
         self.act_names = _enum_names(tflite.ActivationFunctionType)
         self.pad_names = _enum_names(tflite.Padding)
+
+    def _operator(self, index: int) -> tuple:
+        """(operator table, builtin name, input tensors (None: omitted), output tensors)."""
+        op = self.graph.Operators(index)
+        code = self.fb.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        ins = [self.tensors[int(k)] if k >= 0 else None
+               for k in (op.InputsAsNumpy() if op.InputsLength() else [])]
+        outs = [self.tensors[int(k)] for k in (op.OutputsAsNumpy() if op.OutputsLength() else [])]
+        return op, self.op_names.get(builtin, f"CUSTOM({builtin})"), ins, outs
 
     def _tensor(self, index: int) -> _Tensor:
         t = self.graph.Tensors(index)
@@ -161,7 +174,6 @@ class _Importer:
         self.alias: dict[int, str] = {}  # TFLite tensor -> model tensor name
         self.weight_scales: dict[str, np.ndarray] = {}
         self.producer: dict[str, Layer] = {}
-        self.readers: dict[int, int] = {}
         self.op_index = 0
         self.op_name = ""
 
@@ -453,22 +465,10 @@ class _Importer:
             raise TinyconvError(f"{self.r.source}: {g.InputsLength()} inputs and "
                                 f"{g.OutputsLength()} outputs; tinyconv takes one of each")
         graph_in, graph_out = int(g.Inputs(0)), int(g.Outputs(0))
-        ops = []
-        for i in range(g.OperatorsLength()):
-            op = g.Operators(i)
-            code = self.r.fb.OperatorCodes(op.OpcodeIndex())
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            ins = [tensors[int(k)] if k >= 0 else None for k in op.InputsAsNumpy()] \
-                if op.InputsLength() else []
-            outs = [tensors[int(k)] for k in op.OutputsAsNumpy()] if op.OutputsLength() else []
-            ops.append((op, self.r.op_names.get(builtin, f"CUSTOM({builtin})"), ins, outs))
-            for t in ins:
-                if t is not None:
-                    self.readers[t.index] = self.readers.get(t.index, 0) + 1
         float_input = tensors[graph_in].dtype == _FLOAT32
         float_output = tensors[graph_out].dtype == _FLOAT32
         model_in, model_out = graph_in, graph_out
-        for index, (op, builtin, ins, outs) in enumerate(ops):
+        for index, (op, builtin, ins, outs) in enumerate(self.r.ops):
             self.op_index, self.op_name = index, builtin
             if builtin == "QUANTIZE" and ins[0].index == graph_in and float_input:
                 model_in = outs[0].index
@@ -476,15 +476,21 @@ class _Importer:
             if builtin == "DEQUANTIZE" and outs[0].index == graph_out and float_output:
                 model_out = ins[0].index
                 continue
-            handler = getattr(self, "view" if builtin in _VIEWS else builtin.lower(), None)
             if builtin in ("QUANTIZE", "DEQUANTIZE"):
                 raise self.refuse("QUANTIZE / DEQUANTIZE are supported only at the model's "
                                   "float input and output")
-            if builtin in _LATER or handler is None or builtin.startswith("CUSTOM"):
-                raise self.refuse("not supported by tinyconv's TFLite import yet")
+            if builtin in _LATER:
+                raise self.refuse("not supported by tinyconv's TFLite import yet (no "
+                                  "tinyconv layer computes it)")
+            if builtin not in _HANDLERS:
+                raise self.refuse("not supported: tinyconv has no layer for this operator")
+            handler = getattr(self, _HANDLERS[builtin])
             if len(outs) != 1:
                 raise self.refuse(f"{len(outs)} outputs; tinyconv takes one")
-            handler(op, ins, outs)
+            try:
+                handler(op, ins, outs)
+            except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+                raise self.refuse(f"malformed operator ({exc})") from None
         if not self.layers:
             raise TinyconvError(f"{self.r.source}: no layer to run")
         input_name = self.alias.get(model_in) or self.spec(tensors[model_in])
@@ -499,8 +505,7 @@ class _Importer:
         model = QuantModel(self.name, "fixed", specs, self.layers, input_name, output_name,
                            metadata=metadata)
         views = {t: n for t, n in self.alias.items() if n in used}
-        return Imported(model, self.weight_scales, float_input, float_output, views,
-                        tensors[graph_out].shape)
+        return Imported(model, self.weight_scales, float_input, float_output, views)
 
 
 def read(source: str | os.PathLike | bytes, name: str | None = None) -> Imported:

@@ -1,8 +1,9 @@
 """Small Keras CNNs converted by TensorFlow's own converter to full-integer int8 .tflite files.
 
-Each builder returns a Keras model with random weights; ``convert`` quantizes it with a representative
-dataset (per-channel weights unless ``per_tensor``), so the files are what a TensorFlow user
-ships to a microcontroller. TensorFlow is needed here (tests) only, never by export/.
+Each builder returns a Keras model with random weights (non-zero biases); ``convert``
+quantizes it with a representative dataset (per-channel weights unless ``per_tensor``), so the
+files are what a TensorFlow user ships to a microcontroller. TensorFlow is needed here
+(tests) only, never by export/.
 """
 from __future__ import annotations
 
