@@ -233,3 +233,15 @@ def test_float_input_quantizes_ties_away_from_zero_like_tflite_quantize():
     x = np.array([0.25, -0.25, 0.75, 0.2], np.float32)  # / 0.5: 0.5, -0.5, 1.5, 0.4
     np.testing.assert_array_equal(runtime.kernels.quantize(x, 0.5, 3, "away"), [4, 2, 5, 3])
     np.testing.assert_array_equal(runtime.kernels.quantize(x, 0.5, 3), [3, 3, 5, 3])
+
+
+@pytest.mark.parametrize("name, int8_io", [("resnet8", False), ("ds_cnn", True)])
+def test_mlperf_tiny_shapes_equal_tflm(name, int8_io):
+    """Two MLPerf Tiny architectures (batch norm folded by the converter, residual adds,
+    depthwise-separable blocks, large average pools): every tensor == TFLM."""
+    data = tflite_models.convert(tflite_models.BUILDERS[name](), int8_io=int8_io, samples=16)
+    result = export.from_tflite(data, name=name)
+    x = _inputs(result.model, 4, seed=3)
+    comparison = compare(result.model, data, x, litert=False)
+    assert comparison.first is None, comparison.summary()
+    assert comparison.tensors == len(result.model.layers) + 1

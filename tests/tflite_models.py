@@ -99,7 +99,60 @@ def softmax(seed: int = 3):
     return model
 
 
-BUILDERS = {"convs": convs, "residual": residual, "squeeze": squeeze, "softmax": softmax}
+def _bn_relu(h):
+    tf, L = _keras()
+    return L.ReLU()(L.BatchNormalization()(h))
+
+
+def _init_bn(model, seed: int) -> None:
+    """Random weights; batch-norm scales and variances kept positive and near 1."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if "batch_normalization" in layer.name:
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if k in (0, 3)
+                               else rng.normal(0, 0.1, w.shape).astype(np.float32)
+                               for k, w in enumerate(weights)])
+        elif weights:
+            layer.set_weights([rng.normal(0, 0.3 if w.ndim > 1 else 0.1, w.shape)
+                               .astype(np.float32) for w in weights])
+
+
+def resnet8(seed: int = 4):
+    """MLPerf Tiny image classification's ResNet-8 shape (32x32x3, three residual stacks of
+    16/32/64 filters, 8x8 average pool, dense 10), softmax left out (not imported yet)."""
+    tf, L = _keras()
+    x = tf.keras.Input((32, 32, 3), batch_size=1)
+    h = _bn_relu(L.Conv2D(16, 3, padding="same")(x))
+    for filters, stride in ((16, 1), (32, 2), (64, 2)):
+        y = _bn_relu(L.Conv2D(filters, 3, strides=stride, padding="same")(h))
+        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same")(y))
+        if stride != 1:
+            h = L.Conv2D(filters, 1, strides=stride)(h)
+        h = L.ReLU()(L.Add()([h, y]))
+    h = L.AveragePooling2D(pool_size=8)(h)
+    model = tf.keras.Model(x, L.Dense(10)(L.Flatten()(h)))
+    _init_bn(model, seed)
+    return model
+
+
+def ds_cnn(seed: int = 5):
+    """MLPerf Tiny keyword spotting's DS-CNN shape (49x10x1 MFCC, conv 10x4 stride 2, four
+    depthwise-separable blocks of 64, average pool, dense 12), softmax left out."""
+    tf, L = _keras()
+    x = tf.keras.Input((49, 10, 1), batch_size=1)
+    h = _bn_relu(L.Conv2D(64, (10, 4), strides=(2, 2), padding="same")(x))
+    for _ in range(4):
+        h = _bn_relu(L.DepthwiseConv2D(3, padding="same")(h))
+        h = _bn_relu(L.Conv2D(64, 1)(h))
+    h = L.AveragePooling2D(pool_size=(25, 5))(h)
+    model = tf.keras.Model(x, L.Dense(12)(L.Flatten()(h)))
+    _init_bn(model, seed)
+    return model
+
+
+BUILDERS = {"convs": convs, "residual": residual, "squeeze": squeeze, "softmax": softmax,
+            "resnet8": resnet8, "ds_cnn": ds_cnn}
 
 
 def convert(model, *, int8_io: bool = False, per_tensor: bool = False,
