@@ -245,3 +245,19 @@ def test_mlperf_tiny_shapes_equal_tflm(name, int8_io):
     comparison = compare(result.model, data, x, litert=False)
     assert comparison.first is None, comparison.summary()
     assert comparison.tensors == len(result.model.layers) + 1
+
+
+def test_device_equals_runtime_under_qemu(converted, tmp_path):
+    """The model with every op (MEAN and RELU as depthwise convolutions, depth multiplier 2)
+    on the Cortex-M3 board under QEMU: device == runtime on every image."""
+    from _tools import require_tool
+    from firmware_host.verify import verify
+
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    result = export.from_tflite(converted[("convs", True, True)], name="convs")
+    out = result.save(tmp_path / "convs")
+    x_q = quantize_input(result.model, _inputs(result.model, 12, seed=13))
+    verdict = verify(out, x_q, device="lm3s6965evb", progress=False)
+    assert verdict.exit_status == 0 and verdict.target == "lm3s6965evb"
+    assert verdict.images == 12 == verdict.device_equal_images
