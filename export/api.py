@@ -135,6 +135,7 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
 
     imported = read(source, name)
     model = imported.model
+    model.validate()  # wiring first: a corrupt file may read a tensor nothing writes
     plan_arena(model)
     model.validate()
     q_onnx, reason = to_qonnx_or_reason(imported)

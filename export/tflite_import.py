@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ _HANDLERS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d",
              "FULLY_CONNECTED": "fully_connected", "MAX_POOL_2D": "max_pool_2d",
              "AVERAGE_POOL_2D": "average_pool_2d", "MEAN": "mean", "ADD": "add",
              "RESHAPE": "view", "SQUEEZE": "view", "RELU": "relu", "RELU6": "relu6"}
+# What a corrupt flatbuffer raises when read (struct.error: offsets outside the file).
+_MALFORMED = (struct.error, ValueError, IndexError, KeyError, TypeError, AttributeError,
+              ZeroDivisionError, OverflowError)
 # Ops other tinyconv work adds; refused here until it lands.
 _LATER = ("SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "CONCATENATION", "PAD",
           "PADV2", "MUL", "SUB")
@@ -489,7 +493,7 @@ class _Importer:
                 raise self.refuse(f"{len(outs)} outputs; tinyconv takes one")
             try:
                 handler(op, ins, outs)
-            except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+            except _MALFORMED as exc:
                 raise self.refuse(f"malformed operator ({exc})") from None
         if not self.layers:
             raise TinyconvError(f"{self.r.source}: no layer to run")
@@ -520,7 +524,10 @@ def read(source: str | os.PathLike | bytes, name: str | None = None) -> Imported
             raise TinyconvError(f"cannot read {source}: {exc.strerror}") from None
     if name is None:
         name = Path(label).stem
-    imported = _Importer(_Reader(data, label), name).run()
+    try:
+        imported = _Importer(_Reader(data, label), name).run()
+    except _MALFORMED as exc:  # the flatbuffer is read lazily: corruption shows up anywhere
+        raise TinyconvError(f"{label}: malformed TFLite model ({exc})") from None
     imported.model.metadata["source"] = label
     imported.data = data
     return imported

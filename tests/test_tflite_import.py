@@ -261,3 +261,22 @@ def test_device_equals_runtime_under_qemu(converted, tmp_path):
     verdict = verify(out, x_q, device="lm3s6965evb", progress=False)
     assert verdict.exit_status == 0 and verdict.target == "lm3s6965evb"
     assert verdict.images == 12 == verdict.device_equal_images
+
+
+def test_corrupt_files_are_refused_with_one_line_never_a_traceback(converted):
+    """Byte flips and truncations of a real file: exported, or refused with TinyconvError."""
+    data = converted[("convs", False, False)]
+    rng = np.random.default_rng(1)
+    refused = 0
+    for _ in range(300):
+        b = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.1:
+            b = b[:int(rng.integers(8, len(b)))]
+        try:
+            export.from_tflite(bytes(b))
+        except TinyconvError as exc:
+            refused += 1
+            assert "\n" not in str(exc)
+    assert refused > 0
