@@ -182,3 +182,34 @@ def test_a_model_too_big_for_the_board_is_refused_in_one_line(arm_tools, tmp_pat
     with pytest.raises(TinyconvError, match=r"does not fit the board: region `FLASH' "
                                             r"overflowed by \d+ bytes"):
         build_firmware(directory, "lm3s6965evb")
+
+
+def test_cli_on_the_fully_connected_autoencoder(tmp_path, tmp_path_factory, capsys):
+    """A rank-2 [N, 640] model through the command line: export, run, verify on the host
+    device, and the report (tables and the output picture; no conv layer to draw)."""
+    import runtime
+    from runtime import kernels
+    from tinyconv.cli import main
+    case = _exported("autoencoder", "torchscript", tmp_path_factory)
+    np.savez(tmp_path / "calib.npz", x=case.inputs(N_CALIB, seed=1))
+    np.savez(tmp_path / "test.npz", x=case.inputs(4, seed=3))
+    out = tmp_path / "build"
+    assert main(["export", str(case.onnx_path), "--calibration", str(tmp_path / "calib.npz"),
+                 "--out", str(out), "--requant", "fixed"]) == 0
+    assert runtime.load(out).hash == case.results["fixed"].model.hash
+    assert main(["run", str(out), "--input", str(tmp_path / "test.npz"),
+                 "--output", str(tmp_path / "y.npz")]) == 0
+    model = case.results["fixed"].model
+    spec = model.input_spec
+    want = runtime.run(model, kernels.quantize(case.inputs(4, seed=3), spec.scale,
+                                               spec.zero_point))
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_array_equal(y["y_q"], want)
+        assert y["y_q"].shape == (4, 640)
+    assert main(["verify", str(out), "--input", str(tmp_path / "test.npz"),
+                 "--device", "host"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["report", str(out), "--input", str(tmp_path / "test.npz"), "--images", "1",
+                 "--out", str(tmp_path / "report")]) == 0
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == \
+        ["index.html", "outputs.png"]
