@@ -350,21 +350,26 @@ def _fold_linear_affine(graph) -> None:
     _drop_unused_initializers(graph)
 
 
-def _reshape_as_transpose(graph) -> None:
-    """tf2onnx writes the NHWC -> NCHW transpose of a one-channel input [N, H, W, 1] as a
-    Reshape to [-1, 1, H, W]: the same bytes, so it is that Transpose (which the mapper reads
-    as "the model input is NHWC")."""
+def _input_reshapes(graph) -> None:
+    """Reshapes of the model input that only change the view. tf2onnx writes the NHWC -> NCHW
+    transpose of a one-channel input [N, H, W, 1] as a Reshape to [-1, 1, H, W]: the same bytes,
+    so it becomes that Transpose (which the mapper reads as "the model input is NHWC"); with
+    ``inputs_as_nchw`` the input is already [N, 1, H, W] and that Reshape does nothing."""
     x = graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in x.type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[3] != 1:
-        return
     params = _initializers(graph)
-    for node in graph.node:
-        if node.op_type != "Reshape" or node.input[0] != x.name or node.input[1] not in params:
+    outputs = {o.name for o in graph.output}
+    for node in list(graph.node):
+        if (node.op_type != "Reshape" or node.input[0] != x.name or node.input[1] not in params
+                or node.output[0] in outputs or len(dims) != 4):
             continue
         target = [int(d) for d in params[node.input[1]]]
-        if len(target) == 4 and target[1:] == [1, dims[1], dims[2]] and \
-                target[0] in (-1, 0, dims[0]):
+        if len(target) != 4 or target[0] not in (-1, 0, dims[0]):
+            continue
+        if target[1:] == dims[1:]:
+            graph.node.remove(node)
+            _rename_input(graph, node.output[0], x.name)
+        elif dims[3] == 1 and target[1:] == [1, dims[1], dims[2]]:
             node.op_type = "Transpose"
             del node.input[1:]
             del node.attribute[:]
@@ -408,7 +413,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _check_input(graph.input[0])
     fold_static(model)
     _strip_passthrough(graph)
-    _reshape_as_transpose(graph)
+    _input_reshapes(graph)
     _fold_batchnorm(graph)
     _fold_channel_affine(graph)
     _fold_linear_affine(graph)

@@ -169,9 +169,11 @@ def keras_autoencoder(seed: int = SEED):
     return _keras_stats(tf.keras.Model(inputs_, outputs), seed)
 
 
-def to_onnx(keras_model, path: str | os.PathLike | None = None, opset: int = 17):
-    """Convert with tf2onnx as a user would (dynamic batch); returns the ModelProto and saves it
-    to ``path`` when given."""
+def to_onnx(keras_model, path: str | os.PathLike | None = None, opset: int = 17,
+            nchw: bool = False):
+    """Convert with tf2onnx as a user would (dynamic batch; ``nchw``: tf2onnx's
+    ``inputs_as_nchw``, the input becomes NCHW); returns the ModelProto and saves it to
+    ``path`` when given."""
     tf = _tf()
     import onnx
     import tf2onnx
@@ -180,7 +182,8 @@ def to_onnx(keras_model, path: str | os.PathLike | None = None, opset: int = 17)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature,
-                                              opset=opset)
+                                              opset=opset,
+                                              inputs_as_nchw=["input"] if nchw else None)
     if path is not None:
         onnx.save(model, str(path))
     return model

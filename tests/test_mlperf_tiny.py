@@ -2,7 +2,8 @@
 build -> verify on QEMU, as Keras models converted by tf2onnx and as PyTorch exports.
 
 What each source really writes is part of the premise (checked first): tf2onnx writes DS-CNN's
-one-channel NHWC -> NCHW change as a Reshape to [-1, 1, 49, 10], and every Keras Dense +
+one-channel NHWC -> NCHW change as a Reshape to [-1, 1, 49, 10] (and keeps that Reshape, now
+doing nothing, with ``inputs_as_nchw``), and every Keras Dense +
 BatchNormalization of the autoencoder as MatMul, Add, Mul, Add on a rank-2 [N, 640] input; the
 TorchScript exporter leaves the autoencoder's BatchNormalization on [N, 128] in the graph.
 
@@ -43,9 +44,10 @@ MODELS = ("resnet8", "dscnn", "mobilenet", "autoencoder")
 # every model from Keras and from the TorchScript exporter; the dynamo exporter (10 s a model)
 # for DS-CNN (its flatten is a Reshape) and the autoencoder (it folds the batch norms itself)
 CASES = [(m, s) for m in MODELS for s in ("keras", "torchscript")] + \
-    [("dscnn", "dynamo"), ("autoencoder", "dynamo")]
+    [("dscnn", "dynamo"), ("autoencoder", "dynamo"), ("dscnn", "keras_nchw")]
 # ops each source must have written: the premise of what the export is tested on
 PREMISE = {("dscnn", "keras"): {"Reshape", "Conv", "Mul", "Add", "MatMul"},
+           ("dscnn", "keras_nchw"): {"Reshape", "Conv", "Mul", "Add", "MatMul"},
            ("autoencoder", "keras"): {"MatMul", "Add", "Mul", "Relu"},
            ("autoencoder", "torchscript"): {"Gemm", "BatchNormalization", "Relu"}}
 # (model, source, requant mode, board): the device runs, on lm3s6965evb (256 KB flash, 64 KB
@@ -61,6 +63,7 @@ DEVICE_IMAGES = {"mobilenet": 1}  # 27 KB per image over the emulated UART
 
 
 def _layout(source: str) -> str:
+    """The input layout of the ONNX file: NHWC as Keras (``keras``) or NCHW (``torch``)."""
     return "keras" if source == "keras" else "torch"
 
 
@@ -81,11 +84,13 @@ class Exported:
     def reference(self, x: np.ndarray) -> np.ndarray:
         if self.source == "keras":
             return mt.keras_float(self.framework, x)
+        if self.source == "keras_nchw":
+            return mt.keras_float(self.framework, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
         return mt.torch_float(self.framework, x)
 
 
 def _build(name: str, source: str):
-    if source == "keras":
+    if source.startswith("keras"):
         builder = getattr(mt, f"keras_{name}")
     else:
         builder = getattr(mt, f"torch_{name}")
@@ -105,8 +110,8 @@ def _exported(name: str, source: str, tmp_path_factory) -> Exported:
     if (name, source) not in _CACHE:
         framework = _build(name, source)
         path = tmp_path_factory.mktemp(f"{name}_{source}") / "source.onnx"
-        if source == "keras":
-            mt.to_onnx(framework, path)
+        if source.startswith("keras"):
+            mt.to_onnx(framework, path, nchw=source == "keras_nchw")
         else:
             mt.torch_to_onnx(framework, path, dynamo=source == "dynamo")
         calibration = mt.inputs(name, N_CALIB, seed=1, layout=_layout(source))
@@ -122,8 +127,8 @@ def test_the_converter_wrote_what_this_test_is_about(exported):
     assert PREMISE.get((exported.name, exported.source), set()) <= ops
     rank = len(source.graph.input[0].type.tensor_type.shape.dim)
     assert rank == (2 if exported.name == "autoencoder" else 4)
-    if (exported.name, exported.source) == ("dscnn", "keras"):
-        reshape = source.graph.node[0]
+    if exported.name == "dscnn" and exported.source.startswith("keras"):
+        reshape = source.graph.node[0]  # NHWC [N, 49, 10, 1] or, inputs_as_nchw, [N, 1, 49, 10]
         target = next(t for t in source.graph.initializer if t.name == reshape.input[1])
         assert reshape.op_type == "Reshape" and reshape.input[0] == source.graph.input[0].name
         assert list(onnx.numpy_helper.to_array(target)) == [-1, 1, 49, 10]
