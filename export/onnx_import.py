@@ -248,8 +248,9 @@ def _fold_channel_affine(graph) -> None:
 
 def _last_axis(value: np.ndarray, features: int) -> np.ndarray | None:
     """A constant that broadcasts over [..., features] one value per feature (a scalar counts),
-    as that vector; None if it varies along anything else."""
-    if value.size not in (1, features) or (value.ndim and value.shape[-1] != value.size):
+    as that vector; None if it varies along anything else or would raise an [N, M] to rank 3."""
+    if value.size not in (1, features) or value.ndim > 2 or \
+            (value.ndim and value.shape[-1] != value.size):
         return None
     return np.broadcast_to(value.reshape(-1).astype(np.float64), (features,))
 
@@ -271,8 +272,8 @@ def _linear_before(graph, params: dict, by_output: dict, tensor: str, outputs: s
         weight = weight.T if attrs.get("transB", 0) else weight
         bias = np.zeros(weight.shape[1])
         if len(node.input) > 2 and node.input[2]:
-            bias = (_last_axis(params.get(node.input[2], np.zeros((2, 2))), weight.shape[1])
-                    if node.input[2] in params else None)
+            c = params.get(node.input[2])
+            bias = None if c is None else _last_axis(c, weight.shape[1])
             if bias is None:
                 return None
             bias = bias * attrs.get("beta", 1.0)
