@@ -84,9 +84,9 @@ def test_qlinear_add_on_every_pair_of_codes():
     for _ in range(40):
         scales = [_scale(rng, -6, -3) for _ in range(3)]
         zps = [int(v) for v in rng.integers(-128, 128, 3)]
-        expected = ort_ops.qlinear_add(a, scales[0], zps[0], b, scales[1], zps[1], scales[2], zps[2])
-        consts = kernels.add_constants(scales[0], zps[0], scales[1], zps[1], scales[2], zps[2],
-                                       "float")
+        quant = (scales[0], zps[0], scales[1], zps[1], scales[2], zps[2])
+        expected = ort_ops.qlinear_add(a, *quant[:2], b, *quant[2:])
+        consts = kernels.add_constants(*quant, "float")
         np.testing.assert_array_equal(kernels.add(a, b, consts), expected)
 
 
