@@ -57,6 +57,7 @@ DEVICE_RUNS = [("resnet8", "keras", "fixed", "lm3s6965evb"),
                ("dscnn", "keras", "fixed", "lm3s6965evb"),
                ("dscnn", "keras", "float", "mps2-an386"),
                ("mobilenet", "keras", "fixed", "mps2-an386"),
+               ("mobilenet", "torchscript", "float", "mps2-an386"),
                ("autoencoder", "keras", "fixed", "mps2-an386"),
                ("autoencoder", "torchscript", "float", "mps2-an386")]
 DEVICE_IMAGES = {"mobilenet": 1}  # 27 KB per image over the emulated UART
