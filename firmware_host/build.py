@@ -62,6 +62,9 @@ def _locked(directory: Path):
 def _compiler_message(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower() or "undefined reference" in ln]
+    overflow = [ln.split(": ", 1)[-1] for ln in lines if "overflowed by" in ln]
+    if overflow:  # the linker's reason, not its "ld returned 1" that follows
+        return f"the model does not fit the board: {overflow[0]}"
     return (errors or lines or ["no message"])[0]
 
 

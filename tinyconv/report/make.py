@@ -103,12 +103,12 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     files: dict[str, bytes] = {}
     images: list[tuple[str, str]] = []
 
-    float_w, int8_w = first_conv_filters(onnx_path, model)
-    files["filters.png"] = figures.filters_png(float_w, int8_w)
-    images.append(("filters.png", "Learned first-layer filters: float weights and int8 codes"))
-
     conv_outputs = [l.output for l in model.layers if l.op == "conv2d" and l.output in floats]
-    for i in range(pictured):
+    if conv_outputs:  # a fully connected model has neither filters nor feature maps
+        float_w, int8_w = first_conv_filters(onnx_path, model)
+        files["filters.png"] = figures.filters_png(float_w, int8_w)
+        images.append(("filters.png", "Learned first-layer filters: float weights and int8 codes"))
+    for i in range(pictured if conv_outputs else 0):
         maps = [(name, float_output_to_nhwc(model, floats[name][i:i + 1], name)[0],
                  int8[name][i]) for name in conv_outputs]
         caption = f"input {i}" + ("" if y is None else f" (label {y[i]})")
