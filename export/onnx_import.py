@@ -23,11 +23,13 @@ from onnx import helper, numpy_helper
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
 from export.static_fold import fold_static, static_nodes
+from export.tables import LOOKUP_OPS
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
-                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose")
+                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
+                 *LOOKUP_OPS)
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -438,6 +440,8 @@ class _Mapper:
             if node.name in self.fused:
                 continue
             handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None and node.op_type in LOOKUP_OPS:
+                handler = self.op_lookup
             if handler is None:
                 raise self.unsupported(node)
             handler(node)
@@ -629,6 +633,25 @@ class _Mapper:
                                      "Conv whose output it alone reads (folded into the Conv)")
 
     op_Clip = op_Relu
+
+    def op_lookup(self, node):
+        """An elementwise activation: a 256-entry table (export/tables.py) at quantization."""
+        params = {"function": node.op_type, "attributes": {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in _attrs(node).items()}}
+        if node.op_type == "PRelu":
+            shape = _shape(self.model, node.input[0])
+            slope = self.const(node, 1)
+            channels = shape[1]
+            per_channel = (_per_channel(slope, channels) if len(shape) == 4 else
+                           np.broadcast_to(slope.reshape(-1), (channels,))
+                           if slope.ndim <= 1 and slope.size in (1, channels) else None)
+            if per_channel is None:
+                raise self.unsupported(node, f" with a slope of shape {list(slope.shape)} "
+                                             "(only a scalar or one value per channel)")
+            values = np.asarray(per_channel, np.float32)
+            params["slope"] = [float(v) for v in (values[:1] if np.all(values == values[0])
+                                                  else values)]
+        self.emit(node, "lookup", [node.input[0]], node.output[0], params=params)
 
 
 def _check_ops(graph, exempt=()) -> None:

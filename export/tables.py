@@ -26,6 +26,10 @@ from runtime.reference import (_c_div, rounding_divide_by_pot, requant_scalar,
 from runtime.requant import quantize_multiplier
 
 CODES = np.arange(-128, 128, dtype=np.int8)
+# The ONNX ops a table computes, with the opset that has their current definition.
+LOOKUP_OPS = {"Sigmoid": 13, "Tanh": 13, "HardSigmoid": 13, "HardSwish": 14, "LeakyRelu": 13,
+              "PRelu": 13, "Elu": 13, "Selu": 13, "Softplus": 13, "Softsign": 13, "Gelu": 20,
+              "Exp": 13, "Neg": 13, "Abs": 13}
 TFLM_OPS = ("Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "PRelu")
 # TFLite's fixed output quantization of LOGISTIC and TANH, which its algorithms assume.
 FIXED_OUTPUT = {"Sigmoid": (1.0 / 256.0, -128), "Tanh": (1.0 / 128.0, 0)}
@@ -79,14 +83,14 @@ def float_table(op: str, attrs: dict, x_q, y_q, slope=None) -> np.ndarray:
     graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info(
         "x", TensorProto.INT8, shape)], [helper.make_tensor_value_info(
             "y", TensorProto.INT8, shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", LOOKUP_OPS[op])])
     model.ir_version = 8
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     y = session.run(["y"], {"x": x})[0].reshape(channels, 256)
-    return y[0].copy() if slope is None else y.copy()
+    return y[0].copy() if channels == 1 else y.copy()
 
 
 # -- gemmlowp fixed point on int32, as TFLM's integer kernels use it ---------------------------
