@@ -239,6 +239,45 @@ def _fold_channel_affine(graph) -> None:
     _drop_unused_initializers(graph)
 
 
+def _fuse_decomposed_prelu(graph) -> None:
+    """tf2onnx writes a Keras PReLU as ``Relu(x) + Relu(Neg(x)) * c`` with ``c = -alpha``:
+    make it the one PRelu (slope ``-c``) it computes, bit for bit (negation is exact)."""
+    params = _initializers(graph)
+    outputs = {o.name for o in graph.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    by_output = {o: n for n in graph.node for o in n.output}
+
+    def only(tensor, op_type):
+        found = users.get(tensor, [])
+        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
+        return found[0] if ok else None
+
+    for neg in [n for n in graph.node if n.op_type == "Neg"]:
+        x = neg.input[0]
+        relu_neg = only(neg.output[0], "Relu")
+        mul = relu_neg and only(relu_neg.output[0], "Mul")
+        add = mul and only(mul.output[0], "Add")
+        if add is None:
+            continue
+        constant = [name for name in mul.input if name != relu_neg.output[0]]
+        positive = by_output.get([i for i in add.input if i != mul.output[0]][0])
+        if (len(constant) != 1 or constant[0] not in params or positive is None
+                or positive.op_type != "Relu" or positive.input[0] != x
+                or only(positive.output[0], "Add") is None):
+            continue
+        slope = add.name + "_slope"
+        graph.initializer.append(numpy_helper.from_array(-params[constant[0]], slope))
+        index = list(graph.node).index(add)
+        graph.node.insert(index, helper.make_node("PRelu", [x, slope], [add.output[0]],
+                                                  name=add.name))
+        for node in (neg, relu_neg, mul, add, positive):
+            graph.node.remove(node)
+    _drop_unused_initializers(graph)
+
+
 def _drop_unused_initializers(graph) -> None:
     used = {i for n in graph.node for i in n.input}
     keep = [init for init in graph.initializer if init.name in used]
@@ -277,6 +316,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     fold_static(model)
     _strip_passthrough(graph)
     _fold_batchnorm(graph)
+    _fuse_decomposed_prelu(graph)
     _fold_channel_affine(graph)
     del graph.value_info[:]
     free_batch(model)
