@@ -423,3 +423,15 @@ def test_whole_model_on_arm_boards(exported, board, mode, tmp_path, arm_tools):
     x_q = kernels.quantize(_nhwc(x[:4], layout), spec.scale, spec.zero_point)
     got, expected = run_on_board(model, x_q, board, tmp_path)
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("rows", [None, 4])
+def test_kernel_equals_slow_reference_loop(rows):
+    from runtime import reference
+
+    rng = np.random.default_rng(rows or 1)
+    table = rng.integers(-128, 128, (256,) if rows is None else (rows, 256)).astype(np.int8)
+    x = rng.integers(-128, 128, (3, 5, 2, 4), dtype=np.int8)
+    for act in ((-128, 127), (-50, 60)):
+        np.testing.assert_array_equal(kernels.lookup(x, table, act_range=act),
+                                      reference.lookup(x, table, act_range=act))
