@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 
 import numpy as np
@@ -423,6 +424,14 @@ def test_whole_model_on_arm_boards(exported, board, mode, tmp_path, arm_tools):
     x_q = kernels.quantize(_nhwc(x[:4], layout), spec.scale, spec.zero_point)
     got, expected = run_on_board(model, x_q, board, tmp_path)
     assert np.array_equal(got, expected)
+    if mode == "fixed":  # tables need no float: none is linked
+        import subprocess
+
+        (elf,) = tmp_path.rglob("*.elf")
+        symbols = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "tc_lookup" in symbols
+        assert not re.search(r"__aeabi_[fd]\w*|__(add|sub|mul|div)[sd]f3", symbols)
 
 
 @pytest.mark.parametrize("rows", [None, 4])
