@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from runtime.reference import (_c_div, rounding_divide_by_pot, requant_scalar,
-                               saturating_rounding_doubling_high_mul as _srdhm)
+from runtime.reference import (_c_div, _wrap_int32 as _wrap, rounding_divide_by_pot,
+                               requant_scalar, saturating_rounding_doubling_high_mul as _srdhm)
 from runtime.requant import quantize_multiplier
 
 CODES = np.arange(-128, 128, dtype=np.int8)
@@ -94,10 +94,6 @@ def float_table(op: str, attrs: dict, x_q, y_q, slope=None) -> np.ndarray:
 
 
 # -- gemmlowp fixed point on int32, as TFLM's integer kernels use it ---------------------------
-
-
-def _wrap(v: int) -> int:
-    return (v - _I32_MIN) % (1 << 32) + _I32_MIN
 
 
 def _mul_pot(x: int, exponent: int) -> int:
@@ -223,12 +219,6 @@ def _sat16(v: int) -> int:
     return max(-(1 << 15), min((1 << 15) - 1, v))
 
 
-def _rdbpot16(x: int, exponent: int) -> int:
-    mask = (1 << exponent) - 1
-    threshold = (mask >> 1) + (1 if x < 0 else 0)
-    return (x >> exponent) + (1 if (x & mask) > threshold else 0)
-
-
 def hard_swish_params(x_q, y_q) -> tuple[int, int, int, int]:
     """TFLM HARD_SWISH's int16 multipliers and exponents, computed in float32 as it does."""
     hires = np.float32(1.0 / 128.0) * np.float32(x_q[0])
@@ -253,13 +243,13 @@ def tflm_hard_swish(attrs, x_q, y_q) -> np.ndarray:
         if relu_e > 0:
             reluish = _sat16(reluish * 2)
         if relu_e < 0:
-            reluish = _rdbpot16(reluish, -relu_e)
+            reluish = rounding_divide_by_pot(reluish, -relu_e)
         reluish = (reluish + (1 << 15)) >> 1
         if reluish == scaled == -(1 << 15):
             pre = (1 << 15) - 1
         else:
             pre = int(reluish * scaled / (1 << 15))
-        y = _rdbpot16(pre, -out_e) + int(y_q[1])
+        y = rounding_divide_by_pot(pre, -out_e) + int(y_q[1])
         out.append(max(-128, min(127, y)))
     return np.array(out, np.int8)
 

@@ -168,7 +168,7 @@ def _tflite(tf, model, ranges, shape) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tflm_models():
+def tflm_models():  # one user, so that pytest-xdist builds it once
     """Full-integer .tflite files made by TensorFlow's converter: two int8 inputs [1, 1, 256, 3]
     with different scales, each into LOGISTIC, TANH, HARD_SWISH and LEAKY_RELU; and PRELU with
     one alpha per channel, and with one alpha (each alone: beside other outputs the converter
@@ -232,9 +232,7 @@ def test_fixed_tables_equal_tflite_micro_on_every_code(tflm_models):
             checked.append((name, table.shape[0] if table.ndim == 2 else 1))
     assert sorted(checked) == sorted([(n, 1) for n in onnx_ops] * 2 + [("PRELU", 3),
                                                                       ("PRELU", 1)])
-
-
-def test_slope_is_quantized_as_tflite_quantizes_prelu_alpha(tflm_models):
+    # export quantizes a PRelu slope exactly as TFLite quantized these alphas
     for (_, reader), slope in zip(tflm_models[1:], ([0.1, -0.3, 0.7], [0.25])):
         (detail,) = [d for d in reader.get_tensor_details()
                      if d["dtype"] == np.int8 and len(d["shape"]) == 3]
