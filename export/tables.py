@@ -87,9 +87,13 @@ def float_table(op: str, attrs: dict, x_q, y_q, slope=None) -> np.ndarray:
     model.ir_version = 8
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    y = session.run(["y"], {"x": x})[0].reshape(channels, 256)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        y = session.run(["y"], {"x": x})[0].reshape(channels, 256)
+    except Exception as exc:  # onnxruntime's own errors: bad attributes, unknown op version
+        raise ValueError(f"onnxruntime cannot evaluate it ({str(exc).splitlines()[0]})") \
+            from None
     return y[0].copy() if channels == 1 else y.copy()
 
 
@@ -148,6 +152,7 @@ def _newton_reciprocal(a: int) -> int:
 
 
 def _logistic(a: int, integer_bits: int) -> int:
+    """gemmlowp's logistic: Q0.31 of 1 / (1 + exp(-a)), via the positive half."""
     if a == 0:
         return 1 << 30
     positive = _mul_pot(_newton_reciprocal(_exp_negative(-abs(a), integer_bits)), 1)
@@ -155,6 +160,7 @@ def _logistic(a: int, integer_bits: int) -> int:
 
 
 def _tanh(a: int, integer_bits: int) -> int:
+    """gemmlowp's tanh: Q0.31 of (1 - exp(-2|a|)) / (1 + exp(-2|a|)), signed."""
     if a == 0:
         return 0
     t = _mul_pot(_wrap(_newton_reciprocal(_exp_negative(-abs(a), integer_bits + 1))

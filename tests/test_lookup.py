@@ -442,3 +442,12 @@ def test_kernel_equals_slow_reference_loop(rows):
     for act in ((-128, 127), (-50, 60)):
         np.testing.assert_array_equal(kernels.lookup(x, table, act_range=act),
                                       reference.lookup(x, table, act_range=act))
+
+
+def test_an_activation_onnxruntime_rejects_is_one_clear_line():
+    model = one_op_model("Gelu", {"approximate": "cubic"}, None)  # onnx.checker lets it pass
+    with pytest.raises(TinyconvError, match="'gelu'") as info:
+        export.from_onnx(model, np.zeros((2, CHANNELS, 1, 256), np.float32))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^onnxruntime cannot evaluate it \(.*cubic[^\n]*$"):
+        tables.table("Gelu", {"approximate": "cubic"}, (0.1, 0), (0.1, 0), "float")
