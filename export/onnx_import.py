@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
 from export.static_fold import fold_static, static_nodes
-from export.tables import LOOKUP_OPS
+from export.tables import ONNX_OPS as LOOKUP_OPS
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
@@ -678,6 +678,12 @@ class _Mapper:
         """An elementwise activation: a 256-entry table (export/tables.py) at quantization."""
         params = {"function": node.op_type, "attributes": {
             k: (v.decode() if isinstance(v, bytes) else v) for k, v in _attrs(node).items()}}
+        output = node.output[0]
+        mul = self.only_consumer(output)
+        if (node.op_type == "Sigmoid" and mul is not None and mul.op_type == "Mul"
+                and sorted(mul.input) == sorted([node.input[0], output])):
+            params["function"], output = "Swish", mul.output[0]  # x * sigmoid(x): SiLU
+            self.fused.add(mul.name)
         if node.op_type == "PRelu":
             shape = _shape(self.model, node.input[0])
             slope = self.const(node, 1)
@@ -691,7 +697,7 @@ class _Mapper:
             values = np.asarray(per_channel, np.float32)
             params["slope"] = [float(v) for v in (values[:1] if np.all(values == values[0])
                                                   else values)]
-        self.emit(node, "lookup", [node.input[0]], node.output[0], params=params)
+        self.emit(node, "lookup", [node.input[0]], output, params=params)
 
 
 def _check_ops(graph, exempt=()) -> None:

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graph import Boundary
-from export.tables import LOOKUP_OPS
+from export.tables import LOOKUP_OPS, function_nodes
 from runtime.model import QuantModel, TensorSpec
 
 SUFFIX = "_quantized"
@@ -163,8 +163,8 @@ class _Writer:
             inputs.append(self.const(layer.name + "_slope", slope))
         self.node("DequantizeLinear", [qname(x.name), *self.qparams(x)], inputs[:1],
                   layer.name + "_dequantize")
-        self.node(function, inputs, [layer.name + "_y"], layer.name,
-                  **layer.params["attributes"])
+        self.nodes.extend(function_nodes(function, layer.params["attributes"], inputs,
+                                         layer.name + "_y", layer.name))
         self.node("QuantizeLinear", [layer.name + "_y", *self.qparams(y)],
                   [self.out_name(layer)], layer.name + "_quantize")
 

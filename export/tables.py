@@ -29,7 +29,10 @@ CODES = np.arange(-128, 128, dtype=np.int8)
 # The ONNX ops a table computes, with the opset that has their current definition.
 LOOKUP_OPS = {"Sigmoid": 13, "Tanh": 13, "HardSigmoid": 13, "HardSwish": 14, "LeakyRelu": 13,
               "PRelu": 13, "Elu": 13, "Selu": 13, "Softplus": 13, "Softsign": 13, "Gelu": 20,
-              "Exp": 13, "Neg": 13, "Abs": 13}
+              "Exp": 13, "Neg": 13, "Abs": 13, "Swish": 13}
+# Functions that are a pattern of ONNX nodes rather than one op: Swish (SiLU) is x * Sigmoid(x).
+_PATTERNS = {"Swish": "Sigmoid"}
+ONNX_OPS = tuple(op for op in LOOKUP_OPS if op not in _PATTERNS)
 TFLM_OPS = ("Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "PRelu")
 # TFLite's fixed output quantization of LOGISTIC and TANH, which its algorithms assume.
 FIXED_OUTPUT = {"Sigmoid": (1.0 / 256.0, -128), "Tanh": (1.0 / 128.0, 0)}
@@ -77,7 +80,7 @@ def float_table(op: str, attrs: dict, x_q, y_q, slope=None) -> np.ndarray:
             np.asarray(slope, np.float32).reshape(channels, 1, 1), "slope"))
         op_inputs.append("slope")
     nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
-             helper.make_node(op, op_inputs, ["yf"], **attrs),
+             *function_nodes(op, attrs, op_inputs, "yf", "f"),
              helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
     shape = [1, channels, 1, 256]
     graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info(
@@ -95,6 +98,17 @@ def float_table(op: str, attrs: dict, x_q, y_q, slope=None) -> np.ndarray:
         raise ValueError(f"onnxruntime cannot evaluate it ({str(exc).splitlines()[0]})") \
             from None
     return y[0].copy() if channels == 1 else y.copy()
+
+
+def function_nodes(function: str, attrs: dict, inputs: list[str], output: str, name: str):
+    """The float ONNX node(s) computing ``function`` (model.q.onnx writes the same)."""
+    from onnx import helper
+
+    if function in _PATTERNS:
+        gate = name + "_gate"
+        return [helper.make_node(_PATTERNS[function], inputs[:1], [gate], name=gate, **attrs),
+                helper.make_node("Mul", [inputs[0], gate], [output], name=name)]
+    return [helper.make_node(function, inputs, [output], name=name, **attrs)]
 
 
 # -- gemmlowp fixed point on int32, as TFLM's integer kernels use it ---------------------------

@@ -42,7 +42,7 @@ CASES = [
     ("PRelu", {}, [0.3]), ("PRelu", {}, [0.1, -0.4, 1.3]), ("Elu", {"alpha": 0.7}, None),
     ("Selu", {}, None), ("Softplus", {}, None), ("Softsign", {}, None), ("Gelu", {}, None),
     ("Gelu", {"approximate": "tanh"}, None), ("Exp", {}, None), ("Neg", {}, None),
-    ("Abs", {}, None),
+    ("Abs", {}, None), ("Swish", {}, None),
 ]
 # |TFLM table - onnxruntime table| at the same quantization, all 256 codes: at most one rounding
 # apart (measured over 300 random scales: 0 for Sigmoid and Tanh, 1 for HardSwish and
@@ -73,9 +73,12 @@ def one_op_model(op: str, attrs: dict, slope) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(
             value.reshape(-1, 1, 1) if value.size > 1 else value, "slope"))
         inputs.append("slope")
-    node = helper.make_node(op, inputs, ["y"], name=op.lower(), **attrs)
+    nodes = [helper.make_node(op, inputs, ["y"], name=op.lower(), **attrs)]
+    if op == "Swish":  # SiLU as exporters write it: x * Sigmoid(x)
+        nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sigmoid"),
+                 helper.make_node("Mul", ["x", "s"], ["y"], name="mul")]
     shape = ["N", CHANNELS, 1, 256]
-    graph = helper.make_graph([node], "one_op",
+    graph = helper.make_graph(nodes, "one_op",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
                               inits)
@@ -315,7 +318,7 @@ def torch_model() -> onnx.ModelProto:
             x = torch.sigmoid(self.c1(x))
             x = nn.functional.hardswish(self.c2(x))
             x = self.prelu(nn.functional.leaky_relu(self.c3(x), 0.1))
-            x = torch.tanh(x).mean((2, 3))
+            x = nn.functional.silu(torch.tanh(x)).mean((2, 3))
             return nn.functional.elu(self.fc(x))
 
     torch.manual_seed(0)
@@ -339,7 +342,8 @@ def keras_model() -> onnx.ModelProto:
     y = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(8, 1)(y))
     y = keras.layers.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.Constant(
         np.linspace(-0.3, 0.4, 8)))(y)
-    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("elu")(y))
+    y = keras.layers.Activation("swish")(keras.layers.Activation("elu")(y))
+    y = keras.layers.GlobalAveragePooling2D()(y)
     model = keras.Model(x, keras.layers.Dense(5, activation="softsign")(y))
     signature = (tf.TensorSpec((None, 8, 8, 3), tf.float32, name="image"),)
     source, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=17)
@@ -370,8 +374,8 @@ def test_whole_model_uses_tables(exported):
     name, source, results, _, _ = exported
     functions = [layer.params.get("function") for layer in results["float"].model.layers
                  if layer.op == "lookup"]
-    wanted = {"torch": ["Sigmoid", "HardSwish", "LeakyRelu", "PRelu", "Tanh", "Elu"],
-              "keras": ["Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Softsign"]}[name]
+    wanted = {"torch": ["Sigmoid", "HardSwish", "LeakyRelu", "PRelu", "Tanh", "Swish", "Elu"],
+              "keras": ["Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Swish", "Softsign"]}[name]
     assert functions == wanted
 
 
