@@ -455,3 +455,23 @@ def test_an_activation_onnxruntime_rejects_is_one_clear_line():
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=r"^onnxruntime cannot evaluate it \(.*cubic[^\n]*$"):
         tables.table("Gelu", {"approximate": "cubic"}, (0.1, 0), (0.1, 0), "float")
+
+
+@pytest.mark.parametrize("mode", ["float", "fixed"])
+def test_a_clip_after_an_activation_is_folded_into_its_table(mode):
+    model = one_op_model("Tanh", {}, None)
+    model.graph.node[0].output[0] = "t"
+    model.graph.initializer.extend([numpy_helper.from_array(np.float32(-0.2), "lo"),
+                                    numpy_helper.from_array(np.float32(0.5), "hi")])
+    model.graph.node.append(helper.make_node("Clip", ["t", "lo", "hi"], ["y"], name="clip"))
+    calibration = np.random.default_rng(2).uniform(-3, 3, (4, CHANNELS, 1, 256))
+    result = export.from_onnx(model, calibration.astype(np.float32), requant=mode)
+    (layer,) = result.model.layers
+    y = result.model.output_spec
+    low, high = layer.params["act_min"], layer.params["act_max"]
+    assert (low, high) == (y.zero_point + round(-0.2 / y.scale), y.zero_point + round(0.5 / y.scale))
+    assert layer.arrays["table"].min() == low and layer.arrays["table"].max() == high
+    x = every_code(result.model.input_spec)
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    if mode == "float":
+        assert_float_mode_equals_onnxruntime(result, x, x_nhwc)
