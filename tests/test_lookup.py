@@ -475,3 +475,10 @@ def test_a_clip_after_an_activation_is_folded_into_its_table(mode):
     x_nhwc = x.transpose(0, 2, 3, 1)
     if mode == "float":
         assert_float_mode_equals_onnxruntime(result, x, x_nhwc)
+
+
+def test_hard_swish_scales_tflm_refuses_are_refused():
+    """TFLM's HARD_SWISH needs output scale >= input scale / 128 (a non-positive exponent)."""
+    assert tables.table("HardSwish", {}, (0.05, 0), (0.05 / 127, 0), "fixed").shape == (256,)
+    with pytest.raises(ValueError, match="TFLM refuses it"):
+        tables.table("HardSwish", {}, (0.05, 0), (0.05 / 129, 0), "fixed")
