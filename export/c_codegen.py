@@ -25,7 +25,7 @@ from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomi
 
 LAYER_TABLE_VERSION = 2
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
-            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6}
+            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "lookup": 8}
 RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
 IPARAM_COUNT = 10
 
@@ -261,6 +261,13 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
     elif layer.op == "add":
         e.update(op=OP_CODES["add"], input2_offset=t[layer.inputs[1]].offset)
         _op_constants(layer, mode, e, w, prefix)
+    elif layer.op == "lookup":  # weights: the table(s), iparams[0]: how many (1 or in_c)
+        table = a["table"]
+        e["op"] = OP_CODES["lookup"]
+        e["iparams"][0] = 1 if table.ndim == 1 else int(table.shape[0])
+        e["weights"] = w.array("int8_t", f"{prefix}_table", table, str,
+                               f"{layer.name}: {p.get('function', 'lookup')} table, "
+                               "indexed by x + 128")
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
     return e, scratch

@@ -23,11 +23,13 @@ from onnx import helper, numpy_helper
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
 from export.static_fold import fold_static, static_nodes
+from export.tables import ONNX_OPS as LOOKUP_OPS
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
-                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose")
+                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
+                 *LOOKUP_OPS)
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -377,6 +379,45 @@ def _input_reshapes(graph) -> None:
             node.attribute.append(helper.make_attribute("perm", [0, 3, 1, 2]))
 
 
+def _fuse_decomposed_prelu(graph) -> None:
+    """tf2onnx writes a Keras PReLU as ``Relu(x) + Relu(Neg(x)) * c`` with ``c = -alpha``:
+    make it the one PRelu (slope ``-c``) it computes, bit for bit (negation is exact)."""
+    params = _initializers(graph)
+    outputs = {o.name for o in graph.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    by_output = {o: n for n in graph.node for o in n.output}
+
+    def only(tensor, op_type):
+        found = users.get(tensor, [])
+        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
+        return found[0] if ok else None
+
+    for neg in [n for n in graph.node if n.op_type == "Neg"]:
+        x = neg.input[0]
+        relu_neg = only(neg.output[0], "Relu")
+        mul = relu_neg and only(relu_neg.output[0], "Mul")
+        add = mul and only(mul.output[0], "Add")
+        if add is None:
+            continue
+        constant = [name for name in mul.input if name != relu_neg.output[0]]
+        positive = by_output.get([i for i in add.input if i != mul.output[0]][0])
+        if (len(constant) != 1 or constant[0] not in params or positive is None
+                or positive.op_type != "Relu" or positive.input[0] != x
+                or only(positive.output[0], "Add") is None):
+            continue
+        slope = add.name + "_slope"
+        graph.initializer.append(numpy_helper.from_array(-params[constant[0]], slope))
+        index = list(graph.node).index(add)
+        graph.node.insert(index, helper.make_node("PRelu", [x, slope], [add.output[0]],
+                                                  name=add.name))
+        for node in (neg, relu_neg, mul, add, positive):
+            graph.node.remove(node)
+    _drop_unused_initializers(graph)
+
+
 def _drop_unused_initializers(graph) -> None:
     used = {i for n in graph.node for i in n.input}
     keep = [init for init in graph.initializer if init.name in used]
@@ -416,6 +457,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _strip_passthrough(graph)
     _input_reshapes(graph)
     _fold_batchnorm(graph)
+    _fuse_decomposed_prelu(graph)
     _fold_channel_affine(graph)
     _fold_linear_affine(graph)
     del graph.value_info[:]
@@ -580,6 +622,8 @@ class _Mapper:
             if node.name in self.fused:
                 continue
             handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None and node.op_type in LOOKUP_OPS:
+                handler = self.op_lookup
             if handler is None:
                 raise self.unsupported(node)
             handler(node)
@@ -771,6 +815,31 @@ class _Mapper:
                                      "Conv whose output it alone reads (folded into the Conv)")
 
     op_Clip = op_Relu
+
+    def op_lookup(self, node):
+        """An elementwise activation: a 256-entry table (export/tables.py) at quantization."""
+        params = {"function": node.op_type, "attributes": {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in _attrs(node).items()}}
+        output = node.output[0]
+        mul = self.only_consumer(output)
+        if (node.op_type == "Sigmoid" and mul is not None and mul.op_type == "Mul"
+                and sorted(mul.input) == sorted([node.input[0], output])):
+            params["function"], output = "Swish", mul.output[0]  # x * sigmoid(x): SiLU
+            self.fused.add(mul.name)
+        if node.op_type == "PRelu":
+            shape = _shape(self.model, node.input[0])
+            slope = self.const(node, 1)
+            channels = shape[1]
+            per_channel = (_per_channel(slope, channels) if len(shape) == 4 else
+                           np.broadcast_to(slope.reshape(-1), (channels,))
+                           if slope.ndim <= 1 and slope.size in (1, channels) else None)
+            if per_channel is None:
+                raise self.unsupported(node, f" with a slope of shape {list(slope.shape)} "
+                                             "(only a scalar or one value per channel)")
+            values = np.asarray(per_channel, np.float32)
+            params["slope"] = [float(v) for v in (values[:1] if np.all(values == values[0])
+                                                  else values)]
+        self.emit(node, "lookup", [node.input[0]], output, params=params)
 
 
 def _check_ops(graph, exempt=()) -> None:

@@ -6,7 +6,8 @@ the QuantModel's own value (OHWI transposed to OIHW), so in ``float`` requantiza
 onnxruntime computes exactly what runtime/ computes. Op by op:
 conv2d -> QLinearConv; fully_connected -> Reshape + 1x1 QLinearConv (the conv's requantization,
 which is the runtime's); max_pool2d -> MaxPool on int8; avg_pool2d / global_avg_pool / add ->
-com.microsoft QLinearAveragePool / QLinearGlobalAveragePool / QLinearAdd; a clamp narrower than
+com.microsoft QLinearAveragePool / QLinearGlobalAveragePool / QLinearAdd; lookup ->
+DequantizeLinear, the activation, QuantizeLinear (what made its float table); a clamp narrower than
 int8 saturation -> Clip on int8. The int8 tensor for QuantModel tensor ``T`` is ``T_quantized``.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graph import Boundary
+from export.tables import LOOKUP_OPS, function_nodes
 from runtime.model import QuantModel, TensorSpec
 
 SUFFIX = "_quantized"
@@ -32,6 +34,7 @@ class _Writer:
         self.nodes: list = []
         self.inits: list = []
         self.names: set[str] = set()
+        self.opset = OPSET
 
     def const(self, hint: str, value) -> str:
         name = hint
@@ -146,6 +149,25 @@ class _Writer:
                    *self.qparams(y)],
                   [self.out_name(layer)], layer.name, domain="com.microsoft")
 
+    def w_lookup(self, layer):
+        """DequantizeLinear -> the activation -> QuantizeLinear: exactly the subgraph
+        export/tables.py ran in onnxruntime to make a float-mode table."""
+        x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
+        function = layer.params["function"]
+        self.opset = max(self.opset, LOOKUP_OPS[function])
+        inputs = [layer.name + "_x"]
+        if "slope" in layer.params:
+            slope = np.array(layer.params["slope"], np.float32)
+            if slope.size > 1 and len(x.shape) == 3:
+                slope = slope.reshape(-1, 1, 1)
+            inputs.append(self.const(layer.name + "_slope", slope))
+        self.node("DequantizeLinear", [qname(x.name), *self.qparams(x)], inputs[:1],
+                  layer.name + "_dequantize")
+        self.nodes.extend(function_nodes(function, layer.params["attributes"], inputs,
+                                         layer.name + "_y", layer.name))
+        self.node("QuantizeLinear", [layer.name + "_y", *self.qparams(y)],
+                  [self.out_name(layer)], layer.name + "_quantize")
+
     def build(self) -> onnx.ModelProto:
         model, boundary = self.model, self.boundary
         x_spec, y_spec = model.input_spec, model.output_spec
@@ -170,7 +192,7 @@ class _Writer:
         graph = helper.make_graph(self.nodes, model.name, [boundary.onnx_input],
                                   [boundary.onnx_output], self.inits)
         q = helper.make_model(graph, producer_name="tinyconv", opset_imports=[
-            helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+            helper.make_opsetid("", self.opset), helper.make_opsetid("com.microsoft", 1)])
         q.ir_version = 8
         return q
 

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from export import tables
 from export.graph import FloatGraph, FloatLayer
 from runtime import kernels
 from runtime.errors import TinyconvError
@@ -186,6 +187,28 @@ class _Quantizer:
                                        y.zero_point, self.mode)
         return Layer("add", layer.name, layer.inputs, layer.output,
                      self.act_params(layer, y), arrays)
+
+    def q_lookup(self, layer: FloatLayer) -> Layer:
+        """A table of the activation (export/tables.py), with any fused clamp applied to it.
+        In fixed mode Sigmoid / Tanh take TFLite's fixed output quantization, which TFLM's
+        algorithms assume."""
+        function, attrs = layer.params["function"], layer.params["attributes"]
+        x = self.spec(layer.inputs[0])
+        if self.mode == "fixed" and function in tables.FIXED_OUTPUT:
+            scale, zp = tables.FIXED_OUTPUT[function]
+            self.tensors[layer.output] = TensorSpec(
+                layer.output, tuple(self.graph.shapes[layer.output]), scale, zp)
+        y = self.output_spec(layer)
+        slope = np.array(layer.params["slope"], np.float32) if "slope" in layer.params else None
+        try:
+            table = tables.table(function, attrs, (x.scale, x.zero_point),
+                                 (y.scale, y.zero_point), self.mode, slope)
+        except ValueError as exc:
+            raise TinyconvError(f"layer {layer.name!r} ({function}): {exc}") from None
+        params = dict(layer.params, **self.act_params(layer, y))
+        table = np.clip(table, params["act_min"], params["act_max"]).astype(np.int8)
+        return Layer("lookup", layer.name, layer.inputs, layer.output, params,
+                     {"table": table})
 
 
 def quantize(graph: FloatGraph, ranges: dict[str, tuple[float, float]], *, mode: str = "fixed",

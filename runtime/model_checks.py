@@ -18,7 +18,8 @@ from runtime.errors import ModelFileError
 from runtime.kernels import ADD_LEFT_SHIFT, output_size, worst_case_accumulator
 from runtime.requant import INT32_MAX, MODES, ROUNDINGS, Requant
 
-OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add")
+OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
+       "lookup")
 _INPUT_COUNT = {"add": 2}
 
 # The constants runtime.kernels' *_constants functions make, by (op, mode): name -> dtype.
@@ -242,6 +243,19 @@ class _Layer:
                                       f"{self.tensor(0).shape}, {self.tensor(1).shape} -> "
                                       f"{self.tensor(None).shape}")
         self.constants()
+
+    def lookup(self) -> None:
+        """One int8[256] table, or int8[C, 256] with a row per channel (then act_min/act_max
+        clamp the looked-up value, as for every op)."""
+        if self.tensor(0).shape != self.tensor(None).shape:
+            raise self.fail("output", f"has shape {self.tensor(None).shape}, not its input's "
+                                      f"{self.tensor(0).shape}")
+        self.only_arrays(("table",))
+        table = self.array("table", np.int8)
+        channels = self.tensor(0).shape[-1]
+        if table.shape not in ((256,), (channels, 256)):
+            raise self.fail("array 'table'", f"has shape {table.shape}, expected (256,) or "
+                                             f"({channels}, 256)")
 
 
 def _check_tensor(spec, arena_size: int) -> None:

@@ -298,3 +298,13 @@ def add(a, b, consts, *, act_range=(-128, 127)):
             value = _round_half_even(_fma(va, consts["a_scale"][0], partial))
         y[index] = _clamp(_clamp(value, -128, 127), *act_range)
     return y
+
+
+def lookup(x, table, *, act_range=(-128, 127)):
+    """One value at a time: the table row of the value's channel (the last axis), at x + 128."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, np.int8)
+    for index in np.ndindex(x.shape):
+        row = table if table.ndim == 1 else table[index[-1]]
+        out[index] = _clamp(int(row[int(x[index]) + 128]), *act_range)
+    return out

@@ -66,7 +66,7 @@ def test_help_has_an_example(capsys):
 
 
 @pytest.mark.parametrize("case,expected", [
-    ("unsupported", "node 'act' has op Sigmoid"),
+    ("unsupported", "node 'act' has op Erf"),
     ("dynamic", "dynamic dimension 2"),
     ("missing_init", "reads 'b', which no initializer"),
     ("truncated", "not a readable ONNX model"),
@@ -77,7 +77,7 @@ def test_help_has_an_example(capsys):
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, calib, capsys, case, expected):
     model_path = tmp_path / "net.onnx"
     if case == "unsupported":
-        onnx.save(small_model("Sigmoid"), model_path)
+        onnx.save(small_model("Erf"), model_path)
     elif case == "dynamic":
         onnx.save(small_model(spatial=("H", 8)), model_path)
     elif case == "missing_init":
@@ -102,7 +102,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, calib, capsys, case, exp
 
 
 def test_unsupported_op_message_lists_supported_ops(tmp_path, calib, capsys):
-    onnx.save(small_model("Sigmoid"), tmp_path / "net.onnx")
+    onnx.save(small_model("Erf"), tmp_path / "net.onnx")
     code, _, err = run_cli(["export", tmp_path / "net.onnx", "--calibration", calib, "--out",
                             tmp_path / "o"], capsys)
     assert code == 2 and "supported ops: Conv" in err and "MaxPool" in err
@@ -110,7 +110,7 @@ def test_unsupported_op_message_lists_supported_ops(tmp_path, calib, capsys):
 
 def test_failed_export_leaves_previous_directory_untouched(tmp_path, calib, capsys):
     onnx.save(small_model(), tmp_path / "good.onnx")
-    onnx.save(small_model("Sigmoid"), tmp_path / "bad.onnx")
+    onnx.save(small_model("Erf"), tmp_path / "bad.onnx")
     out = tmp_path / "out"
     assert run_cli(["export", tmp_path / "good.onnx", "--calibration", calib, "--out", out],
                    capsys)[0] == 0

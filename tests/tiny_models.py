@@ -28,6 +28,7 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
     tensor("sum", (4, 4, 6), 0.08, -2)
     tensor("ap", (4, 4, 6), 0.07, 1)
     tensor("gap", (1, 1, 6), 0.05, 0)
+    tensor("act", (1, 1, 6), 0.02, -5)
     tensor("fc", (3,), 0.1, 7)
     layers = []
 
@@ -60,11 +61,13 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
                         {"act_min": -128, "act_max": 127},
                         kernels.global_avg_pool_constants(t["ap"].scale, 1, t["gap"].scale, 0,
                                                           (4, 4), mode)))
+    layers.append(Layer("lookup", "act", ["gap"], "act", {"act_min": -120, "act_max": 127},
+                        {"table": rng.integers(-128, 128, (6, 256)).astype(np.int8)}))
     w = rng.integers(-127, 128, (3, 6)).astype(np.int8)
     arrays = {"weights": w, "bias": rng.integers(-500, 500, 3).astype(np.int32)}
-    arrays.update(_requant_arrays(mode, t["gap"].scale, np.full(3, 0.01, np.float32),
+    arrays.update(_requant_arrays(mode, t["act"].scale, np.full(3, 0.01, np.float32),
                                   t["fc"].scale))
-    layers.append(Layer("fully_connected", "fc", ["gap"], "fc",
+    layers.append(Layer("fully_connected", "fc", ["act"], "fc",
                         {"act_min": -128, "act_max": 127}, arrays))
     model = QuantModel("tiny", mode, t, layers, "x", "fc", arena_size=1024,
                        metadata={"source": "tests/tiny_models.py"})

@@ -136,4 +136,9 @@ int tc_global_avg_pool(const tc_mean_params *mean, int32_t act_min, int32_t act_
 int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
            int8_t *output);
 
+/* output[i] = clamp(table[input[i] + 128]) over size values whose channel (the last axis,
+ * channels long) picks a 256-entry row when tables == channels; tables == 1: one table. */
+int tc_lookup(const int8_t *table, int32_t tables, int32_t channels, int32_t size,
+              int32_t act_min, int32_t act_max, const int8_t *input, int8_t *output);
+
 #endif

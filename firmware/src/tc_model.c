@@ -170,6 +170,12 @@ static int tc_run_layer(const tc_layer_t *l)
                                            tc_arena + l->input2_offset, out)
                                   : TC_ERR_UNSUPPORTED;
     }
+    case TC_OP_LOOKUP:
+        /* weights: the int8 table(s), iparams[0] of them */
+        return TC_USES(TC_OP_LOOKUP)
+                   ? tc_lookup(l->weights, l->iparams[0], l->in_c, l->in_h * l->in_w * l->in_c,
+                               l->act_min, l->act_max, in, out)
+                   : TC_ERR_UNSUPPORTED;
     default:
         return TC_ERR_UNSUPPORTED;
     }

@@ -25,6 +25,7 @@ from runtime.kernels.common import (ADD_LEFT_SHIFT, INT8_MAX, INT8_MIN, output_s
 from runtime.kernels.conv import (ConvPlan, conv2d, conv2d_accumulate, fully_connected,
                                   fully_connected_accumulate, plan_conv2d, plan_fully_connected)
 from runtime.kernels.elementwise import add, add_constants, dequantize, fma_f32, quantize
+from runtime.kernels.lookup import lookup
 from runtime.kernels.pool import (avg_pool2d, avg_pool_constants, global_avg_pool,
                                   global_avg_pool_constants, max_pool2d)
 from runtime.requant import Requant
@@ -33,5 +34,5 @@ __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
     "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
-    "add_constants", "quantize", "dequantize", "output_size", "worst_case_accumulator",
+    "add_constants", "lookup", "quantize", "dequantize", "output_size", "worst_case_accumulator",
 ]
