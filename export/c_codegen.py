@@ -25,7 +25,7 @@ from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomi
 
 LAYER_TABLE_VERSION = 2
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
-            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6}
+            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7}
 RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
 IPARAM_COUNT = 10
 
@@ -43,6 +43,8 @@ _IPARAM_KEYS = {
                        "a_multiplier", "a_shift", "b_multiplier", "b_shift", "multiplier",
                        "shift"),
     ("add", "float"): (),
+    ("softmax", "fixed"): ("input_multiplier", "input_left_shift", "diff_min"),
+    ("softmax", "float"): (),
 }
 _FPARAM_KEYS = {
     ("avg_pool2d", "float"): ("x_scale", "y_scale", "global_scale"),
@@ -261,6 +263,12 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
     elif layer.op == "add":
         e.update(op=OP_CODES["add"], input2_offset=t[layer.inputs[1]].offset)
         _op_constants(layer, mode, e, w, prefix)
+    elif layer.op == "softmax":
+        e["op"] = OP_CODES["softmax"]
+        _op_constants(layer, mode, e, w, prefix)
+        if mode == "float":
+            e["fparams"] = w.array("float", f"{prefix}_exp_table", a["exp_table"], _c_float,
+                                   f"{layer.name}: exp table, indexed by row max - x")
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
     return e, scratch

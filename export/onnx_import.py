@@ -27,7 +27,8 @@ from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
-                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose")
+                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
+                 "Softmax")
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -629,6 +630,17 @@ class _Mapper:
                                      "Conv whose output it alone reads (folded into the Conv)")
 
     op_Clip = op_Relu
+
+    def op_Softmax(self, node):
+        """Softmax over the channels: axis 1 (or -1) of an [N, K] vector, axis 1 of an NCHW
+        feature map (the device's last, NHWC, axis)."""
+        rank = len(_shape(self.model, node.input[0]))
+        axis = int(_attrs(node).get("axis", -1))
+        if rank not in (2, 4) or axis % rank != 1 or self.src(node.input[0]) not in self.shapes:
+            raise TinyconvError(f"node {node.name!r} (Softmax): axis {axis} of a rank-{rank} "
+                                "tensor is not the channel axis; only a softmax over the "
+                                "channels (axis 1 of [N, K] or NCHW) is supported")
+        self.emit(node, "softmax", [node.input[0]], node.output[0])
 
 
 def _check_ops(graph, exempt=()) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from export.graph import FloatGraph, FloatLayer
 from runtime import kernels
 from runtime.errors import TinyconvError
+from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import INT32_MAX, MODES, Requant
 
@@ -186,6 +187,21 @@ class _Quantizer:
                                        y.zero_point, self.mode)
         return Layer("add", layer.name, layer.inputs, layer.output,
                      self.act_params(layer, y), arrays)
+
+    def q_softmax(self, layer: FloatLayer) -> Layer:
+        """Output at TFLite's fixed quantization (1/256, -128): probabilities in [0, 1)."""
+        x = self.spec(layer.inputs[0])
+        self.tensors[layer.output] = TensorSpec(
+            layer.output, tuple(self.graph.shapes[layer.output]),
+            float(np.float32(OUTPUT_SCALE)), OUTPUT_ZERO_POINT)
+        y = self.spec(layer.output)
+        if self.act_params(layer, y) != {"act_min": -128, "act_max": 127}:
+            raise TinyconvError(f"layer {layer.name!r}: a clamp after Softmax is not supported")
+        try:
+            arrays = kernels.softmax_constants(x.scale, x.shape[-1], self.mode)
+        except ValueError as exc:
+            raise TinyconvError(f"layer {layer.name!r} (Softmax): {exc}") from None
+        return Layer("softmax", layer.name, layer.inputs, layer.output, {}, arrays)
 
 
 def quantize(graph: FloatGraph, ranges: dict[str, tuple[float, float]], *, mode: str = "fixed",
