@@ -31,6 +31,8 @@ def reference_run(model, x):
                                        count_include_pad=p["count_include_pad"], act_range=act)
         elif layer.op == "global_avg_pool":
             out = reference.global_avg_pool(src, a, act_range=act)
+        elif layer.op == "softmax":
+            out = reference.softmax(src, a)
         else:
             out = reference.add(src, values[layer.inputs[1]], a, act_range=act)
         values[layer.output] = out.reshape((x.shape[0],) + model.tensors[layer.output].shape)
