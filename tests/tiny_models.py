@@ -62,7 +62,8 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
                         kernels.global_avg_pool_constants(t["ap"].scale, 1, t["gap"].scale, 0,
                                                           (4, 4), mode)))
     layers.append(Layer("softmax", "softmax", ["gap"], "prob",
-                        {"act_min": -128, "act_max": 127}, kernels.softmax_constants(t["gap"].scale, 6, mode)))
+                        {"act_min": -128, "act_max": 127},
+                        kernels.softmax_constants(t["gap"].scale, 6, mode)))
     w = rng.integers(-127, 128, (3, 6)).astype(np.int8)
     arrays = {"weights": w, "bias": rng.integers(-500, 500, 3).astype(np.int32)}
     arrays.update(_requant_arrays(mode, t["gap"].scale, np.full(3, 0.01, np.float32),
