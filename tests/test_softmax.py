@@ -367,7 +367,9 @@ def test_real_model_both_modes(real_models, name):
     diff = np.abs(run_qonnx(fixed.quant_onnx, fixed.model, x).astype(np.int16)
                   - runtime.run(fixed.model, kernels.quantize(
                       x_nhwc, fixed.model.input_spec.scale, fixed.model.input_spec.zero_point)))
-    assert diff.max() <= 2, diff.max()  # each of conv, fc, softmax may round the other way
+    # measured: 1 (classifier, keras), 2 (per_pixel): upstream 1-LSB differences (fixed vs
+    # float requantization in conv/fc) reach the softmax, whose own step adds at most 1
+    assert diff.max() <= 2, diff.max()
     # model.q.onnx computes probabilities near the float model's
     probs = ort_float(results["float"].float_model, x)
     np.testing.assert_allclose(ort_float(results["float"].quant_onnx, x), probs, atol=0.08)
@@ -387,7 +389,7 @@ def test_verify_on_host_device(real_models, mode, tmp_path):
         assert result.ort_max_lsb <= 2
 
 
-# -- refusals ----------------------------------------------------------------------------------------
+# -- refusals --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rank,axis", [(2, 0), (4, 2), (4, -1)])
 def test_softmax_off_the_channel_axis_is_refused_in_one_line(rank, axis):
