@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -27,6 +28,7 @@ from _firmware_models import (CFLAGS, FIRMWARE_SRC, build_native_runner, compile
                               random_inputs, random_model, reference_run, run_native)
 from _selftest import run_on_board
 from _tools import require_tool
+from test_arm_targets import FLOAT_INSN
 from onnx import TensorProto, helper, numpy_helper
 
 import export
@@ -284,6 +286,15 @@ def test_qemu_equals_runtime(board, mode, tmp_path):
     got, expected = run_on_board(model, x, board, tmp_path)
     assert np.unique(expected).size > 3
     np.testing.assert_array_equal(got, expected)
+    (elf,) = tmp_path.rglob("*.elf")
+    symbols = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "tc_softmax" in symbols
+    if mode == "fixed":  # the fixed-point softmax pulls in no floating point
+        code = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
+                              text=True, check=True).stdout
+        assert not re.search(r"__aeabi_[fd]\w*|__(add|sub|mul|div)[sd]f3", symbols)
+        assert not FLOAT_INSN.search(code)
 
 
 # -- model checks ----------------------------------------------------------------------------------
