@@ -463,6 +463,8 @@ class _Mapper:
             self.alias[node.output[0]] = self.src(node.input[0])
             self.nhwc_order.add(node.output[0])
             return
+        if self._channel_softmax(node, perm):
+            return
         if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
             raise self.unsupported(node, " (only NHWC->NCHW right after the input, or "
                                          "NCHW->NHWC right before a flatten, is supported)")
@@ -471,6 +473,22 @@ class _Mapper:
         self.shapes[x] = (h, w, c)
         self.alias[node.output[0]] = x
         self.layout = "NHWC"
+
+    def _channel_softmax(self, node, perm: list) -> bool:
+        """PyTorch below opset 13: a Transpose that moves the channels last, Softmax over that
+        axis, the inverse Transpose. That is the device's softmax over the channels; the
+        Transposes vanish."""
+        softmax = self.only_consumer(node.output[0])
+        if len(perm) != 4 or perm[0] != 0 or perm[3] != 1 or softmax is None or \
+                softmax.op_type != "Softmax" or int(_attrs(softmax).get("axis", -1)) not in (3, -1):
+            return False
+        back = self.only_consumer(softmax.output[0])
+        if back is None or back.op_type != "Transpose" or \
+                list(_attrs(back).get("perm", [])) != [int(i) for i in np.argsort(perm)]:
+            return False
+        self.fused.update((softmax.name, back.name))
+        self.emit(softmax, "softmax", [node.input[0]], back.output[0])
+        return True
 
     def op_Conv(self, node):
         attrs = _attrs(node)
