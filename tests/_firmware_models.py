@@ -129,7 +129,7 @@ def random_model(rng: np.random.Generator, input_shape, spec: list[dict], mode: 
         elif op == "softmax":
             y = new_tensor(src.shape)
             tensors[y].scale, tensors[y].zero_point = 1.0 / 256.0, -128
-            if "scale" in item:  # the input's: it sets the softmax's constants
+            if "scale" in item:  # of a softmax reading the model input: sets its constants
                 src.scale = float(np.float32(item["scale"]))
             arrays = kernels.softmax_constants(src.scale, c, mode)
         else:
