@@ -191,6 +191,12 @@ class _Quantizer:
     def q_softmax(self, layer: FloatLayer) -> Layer:
         """Output at TFLite's fixed quantization (1/256, -128): probabilities in [0, 1)."""
         x = self.spec(layer.inputs[0])
+        given = self.graph.quantization.get(layer.output)
+        if given is not None and (np.float32(given[0]), given[1]) != (
+                np.float32(OUTPUT_SCALE), OUTPUT_ZERO_POINT):
+            raise TinyconvError(f"layer {layer.name!r} (Softmax): the source quantizes its output "
+                                f"at scale {given[0]}, zero point {given[1]}; tinyconv's softmax "
+                                "outputs scale 1/256, zero point -128")
         self.tensors[layer.output] = TensorSpec(
             layer.output, tuple(self.graph.shapes[layer.output]),
             float(np.float32(OUTPUT_SCALE)), OUTPUT_ZERO_POINT)

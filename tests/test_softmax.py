@@ -428,3 +428,27 @@ def test_softmax_off_the_channel_axis_is_refused_in_one_line(rank, axis):
     message = str(info.value)
     assert "'sm'" in message and "Softmax" in message and "axis" in message
     assert "\n" not in message
+
+
+def test_a_source_quantizing_the_softmax_output_otherwise_is_refused(real_models, tmp_path):
+    """onnxruntime's quantize_static puts a QDQ softmax output at 1/255 (its [0, 1] range);
+    tinyconv's softmax outputs TFLite's 1/256, so the import says so instead of changing it."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    results, x, _ = real_models["classifier"]
+    onnx.save(results["float"].float_model, tmp_path / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": x[i:i + 4]} for i in range(0, 16, 4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qdq.onnx", Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+    with pytest.raises(TinyconvError) as info:
+        export.from_onnx(tmp_path / "qdq.onnx", x[:8])
+    message = str(info.value)
+    assert "Softmax" in message and "1/256" in message and "\n" not in message
