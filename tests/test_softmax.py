@@ -105,8 +105,7 @@ def test_runtime_equals_slow_reference(mode):
 
 TFLM_BATCH = 64
 # (channels, calibration range): input scales from ~1e-7 to ~47 (capped multiplier)
-TFLM_CASES = [(10, 4.0), (2, 0.6), (37, 30.0), (12, 3000.0), (16, 6000.0), (5, 1e-5),
-              (300, 20.0)]
+TFLM_CASES = [(2, 0.6), (37, 30.0), (16, 6000.0), (5, 1e-5), (300, 20.0)]
 
 
 def _tflite_softmax(channels: int, spread: float) -> bytes:
@@ -143,16 +142,11 @@ def _read_tflite(blob: bytes) -> tuple[list[str], float, float, tuple[float, int
     return ops, options.Beta(), x_q.Scale(0), (y_q.Scale(0), y_q.ZeroPoint(0))
 
 
-@pytest.fixture(scope="module")
-def tflite_models():
-    return {case: _tflite_softmax(*case) for case in TFLM_CASES}
-
-
 @pytest.mark.parametrize("case", TFLM_CASES, ids=[f"{c}ch-{r:g}" for c, r in TFLM_CASES])
-def test_fixed_mode_equals_tflite_micro(tflite_models, case):
+def test_fixed_mode_equals_tflite_micro(case):
     from tflite_micro.python.tflite_micro import runtime as tflm
 
-    blob = tflite_models[case]
+    blob = _tflite_softmax(*case)
     ops, beta, x_scale, y_quant = _read_tflite(blob)
     assert ops == ["SOFTMAX"] and beta == 1.0
     assert y_quant == (1.0 / 256.0, -128)
