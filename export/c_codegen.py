@@ -25,7 +25,7 @@ from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomi
 
 LAYER_TABLE_VERSION = 2
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
-            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "lookup": 8}
+            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7, "lookup": 8}
 RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
 IPARAM_COUNT = 10
 
@@ -43,6 +43,8 @@ _IPARAM_KEYS = {
                        "a_multiplier", "a_shift", "b_multiplier", "b_shift", "multiplier",
                        "shift"),
     ("add", "float"): (),
+    ("softmax", "fixed"): ("input_multiplier", "input_left_shift", "diff_min"),
+    ("softmax", "float"): (),
 }
 _FPARAM_KEYS = {
     ("avg_pool2d", "float"): ("x_scale", "y_scale", "global_scale"),
@@ -268,6 +270,12 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         e["weights"] = w.array("int8_t", f"{prefix}_table", table, str,
                                f"{layer.name}: {p.get('function', 'lookup')} table, "
                                "indexed by x + 128")
+    elif layer.op == "softmax":
+        e["op"] = OP_CODES["softmax"]
+        _op_constants(layer, mode, e, w, prefix)
+        if mode == "float":
+            e["fparams"] = w.array("float", f"{prefix}_exp_table", a["exp_table"], _c_float,
+                                   f"{layer.name}: exp table, indexed by row max - x")
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
     return e, scratch

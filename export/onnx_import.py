@@ -29,7 +29,7 @@ from runtime.errors import TinyconvError
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
                  "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
-                 *LOOKUP_OPS)
+                 *LOOKUP_OPS, "Softmax")
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -648,6 +648,8 @@ class _Mapper:
             self.alias[node.output[0]] = self.src(node.input[0])
             self.nhwc_order.add(node.output[0])
             return
+        if self._channel_softmax(node, perm):
+            return
         if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
             raise self.unsupported(node, " (only NHWC->NCHW right after the input, or "
                                          "NCHW->NHWC right before a flatten, is supported)")
@@ -656,6 +658,22 @@ class _Mapper:
         self.shapes[x] = (h, w, c)
         self.alias[node.output[0]] = x
         self.layout = "NHWC"
+
+    def _channel_softmax(self, node, perm: list) -> bool:
+        """PyTorch below opset 13: a Transpose that moves the channels last, Softmax over that
+        axis, the inverse Transpose. That is the device's softmax over the channels; the
+        Transposes vanish."""
+        softmax = self.only_consumer(node.output[0])
+        if len(perm) != 4 or perm[0] != 0 or perm[3] != 1 or softmax is None or \
+                softmax.op_type != "Softmax" or int(_attrs(softmax).get("axis", -1)) not in (3, -1):
+            return False
+        back = self.only_consumer(softmax.output[0])
+        if back is None or back.op_type != "Transpose" or \
+                list(_attrs(back).get("perm", [])) != [int(i) for i in np.argsort(perm)]:
+            return False
+        self.fused.update((softmax.name, back.name))
+        self.emit(softmax, "softmax", [node.input[0]], back.output[0])
+        return True
 
     def op_Conv(self, node):
         attrs = _attrs(node)
@@ -840,6 +858,16 @@ class _Mapper:
             params["slope"] = [float(v) for v in (values[:1] if np.all(values == values[0])
                                                   else values)]
         self.emit(node, "lookup", [node.input[0]], output, params=params)
+    def op_Softmax(self, node):
+        """Softmax over the channels: axis 1 (or -1) of an [N, K] vector, axis 1 of an NCHW
+        feature map (the device's last, NHWC, axis)."""
+        rank = len(_shape(self.model, node.input[0]))
+        axis = int(_attrs(node).get("axis", -1))
+        if rank not in (2, 4) or axis % rank != 1 or self.src(node.input[0]) not in self.shapes:
+            raise TinyconvError(f"node {node.name!r} (Softmax): axis {axis} of a rank-{rank} "
+                                "tensor is not the channel axis; only a softmax over the "
+                                "channels (axis 1 of [N, K] or NCHW) is supported")
+        self.emit(node, "softmax", [node.input[0]], node.output[0])
 
 
 def _check_ops(graph, exempt=()) -> None:

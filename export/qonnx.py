@@ -7,7 +7,8 @@ onnxruntime computes exactly what runtime/ computes. Op by op:
 conv2d -> QLinearConv; fully_connected -> Reshape + 1x1 QLinearConv (the conv's requantization,
 which is the runtime's); max_pool2d -> MaxPool on int8; avg_pool2d / global_avg_pool / add ->
 com.microsoft QLinearAveragePool / QLinearGlobalAveragePool / QLinearAdd; lookup ->
-DequantizeLinear, the activation, QuantizeLinear (what made its float table); a clamp narrower than
+DequantizeLinear, the activation, QuantizeLinear (what made its float table); softmax ->
+com.microsoft QLinearSoftmax; a clamp narrower than
 int8 saturation -> Clip on int8. The int8 tensor for QuantModel tensor ``T`` is ``T_quantized``.
 """
 from __future__ import annotations
@@ -167,6 +168,13 @@ class _Writer:
                                          layer.name + "_y", layer.name))
         self.node("QuantizeLinear", [layer.name + "_y", *self.qparams(y)],
                   [self.out_name(layer)], layer.name + "_quantize")
+    def w_softmax(self, layer):
+        """com.microsoft QLinearSoftmax over the channels (axis 1 of NCHW or [N, K]): exactly
+        runtime/'s float mode, which mirrors it."""
+        x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
+        self.node("QLinearSoftmax", [qname(x.name), *self.qparams(x), *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft", axis=1,
+                  opset=OPSET)
 
     def build(self) -> onnx.ModelProto:
         model, boundary = self.model, self.boundary

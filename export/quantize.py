@@ -22,6 +22,7 @@ from export import tables
 from export.graph import FloatGraph, FloatLayer
 from runtime import kernels
 from runtime.errors import TinyconvError
+from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import INT32_MAX, MODES, Requant
 
@@ -209,6 +210,26 @@ class _Quantizer:
         table = np.clip(table, params["act_min"], params["act_max"]).astype(np.int8)
         return Layer("lookup", layer.name, layer.inputs, layer.output, params,
                      {"table": table})
+    def q_softmax(self, layer: FloatLayer) -> Layer:
+        """Output at TFLite's fixed quantization (1/256, -128): probabilities in [0, 1)."""
+        x = self.spec(layer.inputs[0])
+        given = self.graph.quantization.get(layer.output)
+        if given is not None and (np.float32(given[0]), given[1]) != (
+                np.float32(OUTPUT_SCALE), OUTPUT_ZERO_POINT):
+            raise TinyconvError(f"layer {layer.name!r} (Softmax): the source quantizes its output "
+                                f"at scale {given[0]}, zero point {given[1]}; tinyconv's softmax "
+                                "outputs scale 1/256, zero point -128")
+        self.tensors[layer.output] = TensorSpec(
+            layer.output, tuple(self.graph.shapes[layer.output]),
+            float(np.float32(OUTPUT_SCALE)), OUTPUT_ZERO_POINT)
+        y = self.spec(layer.output)
+        if self.act_params(layer, y) != {"act_min": -128, "act_max": 127}:
+            raise TinyconvError(f"layer {layer.name!r}: a clamp after Softmax is not supported")
+        try:
+            arrays = kernels.softmax_constants(x.scale, x.shape[-1], self.mode)
+        except ValueError as exc:
+            raise TinyconvError(f"layer {layer.name!r} (Softmax): {exc}") from None
+        return Layer("softmax", layer.name, layer.inputs, layer.output, {}, arrays)
 
 
 def quantize(graph: FloatGraph, ranges: dict[str, tuple[float, float]], *, mode: str = "fixed",

@@ -92,6 +92,8 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
         return kernels.add(x, values[layer.inputs[1]], layer.arrays, act_range=act)
     if layer.op == "lookup":
         return kernels.lookup(x, layer.arrays["table"], act_range=act)
+    if layer.op == "softmax":
+        return kernels.softmax(x, layer.arrays)
     raise ValueError(f"layer {layer.name!r}: unknown op {layer.op!r}")
 
 

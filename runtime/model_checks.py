@@ -16,10 +16,11 @@ import numpy as np
 
 from runtime.errors import ModelFileError
 from runtime.kernels import ADD_LEFT_SHIFT, output_size, worst_case_accumulator
+from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT, softmax_constants
 from runtime.requant import INT32_MAX, MODES, ROUNDINGS, Requant
 
 OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
-       "lookup")
+       "lookup", "softmax")
 _INPUT_COUNT = {"add": 2}
 
 # The constants runtime.kernels' *_constants functions make, by (op, mode): name -> dtype.
@@ -256,6 +257,35 @@ class _Layer:
         if table.shape not in ((256,), (channels, 256)):
             raise self.fail("array 'table'", f"has shape {table.shape}, expected (256,) or "
                                              f"({channels}, 256)")
+    def softmax(self) -> None:
+        """Constants as ``softmax_constants`` makes them for the input's scale and channels,
+        output at TFLite's fixed quantization, no clamp."""
+        src, dst = self.tensor(), self.tensor(None)
+        if dst.shape != src.shape:
+            raise self.fail("output", f"has shape {dst.shape}, not its input's {src.shape}")
+        if (np.float32(dst.scale), dst.zero_point) != (np.float32(OUTPUT_SCALE),
+                                                       OUTPUT_ZERO_POINT):
+            raise self.fail("output", f"has scale {dst.scale} and zero point {dst.zero_point}, "
+                                      "not 1/256 and -128")
+        if (self.params.get("act_min", -128), self.params.get("act_max", 127)) != (-128, 127):
+            raise self.fail("act_min/act_max", "must be -128/127 (softmax takes no clamp)")
+        try:
+            expect = softmax_constants(src.scale, src.shape[-1], self.model.requant_mode)
+        except ValueError as exc:
+            raise self.fail("input", f"cannot be a softmax input: {exc}") from None
+        self.only_arrays(expect)
+        if self.model.requant_mode == "fixed":  # integer and double arithmetic: exact anywhere
+            for key, value in expect.items():
+                if self.array(key, _I32, (1,))[0] != value[0]:
+                    raise self.fail(f"array {key!r}", f"is not {value[0]}, TFLM's value for "
+                                                      "the input's scale")
+            return
+        # the float table went through the exporting machine's libm exp: checked for shape
+        table = self.array("exp_table", _F32, (256,))
+        if not (np.all(np.isfinite(table * np.float32(256.0))) and table[0] > 0
+                and np.all(table[1:] <= table[:-1]) and table[-1] >= 0):
+            raise self.fail("array 'exp_table'", "is not a finite, positive, non-increasing "
+                                                 "table of exponentials")
 
 
 def _check_tensor(spec, arena_size: int) -> None:

@@ -308,3 +308,88 @@ def lookup(x, table, *, act_range=(-128, 127)):
         row = table if table.ndim == 1 else table[index[-1]]
         out[index] = _clamp(int(row[int(x[index]) + 128]), *act_range)
     return out
+# -- softmax ---------------------------------------------------------------------------------------
+
+def _sat_mul_pot(x: int, exponent: int) -> int:
+    """gemmlowp's SaturatingRoundingMultiplyByPOT on int32."""
+    if exponent <= 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    if x > threshold:
+        return _INT32_MAX
+    if x < -threshold:
+        return _INT32_MIN
+    return x * 2**exponent
+
+
+def _fp_exp_quarter(a: int) -> int:
+    """exp(a / 2**31) for a in [-2**29, 0): gemmlowp's Taylor polynomial around -1/8."""
+    mul = saturating_rounding_doubling_high_mul
+    x = a + 2**28
+    x2 = mul(x, x)
+    x3 = mul(x2, x)
+    x4 = mul(x2, x2)
+    inner = _sat_mul_pot(mul(_sat_mul_pot(x4, -2) + x3, 715827883) + x2, -1)
+    return 1895147668 + mul(1895147668, x + inner)
+
+
+def _fp_exp_on_negative(a: int) -> int:
+    """exp of a Q5.26 value in (-32, 0], as Q0.31 (gemmlowp's exp_on_negative_values)."""
+    if a == 0:
+        return _INT32_MAX
+    quarter = 2**24
+    reduced = (a & (quarter - 1)) - quarter  # in [-1/4, 0), a = reduced - remainder
+    result = _fp_exp_quarter(_sat_mul_pot(reduced, 5))
+    remainder = reduced - a
+    for bit, multiplier in enumerate((1672461947, 1302514674, 790015084, 290630308, 39332535,
+                                      720401, 242)):
+        if remainder & 2**(24 + bit):  # exp(-2**(bit - 2))
+            result = saturating_rounding_doubling_high_mul(result, multiplier)
+    return result
+
+
+def _fp_reciprocal(total: int) -> tuple[int, int]:
+    """1 / total for a Q12.19 total >= 1: TFLite's GetReciprocal (Newton-Raphson in Q2.29)."""
+    mul = saturating_rounding_doubling_high_mul
+    headroom = 32 - total.bit_length()
+    a = ((total << headroom) % 2**32) - 2**31
+    half = _c_div(a + _INT32_MAX + 1, 2)  # RoundingHalfSum(a, 1.0)
+    x = 1515870810 + mul(half, -1010580540)  # 48/17 - 32/17 * half
+    for _ in range(3):
+        x = x + _sat_mul_pot(mul(x, 2**29 - mul(half, x)), 2)
+    return _sat_mul_pot(x, 1), 12 - headroom
+
+
+def softmax(x, consts):
+    """Softmax over the last axis, one row and one element at a time."""
+    y = np.zeros(x.shape, np.int8)
+    for row in np.ndindex(x.shape[:-1]):
+        values = [int(v) for v in x[row]]
+        top = max(values)
+        if "exp_table" in consts:  # float32 scalar operations, one IEEE rounding each
+            table = [np.float32(v) for v in consts["exp_table"]]
+            total = np.float32(0.0)
+            for v in values:
+                total = np.float32(total + table[top - v])
+            for c, v in enumerate(values):
+                quotient = np.float32(np.float32(table[top - v] * np.float32(256.0)) / total)
+                y[row + (c,)] = _clamp(_round_half_even(quotient) - 128, -128, 127)
+            continue
+        multiplier = int(consts["input_multiplier"][0])
+        shift = int(consts["input_left_shift"][0])
+        diff_min = int(consts["diff_min"][0])
+        exps = {}
+        for c, v in enumerate(values):
+            if v - top >= diff_min:
+                scaled = saturating_rounding_doubling_high_mul((v - top) * 2**shift, multiplier)
+                exps[c] = _fp_exp_on_negative(scaled)
+        total = sum(rounding_divide_by_pot(e, 12) for e in exps.values())  # Q0.31 -> Q12.19
+        scale, bits_over_unit = _fp_reciprocal(total)
+        for c in range(len(values)):
+            if c not in exps:
+                y[row + (c,)] = -128
+                continue
+            q = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scale, exps[c]),
+                                       bits_over_unit + 31 - 8)
+            y[row + (c,)] = _clamp(q - 128, -128, 127)
+    return y

@@ -26,7 +26,8 @@ FIRMWARE_SRC = ROOT / "firmware" / "src"
 HARNESS = Path(__file__).resolve().parent / "c" / "runner" / "model_harness.c"
 KERNEL_SOURCES = ("tc_conv2d.c", "tc_conv2d_1ch.c", "tc_depthwise_conv2d.c",
                   "tc_fully_connected.c", "tc_max_pool2d.c", "tc_avg_pool2d.c",
-                  "tc_global_avg_pool.c", "tc_add.c", "tc_lookup.c", "tc_matmul.c", "tc_model.c")
+                  "tc_global_avg_pool.c", "tc_add.c", "tc_lookup.c", "tc_softmax.c",
+                  "tc_matmul.c", "tc_model.c")
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
 
@@ -125,6 +126,12 @@ def random_model(rng: np.random.Generator, input_shape, spec: list[dict], mode: 
             arrays = kernels.add_constants(src.scale, src.zero_point, other.scale,
                                            other.zero_point, tensors[y].scale,
                                            tensors[y].zero_point, mode)
+        elif op == "softmax":
+            y = new_tensor(src.shape)
+            tensors[y].scale, tensors[y].zero_point = 1.0 / 256.0, -128
+            if "scale" in item:  # of a softmax reading the model input: sets its constants
+                src.scale = float(np.float32(item["scale"]))
+            arrays = kernels.softmax_constants(src.scale, c, mode)
         else:
             raise ValueError(op)
         out = tensors[y]

@@ -33,6 +33,8 @@ def reference_run(model, x):
             out = reference.global_avg_pool(src, a, act_range=act)
         elif layer.op == "lookup":
             out = reference.lookup(src, a["table"], act_range=act)
+        elif layer.op == "softmax":
+            out = reference.softmax(src, a)
         else:
             out = reference.add(src, values[layer.inputs[1]], a, act_range=act)
         values[layer.output] = out.reshape((x.shape[0],) + model.tensors[layer.output].shape)

@@ -30,6 +30,7 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
     tensor("gap", (1, 1, 6), 0.05, 0)
     tensor("act", (1, 1, 6), 0.02, -5)
     tensor("fc", (3,), 0.1, 7)
+    tensor("prob", (1, 1, 6), 1 / 256, -128)  # a side branch: softmax of gap
     layers = []
 
     def conv(name, src, dst, m, k, cg, groups=1, **params):
@@ -63,6 +64,9 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
                                                           (4, 4), mode)))
     layers.append(Layer("lookup", "act", ["gap"], "act", {"act_min": -120, "act_max": 127},
                         {"table": rng.integers(-128, 128, (6, 256)).astype(np.int8)}))
+    layers.append(Layer("softmax", "softmax", ["gap"], "prob",
+                        {"act_min": -128, "act_max": 127},
+                        kernels.softmax_constants(t["gap"].scale, 6, mode)))
     w = rng.integers(-127, 128, (3, 6)).astype(np.int8)
     arrays = {"weights": w, "bias": rng.integers(-500, 500, 3).astype(np.int32)}
     arrays.update(_requant_arrays(mode, t["act"].scale, np.full(3, 0.01, np.float32),

@@ -140,5 +140,15 @@ int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int
  * channels long) picks a 256-entry row when tables == channels; tables == 1: one table. */
 int tc_lookup(const int8_t *table, int32_t tables, int32_t channels, int32_t size,
               int32_t act_min, int32_t act_max, const int8_t *input, int8_t *output);
+/* Softmax over the depth channels of each of rows rows; output scale 1/256, zero point -128.
+ * fixed: TFLite Micro's reference int8 softmax; float: onnxruntime's QLinearSoftmax. */
+typedef struct {
+    int32_t mode;              /* TC_RQ_FIXED_DOUBLE or TC_RQ_FLOAT */
+    int32_t input_multiplier, input_left_shift, diff_min; /* fixed */
+    const float *exp_table;    /* float: 256 entries, indexed by row max - x; NULL if fixed */
+} tc_softmax_params;
+
+int tc_softmax(const tc_softmax_params *params, int32_t rows, int32_t depth, const int8_t *input,
+               int8_t *output);
 
 #endif

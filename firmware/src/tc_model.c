@@ -176,6 +176,17 @@ static int tc_run_layer(const tc_layer_t *l)
                    ? tc_lookup(l->weights, l->iparams[0], l->in_c, l->in_h * l->in_w * l->in_c,
                                l->act_min, l->act_max, in, out)
                    : TC_ERR_UNSUPPORTED;
+    case TC_OP_SOFTMAX: {
+        tc_softmax_params p;
+        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+        p.input_multiplier = l->iparams[0];
+        p.input_left_shift = l->iparams[1];
+        p.diff_min = l->iparams[2];
+        p.exp_table = l->fparams;
+        return TC_USES(TC_OP_SOFTMAX)
+                   ? tc_softmax(&p, l->in_h * l->in_w, l->in_c, in, out)
+                   : TC_ERR_UNSUPPORTED;
+    }
     default:
         return TC_ERR_UNSUPPORTED;
     }

@@ -28,11 +28,13 @@ from runtime.kernels.elementwise import add, add_constants, dequantize, fma_f32,
 from runtime.kernels.lookup import lookup
 from runtime.kernels.pool import (avg_pool2d, avg_pool_constants, global_avg_pool,
                                   global_avg_pool_constants, max_pool2d)
+from runtime.kernels.softmax import softmax, softmax_constants
 from runtime.requant import Requant
 
 __all__ = [
     "Requant", "ConvPlan", "plan_conv2d", "conv2d", "conv2d_accumulate", "fully_connected",
     "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
-    "add_constants", "lookup", "quantize", "dequantize", "output_size", "worst_case_accumulator",
+    "add_constants", "lookup", "softmax", "softmax_constants", "quantize", "dequantize",
+    "output_size", "worst_case_accumulator",
 ]
