@@ -9,10 +9,8 @@ TorchScript exporter leaves the autoencoder's BatchNormalization on [N, 128] in 
 
 Oracles: the framework itself for model.onnx, onnxruntime on model.q.onnx for the int8 model
 (float mode: every tensor ``==``), runtime/ layer by layer for fixed mode (within 1 LSB), and
-runtime/ for the device under QEMU (every output ``==``).
-
-TODO(lead): the classifiers are built with ``softmax=False`` until the Softmax op lands; then
-``SOFTMAX`` becomes True and the published heads (Dense + softmax) are what is tested.
+runtime/ for the device under QEMU (every output ``==``). The classifiers keep their published
+heads: Dense + Softmax.
 """
 from __future__ import annotations
 
@@ -38,7 +36,7 @@ else:
     pytest.importorskip("tf2onnx", reason="pip install -e '.[keras]'")
     pytest.importorskip("torch", reason="pip install -e '.[torch]'")
 
-SOFTMAX = False  # TODO(lead): True once the Softmax op is supported
+SOFTMAX = True  # the published heads
 N_CALIB, N_TEST = 8, 6
 MODELS = ("resnet8", "dscnn", "mobilenet", "autoencoder")
 # every model from Keras and from the TorchScript exporter; the dynamo exporter (10 s a model)
