@@ -22,12 +22,14 @@ from onnx import helper, numpy_helper
 
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
+from export import import_tensor_ops as tensor_ops
 from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
 
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
-                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose")
+                 "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
+                 "Concat", "Pad", "Resize", "Upsample", "Sub")
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -409,10 +411,12 @@ class _Mapper:
             f"node {node.name!r} has op {node.op_type}{why}, which tinyconv cannot map; "
             f"supported ops: {', '.join(SUPPORTED_OPS)}")
 
-    def emit(self, node, op, inputs, output, **kw) -> FloatLayer:
-        """Add a layer, absorbing any Relu/Clip chain that alone follows it into its clamp."""
+    def emit(self, node, op, inputs, output, fuse: bool = True, **kw) -> FloatLayer:
+        """Add a layer, absorbing any Relu/Clip chain that alone follows it into its clamp
+        (unless ``fuse`` is false: data movement keeps its input's codes, with no clamp)."""
         lo, hi = -math.inf, math.inf
-        while (nxt := self.only_consumer(output)) is not None and nxt.op_type in _ACTIVATIONS:
+        while fuse and (nxt := self.only_consumer(output)) is not None and \
+                nxt.op_type in _ACTIVATIONS:
             a_lo, a_hi = self.activation_range(nxt)
             lo, hi = max(lo, a_lo), min(hi, a_hi)
             self.fused.add(nxt.name)
@@ -625,8 +629,25 @@ class _Mapper:
         raise self.unsupported(node, " not directly after Conv/Gemm/pool/Add")
 
     def op_Mul(self, node):
-        raise self.unsupported(node, " that is not a per-channel constant scale right after a "
-                                     "Conv whose output it alone reads (folded into the Conv)")
+        if any(i in self.params for i in node.input):
+            raise self.unsupported(node, " by a constant that is not a per-channel scale right "
+                                         "after a Conv whose output it alone reads (folded into "
+                                         "the Conv)")
+        tensor_ops.map_mul(self, node)
+
+    def op_Sub(self, node):
+        tensor_ops.map_sub(self, node)
+
+    def op_Concat(self, node):
+        tensor_ops.map_concat(self, node)
+
+    def op_Pad(self, node):
+        tensor_ops.map_pad(self, node)
+
+    def op_Resize(self, node):
+        tensor_ops.map_resize(self, node)
+
+    op_Upsample = op_Resize
 
     op_Clip = op_Relu
 

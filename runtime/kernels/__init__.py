@@ -27,6 +27,8 @@ from runtime.kernels.conv import (ConvPlan, conv2d, conv2d_accumulate, fully_con
 from runtime.kernels.elementwise import add, add_constants, dequantize, fma_f32, quantize
 from runtime.kernels.pool import (avg_pool2d, avg_pool_constants, global_avg_pool,
                                   global_avg_pool_constants, max_pool2d)
+from runtime.kernels.tensor_ops import (concat, concat_constants, mul, mul_constants, pad,
+                                        requantize_table, resize_nearest, sub, sub_constants)
 from runtime.requant import Requant
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
     "add_constants", "quantize", "dequantize", "output_size", "worst_case_accumulator",
+    "concat", "concat_constants", "requantize_table", "pad", "resize_nearest", "mul",
+    "mul_constants", "sub", "sub_constants",
 ]
