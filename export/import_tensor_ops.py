@@ -136,3 +136,16 @@ def map_sub(mapper, node) -> None:
     if shape(mapper.model, a) != shape(mapper.model, b):
         raise mapper.unsupported(node, " with broadcasting")
     mapper.emit(node, "sub", [a, b], node.output[0])
+
+
+def is_view(mapper, node) -> bool:
+    """A Reshape between two NCHW maps that keeps the NHWC byte order (the same shape, or one
+    value per channel either way, as tf2onnx writes for keepdims): an alias, no layer."""
+    _, shape = _helpers()
+    src, dst = shape(mapper.model, node.input[0]), shape(mapper.model, node.output[0])
+    if len(src) != 4 or len(dst) != 4:
+        return False
+    if src[1:] != dst[1:] and not (src[2:] == dst[2:] == [1, 1] and src[1] == dst[1]):
+        return False
+    mapper.alias[node.output[0]] = mapper.src(node.input[0])
+    return True

@@ -562,6 +562,8 @@ class _Mapper:
         self._flatten(node)
 
     def op_Reshape(self, node):
+        if tensor_ops.is_view(self, node):
+            return
         self._flatten(node)
 
     def op_Squeeze(self, node):

@@ -376,3 +376,95 @@ def test_refusals_name_node_and_op_in_one_line(change, words):
         export.from_onnx(onnx_graph(**change), _images(4, 1))
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), message
+
+
+# -- a PyTorch and a Keras (tf2onnx) model using these ops ------------------------------------
+
+def _torch_model():
+    torch = pytest.importorskip("torch", reason="pip install -e '.[torch]'")
+    nn, F = torch.nn, torch.nn.functional
+
+    class Net(nn.Module):
+        """Concat of two branches, a Pad the pool cannot absorb, Upsample, squeeze-and-excite
+        Mul, Sub, mean over H, W."""
+
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+            self.c3, self.c4 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 8, 1)
+            self.up, self.fc = nn.Upsample(scale_factor=2, mode="nearest"), nn.Linear(8, 10)
+
+        def forward(self, x):
+            c = torch.cat([F.relu(self.c1(x)), self.c2(x)], 1)
+            t = self.c3(self.up(F.max_pool2d(F.pad(c, (1, 1, 1, 1), value=0.25), 2)))
+            s = F.relu(self.c4(F.adaptive_avg_pool2d(t, 1)))
+            return self.fc((t - t * s).mean((2, 3)))
+
+    torch.manual_seed(SEED)
+    net = Net().eval()
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tensor_ops_{os.getpid()}.onnx"
+    torch.onnx.export(net, torch.randn(2, 3, 12, 12), str(path), dynamo=False, opset_version=13,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    source = onnx.load(str(path))
+    path.unlink()
+    return (lambda x: net(torch.from_numpy(x)).detach().numpy()), source, (3, 12, 12)
+
+
+def _keras_model(tf):
+    tf2onnx = pytest.importorskip("tf2onnx", reason="pip install -e '.[keras]'")
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(SEED)
+    image = tf.keras.Input((12, 12, 3), name="image")
+    c = layers.Concatenate()([layers.Conv2D(8, 3, padding="same", activation="relu")(image),
+                              layers.Conv2D(8, 3, padding="same")(image)])
+    p = layers.MaxPooling2D()(layers.ZeroPadding2D(1)(c))
+    t = layers.Conv2D(8, 1)(layers.Resizing(14, 14, interpolation="nearest")(p))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True)(t)
+    s = layers.Conv2D(8, 1, activation="relu")(pooled)
+    d = layers.Subtract()([t, layers.Multiply()([t, s])])
+    keras = tf.keras.Model(image, layers.Dense(10)(layers.GlobalAveragePooling2D()(d)))
+    signature = (tf.TensorSpec((None, 12, 12, 3), tf.float32, name="image"),)
+    source, _ = tf2onnx.convert.from_keras(keras, input_signature=signature, opset=17)
+    return (lambda x: np.asarray(keras(x, training=False))), source, (12, 12, 3)
+
+
+SEED = 2026
+FRAMEWORK_OPS = {"Concat", "Pad", "Resize", "Mul", "Sub"}
+
+
+@pytest.fixture(scope="module", params=["torch", "keras"])
+def framework(request, tf):
+    forward, source, shape = _torch_model() if request.param == "torch" else _keras_model(tf)
+    assert FRAMEWORK_OPS <= {node.op_type for node in source.graph.node}
+    calibration = _images(16, 1, shape)
+    results = {mode: export.from_onnx(source, calibration, requant=mode) for mode in MODES}
+    return request.param, forward, shape, results
+
+
+def test_framework_model_float_equals_onnxruntime_and_fixed_within_one_lsb(framework):
+    name, forward, shape, results = framework
+    x = _images(12, 5, shape)
+    nhwc = x if name == "keras" else x.transpose(0, 2, 3, 1)
+    from _export_checks import ort_float
+    np.testing.assert_allclose(ort_float(results["float"].float_model, x), forward(x),
+                               rtol=1e-4, atol=1e-4)
+    assert_float_mode_equals_onnxruntime(results["float"], x, nhwc)
+    assert_fixed_within_one_lsb_of_float(results, nhwc)
+    assert {"concat", "pad", "resize_nearest", "mul", "sub"} <= \
+        {layer.op for layer in results["fixed"].model.layers}
+
+
+def test_framework_model_on_the_host_device(framework, tmp_path):
+    """Every device output equals runtime/'s (and onnxruntime's in float mode)."""
+    from firmware_host.verify import verify
+    _, forward, shape, results = framework
+    x = _images(20, 8, shape)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=np.argmax(forward(x), axis=1))
+    for mode, result in results.items():
+        run = verify(result.save(tmp_path / mode), data, labels=True, device="host",
+                     progress=False)
+        assert run.exit_status == 0 and run.device_equal_images == run.images == 20
+        if mode == "float":
+            assert run.ort_equal_images == 20
