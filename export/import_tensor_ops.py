@@ -64,9 +64,16 @@ def map_pad(mapper, node) -> None:
     if rank != 4 or full[[0, 1, 4, 5]].any() or (full < 0).any():
         raise mapper.unsupported(node, f" with pads {full.tolist()} (only non-negative "
                                        "padding of H and W of an NCHW map)")
+    pads = [int(full[2]), int(full[3]), int(full[6]), int(full[7])]
+    conv = mapper.only_consumer(node.output[0])
+    if value == 0.0 and conv is not None and conv.op_type == "Conv" and \
+            conv.input[0] == node.output[0]:
+        # padding with real 0 is the Conv's own padding (its input zero point): fold it
+        mapper.alias[node.output[0]] = mapper.src(node.input[0])
+        mapper.folded_pads[node.output[0]] = pads
+        return
     mapper.emit(node, "pad", [node.input[0]], node.output[0], fuse=False,
-                params={"pads": [int(full[2]), int(full[3]), int(full[6]), int(full[7])],
-                        "value": value})
+                params={"pads": pads, "value": value})
 
 
 def nearest_indices(in_size: int, out_size: int, scale: float, coordinate: str,

@@ -385,6 +385,7 @@ class _Mapper:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.layout = "NCHW"
         self.nhwc_order: set[str] = set()  # flattened tensors already in NHWC order
+        self.folded_pads: dict[str, list[int]] = {}  # Pad output -> the Conv padding it adds
 
     def const(self, node, index: int) -> np.ndarray:
         name = node.input[index] if index < len(node.input) else ""
@@ -488,6 +489,7 @@ class _Mapper:
         in_hw = _shape(self.model, node.input[0])[2:]
         out_hw = _shape(self.model, node.output[0])[2:]
         pads = _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw)
+        pads = [p + q for p, q in zip(pads, self.folded_pads.get(node.input[0], [0] * 4))]
         self.emit(node, "conv2d", [node.input[0]], node.output[0],
                   params={"stride": stride, "padding": pads, "dilation": dilation,
                           "groups": int(attrs.get("group", 1))},

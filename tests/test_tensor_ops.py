@@ -367,6 +367,23 @@ def test_c_model_equals_runtime(exported, mode, tmp_path):
     np.testing.assert_array_equal(run_native(exe, model, x), runtime.run(model, x))
 
 
+def test_zero_pad_before_a_conv_is_the_convs_padding():
+    rng = np.random.default_rng(13)
+    nodes, inits = _conv("c", "padded", "y", 3, 4, rng)
+    nodes.insert(0, helper.make_node("Pad", ["x", "pads"], ["padded"], name="pad"))
+    inits.append(numpy_helper.from_array(np.array([0, 0, 2, 0, 0, 0, 1, 3], np.int64), "pads"))
+    graph = helper.make_graph(
+        nodes, "padded_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             ["N", 3, 6, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = export.from_onnx(model, _images(8, 1), requant="float")
+    [layer] = result.model.layers
+    assert layer.op == "conv2d" and layer.params["padding"] == [3, 1, 2, 4]
+    x = _images(6, 2)
+    assert_float_mode_equals_onnxruntime(result, x, x.transpose(0, 2, 3, 1))
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(pad_mode="reflect"), ("'pad'", "Pad", "reflect")),
     (dict(resize_mode="linear"), ("'up'", "Resize", "linear")),
