@@ -634,7 +634,7 @@ class _Mapper:
 
     def op_Mul(self, node):
         if any(i in self.params for i in node.input):
-            raise self.unsupported(node, " by a constant that is not a per-channel scale right "
+            raise self.unsupported(node, " that is not a per-channel constant scale right "
                                          "after a Conv whose output it alone reads (folded into "
                                          "the Conv)")
         tensor_ops.map_mul(self, node)
