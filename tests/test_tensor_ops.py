@@ -13,16 +13,16 @@ Oracles, each independent of the code under test:
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from _export_checks import assert_fixed_within_one_lsb_of_float, assert_float_mode_equals_onnxruntime
+from _export_checks import (assert_fixed_within_one_lsb_of_float,
+                            assert_float_mode_equals_onnxruntime, ort_float)
 from _firmware_models import build_native_runner, compile_kernel_objects, run_native
 from onnx import TensorProto, helper, numpy_helper
-from onnx_ops import (nchw, pad_int8, qlinear_concat, qlinear_mul, quantized_sub,
+from onnx_ops import (pad_int8, qlinear_concat, qlinear_mul, quantized_sub,
                       resize_nearest_float)
 
 import export
@@ -158,7 +158,7 @@ def test_resize_indices_equal_onnxruntime_and_the_reference_evaluator(coordinate
                                       q[:, rows][:, :, cols])
 
 
-# -- fixed mode against TensorFlow Lite Micro --------------------------------------------------------
+# -- fixed mode against TensorFlow Lite Micro ---------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tf():
@@ -277,13 +277,13 @@ def test_fixed_concat_pad_resize_equal_tflm(tf):
     value = kernels.quantize(np.float32(0.0), sy, zy)
     np.testing.assert_array_equal(kernels.pad(x, pads, value), got)
 
-    for size, coordinate in (((10, 12), "tf_half_pixel_for_nn"), ((15, 18), "tf_half_pixel_for_nn")):
+    for size in ((10, 12), (15, 18)):  # TF's half_pixel_centers: tf_half_pixel_for_nn, floor
         ops, interpreter, quant, (sy, zy) = _tflm(
             tf, lambda p: tf.image.resize(p, size, method="nearest"), [x.shape], [(-1.0, 2.0)])
         got = _invoke(interpreter, [x])
         assert ops == {_builtin("RESIZE_NEAREST_NEIGHBOR")} and quant[0] == (sy, zy)
-        rows = nearest_indices(5, size[0], size[0] / 5, coordinate, "floor")
-        cols = nearest_indices(6, size[1], size[1] / 6, coordinate, "floor")
+        rows = nearest_indices(5, size[0], size[0] / 5, "tf_half_pixel_for_nn", "floor")
+        cols = nearest_indices(6, size[1], size[1] / 6, "tf_half_pixel_for_nn", "floor")
         np.testing.assert_array_equal(kernels.resize_nearest(x, rows, cols), got)
 
 
@@ -463,7 +463,6 @@ def test_framework_model_float_equals_onnxruntime_and_fixed_within_one_lsb(frame
     name, forward, shape, results = framework
     x = _images(12, 5, shape)
     nhwc = x if name == "keras" else x.transpose(0, 2, 3, 1)
-    from _export_checks import ort_float
     np.testing.assert_allclose(ort_float(results["float"].float_model, x), forward(x),
                                rtol=1e-4, atol=1e-4)
     assert_float_mode_equals_onnxruntime(results["float"], x, nhwc)
