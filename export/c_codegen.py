@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import TinyconvError
+from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
 LAYER_TABLE_VERSION = 2
@@ -74,7 +75,7 @@ _HEADER_TYPES = """\
  * avg_pool2d, global_avg_pool, add, mul and sub in the order export/c_codegen.py documents.
  * concat: iparams[0] inputs, bias {{arena offset, channels, table index or -1}} per input,
  * weights the 256-entry tables; resize_nearest: bias the out_h row then out_w column indices;
- * pad: iparams[0] the value; mul: iparams[5] the size of b (a's, out_c or 1). */
+ * pad: iparams[0] the value, iparams[1] the mode (0 constant, 1 reflect, 2 edge); mul: iparams[5] the size of b (a's, out_c or 1). */
 typedef struct {{
     int32_t op, rq_mode;
     uint32_t input_offset, input2_offset, output_offset;
@@ -284,7 +285,6 @@ def _tensor_op(model: QuantModel, layer: Layer, e: dict, w: _Writer, prefix: str
     t, a = model.tensors, layer.arrays
     e["op"] = OP_CODES[layer.op]
     if layer.op == "concat":
-        from runtime.kernels.tensor_ops import CODES
         parts, tables = [], []
         for name, table in zip(layer.inputs, a["tables"]):
             index = -1 if np.array_equal(table, CODES) else len(tables)
@@ -300,6 +300,7 @@ def _tensor_op(model: QuantModel, layer: Layer, e: dict, w: _Writer, prefix: str
         top, left, bottom, right = (int(v) for v in layer.params["pads"])
         e.update(pad_top=top, pad_left=left, pad_bottom=bottom, pad_right=right)
         e["iparams"][0] = int(a["value"][0])
+        e["iparams"][1] = PAD_MODES.index(layer.params.get("mode", "constant"))
     elif layer.op == "resize_nearest":
         e["bias"] = w.array("int32_t", f"{prefix}_indices",
                             np.concatenate([a["rows"], a["cols"]]), _c_int,

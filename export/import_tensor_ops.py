@@ -48,8 +48,8 @@ def map_pad(mapper, node) -> None:
     attrs, shape = _helpers()
     a = attrs(node)
     mode = _text(a.get("mode", "constant"))
-    if mode != "constant":
-        raise mapper.unsupported(node, f" in mode {mode!r} (only constant)")
+    if mode not in ("constant", "reflect", "edge"):
+        raise mapper.unsupported(node, f" in mode {mode!r} (only constant, reflect, edge)")
     pads = _optional_const(mapper, node, 1)
     pads = np.asarray(a.get("pads", []) if pads is None else pads, np.int64).reshape(-1)
     value = _optional_const(mapper, node, 2)
@@ -66,14 +66,14 @@ def map_pad(mapper, node) -> None:
                                        "padding of H and W of an NCHW map)")
     pads = [int(full[2]), int(full[3]), int(full[6]), int(full[7])]
     conv = mapper.only_consumer(node.output[0])
-    if value == 0.0 and conv is not None and conv.op_type == "Conv" and \
+    if mode == "constant" and value == 0.0 and conv is not None and conv.op_type == "Conv" and \
             conv.input[0] == node.output[0]:
         # padding with real 0 is the Conv's own padding (its input zero point): fold it
         mapper.alias[node.output[0]] = mapper.src(node.input[0])
         mapper.folded_pads[node.output[0]] = pads
         return
     mapper.emit(node, "pad", [node.input[0]], node.output[0], fuse=False,
-                params={"pads": pads, "value": value})
+                params={"pads": pads, "value": value, "mode": mode})
 
 
 def nearest_indices(in_size: int, out_size: int, scale: float, coordinate: str,

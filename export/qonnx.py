@@ -162,7 +162,7 @@ class _Writer:
         self.node("Pad", [qname(layer.inputs[0]), self.const(
             layer.name + "_pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)),
             self.const(layer.name + "_value", np.int8(layer.arrays["value"][0]))],
-            [self.out_name(layer)], layer.name)
+            [self.out_name(layer)], layer.name, mode=layer.params.get("mode", "constant"))
 
     def w_resize_nearest(self, layer):
         """Two int8 Gathers by the stored row and column indices: exactly what runs."""

@@ -201,8 +201,11 @@ class _Quantizer:
         x = self.spec(layer.inputs[0])
         self.output_spec(layer, like=x)
         value = kernels.quantize(np.float32(layer.params["value"]), x.scale, x.zero_point)
-        return Layer("pad", layer.name, layer.inputs, layer.output,
-                     {"pads": list(layer.params["pads"])}, {"value": value.reshape(1)})
+        params = {"pads": list(layer.params["pads"])}
+        if layer.params.get("mode", "constant") != "constant":
+            params["mode"] = layer.params["mode"]
+        return Layer("pad", layer.name, layer.inputs, layer.output, params,
+                     {"value": value.reshape(1)})
 
     def q_resize_nearest(self, layer: FloatLayer) -> Layer:
         self.output_spec(layer, like=self.spec(layer.inputs[0]))

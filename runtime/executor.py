@@ -98,7 +98,8 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
 _TENSOR_OPS = {  # runtime/kernels/tensor_ops.py: (layer, inputs, act_range) -> output
     "concat": lambda layer, xs, act: kernels.concat(xs, layer.arrays),
     "pad": lambda layer, xs, act: kernels.pad(xs[0], layer.params["pads"],
-                                              int(layer.arrays["value"][0])),
+                                              int(layer.arrays["value"][0]),
+                                              layer.params.get("mode", "constant")),
     "resize_nearest": lambda layer, xs, act: kernels.resize_nearest(
         xs[0], layer.arrays["rows"], layer.arrays["cols"]),
     "mul": lambda layer, xs, act: kernels.mul(*xs, layer.arrays, act_range=act),

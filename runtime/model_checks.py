@@ -16,6 +16,7 @@ import numpy as np
 
 from runtime.errors import ModelFileError
 from runtime.kernels import ADD_LEFT_SHIFT, output_size, worst_case_accumulator
+from runtime.kernels.tensor_ops import PAD_MODES
 from runtime.requant import INT32_MAX, MODES, ROUNDINGS, Requant
 
 OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
@@ -271,6 +272,11 @@ class _Layer:
     def pad(self) -> None:
         h, w, c = self.hwc()
         pads = self.ints("pads", 4, None, 0)
+        mode = self.params.get("mode", "constant")
+        if mode not in PAD_MODES:
+            raise self.fail("mode", f"is {mode!r}, not one of {PAD_MODES}")
+        if mode == "reflect" and (max(pads[0], pads[2]) >= h or max(pads[1], pads[3]) >= w):
+            raise self.fail("pads", f"{list(pads)} reflect beyond the input ({h}, {w})")
         if self.hwc(None) != (h + pads[0] + pads[2], w + pads[1] + pads[3], c):
             raise self.fail("output", f"has shape {self.tensor(None).shape}, not the input "
                                       f"{(h, w, c)} padded by {list(pads)}")

@@ -335,15 +335,25 @@ def concat(xs, specs, y_spec, mode: str):
     return y
 
 
-def pad(x, pads, value: int):
+def _source_index(i: int, size: int, mode: str):
+    """The input index an output index (relative to the input's start) reads, None for the
+    constant."""
+    if 0 <= i < size:
+        return i
+    if mode == "edge":
+        return 0 if i < 0 else size - 1
+    if mode == "reflect":
+        return -i if i < 0 else 2 * (size - 1) - i
+    return None
+
+
+def pad(x, pads, value: int, mode: str = "constant"):
     top, left, bottom, right = pads
     n_, h, w, c = x.shape
-    y = np.full((n_, h + top + bottom, w + left + right, c), value, np.int8)
-    for n in range(n_):
-        for i in range(h):
-            for j in range(w):
-                for ch in range(c):
-                    y[n, i + top, j + left, ch] = x[n, i, j, ch]
+    y = np.zeros((n_, h + top + bottom, w + left + right, c), np.int8)
+    for n, i, j, ch in np.ndindex(y.shape):
+        si, sj = _source_index(i - top, h, mode), _source_index(j - left, w, mode)
+        y[n, i, j, ch] = value if si is None or sj is None else x[n, si, sj, ch]
     return y
 
 

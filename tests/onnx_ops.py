@@ -186,12 +186,12 @@ def quantized_sub(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
     return session.run(["y"], {"a": a, "b": b})[0]
 
 
-def pad_int8(x, pads, value):
-    """ONNX Pad (constant) of H and W of an NHWC int8 array; ``pads`` top, left, bottom, right."""
+def pad_int8(x, pads, value, mode="constant"):
+    """ONNX Pad of H and W of an NHWC int8 array; ``pads`` top, left, bottom, right."""
     top, left, bottom, right = pads
     inits = [_tensor("p", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)),
              _tensor("v", np.int8(value))]
-    node = helper.make_node("Pad", ["x", "p", "v"], ["y"])
+    node = helper.make_node("Pad", ["x", "p", "v"], ["y"], mode=mode)
     return nhwc(_run(node, {"x": nchw(x)}, inits))
 
 

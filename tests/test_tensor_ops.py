@@ -73,7 +73,9 @@ def test_kernels_equal_the_slow_reference(mode):
         np.testing.assert_array_equal(kernels.concat(xs, consts),
                                       reference.concat(xs, specs, y_spec, mode))
         pads = tuple(int(p) for p in rng.integers(0, 3, 4))
-        np.testing.assert_array_equal(kernels.pad(a, pads, zy), reference.pad(a, pads, zy))
+        for pad_mode in kernels.tensor_ops.PAD_MODES:
+            np.testing.assert_array_equal(kernels.pad(a, pads, zy, pad_mode),
+                                          reference.pad(a, pads, zy, pad_mode))
 
 
 def test_equal_quantization_is_a_plain_copy():
@@ -125,10 +127,12 @@ def test_float_concat_equals_qlinear_concat_on_every_code():
                                       qlinear_concat(xs, specs, y_scale, y_zp))
 
 
-def test_pad_equals_onnxruntime():
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad_equals_onnxruntime(mode):
     x = np.random.default_rng(6).integers(-128, 128, (2, 4, 5, 3), dtype=np.int8)
-    for pads, value in (((1, 2, 0, 3), -7), ((0, 0, 2, 1), 0)):
-        np.testing.assert_array_equal(kernels.pad(x, pads, value), pad_int8(x, pads, value))
+    for pads, value in (((1, 2, 0, 3), -7), ((0, 0, 3, 1), 0)):
+        np.testing.assert_array_equal(kernels.pad(x, pads, value, mode),
+                                      pad_int8(x, pads, value, mode))
 
 
 @pytest.mark.parametrize("coordinate", ["asymmetric", "half_pixel", "pytorch_half_pixel",
@@ -367,6 +371,22 @@ def test_c_model_equals_runtime(exported, mode, tmp_path):
     np.testing.assert_array_equal(run_native(exe, model, x), runtime.run(model, x))
 
 
+@pytest.mark.parametrize("pad_mode, mode", [("reflect", "fixed"), ("edge", "float")])
+def test_reflect_and_edge_pad_through_export_and_c(pad_mode, mode, tmp_path):
+    result = export.from_onnx(onnx_graph(pad_mode=pad_mode), _images(16, 1), requant=mode)
+    [layer] = [layer for layer in result.model.layers if layer.op == "pad"]
+    assert layer.params["mode"] == pad_mode
+    x = _images(6, 2)
+    if mode == "float":
+        assert_float_mode_equals_onnxruntime(result, x, x.transpose(0, 2, 3, 1))
+    model = result.model
+    objects = compile_kernel_objects(tmp_path / "obj", mode == "float")
+    write_c_sources(model, tmp_path)
+    exe = build_native_runner(tmp_path, objects, mode == "float")
+    q = np.random.default_rng(14).integers(-128, 128, (4, *model.input_spec.shape), dtype=np.int8)
+    np.testing.assert_array_equal(run_native(exe, model, q), runtime.run(model, q))
+
+
 def test_zero_pad_before_a_conv_is_the_convs_padding():
     rng = np.random.default_rng(13)
     nodes, inits = _conv("c", "padded", "y", 3, 4, rng)
@@ -385,7 +405,7 @@ def test_zero_pad_before_a_conv_is_the_convs_padding():
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(pad_mode="reflect"), ("'pad'", "Pad", "reflect")),
+    (dict(pad_mode="wrap"), ("'pad'", "Pad", "wrap")),
     (dict(resize_mode="linear"), ("'up'", "Resize", "linear")),
 ])
 def test_refusals_name_node_and_op_in_one_line(change, words):

@@ -144,9 +144,14 @@ int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int
 int tc_concat(const int8_t *input, const int8_t *table, int32_t pixels, int32_t in_c,
               int32_t first, int32_t out_c, int8_t *output);
 
+#define TC_PAD_CONSTANT 0
+#define TC_PAD_REFLECT 1 /* mirror without repeating the edge; pads smaller than the input */
+#define TC_PAD_EDGE 2
+
 typedef struct {
     int32_t top, left, bottom, right;
-    int8_t value; /* the pad value in the input's (and output's) quantization */
+    int32_t mode; /* TC_PAD_* */
+    int8_t value; /* constant mode: the value in the input's (and output's) quantization */
 } tc_pad_params;
 
 int tc_pad(const tc_pad_params *params, const tc_dims *in_dims, const int8_t *input,

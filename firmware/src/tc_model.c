@@ -85,6 +85,7 @@ static int tc_run_tensor_op(const tc_layer_t *l, const tc_dims *in_dims, const i
         p.bottom = l->pad_bottom;
         p.right = l->pad_right;
         p.value = (int8_t)l->iparams[0];
+        p.mode = l->iparams[1];
         return tc_pad(&p, in_dims, in, out_dims, out);
     }
     if (l->op == TC_OP_RESIZE_NEAREST && TC_USES(TC_OP_RESIZE_NEAREST)) {

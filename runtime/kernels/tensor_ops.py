@@ -62,13 +62,24 @@ def concat(xs, consts: dict) -> np.ndarray:
 
 # -- pad / resize --------------------------------------------------------------------------------
 
-def pad(x, pads, value: int) -> np.ndarray:
-    """Constant padding of H and W (``pads`` = top, left, bottom, right) with int8 ``value``."""
+PAD_MODES = ("constant", "reflect", "edge")  # ONNX Pad's modes; C: index in this tuple
+
+
+def pad(x, pads, value: int, mode: str = "constant") -> np.ndarray:
+    """Padding of H and W (``pads`` = top, left, bottom, right): with int8 ``value``, the
+    input mirrored without repeating its edge (``reflect``, pads < size) or its edge repeated."""
     x = _int8("x", x, 4)
     top, left, bottom, right = (int(p) for p in pads)
-    if min(top, left, bottom, right) < 0:
-        raise ValueError(f"pads must be >= 0, got {list(pads)}")
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=int(value))
+    if min(top, left, bottom, right) < 0 or mode not in PAD_MODES:
+        raise ValueError(f"pads must be >= 0 and mode one of {PAD_MODES}, got {list(pads)}, "
+                         f"{mode!r}")
+    widths = ((0, 0), (top, bottom), (left, right), (0, 0))
+    if mode == "constant":
+        return np.pad(x, widths, constant_values=int(value))
+    if mode == "reflect" and (max(top, bottom) >= x.shape[1] or max(left, right) >= x.shape[2]):
+        raise ValueError(f"reflect padding {list(pads)} must be smaller than the input "
+                         f"{x.shape[1:3]}")
+    return np.pad(x, widths, mode=mode)
 
 
 def resize_nearest(x, rows, cols) -> np.ndarray:
