@@ -7,8 +7,9 @@ onnxruntime's CPU kernels. The slow loop versions in runtime/reference.py are th
 the code here.
 
 Ops whose constants are not a plain per-channel requantization (average pool, global average
-pool, add) take a ``consts`` dict made once by ``avg_pool_constants``,
-``global_avg_pool_constants`` or ``add_constants``. That dict is exactly what export/ stores in
+pool, add, and tensor_ops' mul, sub, concat) take a ``consts`` dict made once by
+``avg_pool_constants``, ``global_avg_pool_constants``, ``add_constants``, ``mul_constants``,
+``sub_constants`` or ``concat_constants``. That dict is exactly what export/ stores in
 ``Layer.arrays`` and what the C generator copies: its keys are documented in docs/ARITHMETIC.md.
 
 Speed: integer products summed in float32 are exact while every partial sum stays below 2**24,
