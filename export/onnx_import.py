@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper
 
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
+from export.movement_fold import fold_movement
 from export import import_tensor_ops as tensor_ops
 from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
@@ -272,6 +273,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _name_nodes(graph)
     _check_connected(graph)
     _fold_constants(graph)
+    fold_movement(model, {tuple(node.output) for node in static_nodes(graph)})
     _check_ops(graph, exempt=static_nodes(graph))
     _check_input(graph.input[0])
     fold_static(model)
@@ -462,14 +464,16 @@ class _Mapper:
         perm = list(_attrs(node).get("perm", []))
         flatten = self.only_consumer(node.output[0])
         if (perm == [0, 2, 3, 1] and flatten is not None
-                and flatten.op_type in ("Flatten", "Reshape")):
-            # tf2onnx: a Keras Flatten reads the feature map in NHWC order, the device's own
+                and flatten.op_type in ("Flatten", "Reshape", "ReduceMean")):
+            # tf2onnx: a Keras Flatten (or a mean over H, W) reads the feature map in NHWC
+            # order, the device's own
             self.alias[node.output[0]] = self.src(node.input[0])
             self.nhwc_order.add(node.output[0])
             return
         if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
             raise self.unsupported(node, " (only NHWC->NCHW right after the input, or "
-                                         "NCHW->NHWC right before a flatten, is supported)")
+                                         "NCHW->NHWC right before a flatten or a mean over "
+                                         "H, W, is supported)")
         # tf2onnx/Keras: the model input is NHWC, exactly the device layout.
         h, w, c = _shape(self.model, x)[1:]
         self.shapes[x] = (h, w, c)
@@ -544,7 +548,10 @@ class _Mapper:
         axes = (list(self.const(node, 1)) if len(node.input) > 1 and node.input[1]
                 else list(attrs.get("axes", [])))
         rank = len(_shape(self.model, node.input[0]))
-        if rank != 4 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+        spatial = [1, 2] if node.input[0] in self.nhwc_order else [2, 3]  # NHWC: tf2onnx
+        if spatial == [1, 2] and attrs.get("keepdims", 1):
+            raise self.unsupported(node, " with keepdims=1 on an NHWC tensor")
+        if rank != 4 or sorted(int(a) % 4 for a in axes) != spatial:
             raise self.unsupported(node, f" over axes {axes} (only H, W: a global average pool)")
         self.emit(node, "global_avg_pool", [node.input[0]], node.output[0])
         if not attrs.get("keepdims", 1):
