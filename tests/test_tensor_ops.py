@@ -404,6 +404,31 @@ def test_zero_pad_before_a_conv_is_the_convs_padding():
     assert_float_mode_equals_onnxruntime(result, x, x.transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("perms, folded", [([[0, 2, 3, 1], [0, 3, 1, 2]], True),
+                                           ([[0, 1, 3, 2], [0, 1, 2, 3]], False)])
+def test_movement_chains_that_are_views_vanish_and_others_are_refused(perms, folded):
+    """A Transpose pair that cancels is evaluated to a view; one that swaps H and W is not a
+    view or a nearest resize and stays, refused by name."""
+    rng = np.random.default_rng(15)
+    first, inits = _conv("c1", "x", "a", 3, 4, rng)
+    second, more = _conv("c2", "t1", "y", 4, 4, rng)
+    nodes = first + [helper.make_node("Transpose", ["a"], ["t0"], name="t0", perm=perms[0]),
+                     helper.make_node("Transpose", ["t0"], ["t1"], name="t1",
+                                      perm=perms[1])] + second
+    graph = helper.make_graph(
+        nodes, "views", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits + more)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    if not folded:
+        with pytest.raises(TinyconvError, match="node 't0' has op Transpose"):
+            export.from_onnx(model, _images(4, 1, (3, 6, 6)))
+        return
+    result = export.from_onnx(model, _images(8, 1, (3, 6, 6)), requant="float")
+    assert [layer.op for layer in result.model.layers] == ["conv2d", "conv2d"]
+    x = _images(4, 2, (3, 6, 6))
+    assert_float_mode_equals_onnxruntime(result, x, x.transpose(0, 2, 3, 1))
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(pad_mode="wrap"), ("'pad'", "Pad", "wrap")),
     (dict(resize_mode="linear"), ("'up'", "Resize", "linear")),
