@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import TinyconvError
+from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
 LAYER_TABLE_VERSION = 2
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
-            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7, "lookup": 8}
+            "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7, "lookup": 8,
+            "concat": 9, "pad": 10, "mul": 11, "resize_nearest": 12, "sub": 13}
 RQ_CODES = {"double": 0, "single": 1, "float": 2}  # firmware/src/tc_requant.h TC_RQ_*
 IPARAM_COUNT = 10
 
@@ -45,11 +47,18 @@ _IPARAM_KEYS = {
     ("add", "float"): (),
     ("softmax", "fixed"): ("input_multiplier", "input_left_shift", "diff_min"),
     ("softmax", "float"): (),
+    ("mul", "fixed"): ("a_zero_point", "b_zero_point", "output_zero_point", "multiplier",
+                       "shift"),
+    ("mul", "float"): ("a_zero_point", "b_zero_point", "output_zero_point"),
+    ("sub", "float"): ("a_zero_point", "b_zero_point", "output_zero_point"),
 }
+_IPARAM_KEYS[("sub", "fixed")] = _IPARAM_KEYS[("add", "fixed")]
 _FPARAM_KEYS = {
     ("avg_pool2d", "float"): ("x_scale", "y_scale", "global_scale"),
     ("global_avg_pool", "float"): ("scale",),
     ("add", "float"): ("a_scale", "b_scale", "offset"),
+    ("mul", "float"): ("scale",),
+    ("sub", "float"): ("a_scale", "b_scale", "y_scale"),
 }
 
 _HEADER_TYPES = """\
@@ -65,7 +74,10 @@ _HEADER_TYPES = """\
 
 /* One layer. Shapes are per sample, NHWC; a vector of K values is 1 x 1 x K. Offsets are byte
  * offsets into the activation arena. iparams / fparams hold the op-specific constants of
- * avg_pool2d, global_avg_pool and add in the order export/c_codegen.py documents. */
+ * avg_pool2d, global_avg_pool, add, mul and sub in the order export/c_codegen.py documents.
+ * concat: iparams[0] inputs, bias {{arena offset, channels, table index or -1}} per input,
+ * weights the 256-entry tables; resize_nearest: bias the out_h row then out_w column indices;
+ * pad: iparams[0] the value, iparams[1] the mode (0 constant, 1 reflect, 2 edge); mul: iparams[5] the size of b (a's, out_c or 1). */
 typedef struct {{
     int32_t op, rq_mode;
     uint32_t input_offset, input2_offset, output_offset;
@@ -276,9 +288,43 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         if mode == "float":
             e["fparams"] = w.array("float", f"{prefix}_exp_table", a["exp_table"], _c_float,
                                    f"{layer.name}: exp table, indexed by row max - x")
+    elif layer.op in ("concat", "pad", "mul", "resize_nearest", "sub"):
+        _tensor_op(model, layer, e, w, prefix)
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
     return e, scratch
+
+
+def _tensor_op(model: QuantModel, layer: Layer, e: dict, w: _Writer, prefix: str) -> None:
+    """The layer-table fields of concat, pad, mul, resize_nearest and sub (see _HEADER_TYPES)."""
+    t, a = model.tensors, layer.arrays
+    e["op"] = OP_CODES[layer.op]
+    if layer.op == "concat":
+        parts, tables = [], []
+        for name, table in zip(layer.inputs, a["tables"]):
+            index = -1 if np.array_equal(table, CODES) else len(tables)
+            tables += [] if index < 0 else [table]
+            parts += [t[name].offset, _hw_c(t[name])[2], index]
+        e["iparams"][0] = len(layer.inputs)
+        e["bias"] = w.array("int32_t", f"{prefix}_inputs", np.array(parts), _c_int,
+                            f"{layer.name}: arena offset, channels, table per input")
+        if tables:
+            e["weights"] = w.array("int8_t", f"{prefix}_tables", np.stack(tables), str,
+                                   f"{layer.name}: requantization tables")
+    elif layer.op == "pad":
+        top, left, bottom, right = (int(v) for v in layer.params["pads"])
+        e.update(pad_top=top, pad_left=left, pad_bottom=bottom, pad_right=right)
+        e["iparams"][0] = int(a["value"][0])
+        e["iparams"][1] = PAD_MODES.index(layer.params.get("mode", "constant"))
+    elif layer.op == "resize_nearest":
+        e["bias"] = w.array("int32_t", f"{prefix}_indices",
+                            np.concatenate([a["rows"], a["cols"]]), _c_int,
+                            f"{layer.name}: source row, then column, of each output pixel")
+    else:  # mul, sub
+        e["input2_offset"] = t[layer.inputs[1]].offset
+        _op_constants(layer, model.requant_mode, e, w, prefix)
+        if layer.op == "mul":
+            e["iparams"][5] = t[layer.inputs[1]].size
 
 
 def _op_constants(layer: Layer, mode: str, e: dict, w: _Writer, prefix: str) -> None:

@@ -22,6 +22,8 @@ from onnx import helper, numpy_helper
 
 from export.batch import free_batch
 from export.graph import Boundary, FloatGraph, FloatLayer
+from export.movement_fold import fold_movement
+from export import import_tensor_ops as tensor_ops
 from export.static_fold import fold_static, static_nodes
 from export.tables import ONNX_OPS as LOOKUP_OPS
 from runtime.errors import TinyconvError
@@ -29,7 +31,7 @@ from runtime.errors import TinyconvError
 SUPPORTED_OPS = ("Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm",
                  "MatMul", "Add", "Mul", "Identity", "Dropout", "Constant", "Transpose",
-                 *LOOKUP_OPS, "Softmax")
+                 *LOOKUP_OPS, "Softmax", "Concat", "Pad", "Resize", "Upsample", "Sub")
 _ACTIVATIONS = ("Relu", "Clip")
 MIN_OPSET = 13
 
@@ -451,6 +453,7 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _name_nodes(graph)
     _check_connected(graph)
     _fold_constants(graph)
+    fold_movement(model, {tuple(node.output) for node in static_nodes(graph)})
     _check_ops(graph, exempt=static_nodes(graph))
     _check_input(graph.input[0])
     fold_static(model)
@@ -567,6 +570,7 @@ class _Mapper:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.layout = "NCHW"
         self.nhwc_order: set[str] = set()  # flattened tensors already in NHWC order
+        self.folded_pads: dict[str, list[int]] = {}  # Pad output -> the Conv padding it adds
 
     def const(self, node, index: int) -> np.ndarray:
         name = node.input[index] if index < len(node.input) else ""
@@ -593,10 +597,12 @@ class _Mapper:
             f"node {node.name!r} has op {node.op_type}{why}, which tinyconv cannot map; "
             f"supported ops: {', '.join(SUPPORTED_OPS)}")
 
-    def emit(self, node, op, inputs, output, **kw) -> FloatLayer:
-        """Add a layer, absorbing any Relu/Clip chain that alone follows it into its clamp."""
+    def emit(self, node, op, inputs, output, fuse: bool = True, **kw) -> FloatLayer:
+        """Add a layer, absorbing any Relu/Clip chain that alone follows it into its clamp
+        (unless ``fuse`` is false: data movement keeps its input's codes, with no clamp)."""
         lo, hi = -math.inf, math.inf
-        while (nxt := self.only_consumer(output)) is not None and nxt.op_type in _ACTIVATIONS:
+        while fuse and (nxt := self.only_consumer(output)) is not None and \
+                nxt.op_type in _ACTIVATIONS:
             a_lo, a_hi = self.activation_range(nxt)
             lo, hi = max(lo, a_lo), min(hi, a_hi)
             self.fused.add(nxt.name)
@@ -643,8 +649,9 @@ class _Mapper:
         perm = list(_attrs(node).get("perm", []))
         flatten = self.only_consumer(node.output[0])
         if (perm == [0, 2, 3, 1] and flatten is not None
-                and flatten.op_type in ("Flatten", "Reshape")):
-            # tf2onnx: a Keras Flatten reads the feature map in NHWC order, the device's own
+                and flatten.op_type in ("Flatten", "Reshape", "ReduceMean")):
+            # tf2onnx: a Keras Flatten (or a mean over H, W) reads the feature map in NHWC
+            # order, the device's own
             self.alias[node.output[0]] = self.src(node.input[0])
             self.nhwc_order.add(node.output[0])
             return
@@ -652,7 +659,8 @@ class _Mapper:
             return
         if node.input[0] != graph_input or perm != [0, 3, 1, 2] or self.layers:
             raise self.unsupported(node, " (only NHWC->NCHW right after the input, or "
-                                         "NCHW->NHWC right before a flatten, is supported)")
+                                         "NCHW->NHWC right before a flatten or a mean over "
+                                         "H, W, is supported)")
         # tf2onnx/Keras: the model input is NHWC, exactly the device layout.
         h, w, c = _shape(self.model, x)[1:]
         self.shapes[x] = (h, w, c)
@@ -688,6 +696,7 @@ class _Mapper:
         in_hw = _shape(self.model, node.input[0])[2:]
         out_hw = _shape(self.model, node.output[0])[2:]
         pads = _pads(node, attrs, in_hw, kernel, stride, dilation, out_hw)
+        pads = [p + q for p, q in zip(pads, self.folded_pads.get(node.input[0], [0] * 4))]
         self.emit(node, "conv2d", [node.input[0]], node.output[0],
                   params={"stride": stride, "padding": pads, "dilation": dilation,
                           "groups": int(attrs.get("group", 1))},
@@ -742,7 +751,10 @@ class _Mapper:
         axes = (list(self.const(node, 1)) if len(node.input) > 1 and node.input[1]
                 else list(attrs.get("axes", [])))
         rank = len(_shape(self.model, node.input[0]))
-        if rank != 4 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+        spatial = [1, 2] if node.input[0] in self.nhwc_order else [2, 3]  # NHWC: tf2onnx
+        if spatial == [1, 2] and attrs.get("keepdims", 1):
+            raise self.unsupported(node, " with keepdims=1 on an NHWC tensor")
+        if rank != 4 or sorted(int(a) % 4 for a in axes) != spatial:
             raise self.unsupported(node, f" over axes {axes} (only H, W: a global average pool)")
         self.emit(node, "global_avg_pool", [node.input[0]], node.output[0])
         if not attrs.get("keepdims", 1):
@@ -762,6 +774,8 @@ class _Mapper:
         self._flatten(node)
 
     def op_Reshape(self, node):
+        if tensor_ops.is_view(self, node):
+            return
         self._flatten(node)
 
     def op_Squeeze(self, node):
@@ -829,8 +843,25 @@ class _Mapper:
         raise self.unsupported(node, " not directly after Conv/Gemm/pool/Add")
 
     def op_Mul(self, node):
-        raise self.unsupported(node, " that is not a per-channel constant scale right after a "
-                                     "Conv whose output it alone reads (folded into the Conv)")
+        if any(i in self.params for i in node.input):
+            raise self.unsupported(node, " that is not a per-channel constant scale right "
+                                         "after a Conv whose output it alone reads (folded into "
+                                         "the Conv)")
+        tensor_ops.map_mul(self, node)
+
+    def op_Sub(self, node):
+        tensor_ops.map_sub(self, node)
+
+    def op_Concat(self, node):
+        tensor_ops.map_concat(self, node)
+
+    def op_Pad(self, node):
+        tensor_ops.map_pad(self, node)
+
+    def op_Resize(self, node):
+        tensor_ops.map_resize(self, node)
+
+    op_Upsample = op_Resize
 
     op_Clip = op_Relu
 

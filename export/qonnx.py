@@ -175,6 +175,52 @@ class _Writer:
         self.node("QLinearSoftmax", [qname(x.name), *self.qparams(x), *self.qparams(y)],
                   [self.out_name(layer)], layer.name, domain="com.microsoft", axis=1,
                   opset=OPSET)
+    # tensor ops (runtime/kernels/tensor_ops.py)
+
+    def w_concat(self, layer):
+        """QLinearConcat: onnxruntime maps an input of other quantization through the same
+        256-entry table float mode stores (a copy where the quantization is equal)."""
+        inputs = [*self.qparams(self.model.tensors[layer.output])]
+        for name in layer.inputs:
+            inputs += [qname(name), *self.qparams(self.model.tensors[name])]
+        self.node("QLinearConcat", inputs, [self.out_name(layer)], layer.name,
+                  domain="com.microsoft", axis=1)
+
+    def w_pad(self, layer):
+        top, left, bottom, right = layer.params["pads"]
+        self.node("Pad", [qname(layer.inputs[0]), self.const(
+            layer.name + "_pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)),
+            self.const(layer.name + "_value", np.int8(layer.arrays["value"][0]))],
+            [self.out_name(layer)], layer.name, mode=layer.params.get("mode", "constant"))
+
+    def w_resize_nearest(self, layer):
+        """Two int8 Gathers by the stored row and column indices: exactly what runs."""
+        rows = layer.name + "_rows"
+        self.node("Gather", [qname(layer.inputs[0]), self.const(
+            rows + "_index", layer.arrays["rows"].astype(np.int64))], [rows], rows, axis=2)
+        self.node("Gather", [rows, self.const(layer.name + "_cols_index",
+                                              layer.arrays["cols"].astype(np.int64))],
+                  [self.out_name(layer)], layer.name, axis=3)
+
+    def w_mul(self, layer):
+        a, b, y = (self.model.tensors[n] for n in (*layer.inputs, layer.output))
+        self.node("QLinearMul",
+                  [qname(a.name), *self.qparams(a), qname(b.name), *self.qparams(b),
+                   *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft")
+
+    def w_sub(self, layer):
+        """onnxruntime has no QLinearSub: a quantized Sub runs as DequantizeLinear, float Sub,
+        QuantizeLinear (what its QDQ quantizer writes), which float mode computes."""
+        a, b, y = (self.model.tensors[n] for n in (*layer.inputs, layer.output))
+        floats = []
+        for spec in (a, b):
+            floats.append(f"{layer.name}_{spec.name}_float")
+            self.node("DequantizeLinear", [qname(spec.name), *self.qparams(spec)],
+                      [floats[-1]], floats[-1])
+        self.node("Sub", floats, [layer.name + "_float"], layer.name)
+        self.node("QuantizeLinear", [layer.name + "_float", *self.qparams(y)],
+                  [self.out_name(layer)], layer.name + "_quantize")
 
     def build(self) -> onnx.ModelProto:
         model, boundary = self.model, self.boundary

@@ -232,6 +232,45 @@ class _Quantizer:
         return Layer("softmax", layer.name, layer.inputs, layer.output, {}, arrays)
 
 
+    # tensor ops (runtime/kernels/tensor_ops.py): data movement keeps its input's quantization
+
+    def q_concat(self, layer: FloatLayer) -> Layer:
+        xs = [self.spec(n) for n in layer.inputs]
+        y = self.output_spec(layer)
+        arrays = kernels.concat_constants([(x.scale, x.zero_point) for x in xs], y.scale,
+                                          y.zero_point, self.mode)
+        return Layer("concat", layer.name, layer.inputs, layer.output, {}, arrays)
+
+    def q_pad(self, layer: FloatLayer) -> Layer:
+        x = self.spec(layer.inputs[0])
+        self.output_spec(layer, like=x)
+        value = kernels.quantize(np.float32(layer.params["value"]), x.scale, x.zero_point)
+        params = {"pads": list(layer.params["pads"])}
+        if layer.params.get("mode", "constant") != "constant":
+            params["mode"] = layer.params["mode"]
+        return Layer("pad", layer.name, layer.inputs, layer.output, params,
+                     {"value": value.reshape(1)})
+
+    def q_resize_nearest(self, layer: FloatLayer) -> Layer:
+        self.output_spec(layer, like=self.spec(layer.inputs[0]))
+        arrays = {k: np.asarray(layer.params[k], np.int32) for k in ("rows", "cols")}
+        return Layer("resize_nearest", layer.name, layer.inputs, layer.output, {}, arrays)
+
+    def _binary(self, layer: FloatLayer, constants) -> Layer:
+        a, b = (self.spec(n) for n in layer.inputs)
+        y = self.output_spec(layer)
+        arrays = constants(a.scale, a.zero_point, b.scale, b.zero_point, y.scale, y.zero_point,
+                           self.mode)
+        return Layer(layer.op, layer.name, layer.inputs, layer.output,
+                     self.act_params(layer, y), arrays)
+
+    def q_mul(self, layer: FloatLayer) -> Layer:
+        return self._binary(layer, kernels.mul_constants)
+
+    def q_sub(self, layer: FloatLayer) -> Layer:
+        return self._binary(layer, kernels.sub_constants)
+
+
 def quantize(graph: FloatGraph, ranges: dict[str, tuple[float, float]], *, mode: str = "fixed",
              per_channel: bool = True, name: str = "model", metadata: dict | None = None
              ) -> tuple[QuantModel, dict[str, np.ndarray]]:

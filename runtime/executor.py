@@ -94,7 +94,21 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
         return kernels.lookup(x, layer.arrays["table"], act_range=act)
     if layer.op == "softmax":
         return kernels.softmax(x, layer.arrays)
+    if layer.op in _TENSOR_OPS:
+        return _TENSOR_OPS[layer.op](layer, [values[name] for name in layer.inputs], act)
     raise ValueError(f"layer {layer.name!r}: unknown op {layer.op!r}")
+
+
+_TENSOR_OPS = {  # runtime/kernels/tensor_ops.py: (layer, inputs, act_range) -> output
+    "concat": lambda layer, xs, act: kernels.concat(xs, layer.arrays),
+    "pad": lambda layer, xs, act: kernels.pad(xs[0], layer.params["pads"],
+                                              int(layer.arrays["value"][0]),
+                                              layer.params.get("mode", "constant")),
+    "resize_nearest": lambda layer, xs, act: kernels.resize_nearest(
+        xs[0], layer.arrays["rows"], layer.arrays["cols"]),
+    "mul": lambda layer, xs, act: kernels.mul(*xs, layer.arrays, act_range=act),
+    "sub": lambda layer, xs, act: kernels.sub(*xs, layer.arrays, act_range=act),
+}
 
 
 def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):

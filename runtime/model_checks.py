@@ -17,11 +17,12 @@ import numpy as np
 from runtime.errors import ModelFileError
 from runtime.kernels import ADD_LEFT_SHIFT, output_size, worst_case_accumulator
 from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT, softmax_constants
+from runtime.kernels.tensor_ops import PAD_MODES
 from runtime.requant import INT32_MAX, MODES, ROUNDINGS, Requant
 
 OPS = ("conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
-       "lookup", "softmax")
-_INPUT_COUNT = {"add": 2}
+       "lookup", "softmax", "concat", "pad", "mul", "resize_nearest", "sub")
+_INPUT_COUNT = {"add": 2, "mul": 2, "sub": 2, "concat": None}  # None: two or more
 
 # The constants runtime.kernels' *_constants functions make, by (op, mode): name -> dtype.
 _I32, _F32 = np.dtype(np.int32), np.dtype(np.float32)
@@ -38,7 +39,14 @@ _CONSTANTS = {
         ("a_zero_point", "b_zero_point", "output_zero_point", "left_shift", "a_multiplier",
          "a_shift", "b_multiplier", "b_shift", "multiplier", "shift"), _I32),
     ("add", "float"): {"a_scale": _F32, "b_scale": _F32, "offset": _F32},
+    ("mul", "fixed"): dict.fromkeys(
+        ("a_zero_point", "b_zero_point", "output_zero_point", "multiplier", "shift"), _I32),
+    ("mul", "float"): {"a_zero_point": _I32, "b_zero_point": _I32, "output_zero_point": _I32,
+                       "scale": _F32},
+    ("sub", "float"): {"a_zero_point": _I32, "b_zero_point": _I32, "output_zero_point": _I32,
+                       "a_scale": _F32, "b_scale": _F32, "y_scale": _F32},
 }
+_CONSTANTS[("sub", "fixed")] = _CONSTANTS[("add", "fixed")]
 _REQUANT_KEYS = {"fixed": ("multiplier", "shift"), "float": ("scale",)}
 
 
@@ -286,6 +294,59 @@ class _Layer:
                 and np.all(table[1:] <= table[:-1]) and table[-1] >= 0):
             raise self.fail("array 'exp_table'", "is not a finite, positive, non-increasing "
                                                  "table of exponentials")
+    # tensor ops (runtime/kernels/tensor_ops.py)
+
+    def same_quantization(self, index: int = 0) -> None:
+        src, dst = self.tensor(index), self.tensor(None)
+        if (np.float32(src.scale), src.zero_point) != (np.float32(dst.scale), dst.zero_point):
+            raise self.fail("output", "must keep its input's scale and zero point")
+
+    def concat(self) -> None:
+        shapes = [self.hwc(i) for i in range(len(self.layer.inputs))]
+        h, w = shapes[0][:2]
+        expect = (h, w, sum(s[2] for s in shapes))
+        if any(s[:2] != (h, w) for s in shapes) or self.hwc(None) != expect:
+            raise self.fail("inputs", f"{shapes} do not concatenate along channels to the "
+                                      f"output {self.tensor(None).shape}")
+        self.only_arrays(("tables",))
+        self.array("tables", np.int8, (len(shapes), 256))
+
+    def pad(self) -> None:
+        h, w, c = self.hwc()
+        pads = self.ints("pads", 4, None, 0)
+        mode = self.params.get("mode", "constant")
+        if mode not in PAD_MODES:
+            raise self.fail("mode", f"is {mode!r}, not one of {PAD_MODES}")
+        if mode == "reflect" and (max(pads[0], pads[2]) >= h or max(pads[1], pads[3]) >= w):
+            raise self.fail("pads", f"{list(pads)} reflect beyond the input ({h}, {w})")
+        if self.hwc(None) != (h + pads[0] + pads[2], w + pads[1] + pads[3], c):
+            raise self.fail("output", f"has shape {self.tensor(None).shape}, not the input "
+                                      f"{(h, w, c)} padded by {list(pads)}")
+        self.same_quantization()
+        self.only_arrays(("value",))
+        self.array("value", np.int8, (1,))
+
+    def resize_nearest(self) -> None:
+        h, w, c = self.hwc()
+        oh, ow, oc = self.hwc(None)
+        if oc != c:
+            raise self.fail("output", f"has {oc} channels, the input {c}")
+        self.same_quantization()
+        self.only_arrays(("rows", "cols"))
+        for key, size, limit in (("rows", oh, h), ("cols", ow, w)):
+            index = self.array(key, _I32, (size,))
+            if index.min() < 0 or index.max() >= limit:
+                raise self.fail(f"array {key!r}", f"indexes outside [0, {limit})")
+
+    def mul(self) -> None:
+        a, b = self.hwc(0), self.hwc(1)
+        if b not in (a, (1, 1, a[2]), (1, 1, 1)) or self.hwc(None) != a:
+            raise self.fail("inputs", f"{a} * {b} -> {self.tensor(None).shape}: b must have "
+                                      "a's shape, (1, 1, C) or (1, 1, 1), the output a's")
+        self.constants()
+
+    def sub(self) -> None:
+        self.add()
 
 
 def _check_tensor(spec, arena_size: int) -> None:
@@ -317,8 +378,10 @@ def _check_wiring(model, layer, written: set) -> None:
     if not isinstance(layer.params, dict) or not isinstance(layer.arrays, dict):
         raise ModelFileError(f"layer {layer.name!r}: params and arrays must be mappings")
     count = _INPUT_COUNT.get(layer.op, 1)
-    if not isinstance(layer.inputs, (list, tuple)) or len(layer.inputs) != count or not all(
-            isinstance(name, str) for name in layer.inputs):
+    if not isinstance(layer.inputs, (list, tuple)) or not all(
+            isinstance(name, str) for name in layer.inputs) or (
+            len(layer.inputs) != count if count else len(layer.inputs) < 2):
+        count = count or "two or more"
         raise ModelFileError(f"layer {layer.name!r} ({layer.op}): inputs {layer.inputs!r} are "
                              f"not {count} tensor name(s)")
     for name in layer.inputs:

@@ -392,4 +392,97 @@ def softmax(x, consts):
             q = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scale, exps[c]),
                                        bits_over_unit + 31 - 8)
             y[row + (c,)] = _clamp(q - 128, -128, 127)
+# -- tensor ops (runtime/kernels/tensor_ops.py) ----------------------------------------------------
+
+def _f32(v) -> np.float32:
+    return np.float32(v)
+
+
+def requantize_code(code: int, x_scale, x_zp: int, y_scale, y_zp: int, mode: str) -> int:
+    """One int8 code in another quantization: TFLite's requantize (fixed) or onnxruntime's
+    float32 dequantize + QuantizeLinear (float), saturated to int8."""
+    if mode == "fixed":
+        from runtime.requant import quantize_multiplier
+        m, s = quantize_multiplier(float(_f32(x_scale)) / float(_f32(y_scale)))
+        return _clamp(requant_scalar(code - x_zp, m, s) + y_zp, -128, 127)
+    real = _f32(_f32(code - x_zp) * _f32(x_scale))
+    q = _f32(real / _f32(y_scale))
+    return _clamp(_round_half_even(float(q)) + y_zp, -128, 127)
+
+
+def concat(xs, specs, y_spec, mode: str):
+    """Channel concat; ``specs``: (scale, zero point) per input, ``y_spec`` the output's."""
+    n_, h, w = xs[0].shape[:3]
+    total = sum(x.shape[3] for x in xs)
+    y = np.zeros((n_, h, w, total), np.int8)
+    for n in range(n_):
+        for i in range(h):
+            for j in range(w):
+                k = 0
+                for x, (scale, zp) in zip(xs, specs):
+                    for ch in range(x.shape[3]):
+                        y[n, i, j, k] = requantize_code(int(x[n, i, j, ch]), scale, zp,
+                                                        y_spec[0], y_spec[1], mode)
+                        k += 1
+    return y
+
+
+def _source_index(i: int, size: int, mode: str):
+    """The input index an output index (relative to the input's start) reads, None for the
+    constant."""
+    if 0 <= i < size:
+        return i
+    if mode == "edge":
+        return 0 if i < 0 else size - 1
+    if mode == "reflect":
+        return -i if i < 0 else 2 * (size - 1) - i
+    return None
+
+
+def pad(x, pads, value: int, mode: str = "constant"):
+    top, left, bottom, right = pads
+    n_, h, w, c = x.shape
+    y = np.zeros((n_, h + top + bottom, w + left + right, c), np.int8)
+    for n, i, j, ch in np.ndindex(y.shape):
+        si, sj = _source_index(i - top, h, mode), _source_index(j - left, w, mode)
+        y[n, i, j, ch] = value if si is None or sj is None else x[n, si, sj, ch]
+    return y
+
+
+def mul(a, b, consts, *, act_range=(-128, 127)):
+    y = np.zeros(a.shape, np.int8)
+    za, zb, zy = (int(consts[k][0]) for k in ("a_zero_point", "b_zero_point",
+                                              "output_zero_point"))
+    for n, i, j, ch in np.ndindex(a.shape):
+        bi, bj, bc = (min(i, b.shape[1] - 1), min(j, b.shape[2] - 1), min(ch, b.shape[3] - 1))
+        prod = (int(a[n, i, j, ch]) - za) * (int(b[n, bi, bj, bc]) - zb)
+        if "multiplier" in consts:
+            value = requant_scalar(prod, int(consts["multiplier"][0]),
+                                   int(consts["shift"][0])) + zy
+        else:
+            value = _round_half_even(float(_f32(_f32(_f32(prod) * consts["scale"][0]) + zy)))
+        y[n, i, j, ch] = _clamp(_clamp(value, -128, 127), *act_range)
+    return y
+
+
+def sub(a, b, consts, *, act_range=(-128, 127)):
+    y = np.zeros(a.shape, np.int8)
+    za, zb, zy = (int(consts[k][0]) for k in ("a_zero_point", "b_zero_point",
+                                              "output_zero_point"))
+    for index in np.ndindex(a.shape):
+        va, vb = int(a[index]), int(b[index])
+        if "multiplier" in consts:
+            shift = int(consts["left_shift"][0])
+            sa = requant_scalar((va - za) << shift, int(consts["a_multiplier"][0]),
+                                int(consts["a_shift"][0]))
+            sb = requant_scalar((vb - zb) << shift, int(consts["b_multiplier"][0]),
+                                int(consts["b_shift"][0]))
+            value = requant_scalar(sa - sb, int(consts["multiplier"][0]),
+                                   int(consts["shift"][0])) + zy
+        else:
+            fa = _f32(_f32(va - za) * consts["a_scale"][0])
+            fb = _f32(_f32(vb - zb) * consts["b_scale"][0])
+            q = _f32(_f32(fa - fb) / consts["y_scale"][0])
+            value = _round_half_even(float(q)) + zy
+        y[index] = _clamp(_clamp(value, -128, 127), *act_range)
     return y

@@ -142,3 +142,63 @@ def dequantize_linear(q, scale, zp):
 __all__ = ["onnx", "qlinear_conv", "qlinear_matmul", "qlinear_add", "qlinear_average_pool",
            "qlinear_global_average_pool", "max_pool", "quantize_linear", "dequantize_linear",
            "qlinear_conv_session", "nchw", "nhwc"]
+
+
+def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
+    """com.microsoft QLinearMul on NHWC int8 arrays (``b`` may broadcast as NHWC does)."""
+    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
+             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    node = helper.make_node("QLinearMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"],
+                            domain=MS)
+    return nhwc(_run(node, {"a": nchw(a), "b": nchw(b)}, inits))
+
+
+def qlinear_concat(xs, specs, y_scale, y_zp):
+    """com.microsoft QLinearConcat of NHWC int8 arrays along channels; ``specs`` (scale, zp)."""
+    inits = [_tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    names, feed = ["ys", "yz"], {}
+    for k, (x, (scale, zp)) in enumerate(zip(xs, specs)):
+        inits += [_tensor(f"s{k}", np.float32(scale)), _tensor(f"z{k}", np.int8(zp))]
+        names += [f"x{k}", f"s{k}", f"z{k}"]
+        feed[f"x{k}"] = nchw(x)
+    node = helper.make_node("QLinearConcat", names, ["y"], domain=MS, axis=1)
+    return nhwc(_run(node, feed, inits))
+
+
+def quantized_sub(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
+    """DequantizeLinear, Sub, QuantizeLinear: what onnxruntime runs for a quantized Sub."""
+    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
+             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
+             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    nodes = [helper.make_node("DequantizeLinear", ["a", "as", "az"], ["fa"]),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["fb"]),
+             helper.make_node("Sub", ["fa", "fb"], ["d"]),
+             helper.make_node("QuantizeLinear", ["d", "ys", "yz"], ["y"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT8, v.shape)
+              for n, v in (("a", a), ("b", b))]
+    graph = helper.make_graph(nodes, "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"a": a, "b": b})[0]
+
+
+def pad_int8(x, pads, value, mode="constant"):
+    """ONNX Pad of H and W of an NHWC int8 array; ``pads`` top, left, bottom, right."""
+    top, left, bottom, right = pads
+    inits = [_tensor("p", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)),
+             _tensor("v", np.int8(value))]
+    node = helper.make_node("Pad", ["x", "p", "v"], ["y"], mode=mode)
+    return nhwc(_run(node, {"x": nchw(x)}, inits))
+
+
+def resize_nearest_float(x_nchw, scales, coordinate, nearest, opset=13):
+    """ONNX float Resize (mode nearest) of an NCHW float32 array by per-axis ``scales``."""
+    inits = [_tensor("roi", np.zeros(0, np.float32)),
+             _tensor("sc", np.asarray(scales, np.float32))]
+    node = helper.make_node("Resize", ["x", "roi", "sc"], ["y"], mode="nearest",
+                            coordinate_transformation_mode=coordinate, nearest_mode=nearest)
+    return _run(node, {"x": x_nchw}, inits, out_type=TensorProto.FLOAT, opset=opset)

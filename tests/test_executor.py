@@ -35,6 +35,17 @@ def reference_run(model, x):
             out = reference.lookup(src, a["table"], act_range=act)
         elif layer.op == "softmax":
             out = reference.softmax(src, a)
+        elif layer.op in ("mul", "sub"):
+            out = getattr(reference, layer.op)(src, values[layer.inputs[1]], a, act_range=act)
+        elif layer.op == "concat":
+            specs = [(model.tensors[n].scale, model.tensors[n].zero_point) for n in layer.inputs]
+            y = model.tensors[layer.output]
+            out = reference.concat([values[n] for n in layer.inputs], specs,
+                                   (y.scale, y.zero_point), model.requant_mode)
+        elif layer.op == "pad":
+            out = reference.pad(src, p["pads"], int(a["value"][0]))
+        elif layer.op == "resize_nearest":
+            out = src[:, a["rows"]][:, :, a["cols"]]
         else:
             out = reference.add(src, values[layer.inputs[1]], a, act_range=act)
         values[layer.output] = out.reshape((x.shape[0],) + model.tensors[layer.output].shape)

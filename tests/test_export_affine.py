@@ -55,8 +55,8 @@ def test_per_channel_mul_and_add_fold_into_the_conv(scale_shape, shift_shape):
 @pytest.mark.parametrize("tail,constants,message", [
     ([helper.make_node("Mul", ["c", "k"], ["m"], name="spatial")], {"k": np.ones((1, C, 6, 6))},
      "node 'spatial' has op Mul that is not a per-channel constant"),
-    ([helper.make_node("Mul", ["c", "c"], ["m"], name="square")], {},
-     "node 'square' has op Mul"),
+    ([helper.make_node("Sub", ["c", "k"], ["m"], name="minus")], {"k": np.ones((C, 1, 1))},
+     "node 'minus' has op Sub with a constant operand"),
     ([helper.make_node("Relu", ["c"], ["r"], name="relu"),
       helper.make_node("Add", ["r", "k"], ["a"], name="late")], {"k": np.ones((C, 1, 1))},
      "node 'late' has op Add with a constant operand"),

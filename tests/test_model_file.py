@@ -107,9 +107,8 @@ def test_one_mac_count_for_report_and_device():
 
     model = tiny_model()
     expected = {"conv1": 8 * 8 * 6 * 3 * 3 * 2, "dwconv": 4 * 4 * 6 * 3 * 3 * 1, "pool": 0,
-                "conv2": 4 * 4 * 6 * 6, "residual": 0, "avg": 0, "gap": 0, "act": 0,
-                "softmax": 0,
-                "fc": 3 * 6}
+                "conv2": 4 * 4 * 6 * 6, "residual": 0, "avg": 0, "excite": 0, "diff": 0,
+                "cat": 0, "pad": 0, "up": 0, "gap": 0, "act": 0, "softmax": 0, "fc": 3 * 12}
     assert {layer.op for layer in model.layers} == set(runtime.model.OPS)
     assert {layer.name: layer_macs(model, layer) for layer in model.layers} == expected
     report = build_report(model)

@@ -27,10 +27,15 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
     tensor("c2", (4, 4, 6), 0.06, 3)
     tensor("sum", (4, 4, 6), 0.08, -2)
     tensor("ap", (4, 4, 6), 0.07, 1)
-    tensor("gap", (1, 1, 6), 0.05, 0)
-    tensor("act", (1, 1, 6), 0.02, -5)
+    tensor("ml", (4, 4, 6), 0.09, 4)
+    tensor("df", (4, 4, 6), 0.06, -3)
+    tensor("ct", (4, 4, 12), 0.08, 2)
+    tensor("pd", (5, 5, 12), 0.08, 2)
+    tensor("up", (3, 2, 12), 0.08, 2)
+    tensor("gap", (1, 1, 12), 0.05, 0)
+    tensor("act", (1, 1, 12), 0.02, -5)
     tensor("fc", (3,), 0.1, 7)
-    tensor("prob", (1, 1, 6), 1 / 256, -128)  # a side branch: softmax of gap
+    tensor("prob", (1, 1, 12), 1 / 256, -128)  # a side branch: softmax of gap
     layers = []
 
     def conv(name, src, dst, m, k, cg, groups=1, **params):
@@ -58,16 +63,31 @@ def tiny_model(mode="fixed", seed=0) -> QuantModel:
                          "count_include_pad": False, "act_min": -128, "act_max": 127},
                         kernels.avg_pool_constants(t["sum"].scale, -2, t["ap"].scale, 1, (3, 3),
                                                    mode)))
-    layers.append(Layer("global_avg_pool", "gap", ["ap"], "gap",
+    full = {"act_min": -128, "act_max": 127}
+    layers.append(Layer("mul", "excite", ["ap", "sum"], "ml", dict(full, act_min=0),
+                        kernels.mul_constants(t["ap"].scale, 1, t["sum"].scale, -2,
+                                              t["ml"].scale, 4, mode)))
+    layers.append(Layer("sub", "diff", ["ml", "ap"], "df", full,
+                        kernels.sub_constants(t["ml"].scale, 4, t["ap"].scale, 1,
+                                              t["df"].scale, -3, mode)))
+    layers.append(Layer("concat", "cat", ["df", "sum"], "ct", full,
+                        kernels.concat_constants([(t["df"].scale, -3), (t["sum"].scale, -2)],
+                                                 t["ct"].scale, 2, mode)))
+    layers.append(Layer("pad", "pad", ["ct"], "pd", dict(full, pads=[0, 1, 1, 0]),
+                        {"value": np.array([2], np.int8)}))
+    layers.append(Layer("resize_nearest", "up", ["pd"], "up", full,
+                        {"rows": np.array([0, 2, 4], np.int32),
+                         "cols": np.array([1, 3], np.int32)}))
+    layers.append(Layer("global_avg_pool", "gap", ["up"], "gap",
                         {"act_min": -128, "act_max": 127},
-                        kernels.global_avg_pool_constants(t["ap"].scale, 1, t["gap"].scale, 0,
-                                                          (4, 4), mode)))
+                        kernels.global_avg_pool_constants(t["up"].scale, 2, t["gap"].scale, 0,
+                                                          (3, 2), mode)))
     layers.append(Layer("lookup", "act", ["gap"], "act", {"act_min": -120, "act_max": 127},
-                        {"table": rng.integers(-128, 128, (6, 256)).astype(np.int8)}))
+                        {"table": rng.integers(-128, 128, (12, 256)).astype(np.int8)}))
     layers.append(Layer("softmax", "softmax", ["gap"], "prob",
                         {"act_min": -128, "act_max": 127},
-                        kernels.softmax_constants(t["gap"].scale, 6, mode)))
-    w = rng.integers(-127, 128, (3, 6)).astype(np.int8)
+                        kernels.softmax_constants(t["gap"].scale, 12, mode)))
+    w = rng.integers(-127, 128, (3, 12)).astype(np.int8)
     arrays = {"weights": w, "bias": rng.integers(-500, 500, 3).astype(np.int32)}
     arrays.update(_requant_arrays(mode, t["act"].scale, np.full(3, 0.01, np.float32),
                                   t["fc"].scale))

@@ -150,5 +150,45 @@ typedef struct {
 
 int tc_softmax(const tc_softmax_params *params, int32_t rows, int32_t depth, const int8_t *input,
                int8_t *output);
+/* Tensor ops (tc_concat.c, tc_pad.c, tc_resize.c, tc_mul.c, tc_sub.c). */
+
+/* One input of a channel concat: its in_c channels go to channels [first, first + in_c) of each
+ * of the pixels output pixels, through table (256 output codes indexed by input code + 128)
+ * when its quantization differs from the output's, else copied (table NULL). */
+int tc_concat(const int8_t *input, const int8_t *table, int32_t pixels, int32_t in_c,
+              int32_t first, int32_t out_c, int8_t *output);
+
+#define TC_PAD_CONSTANT 0
+#define TC_PAD_REFLECT 1 /* mirror without repeating the edge; pads smaller than the input */
+#define TC_PAD_EDGE 2
+
+typedef struct {
+    int32_t top, left, bottom, right;
+    int32_t mode; /* TC_PAD_* */
+    int8_t value; /* constant mode: the value in the input's (and output's) quantization */
+} tc_pad_params;
+
+int tc_pad(const tc_pad_params *params, const tc_dims *in_dims, const int8_t *input,
+           const tc_dims *out_dims, int8_t *output);
+
+int tc_resize_nearest(const int32_t *rows, const int32_t *cols, const tc_dims *in_dims,
+                      const int8_t *input, const tc_dims *out_dims, int8_t *output);
+
+/* Elementwise product. fixed: TFLite's int8 MUL; float: onnxruntime's QLinearMul. */
+typedef struct {
+    int32_t mode;              /* TC_RQ_FIXED_DOUBLE or TC_RQ_FLOAT */
+    int32_t a_zero_point, b_zero_point, output_zero_point;
+    int32_t multiplier, shift; /* fixed: a_scale * b_scale / y_scale */
+    const float *scales;       /* float: {the same ratio in float32}; NULL in fixed mode */
+    int32_t act_min, act_max;
+} tc_mul_params;
+
+int tc_mul(const tc_mul_params *params, int32_t size, int32_t channels, const int8_t *a,
+           const int8_t *b, int32_t b_size, int8_t *output);
+
+/* a - b with add's parameters. fixed: TFLite's int8 SUB; float: dequantize, subtract,
+ * quantize, with scales {a_scale, b_scale, y_scale} and the zero points. */
+int tc_sub(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
+           int8_t *output);
 
 #endif

@@ -58,6 +58,74 @@ static tc_mean_params tc_layer_mean(const tc_layer_t *l)
     return mean;
 }
 
+/* concat, pad, mul, resize_nearest, sub (export/c_codegen.py documents their fields). */
+static int tc_run_tensor_op(const tc_layer_t *l, const tc_dims *in_dims, const int8_t *in,
+                            const tc_dims *out_dims, int8_t *out)
+{
+    const int32_t size = l->out_h * l->out_w * l->out_c;
+    if (l->op == TC_OP_CONCAT && TC_USES(TC_OP_CONCAT)) {
+        /* bias: {arena offset, channels, table index or -1} per input; weights: the tables */
+        int32_t i, first = 0;
+        for (i = 0; i < l->iparams[0]; i++) {
+            const int32_t *part = l->bias + 3 * i;
+            const int8_t *table = part[2] < 0 ? NULL : l->weights + 256 * part[2];
+            const int rc = tc_concat(tc_arena + part[0], table, l->out_h * l->out_w, part[1],
+                                     first, l->out_c, out);
+            if (rc != TC_OK) {
+                return rc;
+            }
+            first += part[1];
+        }
+        return first == l->out_c ? TC_OK : TC_ERR_BAD_ARG;
+    }
+    if (l->op == TC_OP_PAD && TC_USES(TC_OP_PAD)) {
+        tc_pad_params p;
+        p.top = l->pad_top;
+        p.left = l->pad_left;
+        p.bottom = l->pad_bottom;
+        p.right = l->pad_right;
+        p.value = (int8_t)l->iparams[0];
+        p.mode = l->iparams[1];
+        return tc_pad(&p, in_dims, in, out_dims, out);
+    }
+    if (l->op == TC_OP_RESIZE_NEAREST && TC_USES(TC_OP_RESIZE_NEAREST)) {
+        /* bias: the out_h row indices, then the out_w column indices */
+        return tc_resize_nearest(l->bias, l->bias + l->out_h, in_dims, in, out_dims, out);
+    }
+    if (l->op == TC_OP_MUL && TC_USES(TC_OP_MUL)) {
+        tc_mul_params p;
+        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+        p.a_zero_point = l->iparams[0];
+        p.b_zero_point = l->iparams[1];
+        p.output_zero_point = l->iparams[2];
+        p.multiplier = l->iparams[3];
+        p.shift = l->iparams[4];
+        p.scales = l->fparams;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        return tc_mul(&p, size, l->out_c, in, tc_arena + l->input2_offset, l->iparams[5], out);
+    }
+    if (l->op == TC_OP_SUB && TC_USES(TC_OP_SUB)) {
+        tc_add_params p;
+        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+        p.a_zero_point = l->iparams[0];
+        p.b_zero_point = l->iparams[1];
+        p.output_zero_point = l->iparams[2];
+        p.left_shift = l->iparams[3];
+        p.a_multiplier = l->iparams[4];
+        p.a_shift = l->iparams[5];
+        p.b_multiplier = l->iparams[6];
+        p.b_shift = l->iparams[7];
+        p.multiplier = l->iparams[8];
+        p.shift = l->iparams[9];
+        p.scales = l->fparams;
+        p.act_min = l->act_min;
+        p.act_max = l->act_max;
+        return tc_sub(&p, size, in, tc_arena + l->input2_offset, out);
+    }
+    return TC_ERR_UNSUPPORTED;
+}
+
 static int tc_run_layer(const tc_layer_t *l)
 {
     const int8_t *in = tc_arena + l->input_offset;
@@ -187,6 +255,12 @@ static int tc_run_layer(const tc_layer_t *l)
                    ? tc_softmax(&p, l->in_h * l->in_w, l->in_c, in, out)
                    : TC_ERR_UNSUPPORTED;
     }
+    case TC_OP_CONCAT:
+    case TC_OP_PAD:
+    case TC_OP_MUL:
+    case TC_OP_RESIZE_NEAREST:
+    case TC_OP_SUB:
+        return tc_run_tensor_op(l, &in_dims, in, &out_dims, out);
     default:
         return TC_ERR_UNSUPPORTED;
     }

@@ -7,8 +7,9 @@ onnxruntime's CPU kernels. The slow loop versions in runtime/reference.py are th
 the code here.
 
 Ops whose constants are not a plain per-channel requantization (average pool, global average
-pool, add) take a ``consts`` dict made once by ``avg_pool_constants``,
-``global_avg_pool_constants`` or ``add_constants``. That dict is exactly what export/ stores in
+pool, add, and tensor_ops' mul, sub, concat) take a ``consts`` dict made once by
+``avg_pool_constants``, ``global_avg_pool_constants``, ``add_constants``, ``mul_constants``,
+``sub_constants`` or ``concat_constants``. That dict is exactly what export/ stores in
 ``Layer.arrays`` and what the C generator copies: its keys are documented in docs/ARITHMETIC.md.
 
 Speed: integer products summed in float32 are exact while every partial sum stays below 2**24,
@@ -29,6 +30,8 @@ from runtime.kernels.lookup import lookup
 from runtime.kernels.pool import (avg_pool2d, avg_pool_constants, global_avg_pool,
                                   global_avg_pool_constants, max_pool2d)
 from runtime.kernels.softmax import softmax, softmax_constants
+from runtime.kernels.tensor_ops import (concat, concat_constants, mul, mul_constants, pad,
+                                        requantize_table, resize_nearest, sub, sub_constants)
 from runtime.requant import Requant
 
 __all__ = [
@@ -36,5 +39,6 @@ __all__ = [
     "fully_connected_accumulate", "max_pool2d",
     "avg_pool2d", "avg_pool_constants", "global_avg_pool", "global_avg_pool_constants", "add",
     "add_constants", "lookup", "softmax", "softmax_constants", "quantize", "dequantize",
-    "output_size", "worst_case_accumulator",
+    "output_size", "worst_case_accumulator", "concat", "concat_constants", "requantize_table",
+    "pad", "resize_nearest", "mul", "mul_constants", "sub", "sub_constants",
 ]
