@@ -175,6 +175,7 @@ class _Writer:
         self.node("QLinearSoftmax", [qname(x.name), *self.qparams(x), *self.qparams(y)],
                   [self.out_name(layer)], layer.name, domain="com.microsoft", axis=1,
                   opset=OPSET)
+
     # tensor ops (runtime/kernels/tensor_ops.py)
 
     def w_concat(self, layer):

@@ -294,6 +294,7 @@ class _Layer:
                 and np.all(table[1:] <= table[:-1]) and table[-1] >= 0):
             raise self.fail("array 'exp_table'", "is not a finite, positive, non-increasing "
                                                  "table of exponentials")
+
     # tensor ops (runtime/kernels/tensor_ops.py)
 
     def same_quantization(self, index: int = 0) -> None:

@@ -392,6 +392,9 @@ def softmax(x, consts):
             q = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scale, exps[c]),
                                        bits_over_unit + 31 - 8)
             y[row + (c,)] = _clamp(q - 128, -128, 127)
+    return y
+
+
 # -- tensor ops (runtime/kernels/tensor_ops.py) ----------------------------------------------------
 
 def _f32(v) -> np.float32:

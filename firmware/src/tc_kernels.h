@@ -150,6 +150,7 @@ typedef struct {
 
 int tc_softmax(const tc_softmax_params *params, int32_t rows, int32_t depth, const int8_t *input,
                int8_t *output);
+
 /* Tensor ops (tc_concat.c, tc_pad.c, tc_resize.c, tc_mul.c, tc_sub.c). */
 
 /* One input of a channel concat: its in_c channels go to channels [first, first + in_c) of each
