@@ -23,6 +23,7 @@ from export.onnx_import import clean_model, load_model, to_graph
 from export.plan import plan_arena
 from export.qimport import dequantize_model, is_quantized
 from export.qonnx import to_qonnx
+from export.qonnx_check import stamp
 from export.quantize import quantize
 from export.report import build_report, format_report
 from runtime.errors import TinyconvError
@@ -162,7 +163,7 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     model, weight_scales = quantize(graph, ranges, mode=requant, per_channel=per_channel,
                                     name=name, metadata=metadata)
     plan_arena(model)
-    q_onnx = to_qonnx(model, weight_scales, graph.boundary)
+    q_onnx = stamp(to_qonnx(model, weight_scales, graph.boundary), model)
     return ExportResult(float_model, q_onnx, model, build_report(model), graph)
 
 

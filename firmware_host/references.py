@@ -1,5 +1,7 @@
 """The host's answers that a device's outputs are compared with: runtime/ (the verdict),
-onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation) and onnxruntime on
+onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation, which gates the
+verdict too: the whole output in float requantization mode, layer by layer on runtime/'s own
+layer inputs for the first LAYER_SAMPLE images of every batch in fixed mode) and onnxruntime on
 the float ``model.onnx`` (what quantization cost).
 
 verify computes them for one batch on a worker thread while the device works on the previous
@@ -17,6 +19,8 @@ from runtime.errors import TinyconvError
 from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 
+LAYER_SAMPLE = 8  # images per batch whose every layer is checked against onnxruntime (fixed)
+
 
 @dataclass
 class Batch:
@@ -33,9 +37,13 @@ class References:
     def __init__(self, export_dir: Path, model: QuantModel):
         import onnx
 
+        from export.qonnx_check import LayerRunner, check_matches
+
         self.model = model
         self.q_onnx = None
         self.float_session = None
+        self.layers = None  # LayerRunner, fixed mode only
+        self.q_stamped = False  # model.q.onnx names model.tcm's hash and its own digest
         q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
         try:
             if q_path.exists():
@@ -49,6 +57,10 @@ class References:
                                                           providers=["CPUExecutionProvider"])
         except Exception as exc:  # a broken ONNX file is the user's, not ours
             raise TinyconvError(f"{export_dir}: cannot load the ONNX models ({exc})") from None
+        if self.q_onnx is not None:
+            self.q_stamped = check_matches(self.q_onnx, model, q_path)
+            if model.requant_mode != "float":
+                self.layers = LayerRunner(self.q_onnx, model)
 
     def batch(self, start: int, x: np.ndarray, labels) -> Batch:
         """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
@@ -61,10 +73,15 @@ class References:
 
     def compute(self, batch: Batch) -> dict[str, np.ndarray]:
         """``runtime`` always; ``ort`` (int8) and ``float`` (NHWC like runtime/'s output) when
-        the export directory has the model for them."""
+        the export directory has the model for them; ``layers`` (per layer, the largest
+        onnxruntime - runtime/ difference in LSB over ``layer_images`` images) in fixed mode."""
         from export.qonnx import run_qonnx
 
         out = {"runtime": runtime.run(self.model, batch.x_q)}
+        if self.layers is not None:
+            sample = batch.x_q[:LAYER_SAMPLE]
+            out["layers"] = self.layers.max_lsb(runtime.run(self.model, sample, collect=True)[1])
+            out["layer_images"] = len(sample)
         if self.q_onnx is not None:
             out["ort"] = run_qonnx(self.q_onnx, self.model, batch.x_f)
         if self.float_session is not None:

@@ -151,9 +151,13 @@ def _handshake(link: Link, model, refs: References, export_dir: Path,
                           ort_images=0 if refs.q_onnx is not None else None,
                           float_images=0 if refs.float_session is not None else None,
                           ticks_unit="us" if info.target == "host" else "instructions",
-                          total_macs=info.total_macs)
+                          total_macs=info.total_macs,
+                          ort_layer_images=0 if refs.layers is not None else None)
     if refs.q_onnx is None:
         result.notes.append("no model.q.onnx in the export directory: no onnxruntime check")
+    elif not refs.q_stamped:
+        result.notes.append("model.q.onnx does not name the model.tcm it was exported from "
+                            "(an older export): only the comparison itself checks it")
     if refs.float_session is None:
         result.notes.append("no model.onnx in the export directory: no float reference")
     return result
