@@ -22,6 +22,14 @@ from runtime.model import QuantModel
 LAYER_SAMPLE = 8  # images per batch whose every layer is checked against onnxruntime (fixed)
 
 
+class BadInput(TinyconvError):
+    """Input ``index`` (of the whole run) cannot be sent; the ones before it can."""
+
+    def __init__(self, index: int, why: str):
+        super().__init__(f"input {index} {why}")
+        self.index = index
+
+
 @dataclass
 class Batch:
     start: int  # index of the first input in the whole run
@@ -64,7 +72,12 @@ class References:
 
     def batch(self, start: int, x: np.ndarray, labels) -> Batch:
         """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
-        layout (for onnxruntime)."""
+        layout (for onnxruntime). Raises BadInput naming the first input holding NaN or
+        infinity, so that the ones before it can still be verified."""
+        if np.issubdtype(np.asarray(x).dtype, np.floating):
+            finite = np.isfinite(np.asarray(x).reshape(len(x), -1)).all(axis=1)
+            if not finite.all():
+                raise BadInput(start + int(np.argmin(finite)), "holds NaN or infinity")
         try:
             x_q = quantize_input(self.model, x)
         except TinyconvError as exc:

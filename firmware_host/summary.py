@@ -60,7 +60,7 @@ class VerifyResult:
     mismatch_count: int = 0
     retried: list = field(default_factory=list)  # per-image retry records
     notes: list = field(default_factory=list)
-    aborted: str | None = None  # why the link gave up before every input was verified
+    aborted: str | None = None  # why the run stopped early (a silent device, a NaN input)
     unfinished: list = field(default_factory=list)  # requests in flight when it gave up
 
     @property
@@ -81,7 +81,8 @@ class VerifyResult:
     @property
     def exit_status(self) -> int:
         """0: every device output == runtime/'s and onnxruntime agrees (see ``gates``); 1: some
-        differ or got no reply; 2: the run was aborted (the device stopped answering)."""
+        differ or got no reply; 2: the run was aborted (the device stopped answering, or an
+        input could not be sent)."""
         if self.aborted is not None:
             return 2
         ok = (self.images > 0 and self.device_equal_images == self.images
@@ -164,7 +165,8 @@ class VerifyResult:
             print(f"  note: {note}", file=file)
         print(f"  verdict gated by: {'; '.join(self.gates)}", file=file)
         if self.aborted is not None:
-            verdict = f"ABORTED after {self.images} of {self.inputs} images: {self.aborted}"
+            verdict = (f"ABORTED after {self.images} of {self.inputs} images "
+                       f"({self.device_equal_images} equal to runtime/'s): {self.aborted}")
         elif self.exit_status == 0:
             verdict = "PASS: every device output equals runtime/'s" + (
                 ", and onnxruntime agrees" if len(self.gates) > 1 else "")

@@ -25,7 +25,7 @@ import numpy as np
 import runtime
 from firmware_host.devices import start_device
 from firmware_host.link import Link, LinkError
-from firmware_host.references import References
+from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
 from runtime.dataset import NpzArray
 from runtime.errors import TinyconvError
@@ -93,7 +93,9 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     hash that differs from the export's). A LinkError after the device has identified itself
     (it fell silent or went away) is raised too, but first the JSON report is written with
     ``aborted`` set, the images verified so far and the requests still unanswered, so the work
-    done and every retry stay on record; the error's ``result`` is that VerifyResult."""
+    done and every retry stay on record; the error's ``result`` is that VerifyResult. An input
+    holding NaN or infinity ends the run the same way, but returns: the inputs before it are
+    verified and reported, and ``aborted`` names it."""
     export_dir = Path(export_dir)
     if limit is not None and limit < 1:
         raise TinyconvError(f"--limit must be at least 1, got {limit}")
@@ -172,9 +174,18 @@ def _stream(link: Link, refs: References, pool: ThreadPoolExecutor, batches, tal
 
     def device_inputs() -> Iterable[np.ndarray]:
         for start, x, y in batches:
-            batch = refs.batch(start, x, y)
-            waiting.append((batch, pool.submit(refs.compute, batch)))
-            yield from batch.x_q
+            try:
+                batch = refs.batch(start, x, y)
+            except BadInput as exc:  # send the inputs before it, then stop
+                tally.r.aborted = str(exc)
+                good = exc.index - start
+                batch = refs.batch(start, x[:good], None if y is None else y[:good]) \
+                    if good else None
+            if batch is not None:
+                waiting.append((batch, pool.submit(refs.compute, batch)))
+                yield from batch.x_q
+            if tally.r.aborted is not None:
+                return
 
     started = time.perf_counter()
     done: list = []
@@ -210,8 +221,9 @@ def register(subparsers) -> None:
                "  tinyconv verify build/digits --input test.npz --device /dev/ttyACM0 "
                "--baud 921600\n"
                "exit status: 0 all equal, 1 any mismatch, 2 usage or connection error "
-               "(also a device silent for --silence seconds; --json then still writes the "
-               "report, marked \"aborted\")")
+               "(also a device silent for --silence seconds, or an input holding NaN; the "
+               "inputs before are verified, and --json still writes the report, marked "
+               "\"aborted\")")
     parser.add_argument("dir", type=Path, help="export directory (model.tcm, model.q.onnx, ...)")
     parser.add_argument("--input", type=Path, required=True,
                         help=".npz with inputs 'x' (float in model.onnx's layout, or int8 NHWC)")
