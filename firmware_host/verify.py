@@ -27,7 +27,7 @@ from firmware_host.devices import start_device
 from firmware_host.link import Link, LinkError
 from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
-from runtime.dataset import NpzArray
+from runtime.dataset import NpzArray, class_labels, label_classes, read_labels
 from runtime.errors import TinyconvError
 from runtime.model import check_writable, write_atomic
 from tinyconv.progress import Progress
@@ -38,40 +38,34 @@ BATCH = 256
 
 # -- inputs ------------------------------------------------------------------------------------
 
-def _input_batches(inputs, labels, limit) -> tuple[int, Iterator[tuple[int, np.ndarray, object]]]:
-    """``(count, iterator of (start, x, labels))`` from an array or an .npz path."""
+def _input_batches(inputs, labels, limit, model
+                   ) -> tuple[int, Iterator[tuple[int, np.ndarray, object]], str | None]:
+    """``(count, iterator of (start, x, labels), note)`` from an array or an .npz path; the
+    labels are checked (runtime.dataset.class_labels) before anything is sent, and ``note``
+    says when they were converted."""
+    want = labels is not None and labels is not False
     if isinstance(inputs, (str, Path)):
         xs = NpzArray(inputs, "x")
-        ys = None
-        if labels is True:
-            ys = NpzArray(inputs, "y")
-            if len(ys) != len(xs):
-                raise TinyconvError(f"{inputs}: {len(xs)} inputs but {len(ys)} labels")
+        y_all, note = read_labels(inputs, len(xs), label_classes(model)) if labels is True else (None, None)
         count = len(xs) if limit is None else min(limit, len(xs))
 
         def from_file():
-            y_iter = ys.batches(BATCH, count) if ys is not None else None
             start = 0
             for x in xs.batches(BATCH, count):
-                y = next(y_iter).reshape(-1).astype(np.int64) if y_iter is not None else None
-                yield start, x, y
+                yield start, x, (y_all[start:start + len(x)] if y_all is not None else None)
                 start += len(x)
-        return count, from_file()
+        return count, from_file(), note
     x_all = np.asarray(inputs)
     if x_all.ndim < 2:
         raise TinyconvError(f"inputs must be a batch [N, ...], got shape {x_all.shape}")
-    y_all = None
-    if labels is not None and labels is not False:
-        y_all = np.asarray(labels).reshape(-1).astype(np.int64)
-        if len(y_all) != len(x_all):
-            raise TinyconvError(f"{len(x_all)} inputs but {len(y_all)} labels")
+    y_all, note = class_labels(labels, len(x_all), label_classes(model)) if want else (None, None)
     count = len(x_all) if limit is None else min(limit, len(x_all))
 
     def from_array():
         for start in range(0, count, BATCH):
             stop = min(start + BATCH, count)
             yield start, x_all[start:stop], (y_all[start:stop] if y_all is not None else None)
-    return count, from_array()
+    return count, from_array(), note
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -103,7 +97,7 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
         check_writable(json_path)
     model = runtime.load(export_dir)
     refs = References(export_dir, model)
-    total, batches = _input_batches(inputs, labels, limit)
+    total, batches, label_note = _input_batches(inputs, labels, limit, model)
     if total == 0:
         raise TinyconvError("no inputs to verify")
     if timeout is None:
@@ -114,6 +108,8 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
             ThreadPoolExecutor(1) as pool, one_blas_thread():
         result = _handshake(link, model, refs, export_dir, device)
         result.inputs = total
+        if label_note:
+            result.notes.append(label_note)
         try:
             _stream(link, refs, pool, batches, Tally(result, model),
                     Progress(total, "verify", stream=None if progress else io.StringIO()))

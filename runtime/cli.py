@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import runtime
 from runtime import kernels
 from runtime.errors import TinyconvError
 from runtime.inputs import quantize_input
-from runtime.dataset import NpzArray
+from runtime.dataset import NpzArray, label_classes, read_labels
 from runtime.model import check_writable, write_atomic
 
 EXAMPLE = """example:
@@ -37,13 +38,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
-def read_labels(path: str, count: int) -> np.ndarray:
-    labels = np.concatenate(list(NpzArray(path, "y").batches(1 << 16))).reshape(-1)
-    if len(labels) != count:
-        raise TinyconvError(f"{path}: {len(labels)} labels for {count} inputs")
-    return labels
-
-
 def main(args) -> int:
     from tinyconv.progress import progress
 
@@ -56,10 +50,9 @@ def main(args) -> int:
         raise TinyconvError(f"{args.input}: array 'x' holds no inputs")
     labels = None
     if args.labels:
-        if len(model.output_spec.shape) != 1:
-            raise TinyconvError(f"--labels needs a model with a vector output; this one outputs "
-                                f"{'x'.join(map(str, model.output_spec.shape))}")
-        labels = read_labels(args.input, len(inputs))
+        labels, note = read_labels(args.input, len(inputs), label_classes(model))
+        if note:
+            print(f"tinyconv run: note: {note}", file=sys.stderr)
     outputs, layers = [], {}
     batches = inputs.batches(args.batch_size)
     total = -(-len(inputs) // args.batch_size)
