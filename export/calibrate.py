@@ -20,6 +20,12 @@ from runtime.errors import TinyconvError
 
 METHODS = ("minmax", "percentile", "entropy")
 _BATCH = 32
+# The entropy calibrator tries every symmetric cut of a num_bins histogram at least
+# num_quantized_bins wide and keeps the one losing least information (KL divergence) when
+# squeezed into num_quantized_bins levels. With onnxruntime's default of 128 histogram bins
+# for 128 levels there is one candidate, the full range: minmax. 2048 bins give 961 cuts.
+_OPTIONS = {"minmax": {"symmetric": False}, "percentile": {"symmetric": False},
+            "entropy": {"symmetric": False, "num_bins": 2048, "num_quantized_bins": 128}}
 
 
 class ArrayReader:
@@ -101,7 +107,7 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str,
         try:
             calibrator = create_calibrator(
                 model_path, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
-                calibrate_method=methods[method], extra_options={"symmetric": False})
+                calibrate_method=methods[method], extra_options=_OPTIONS[method])
             with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress
                 calibrator.collect_data(reader)
                 ranges = calibrator.compute_data()
