@@ -138,12 +138,15 @@ def _swap_artifacts(new: Path, target: Path, names, owned: set[str]) -> None:
 
 
 def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool = True,
-              method: str = "minmax", name: str | None = None) -> ExportResult:
+              method: str = "minmax", name: str | None = None,
+              uint8_calibration: bool = False) -> ExportResult:
     """Import, calibrate, quantize and plan an ONNX float model (path or ModelProto).
 
     ``calibration`` is an array in the model's own input layout, an .npz holding one as ``x``,
     or an onnxruntime ``CalibrationDataReader``; it may be None for a model onnxruntime
-    already quantized (QDQ or QOperator), whose scales and integers are then used as they are."""
+    already quantized (QDQ or QOperator), whose scales and integers are then used as they are.
+    uint8 calibration data is refused unless ``uint8_calibration`` says the model takes 0..255.
+    """
     if name is None:
         name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
     source_model = load_model(source)
@@ -155,7 +158,8 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     graph.set_quantization(quantization)
     if calibration is None and not quantization:
         raise TinyconvError("calibration data is required to quantize a float model")
-    ranges = {} if calibration is None else _calibrate.calibrate(float_model, calibration, method)
+    ranges = {} if calibration is None else _calibrate.calibrate(
+        float_model, calibration, method, uint8_calibration)
     metadata = {"source": str(source) if isinstance(source, (str, os.PathLike)) else "ModelProto",
                 "calibration_method": method if calibration is not None else None,
                 "per_channel": per_channel, "input_layout": graph.boundary.input_layout,
@@ -209,7 +213,7 @@ def from_filters(weights, bias, input_shape, calibration, *, stride: int = 1,
     ``calibration`` holds sample inputs, NCHW (or [N, H, W] for one channel)."""
     model = filters_model(weights, bias, input_shape, stride=stride, padding=padding, relu=relu)
     if not hasattr(calibration, "get_next"):
-        x = _calibrate.load_calibration(calibration)
+        x = _calibrate.load_calibration(calibration, options.get("uint8_calibration", False))
         calibration = x[:, None] if x.ndim == 3 else x
     options.setdefault("name", "filters")
     return from_onnx(model, calibration, **options)

@@ -16,7 +16,7 @@ import numpy as np
 
 import runtime
 from runtime.errors import TinyconvError
-from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
+from runtime.inputs import float_input, float_output_to_nhwc, quantize_input, saturated
 from runtime.model import QuantModel
 
 LAYER_SAMPLE = 8  # images per batch whose every layer is checked against onnxruntime (fixed)
@@ -36,6 +36,8 @@ class Batch:
     x_q: np.ndarray  # int8, the model's layout (NHWC): what the device and runtime/ take
     x_f: np.ndarray  # float32, model.onnx's layout: what onnxruntime takes
     labels: np.ndarray | None
+    clipped: np.ndarray  # per input, float values quantization clips (0 for int8 codes)
+    values: int  # float values per input (0 for int8 codes)
 
 
 class References:
@@ -82,7 +84,9 @@ class References:
             x_q = quantize_input(self.model, x)
         except TinyconvError as exc:
             raise TinyconvError(f"inputs {start}..{start + len(x) - 1}: {exc}") from None
-        return Batch(start, x_q, float_input(self.model, x), labels)
+        floating = np.issubdtype(np.asarray(x).dtype, np.floating)
+        return Batch(start, x_q, float_input(self.model, x), labels, saturated(self.model, x),
+                     int(np.asarray(x[0]).size) if floating else 0)
 
     def compute(self, batch: Batch) -> dict[str, np.ndarray]:
         """``runtime`` always; ``ort`` (int8) and ``float`` (NHWC like runtime/'s output) when

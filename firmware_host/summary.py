@@ -15,6 +15,7 @@ import numpy as np
 
 from firmware_host.references import Batch
 from runtime import kernels
+from runtime.inputs import saturation_warning
 from runtime.model import QuantModel
 from tinyconv.report.quality import SqnrAccumulator
 
@@ -43,6 +44,8 @@ class VerifyResult:
     ort_failed_images: int = 0  # float mode: device != onnxruntime (fails the run)
     ort_layer_images: int | None = None  # fixed mode: images checked layer by layer
     ort_layer_max_lsb: dict = field(default_factory=dict)  # layer -> largest |ort - runtime/|
+    input_values: int = 0  # float input values of the verified images (0: int8 codes given)
+    input_clipped: int = 0  # of those, how many quantization clipped
     labelled_images: int = 0
     correct_float: int = 0
     correct_runtime: int = 0
@@ -102,6 +105,14 @@ class VerifyResult:
         t = self.ticks_per_inference
         return t / self.total_macs if t is not None and self.total_macs else None
 
+    @property
+    def input_saturation(self) -> float | None:
+        return self.input_clipped / self.input_values if self.input_values else None
+
+    @property
+    def saturation_warning(self) -> str | None:
+        return saturation_warning(self.input_clipped, self.input_values)
+
     def accuracy(self, which: str) -> float | None:
         if not self.labelled_images:
             return None
@@ -110,7 +121,7 @@ class VerifyResult:
     def as_dict(self) -> dict:
         data = asdict(self)
         for key in ("exit_status", "images_per_s", "ticks_per_inference", "ticks_per_mac",
-                    "gates", "failed_layers"):
+                    "gates", "failed_layers", "input_saturation", "saturation_warning"):
             data[key] = getattr(self, key)
         data["accuracy"] = {k: self.accuracy(k) for k in ("float", "runtime", "device")}
         for key in ("sqnr_db",):  # JSON has no infinity
@@ -130,6 +141,9 @@ class VerifyResult:
              f"({100 * self.device_equal_images / n:.2f} %), {self.device_equal_elements}/"
              f"{self.elements} elements"),
         ]
+        if self.input_values:
+            rows.append(("input saturation", f"{100 * self.input_saturation:.2f} % of input "
+                         f"values clipped ({self.input_clipped} of {self.input_values})"))
         if self.ort_images is not None:
             m = max(self.ort_images, 1)
             informational = "" if self.requant_mode == "float" else \
@@ -210,6 +224,8 @@ class Tally:
                 r.ort_layer_max_lsb[layer] = max(r.ort_layer_max_lsb.get(layer, 0), lsb)
         for i, outcome in enumerate(outcomes):
             r.images += 1
+            r.input_values += batch.values
+            r.input_clipped += int(batch.clipped[i])
             want = ref[i]
             r.elements += want.size
             if outcome.attempts > 1 or not outcome.ok:

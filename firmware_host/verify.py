@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
 from runtime.dataset import NpzArray, class_labels, label_classes, read_labels
 from runtime.errors import TinyconvError
+from runtime.inputs import refuse_int8_values
 from runtime.model import check_writable, write_atomic
 from tinyconv.progress import Progress
 from tinyconv.threads import one_blas_thread
@@ -46,7 +48,8 @@ def _input_batches(inputs, labels, limit, model
     want = labels is not None and labels is not False
     if isinstance(inputs, (str, Path)):
         xs = NpzArray(inputs, "x")
-        y_all, note = read_labels(inputs, len(xs), label_classes(model)) if labels is True else (None, None)
+        y_all, note = (read_labels(inputs, len(xs), label_classes(model)) if labels is True
+                       else (None, None))
         count = len(xs) if limit is None else min(limit, len(xs))
 
         def from_file():
@@ -222,8 +225,12 @@ def register(subparsers) -> None:
                "\"aborted\")")
     parser.add_argument("dir", type=Path, help="export directory (model.tcm, model.q.onnx, ...)")
     parser.add_argument("--input", type=Path, required=True,
-                        help=".npz with inputs 'x' (float in model.onnx's layout, or int8 NHWC)")
+                        help=".npz with inputs 'x' (float in model.onnx's layout, or int8 "
+                             "NHWC codes with --int8-codes)")
     parser.add_argument("--labels", action="store_true", help="also score top-1 against 'y'")
+    parser.add_argument("--int8-codes", action="store_true",
+                        help="'x' is int8 holding the model's quantized input codes (without "
+                             "this flag int8 inputs are refused: int8 pixels would be misread)")
     parser.add_argument("--device", default="host",
                         help="host | qemu | lm3s6965evb | mps2-an386 (built and started here; "
                              "qemu picks mps2-an386, a Cortex-M4F, for a float-mode model and "
@@ -251,6 +258,7 @@ def _main(args) -> int:
                             "--silence > 0")
     if not args.input.exists():
         raise TinyconvError(f"input file {args.input} does not exist")
+    refuse_int8_values(NpzArray(args.input, "x").dtype, args.int8_codes, args.input)
     try:
         result = verify(args.dir, args.input, labels=args.labels, device=args.device,
                         baud=args.baud, json_path=args.json, progress=True, limit=args.limit,
@@ -261,4 +269,6 @@ def _main(args) -> int:
             exc.result.print_summary()
         raise
     result.print_summary()
+    if result.saturation_warning:
+        print(f"tinyconv verify: warning: {result.saturation_warning}", file=sys.stderr)
     return result.exit_status

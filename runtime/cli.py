@@ -11,7 +11,7 @@ import numpy as np
 import runtime
 from runtime import kernels
 from runtime.errors import TinyconvError
-from runtime.inputs import quantize_input
+from runtime.inputs import quantize_input, refuse_int8_values, saturated, saturation_warning
 from runtime.dataset import NpzArray, label_classes, read_labels
 from runtime.model import check_writable, write_atomic
 
@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "run", help="run the quantized model in the bit-exact numpy runtime",
         description="Run DIR/model.tcm over every input of DATA.npz (array 'x'; float inputs "
-        "are quantized with the model's input scale, int8 inputs are taken as they are) and "
+        "are quantized with the model's input scale, int8 inputs, with --int8-codes, are "
+        "taken as the quantized codes they are) and "
         "write y_q (int8) and y (dequantized float32) to OUT.npz.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", metavar="DIR", help="export directory (or a .tcm file)")
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--per-layer", action="store_true",
                         help="also write every intermediate int8 tensor, named layer/<tensor>")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--int8-codes", action="store_true",
+                        help="'x' is int8 holding the model's quantized input codes (without "
+                             "this flag int8 inputs are refused: int8 pixels would be misread)")
     parser.set_defaults(func=main)
 
 
@@ -48,16 +52,21 @@ def main(args) -> int:
     inputs = NpzArray(args.input, "x")
     if len(inputs) == 0:
         raise TinyconvError(f"{args.input}: array 'x' holds no inputs")
+    refuse_int8_values(inputs.dtype, args.int8_codes, args.input)
     labels = None
     if args.labels:
         labels, note = read_labels(args.input, len(inputs), label_classes(model))
         if note:
             print(f"tinyconv run: note: {note}", file=sys.stderr)
     outputs, layers = [], {}
+    clipped = float_values = 0
     batches = inputs.batches(args.batch_size)
     total = -(-len(inputs) // args.batch_size)
     for batch in progress(batches, total=total, label="tinyconv run"):
         x = quantize_input(model, batch)
+        if np.issubdtype(batch.dtype, np.floating):
+            clipped += int(saturated(model, batch).sum())
+            float_values += batch.size
         if args.per_layer:
             y_q, values = runtime.run(model, x, collect=True)
             for name, value in values.items():
@@ -74,6 +83,12 @@ def main(args) -> int:
     np.savez(buffer, **arrays)
     write_atomic(Path(args.output), buffer.getvalue())
     print(f"tinyconv run: {len(y_q)} inputs -> {args.output}")
+    if float_values:
+        print(f"input saturation: {100 * clipped / float_values:.2f} % of input values clipped "
+              f"({clipped} of {float_values})")
+        warning = saturation_warning(clipped, float_values)
+        if warning:
+            print(f"tinyconv run: warning: {warning}", file=sys.stderr)
     if labels is not None:
         accuracy = float((y_q.argmax(axis=1) == labels).mean())
         print(f"top-1 accuracy: {accuracy:.4f} ({len(labels)} labelled inputs)")
