@@ -99,7 +99,9 @@ def _owned_artifacts(target: Path) -> set[str]:
         except (OSError, ValueError, KeyError, TypeError):
             raise TinyconvError(f"{manifest} is damaged; remove it or choose another --out"
                                 ) from None
-        return {n for n in names if isinstance(n, str) and n == Path(n).name}
+        # export writes plain files only: a folder of the same name is the user's
+        return {n for n in names if isinstance(n, str) and n == Path(n).name
+                and n not in ("", ".", "..") and not (target / n).is_dir()}
     if (target / "model.tcm").is_file():
         return set(_LEGACY)
     if any(target.iterdir()):

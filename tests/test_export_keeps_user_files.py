@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+import export
 import runtime
 from runtime.errors import TinyconvError
 from tests.test_export_cli import small_model
@@ -34,9 +35,7 @@ def user_project(tmp_path: Path, exp: Path) -> dict[str, bytes]:
               all_tensors_to_one_file=True, location="net.onnx.data", size_threshold=0)
     np.savez(src / "calib.npz",
              x=np.random.default_rng(2).normal(size=(10, 1, 8, 8)).astype(np.float32))
-    first = tinyconv("export", src / "net.onnx", "--calibration", src / "calib.npz",
-                     "--out", exp)
-    assert first.returncode == 0, first.stderr
+    export.from_onnx(str(src / "net.onnx"), src / "calib.npz").save(exp)  # the first export
     for p in src.iterdir():
         os.replace(p, exp / p.name)
     (exp / "notes.txt").write_text("lr 0.01, 12 epochs\n")
@@ -142,3 +141,16 @@ def test_a_dangling_symlinked_out_creates_its_target(tmp_path):
                     "--out", link)
     assert done.returncode == 0, done.stderr
     assert link.is_symlink() and (real / "model.tcm").is_file()
+
+
+def test_a_manifest_naming_a_folder_never_removes_it(tmp_path):
+    exp = tmp_path / "exp"
+    user_project(tmp_path, exp)
+    (exp / ".tinyconv-export.json").write_text(
+        '{"artifacts": ["model.onnx", "model.q.onnx", "model.tcm", "report.json", '
+        '"model_data.c", "model_data.h", "report", ".."]}\n')
+    done = tinyconv("export", exp / "net.onnx", "--calibration", exp / "calib.npz",
+                    "--out", exp)
+    assert done.returncode == 0, done.stderr
+    assert (exp / "report" / "index.html").read_text() == "<h1>mine</h1>\n"
+    assert (tmp_path / "src").is_dir()
