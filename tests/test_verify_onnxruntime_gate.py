@@ -96,3 +96,29 @@ def test_an_unstamped_wrong_model_q_onnx_fails_the_run(exported, mode, tmp_path)
         assert "Conv_0" in report["failed_layers"] and "layer Conv_0" in done.stdout
     else:
         assert report["ort_failed_images"] > 0 and "differ from onnxruntime" in done.stdout
+
+
+def test_every_op_is_within_one_lsb_per_layer_and_an_edit_names_its_layer():
+    """The fixed-mode gate on a model with every op family (depthwise, strided, pools, residual
+    add, global pool, dense): onnxruntime fed runtime/'s layer inputs stays within 1 LSB on
+    every layer; a changed output zero point of the residual add shows on that layer only."""
+    import runtime
+    from export.qonnx_check import LayerRunner
+    from runtime.inputs import quantize_input
+    from test_export import cnn, images
+
+    result = export.from_onnx(cnn("reducemean"), images(64, seed=3))
+    model = result.model
+    _, values = runtime.run(model, quantize_input(model, images(64, seed=11) * 1.5),
+                            collect=True)
+    diffs = LayerRunner(result.quant_onnx, model).max_lsb(values)
+    assert set(diffs) == {layer.name for layer in model.layers} and max(diffs.values()) <= 1
+    q = onnx.ModelProto()
+    q.CopyFrom(result.quant_onnx)
+    add = next(layer for layer in model.layers if layer.op == "add")
+    (zp,) = [i for i in q.graph.initializer if i.name == add.output + "_zero_point"]
+    zp.CopyFrom(numpy_helper.from_array(
+        np.int8(model.tensors[add.output].zero_point + 5), zp.name))
+    edited = LayerRunner(q, model).max_lsb(values)
+    assert edited[add.name] >= 4
+    assert all(edited[k] == v for k, v in diffs.items() if k != add.name)
