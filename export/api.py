@@ -23,6 +23,7 @@ from export.onnx_import import clean_model, load_model, to_graph
 from export.plan import plan_arena
 from export.qimport import dequantize_model, is_quantized
 from export.qonnx import to_qonnx
+from export.qonnx_check import stamp
 from export.quantize import quantize
 from export.report import build_report, format_report
 from runtime.errors import TinyconvError
@@ -41,16 +42,20 @@ class ExportResult:
         return format_report(self.report)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write every artifact into ``out_dir`` atomically: either the complete new directory
-        is there afterwards, or the previous ``out_dir`` (or none) is left untouched.
+        """Write every artifact into ``out_dir``, all or nothing: afterwards either the complete
+        new export is there, or the previous one (or none) is left untouched.
 
-        ``out_dir`` belongs to tinyconv: a previous export there (firmware builds included) is
-        replaced, but a directory holding anything else is refused rather than deleted."""
+        tinyconv replaces only what it wrote there (the names in MANIFEST); the user's own
+        files beside them (the source model, calibration data, notes) stay. A directory holding
+        other files but no export is refused, and so is an artifact name taken by a file
+        tinyconv did not write. A symbolic link is followed, never replaced."""
         out_dir = Path(out_dir)
-        _check_replaceable(out_dir)
-        anchor = next(p for p in (out_dir.parent, *out_dir.parent.parents) if p.exists())
+        target = Path(os.path.realpath(out_dir))
+        owned = _owned_artifacts(target)
+        anchor = target if target.is_dir() else next(
+            p for p in (target.parent, *target.parent.parents) if p.exists())
         try:
-            tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{out_dir.name}.tmp-"))
+            tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{target.name}.tmp-"))
             os.chmod(tmp, 0o777 & ~UMASK)
         except OSError as exc:
             raise TinyconvError(f"cannot write {out_dir}: {exc.strerror}") from None
@@ -64,47 +69,91 @@ class ExportResult:
             (tmp / "model.tcm").write_bytes(self.model.to_bytes())
             (tmp / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
             write_c_sources(self.model, tmp)
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            _replace_dir(tmp, out_dir)
+            names = sorted(p.name for p in tmp.iterdir())
+            (tmp / MANIFEST).write_text(json.dumps({"artifacts": names}, indent=1) + "\n")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+            else:
+                _clashes(target, names, owned)
+                _swap_artifacts(tmp, target, [*names, MANIFEST], owned | {MANIFEST})
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, OSError):
                 raise TinyconvError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
             raise
+        shutil.rmtree(tmp, ignore_errors=True)
         return out_dir
 
 
-def _check_replaceable(target: Path) -> None:
+MANIFEST = ".tinyconv-export.json"  # the names of the artifacts export wrote into a directory
+_LEGACY = {"model.onnx", "model.q.onnx", "model.tcm", "report.json", "model_data.c",
+           "model_data.h"}  # an export from before the manifest existed
+
+
+def _owned_artifacts(target: Path) -> set[str]:
+    """The names in ``target`` that an earlier export wrote (empty for a new directory)."""
     if not target.exists():
-        return
+        return set()
     if not target.is_dir():
         raise TinyconvError(f"{target} exists and is not a directory")
-    if any(target.iterdir()) and not (target / "model.tcm").is_file():
+    manifest = target / MANIFEST
+    if manifest.is_file():
+        try:
+            names = json.loads(manifest.read_text())["artifacts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TinyconvError(f"{manifest} is damaged; remove it or choose another --out"
+                                ) from None
+        # export writes plain files only: a folder of the same name is the user's
+        return {n for n in names if isinstance(n, str) and n == Path(n).name
+                and n not in ("", ".", "..") and not (target / n).is_dir()}
+    if (target / "model.tcm").is_file():
+        return set(_LEGACY)
+    if any(target.iterdir()):
         raise TinyconvError(f"{target} is not empty and holds no tinyconv export (no model.tcm); "
                             "choose another --out")
+    return set()
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-    os.replace(target, old / "previous")
+def _clashes(target: Path, names, owned: set[str]) -> None:
+    for name in names:
+        if name not in owned and os.path.lexists(target / name):
+            raise TinyconvError(f"{target / name} was not written by tinyconv; move it or "
+                                "choose another --out")
+
+
+def _swap_artifacts(new: Path, target: Path, names, owned: set[str]) -> None:
+    """Move the old artifacts aside, the new ones in; on any error put the old ones back."""
+    old = Path(tempfile.mkdtemp(dir=target, prefix=".tinyconv-old-"))
+    moved_out, moved_in = [], []
     try:
-        os.replace(new, target)
+        for name in sorted(owned):
+            if os.path.lexists(target / name):
+                os.replace(target / name, old / name)
+                moved_out.append(name)
+        for name in names:
+            os.replace(new / name, target / name)
+            moved_in.append(name)
     except BaseException:
-        os.replace(old / "previous", target)
+        for name in moved_in:
+            os.replace(target / name, new / name)
+        for name in moved_out:
+            os.replace(old / name, target / name)
+        shutil.rmtree(old, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
 
 
 def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool = True,
-              method: str = "minmax", name: str | None = None) -> ExportResult:
+              method: str = "minmax", name: str | None = None,
+              uint8_calibration: bool = False) -> ExportResult:
     """Import, calibrate, quantize and plan an ONNX float model (path or ModelProto).
 
     ``calibration`` is an array in the model's own input layout, an .npz holding one as ``x``,
     or an onnxruntime ``CalibrationDataReader``; it may be None for a model onnxruntime
-    already quantized (QDQ or QOperator), whose scales and integers are then used as they are."""
+    already quantized (QDQ or QOperator), whose scales and integers are then used as they are.
+    uint8 calibration data is refused unless ``uint8_calibration`` says the model takes 0..255.
+    """
     if name is None:
         name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
     source_model = load_model(source)
@@ -116,7 +165,8 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     graph.set_quantization(quantization)
     if calibration is None and not quantization:
         raise TinyconvError("calibration data is required to quantize a float model")
-    ranges = {} if calibration is None else _calibrate.calibrate(float_model, calibration, method)
+    ranges = {} if calibration is None else _calibrate.calibrate(
+        float_model, calibration, method, uint8_calibration)
     metadata = {"source": str(source) if isinstance(source, (str, os.PathLike)) else "ModelProto",
                 "calibration_method": method if calibration is not None else None,
                 "per_channel": per_channel, "input_layout": graph.boundary.input_layout,
@@ -124,7 +174,7 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     model, weight_scales = quantize(graph, ranges, mode=requant, per_channel=per_channel,
                                     name=name, metadata=metadata)
     plan_arena(model)
-    q_onnx = to_qonnx(model, weight_scales, graph.boundary)
+    q_onnx = stamp(to_qonnx(model, weight_scales, graph.boundary), model)
     return ExportResult(float_model, q_onnx, model, build_report(model), graph)
 
 
@@ -186,7 +236,7 @@ def from_filters(weights, bias, input_shape, calibration, *, stride: int = 1,
     ``calibration`` holds sample inputs, NCHW (or [N, H, W] for one channel)."""
     model = filters_model(weights, bias, input_shape, stride=stride, padding=padding, relu=relu)
     if not hasattr(calibration, "get_next"):
-        x = _calibrate.load_calibration(calibration)
+        x = _calibrate.load_calibration(calibration, options.get("uint8_calibration", False))
         calibration = x[:, None] if x.ndim == 3 else x
     options.setdefault("name", "filters")
     return from_onnx(model, calibration, **options)

@@ -20,6 +20,12 @@ from runtime.errors import TinyconvError
 
 METHODS = ("minmax", "percentile", "entropy")
 _BATCH = 32
+# The entropy calibrator tries every symmetric cut of a num_bins histogram at least
+# num_quantized_bins wide and keeps the one losing least information (KL divergence) when
+# squeezed into num_quantized_bins levels. With onnxruntime's default of 128 histogram bins
+# for 128 levels there is one candidate, the full range: minmax. 2048 bins give 961 cuts.
+_OPTIONS = {"minmax": {"symmetric": False}, "percentile": {"symmetric": False},
+            "entropy": {"symmetric": False, "num_bins": 2048, "num_quantized_bins": 128}}
 
 
 class ArrayReader:
@@ -39,21 +45,33 @@ class ArrayReader:
         self.position = 0
 
 
-def load_calibration(source) -> np.ndarray:
-    """The array ``x`` of an .npz file (or an array given directly), as float32."""
+def load_calibration(source, uint8: bool = False) -> np.ndarray:
+    """The array ``x`` of an .npz file (or an array given directly), as float32.
+
+    uint8 data is refused unless ``uint8``: it is nearly always images of 0..255 for a model
+    trained on 0..1, which then calibrates every range 255 times too wide."""
     if isinstance(source, np.ndarray):
-        return source.astype(np.float32, copy=False)
+        return _as_float(source, uint8, "calibration data")
     path = Path(source)
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:
                 raise TinyconvError(f"{path}: calibration file has no array 'x' "
                                     f"(it has {', '.join(data.files) or 'none'})")
-            return np.asarray(data["x"], dtype=np.float32)
+            return _as_float(data["x"], uint8, f"{path}: calibration data")
     except TinyconvError:
         raise
     except Exception as exc:
         raise TinyconvError(f"{path}: cannot read calibration data ({exc})") from None
+
+
+def _as_float(x, uint8: bool, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == np.uint8 and not uint8:
+        raise TinyconvError(f"{what} is uint8 (0..255?): scale it as the model was trained "
+                            "(e.g. x / 255 as float32), or pass --uint8-calibration if the "
+                            "model really takes 0..255")
+    return x.astype(np.float32, copy=False)
 
 
 def _check_data(x: np.ndarray, input_info) -> None:
@@ -74,11 +92,13 @@ def _even_batch(count: int) -> int:
     return max(d for d in range(1, min(_BATCH, count) + 1) if count % d == 0)
 
 
-def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str, tuple[float, float]]:
+def calibrate(model: onnx.ModelProto, data, method: str = "minmax", uint8: bool = False
+              ) -> dict[str, tuple[float, float]]:
     """(min, max) of every float tensor of ``model`` over the calibration data.
 
     ``data`` is an array in the model's input layout, an .npz path, or any object with
-    onnxruntime's ``CalibrationDataReader`` interface (``get_next()``)."""
+    onnxruntime's ``CalibrationDataReader`` interface (``get_next()``); uint8 data needs
+    ``uint8`` (see load_calibration)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -90,7 +110,7 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str,
     if hasattr(data, "get_next"):
         reader = data
     else:
-        x = load_calibration(data)
+        x = load_calibration(data, uint8)
         _check_data(x, input_info)
         batch_dim = input_info.type.tensor_type.shape.dim[0]
         batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _even_batch(len(x))
@@ -101,7 +121,7 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax") -> dict[str,
         try:
             calibrator = create_calibrator(
                 model_path, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
-                calibrate_method=methods[method], extra_options={"symmetric": False})
+                calibrate_method=methods[method], extra_options=_OPTIONS[method])
             with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress
                 calibrator.collect_data(reader)
                 ranges = calibrator.compute_data()

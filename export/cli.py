@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     parser.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
                         default="minmax", help="how activation ranges are chosen (default minmax)")
     parser.add_argument("--name", help="model name (default: the file name)")
+    parser.add_argument("--uint8-calibration", action="store_true",
+                        help="the model really takes 0..255 values: calibrate on uint8 data "
+                        "as it is (without this flag uint8 calibration data is refused)")
     parser.set_defaults(func=run)
 
 
@@ -51,7 +54,7 @@ def run(args) -> int:
         return 0
     result = from_onnx(args.model, args.calibration, requant=args.requant,
                        per_channel=not args.per_tensor, method=args.calibration_method,
-                       name=args.name)
+                       name=args.name, uint8_calibration=args.uint8_calibration)
     out = result.save(args.out)
     print(result.table())
     print(f"wrote {out}")

@@ -27,6 +27,10 @@ class LinkError(TinyconvError):
     """The device cannot be reached or stopped answering altogether."""
 
 
+class DeviceBusy(LinkError):
+    """Another process holds the device's port."""
+
+
 @dataclass
 class LinkStats:
     frames_sent: int = 0
@@ -86,12 +90,18 @@ class Link:
         self._port = self._open(url, baud, connect_timeout)
 
     def _open(self, url: str, baud: int, connect_timeout: float):
+        """Open ``url`` exclusively: a serial port is flock()ed before anything is written to
+        it, so a second verify on the same device fails at once instead of both reading each
+        other's replies (the lock goes with the process, however it ends)."""
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
                 return serial.serial_for_url(url, baudrate=baud, timeout=0.02,
-                                             write_timeout=self.timeout)
+                                             write_timeout=self.timeout, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
+                if "exclusively lock" in str(exc):
+                    raise DeviceBusy(f"device busy: {url} is in use by another program "
+                                     "(another tinyconv verify?)") from None
                 if time.monotonic() >= deadline:
                     raise LinkError(f"cannot open device {url}: {exc}") from None
                 time.sleep(0.05)

@@ -1,5 +1,7 @@
 """The host's answers that a device's outputs are compared with: runtime/ (the verdict),
-onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation) and onnxruntime on
+onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation, which gates the
+verdict too: the whole output in float requantization mode, layer by layer on runtime/'s own
+layer inputs for the first LAYER_SAMPLE images of every batch in fixed mode) and onnxruntime on
 the float ``model.onnx`` (what quantization cost).
 
 verify computes them for one batch on a worker thread while the device works on the previous
@@ -14,8 +16,18 @@ import numpy as np
 
 import runtime
 from runtime.errors import TinyconvError
-from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
+from runtime.inputs import float_input, float_output_to_nhwc, quantize_input, saturated
 from runtime.model import QuantModel
+
+LAYER_SAMPLE = 8  # images per batch whose every layer is checked against onnxruntime (fixed)
+
+
+class BadInput(TinyconvError):
+    """Input ``index`` (of the whole run) cannot be sent; the ones before it can."""
+
+    def __init__(self, index: int, why: str):
+        super().__init__(f"input {index} {why}")
+        self.index = index
 
 
 @dataclass
@@ -24,6 +36,8 @@ class Batch:
     x_q: np.ndarray  # int8, the model's layout (NHWC): what the device and runtime/ take
     x_f: np.ndarray  # float32, model.onnx's layout: what onnxruntime takes
     labels: np.ndarray | None
+    clipped: np.ndarray  # per input, float values quantization clips (0 for int8 codes)
+    values: int  # float values per input (0 for int8 codes)
 
 
 class References:
@@ -33,9 +47,13 @@ class References:
     def __init__(self, export_dir: Path, model: QuantModel):
         import onnx
 
+        from export.qonnx_check import LayerRunner, check_matches
+
         self.model = model
         self.q_onnx = None
         self.float_session = None
+        self.layers = None  # LayerRunner, fixed mode only
+        self.q_stamped = False  # model.q.onnx names model.tcm's hash and its own digest
         q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
         try:
             if q_path.exists():
@@ -49,22 +67,38 @@ class References:
                                                           providers=["CPUExecutionProvider"])
         except Exception as exc:  # a broken ONNX file is the user's, not ours
             raise TinyconvError(f"{export_dir}: cannot load the ONNX models ({exc})") from None
+        if self.q_onnx is not None:
+            self.q_stamped = check_matches(self.q_onnx, model, q_path)
+            if model.requant_mode != "float":
+                self.layers = LayerRunner(self.q_onnx, model)
 
     def batch(self, start: int, x: np.ndarray, labels) -> Batch:
         """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
-        layout (for onnxruntime)."""
+        layout (for onnxruntime). Raises BadInput naming the first input holding NaN or
+        infinity, so that the ones before it can still be verified."""
+        if np.issubdtype(np.asarray(x).dtype, np.floating):
+            finite = np.isfinite(np.asarray(x).reshape(len(x), -1)).all(axis=1)
+            if not finite.all():
+                raise BadInput(start + int(np.argmin(finite)), "holds NaN or infinity")
         try:
             x_q = quantize_input(self.model, x)
         except TinyconvError as exc:
             raise TinyconvError(f"inputs {start}..{start + len(x) - 1}: {exc}") from None
-        return Batch(start, x_q, float_input(self.model, x), labels)
+        floating = np.issubdtype(np.asarray(x).dtype, np.floating)
+        return Batch(start, x_q, float_input(self.model, x), labels, saturated(self.model, x),
+                     int(np.asarray(x[0]).size) if floating else 0)
 
     def compute(self, batch: Batch) -> dict[str, np.ndarray]:
         """``runtime`` always; ``ort`` (int8) and ``float`` (NHWC like runtime/'s output) when
-        the export directory has the model for them."""
+        the export directory has the model for them; ``layers`` (per layer, the largest
+        onnxruntime - runtime/ difference in LSB over ``layer_images`` images) in fixed mode."""
         from export.qonnx import run_qonnx
 
         out = {"runtime": runtime.run(self.model, batch.x_q)}
+        if self.layers is not None:
+            sample = batch.x_q[:LAYER_SAMPLE]
+            out["layers"] = self.layers.max_lsb(runtime.run(self.model, sample, collect=True)[1])
+            out["layer_images"] = len(sample)
         if self.q_onnx is not None:
             out["ort"] = run_qonnx(self.q_onnx, self.model, batch.x_f)
         if self.float_session is not None:

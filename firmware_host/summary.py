@@ -15,10 +15,12 @@ import numpy as np
 
 from firmware_host.references import Batch
 from runtime import kernels
+from runtime.inputs import saturation_warning
 from runtime.model import QuantModel
 from tinyconv.report.quality import SqnrAccumulator
 
 MAX_RECORDS = 1000  # per-image mismatch records kept for the JSON report
+LAYER_BOUND_LSB = 1  # float vs integer requantization: at most 1 LSB apart per layer
 
 
 @dataclass
@@ -39,6 +41,11 @@ class VerifyResult:
     ort_images: int | None = None  # images compared with onnxruntime (None: no model.q.onnx)
     ort_equal_images: int = 0
     ort_max_lsb: int = 0
+    ort_failed_images: int = 0  # float mode: device != onnxruntime (fails the run)
+    ort_layer_images: int | None = None  # fixed mode: images checked layer by layer
+    ort_layer_max_lsb: dict = field(default_factory=dict)  # layer -> largest |ort - runtime/|
+    input_values: int = 0  # float input values of the verified images (0: int8 codes given)
+    input_clipped: int = 0  # of those, how many quantization clipped
     labelled_images: int = 0
     correct_float: int = 0
     correct_runtime: int = 0
@@ -56,16 +63,33 @@ class VerifyResult:
     mismatch_count: int = 0
     retried: list = field(default_factory=list)  # per-image retry records
     notes: list = field(default_factory=list)
-    aborted: str | None = None  # why the link gave up before every input was verified
+    aborted: str | None = None  # why the run stopped early (a silent device, a NaN input)
     unfinished: list = field(default_factory=list)  # requests in flight when it gave up
 
     @property
+    def gates(self) -> list[str]:
+        """The comparisons that decide the verdict, in words."""
+        gates = ["device == runtime/ on every image"]
+        if self.ort_images is not None and self.requant_mode == "float":
+            gates.append("device == onnxruntime (model.q.onnx) on every image")
+        if self.ort_layer_images is not None:
+            gates.append(f"onnxruntime layer by layer on runtime/'s inputs within "
+                         f"{LAYER_BOUND_LSB} LSB ({self.ort_layer_images} sampled images)")
+        return gates
+
+    @property
+    def failed_layers(self) -> dict[str, int]:
+        return {k: v for k, v in self.ort_layer_max_lsb.items() if v > LAYER_BOUND_LSB}
+
+    @property
     def exit_status(self) -> int:
-        """0: every device output == runtime/'s; 1: some differ or got no reply; 2: the run
-        was aborted (the device stopped answering altogether)."""
+        """0: every device output == runtime/'s and onnxruntime agrees (see ``gates``); 1: some
+        differ or got no reply; 2: the run was aborted (the device stopped answering, or an
+        input could not be sent)."""
         if self.aborted is not None:
             return 2
-        ok = self.images > 0 and self.device_equal_images == self.images
+        ok = (self.images > 0 and self.device_equal_images == self.images
+              and self.ort_failed_images == 0 and not self.failed_layers)
         return 0 if ok else 1
 
     @property
@@ -81,6 +105,14 @@ class VerifyResult:
         t = self.ticks_per_inference
         return t / self.total_macs if t is not None and self.total_macs else None
 
+    @property
+    def input_saturation(self) -> float | None:
+        return self.input_clipped / self.input_values if self.input_values else None
+
+    @property
+    def saturation_warning(self) -> str | None:
+        return saturation_warning(self.input_clipped, self.input_values)
+
     def accuracy(self, which: str) -> float | None:
         if not self.labelled_images:
             return None
@@ -88,7 +120,8 @@ class VerifyResult:
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        for key in ("exit_status", "images_per_s", "ticks_per_inference", "ticks_per_mac"):
+        for key in ("exit_status", "images_per_s", "ticks_per_inference", "ticks_per_mac",
+                    "gates", "failed_layers", "input_saturation", "saturation_warning"):
             data[key] = getattr(self, key)
         data["accuracy"] = {k: self.accuracy(k) for k in ("float", "runtime", "device")}
         for key in ("sqnr_db",):  # JSON has no infinity
@@ -108,11 +141,20 @@ class VerifyResult:
              f"({100 * self.device_equal_images / n:.2f} %), {self.device_equal_elements}/"
              f"{self.elements} elements"),
         ]
+        if self.input_values:
+            rows.append(("input saturation", f"{100 * self.input_saturation:.2f} % of input "
+                         f"values clipped ({self.input_clipped} of {self.input_values})"))
         if self.ort_images is not None:
             m = max(self.ort_images, 1)
+            informational = "" if self.requant_mode == "float" else \
+                " (fixed mode: informational, see per layer)"
             rows.append(("device vs onnxruntime", f"{self.ort_equal_images}/{self.ort_images} "
                          f"exact ({100 * self.ort_equal_images / m:.2f} %), max diff "
-                         f"{self.ort_max_lsb} LSB"))
+                         f"{self.ort_max_lsb} LSB{informational}"))
+        if self.ort_layer_images is not None:
+            worst = max(self.ort_layer_max_lsb.items(), key=lambda kv: kv[1], default=("-", 0))
+            rows.append(("onnxruntime per layer", f"{self.ort_layer_images} images, max diff "
+                         f"{worst[1]} LSB (layer {worst[0]}, bound {LAYER_BOUND_LSB})"))
         if self.labelled_images:
             acc = " / ".join(f"{100 * self.accuracy(k):.2f} %"
                              for k in ("float", "runtime", "device"))
@@ -135,14 +177,29 @@ class VerifyResult:
             print(f"  {key:<{width}}  {value}", file=file)
         for note in self.notes:
             print(f"  note: {note}", file=file)
+        print(f"  verdict gated by: {'; '.join(self.gates)}", file=file)
         if self.aborted is not None:
-            verdict = f"ABORTED after {self.images} of {self.inputs} images: {self.aborted}"
+            verdict = (f"ABORTED after {self.images} of {self.inputs} images "
+                       f"({self.device_equal_images} equal to runtime/'s): {self.aborted}")
         elif self.exit_status == 0:
-            verdict = "PASS: every device output equals runtime/'s"
+            verdict = "PASS: every device output equals runtime/'s" + (
+                ", and onnxruntime agrees" if len(self.gates) > 1 else "")
         else:
-            verdict = (f"FAIL: {self.images - self.device_equal_images} of {self.images} "
-                       "images differ from runtime/ or got no reply")
+            verdict = "FAIL: " + "; ".join(self._failures())
         print(verdict, file=file)
+
+    def _failures(self) -> list[str]:
+        why = []
+        if self.images == 0 or self.device_equal_images != self.images:
+            why.append(f"{self.images - self.device_equal_images} of {self.images} images "
+                       "differ from runtime/ or got no reply")
+        if self.ort_failed_images:
+            why.append(f"{self.ort_failed_images} of {self.ort_images} device outputs differ "
+                       f"from onnxruntime (up to {self.ort_max_lsb} LSB)")
+        for layer, lsb in self.failed_layers.items():
+            why.append(f"onnxruntime's layer {layer} differs from runtime/'s by {lsb} LSB "
+                       f"(bound {LAYER_BOUND_LSB})")
+        return why
 
 
 
@@ -161,8 +218,14 @@ class Tally:
         inputs of ``batch``, whose host answers are ``refs`` (References.compute)."""
         r = self.r
         ref = refs["runtime"]
+        if "layers" in refs:
+            r.ort_layer_images = (r.ort_layer_images or 0) + refs["layer_images"]
+            for layer, lsb in refs["layers"].items():
+                r.ort_layer_max_lsb[layer] = max(r.ort_layer_max_lsb.get(layer, 0), lsb)
         for i, outcome in enumerate(outcomes):
             r.images += 1
+            r.input_values += batch.values
+            r.input_clipped += int(batch.clipped[i])
             want = ref[i]
             r.elements += want.size
             if outcome.attempts > 1 or not outcome.ok:
@@ -189,6 +252,7 @@ class Tally:
                 if diff == 0:
                     r.ort_equal_images += 1
                 elif r.requant_mode == "float":
+                    r.ort_failed_images += 1
                     problems.append("device != onnxruntime")
             if batch.labels is not None:
                 label = int(batch.labels[i])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +26,11 @@ import numpy as np
 import runtime
 from firmware_host.devices import start_device
 from firmware_host.link import Link, LinkError
-from firmware_host.references import References
+from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
-from runtime.dataset import NpzArray
+from runtime.dataset import NpzArray, class_labels, label_classes, read_labels
 from runtime.errors import TinyconvError
+from runtime.inputs import refuse_int8_values
 from runtime.model import check_writable, write_atomic
 from tinyconv.progress import Progress
 from tinyconv.threads import one_blas_thread
@@ -38,40 +40,35 @@ BATCH = 256
 
 # -- inputs ------------------------------------------------------------------------------------
 
-def _input_batches(inputs, labels, limit) -> tuple[int, Iterator[tuple[int, np.ndarray, object]]]:
-    """``(count, iterator of (start, x, labels))`` from an array or an .npz path."""
+def _input_batches(inputs, labels, limit, model
+                   ) -> tuple[int, Iterator[tuple[int, np.ndarray, object]], str | None]:
+    """``(count, iterator of (start, x, labels), note)`` from an array or an .npz path; the
+    labels are checked (runtime.dataset.class_labels) before anything is sent, and ``note``
+    says when they were converted."""
+    want = labels is not None and labels is not False
     if isinstance(inputs, (str, Path)):
         xs = NpzArray(inputs, "x")
-        ys = None
-        if labels is True:
-            ys = NpzArray(inputs, "y")
-            if len(ys) != len(xs):
-                raise TinyconvError(f"{inputs}: {len(xs)} inputs but {len(ys)} labels")
+        y_all, note = (read_labels(inputs, len(xs), label_classes(model)) if labels is True
+                       else (None, None))
         count = len(xs) if limit is None else min(limit, len(xs))
 
         def from_file():
-            y_iter = ys.batches(BATCH, count) if ys is not None else None
             start = 0
             for x in xs.batches(BATCH, count):
-                y = next(y_iter).reshape(-1).astype(np.int64) if y_iter is not None else None
-                yield start, x, y
+                yield start, x, (y_all[start:start + len(x)] if y_all is not None else None)
                 start += len(x)
-        return count, from_file()
+        return count, from_file(), note
     x_all = np.asarray(inputs)
     if x_all.ndim < 2:
         raise TinyconvError(f"inputs must be a batch [N, ...], got shape {x_all.shape}")
-    y_all = None
-    if labels is not None and labels is not False:
-        y_all = np.asarray(labels).reshape(-1).astype(np.int64)
-        if len(y_all) != len(x_all):
-            raise TinyconvError(f"{len(x_all)} inputs but {len(y_all)} labels")
+    y_all, note = class_labels(labels, len(x_all), label_classes(model)) if want else (None, None)
     count = len(x_all) if limit is None else min(limit, len(x_all))
 
     def from_array():
         for start in range(0, count, BATCH):
             stop = min(start + BATCH, count)
             yield start, x_all[start:stop], (y_all[start:stop] if y_all is not None else None)
-    return count, from_array()
+    return count, from_array(), note
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -93,7 +90,9 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     hash that differs from the export's). A LinkError after the device has identified itself
     (it fell silent or went away) is raised too, but first the JSON report is written with
     ``aborted`` set, the images verified so far and the requests still unanswered, so the work
-    done and every retry stay on record; the error's ``result`` is that VerifyResult."""
+    done and every retry stay on record; the error's ``result`` is that VerifyResult. An input
+    holding NaN or infinity ends the run the same way, but returns: the inputs before it are
+    verified and reported, and ``aborted`` names it."""
     export_dir = Path(export_dir)
     if limit is not None and limit < 1:
         raise TinyconvError(f"--limit must be at least 1, got {limit}")
@@ -101,7 +100,7 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
         check_writable(json_path)
     model = runtime.load(export_dir)
     refs = References(export_dir, model)
-    total, batches = _input_batches(inputs, labels, limit)
+    total, batches, label_note = _input_batches(inputs, labels, limit, model)
     if total == 0:
         raise TinyconvError("no inputs to verify")
     if timeout is None:
@@ -112,6 +111,8 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
             ThreadPoolExecutor(1) as pool, one_blas_thread():
         result = _handshake(link, model, refs, export_dir, device)
         result.inputs = total
+        if label_note:
+            result.notes.append(label_note)
         try:
             _stream(link, refs, pool, batches, Tally(result, model),
                     Progress(total, "verify", stream=None if progress else io.StringIO()))
@@ -151,9 +152,13 @@ def _handshake(link: Link, model, refs: References, export_dir: Path,
                           ort_images=0 if refs.q_onnx is not None else None,
                           float_images=0 if refs.float_session is not None else None,
                           ticks_unit="us" if info.target == "host" else "instructions",
-                          total_macs=info.total_macs)
+                          total_macs=info.total_macs,
+                          ort_layer_images=0 if refs.layers is not None else None)
     if refs.q_onnx is None:
         result.notes.append("no model.q.onnx in the export directory: no onnxruntime check")
+    elif not refs.q_stamped:
+        result.notes.append("model.q.onnx does not name the model.tcm it was exported from "
+                            "(an older export): only the comparison itself checks it")
     if refs.float_session is None:
         result.notes.append("no model.onnx in the export directory: no float reference")
     return result
@@ -168,9 +173,18 @@ def _stream(link: Link, refs: References, pool: ThreadPoolExecutor, batches, tal
 
     def device_inputs() -> Iterable[np.ndarray]:
         for start, x, y in batches:
-            batch = refs.batch(start, x, y)
-            waiting.append((batch, pool.submit(refs.compute, batch)))
-            yield from batch.x_q
+            try:
+                batch = refs.batch(start, x, y)
+            except BadInput as exc:  # send the inputs before it, then stop
+                tally.r.aborted = str(exc)
+                good = exc.index - start
+                batch = refs.batch(start, x[:good], None if y is None else y[:good]) \
+                    if good else None
+            if batch is not None:
+                waiting.append((batch, pool.submit(refs.compute, batch)))
+                yield from batch.x_q
+            if tally.r.aborted is not None:
+                return
 
     started = time.perf_counter()
     done: list = []
@@ -206,12 +220,17 @@ def register(subparsers) -> None:
                "  tinyconv verify build/digits --input test.npz --device /dev/ttyACM0 "
                "--baud 921600\n"
                "exit status: 0 all equal, 1 any mismatch, 2 usage or connection error "
-               "(also a device silent for --silence seconds; --json then still writes the "
-               "report, marked \"aborted\")")
+               "(also a device silent for --silence seconds, or an input holding NaN; the "
+               "inputs before are verified, and --json still writes the report, marked "
+               "\"aborted\")")
     parser.add_argument("dir", type=Path, help="export directory (model.tcm, model.q.onnx, ...)")
     parser.add_argument("--input", type=Path, required=True,
-                        help=".npz with inputs 'x' (float in model.onnx's layout, or int8 NHWC)")
+                        help=".npz with inputs 'x' (float in model.onnx's layout, or int8 "
+                             "NHWC codes with --int8-codes)")
     parser.add_argument("--labels", action="store_true", help="also score top-1 against 'y'")
+    parser.add_argument("--int8-codes", action="store_true",
+                        help="'x' is int8 holding the model's quantized input codes (without "
+                             "this flag int8 inputs are refused: int8 pixels would be misread)")
     parser.add_argument("--device", default="host",
                         help="host | qemu | lm3s6965evb | mps2-an386 (built and started here; "
                              "qemu picks mps2-an386, a Cortex-M4F, for a float-mode model and "
@@ -239,6 +258,7 @@ def _main(args) -> int:
                             "--silence > 0")
     if not args.input.exists():
         raise TinyconvError(f"input file {args.input} does not exist")
+    refuse_int8_values(NpzArray(args.input, "x").dtype, args.int8_codes, args.input)
     try:
         result = verify(args.dir, args.input, labels=args.labels, device=args.device,
                         baud=args.baud, json_path=args.json, progress=True, limit=args.limit,
@@ -249,4 +269,6 @@ def _main(args) -> int:
             exc.result.print_summary()
         raise
     result.print_summary()
+    if result.saturation_warning:
+        print(f"tinyconv verify: warning: {result.saturation_warning}", file=sys.stderr)
     return result.exit_status

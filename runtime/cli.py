@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import numpy as np
 import runtime
 from runtime import kernels
 from runtime.errors import TinyconvError
-from runtime.inputs import quantize_input
-from runtime.dataset import NpzArray
+from runtime.inputs import quantize_input, refuse_int8_values, saturated, saturation_warning
+from runtime.dataset import NpzArray, label_classes, read_labels
 from runtime.model import check_writable, write_atomic
 
 EXAMPLE = """example:
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "run", help="run the quantized model in the bit-exact numpy runtime",
         description="Run DIR/model.tcm over every input of DATA.npz (array 'x'; float inputs "
-        "are quantized with the model's input scale, int8 inputs are taken as they are) and "
+        "are quantized with the model's input scale, int8 inputs, with --int8-codes, are "
+        "taken as the quantized codes they are) and "
         "write y_q (int8) and y (dequantized float32) to OUT.npz.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", metavar="DIR", help="export directory (or a .tcm file)")
@@ -38,14 +40,10 @@ def register(subparsers) -> None:
                         "compare every tensor with TFLite Micro (DIR/model.tflite) and name the "
                         "first that differs; LiteRT's output is reported too")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N")
+    parser.add_argument("--int8-codes", action="store_true",
+                        help="'x' is int8 holding the model's quantized input codes (without "
+                             "this flag int8 inputs are refused: int8 pixels would be misread)")
     parser.set_defaults(func=main)
-
-
-def read_labels(path: str, count: int) -> np.ndarray:
-    labels = np.concatenate(list(NpzArray(path, "y").batches(1 << 16))).reshape(-1)
-    if len(labels) != count:
-        raise TinyconvError(f"{path}: {len(labels)} labels for {count} inputs")
-    return labels
 
 
 def main(args) -> int:
@@ -60,17 +58,21 @@ def main(args) -> int:
     inputs = NpzArray(args.input, "x")
     if len(inputs) == 0:
         raise TinyconvError(f"{args.input}: array 'x' holds no inputs")
+    refuse_int8_values(inputs.dtype, args.int8_codes, args.input)
     labels = None
     if args.labels:
-        if len(model.output_spec.shape) != 1:
-            raise TinyconvError(f"--labels needs a model with a vector output; this one outputs "
-                                f"{'x'.join(map(str, model.output_spec.shape))}")
-        labels = read_labels(args.input, len(inputs))
+        labels, note = read_labels(args.input, len(inputs), label_classes(model))
+        if note:
+            print(f"tinyconv run: note: {note}", file=sys.stderr)
     outputs, layers = [], {}
+    clipped = float_values = 0
     batches = inputs.batches(args.batch_size)
     total = -(-len(inputs) // args.batch_size)
     for batch in progress(batches, total=total, label="tinyconv run"):
         x = quantize_input(model, batch)
+        if np.issubdtype(batch.dtype, np.floating):
+            clipped += int(saturated(model, batch).sum())
+            float_values += batch.size
         if args.per_layer:
             y_q, values = runtime.run(model, x, collect=True)
             for name, value in values.items():
@@ -87,6 +89,12 @@ def main(args) -> int:
     np.savez(buffer, **arrays)
     write_atomic(Path(args.output), buffer.getvalue())
     print(f"tinyconv run: {len(y_q)} inputs -> {args.output}")
+    if float_values:
+        print(f"input saturation: {100 * clipped / float_values:.2f} % of input values clipped "
+              f"({clipped} of {float_values})")
+        warning = saturation_warning(clipped, float_values)
+        if warning:
+            print(f"tinyconv run: warning: {warning}", file=sys.stderr)
     if args.against:
         return _against_tflm(args, model)
     if labels is not None:

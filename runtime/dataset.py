@@ -65,3 +65,64 @@ def _read_header(member):
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(member)
     return np.lib.format.read_array_header_2_0(member)
+
+
+# -- labels --------------------------------------------------------------------------------------
+# run, verify and report score top-1 against labels 'y'; they read them through these two
+# functions so that the same file gets the same answer (or the same refusal) everywhere.
+
+def label_classes(model) -> int:
+    """How many classes the model's output scores; only a vector output has top-1 labels."""
+    shape = tuple(model.output_spec.shape)
+    if len(shape) != 1:
+        raise TinyconvError(f"--labels needs a model with a vector output; this one outputs "
+                            f"{'x'.join(map(str, shape))}")
+    return shape[0]
+
+
+def class_labels(y, count: int, classes: int, source: str = "labels"
+                 ) -> tuple[np.ndarray, str | None]:
+    """``y`` as int64 class indices ``[count]`` and a note when it was converted.
+
+    Accepted: integer indices ``[N]`` (or ``[N, 1]``) in ``0..classes-1``, and one-hot rows
+    ``[N, classes]`` (any numeric type, exactly one 1 per row), which become their argmax and
+    are said to. Strings, fractional or out-of-range labels are refused: scored as they are,
+    they would give a silent 0 % (or a misleading figure)."""
+    y = np.asarray(y)
+    what = f"{source}: labels 'y'"
+    if y.dtype.kind not in "biuf":
+        kind = {"U": "strings", "S": "bytes", "O": "objects"}.get(y.dtype.kind, str(y.dtype))
+        raise TinyconvError(f"{what} are {kind}; give integer class indices 0..{classes - 1}")
+    note = None
+    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+        rows_ok = np.isin(y, (0, 1)).all() and bool((y.sum(axis=1) == 1).all())
+        if not rows_ok:
+            raise TinyconvError(f"{what} have shape {list(y.shape)} but are not one-hot rows "
+                                "(exactly one 1 per row); give class indices [N]")
+        y = y.argmax(axis=1)
+        note = f"{what} are one-hot [{count}, {classes}]: scored against each row's 1"
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise TinyconvError(f"{what} have shape {list(y.shape)}; give class indices [N] "
+                            f"(or one-hot [N, {classes}])")
+    if len(y) != count:
+        raise TinyconvError(f"{what}: {len(y)} labels for {count} inputs")
+    if y.dtype.kind in "bf" and note is None:
+        raise TinyconvError(f"{what} are {y.dtype}; give integer class indices "
+                            f"0..{classes - 1} (e.g. y.astype(int) if they are whole numbers)")
+    y = y.astype(np.int64)
+    outside = np.flatnonzero((y < 0) | (y >= classes))
+    if len(outside):
+        i = int(outside[0])
+        raise TinyconvError(f"{what}: label {y[i]} of input {i} is outside the model's "
+                            f"{classes} classes (0..{classes - 1}); {len(outside)} such labels")
+    return y, note
+
+
+def read_labels(path, count: int, classes: int) -> tuple[np.ndarray, str | None]:
+    """``class_labels`` of array ``y`` of the .npz at ``path`` (labels are small: read whole)."""
+    ys = NpzArray(path, "y")
+    parts = list(ys.batches(1 << 16))
+    y = np.concatenate(parts) if parts else np.zeros((0,) + ys.shape[1:], ys.dtype)
+    return class_labels(y, count, classes, str(path))

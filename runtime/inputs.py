@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime import kernels
+from runtime.kernels import INT8_MAX, INT8_MIN
 from runtime.errors import TinyconvError
 from runtime.model import QuantModel
 
@@ -59,6 +60,38 @@ def quantize_input(model: QuantModel, x: np.ndarray) -> np.ndarray:
     rounding = "away" if model.metadata.get("source_format") == "tflite" else "even"
     return kernels.quantize(x.astype(np.float32, copy=False), spec.scale, spec.zero_point,
                             rounding)
+
+
+SATURATION_WARNING = 0.01  # a larger share of clipped input values is a scale mistake, not noise
+
+
+def saturated(model: QuantModel, x: np.ndarray) -> np.ndarray:
+    """Per input, how many of its float values the int8 input cannot hold (quantization clips
+    them by more than half a step): images of 0..255 into a model calibrated on 0..1 clip
+    almost every pixel. int8 inputs are codes already and count 0."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return np.zeros(len(x), np.int64)
+    spec = model.input_spec
+    steps = x.reshape(len(x), -1).astype(np.float32) / np.float32(spec.scale)
+    low, high = INT8_MIN - spec.zero_point - 0.5, INT8_MAX - spec.zero_point + 0.5
+    return np.count_nonzero((steps < low) | (steps > high), axis=1)
+
+
+def saturation_warning(clipped: int, values: int) -> str | None:
+    if values == 0 or clipped <= SATURATION_WARNING * values:
+        return None
+    return (f"{100 * clipped / values:.1f} % of the input values lie outside the range the "
+            "model was calibrated on and are clipped: are the inputs on the same scale "
+            "(e.g. 0..1, not 0..255)?")
+
+
+def refuse_int8_values(dtype, codes: bool, source) -> None:
+    """int8 inputs are taken as the model's quantized codes; int8 pixel values would be
+    silently misread, so a file of int8 needs the user to say they are codes."""
+    if np.dtype(dtype) == np.int8 and not codes:
+        raise TinyconvError(f"{source}: 'x' is int8; if it holds the model's quantized input "
+                            "codes, pass --int8-codes, otherwise convert it to float32")
 
 
 def float_input(model: QuantModel, x: np.ndarray) -> np.ndarray:

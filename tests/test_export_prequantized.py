@@ -80,14 +80,34 @@ def test_qdq_model_imported(ort_quantized, per_channel):
     path = ort_quantized["QDQ", per_channel]
     source = onnx.load(path)
     result = export.from_onnx(path, None, requant="float")
-    x = images(10)
+    x = images(200)  # enough that the fused session's 2-LSB cases show on this machine too
     y_q, y = _run(result, x)
+    # What is defined: model.q.onnx, built from the imported integers, equals runtime/ exactly,
     assert np.array_equal(y_q, run_qonnx(result.quant_onnx, result.model, x))
-    # onnxruntime runs the QDQ graph with its own fused kernels: within one output step
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    lsb = result.model.output_spec.scale
-    assert np.abs(session.run(None, {"input": x})[0] - y).max() <= lsb * 1.001
+    # and those integers are the QDQ graph's own: every conv's int8 weights, as they are.
     inits = {i.name: numpy_helper.to_array(i) for i in source.graph.initializer}
+    dequantized = {n.output[0]: inits[n.input[0]] for n in source.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    convs = {layer.name: layer for layer in result.model.layers if layer.op == "conv2d"}
+    checked = 0
+    for node in source.graph.node:
+        if node.op_type == "Conv" and node.name in convs and node.input[1] in dequantized:
+            want = dequantized[node.input[1]].transpose(0, 2, 3, 1)
+            assert np.array_equal(convs[node.name].arrays["weights"], want)
+            checked += 1
+    assert checked == len(convs) > 0
+    # onnxruntime's own session on the QDQ graph is not a bit-exact reference: fused, it runs
+    # int8 kernels chosen per CPU (2 LSB apart from runtime/ on an AMD EPYC); unfused, as here,
+    # it runs the graph as ONNX defines it, DequantizeLinear -> float32 Conv -> QuantizeLinear.
+    # Each layer then rounds float32 sums where runtime/ has exact int32 ones, so a layer may
+    # land one step apart, and a step at a layer's input can move its output by one more, over
+    # the model's 5 requantizing layers. Hence a loose bound, plus a mean that catches a
+    # systematic error (a wrong scale or zero point moves most outputs, not a few).
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    steps = np.abs(session.run(None, {"input": x})[0] - y) / result.model.output_spec.scale
+    assert steps.max() <= 4.001 and steps.mean() <= 0.5
     quantize_nodes = [n for n in source.graph.node if n.op_type == "QuantizeLinear"]
     matched = 0
     for node in quantize_nodes:

@@ -57,8 +57,8 @@ def run_tcm(data: bytes, workdir, capsys) -> tuple[int, str]:
     (workdir / "bad.tcm").write_bytes(data)
     out = workdir / "out.npz"
     out.unlink(missing_ok=True)
-    code, err = cli(["run", workdir / "bad.tcm", "--input", workdir / "x.npz", "--output", out],
-                    capsys)
+    code, err = cli(["run", workdir / "bad.tcm", "--input", workdir / "x.npz", "--output", out,
+                     "--int8-codes"], capsys)
     assert not out.exists()
     assert sorted(p.name for p in workdir.iterdir()) == ["bad.tcm", "x.npz"]  # no temporaries
     return code, err
@@ -69,7 +69,7 @@ def run_tcm(data: bytes, workdir, capsys) -> tuple[int, str]:
 def test_the_untouched_file_runs(workdir, capsys):
     (workdir / "good.tcm").write_bytes(MODEL_BYTES)
     code, err = cli(["run", workdir / "good.tcm", "--input", workdir / "x.npz", "--output",
-                     workdir / "out.npz"], capsys)
+                     workdir / "out.npz", "--int8-codes"], capsys)
     assert code == 0, err
     assert (workdir / "out.npz").exists()
 

@@ -73,7 +73,11 @@ def test_table_rows_and_float_accuracy(rendered, small_export):
 def test_int8_results_are_close_to_float(rendered):
     float_row, *int8_rows = rendered.results
     for row in int8_rows:
-        assert 20.0 < row.output_sqnr < math.inf, row.label
+        # entropy calibration clips the rare large activations on purpose (KL divergence over
+        # a 2048-bin histogram), and SQNR is dominated by exactly those: it measures ~16 dB
+        # here where minmax gives ~40, while top-1 agreement stays above 95 %
+        floor = 12.0 if "entropy" in row.label else 20.0
+        assert floor < row.output_sqnr < math.inf, row.label
         assert row.agreement >= 0.95, row.label
         assert row.accuracy >= float_row.accuracy - 0.05, row.label
         assert set(row.layer_sqnr) >= {"conv1_relu", "conv2_relu", "logits"}, row.label

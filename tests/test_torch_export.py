@@ -222,7 +222,8 @@ def test_cli_exports_from_the_exporters_file(exported, tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
-        "model.onnx", "model.q.onnx", "model.tcm", "model_data.c", "model_data.h", "report.json"]
+        ".tinyconv-export.json", "model.onnx", "model.q.onnx", "model.tcm", "model_data.c",
+        "model_data.h", "report.json"]
     written = onnx.load(str(out / "model.onnx"))  # self-contained: no .data file beside it
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in written.graph.initializer)
     assert runtime.load(out).hash == exported.results["float"].model.hash

@@ -11,6 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 import runtime
+from runtime.dataset import class_labels, label_classes
 from runtime.errors import TinyconvError
 from runtime.inputs import float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
@@ -39,13 +40,11 @@ def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray |
                 return x, None
             if "y" not in data.files:
                 raise TinyconvError(f"{path}: --labels given but there is no array 'y'")
-            y = np.asarray(data["y"]).astype(np.int64).reshape(-1)
+            y = np.asarray(data["y"])  # checked by make_report (runtime.dataset)
     except OSError as exc:
         raise TinyconvError(f"cannot read {path}: {exc}") from None
     except ValueError as exc:
         raise TinyconvError(f"{path}: not a readable .npz file ({exc})") from None
-    if len(y) != len(x):
-        raise TinyconvError(f"{path}: {len(x)} inputs but {len(y)} labels")
     return x, y
 
 
@@ -92,6 +91,10 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
         raise TinyconvError(f"{export_dir}: no model.onnx (is it a tinyconv export directory?)")
     model = runtime.load(export_dir)
     x, y = load_inputs(Path(inputs), labels)
+    if y is not None:
+        y, note = class_labels(y, len(x), label_classes(model), str(inputs))
+        if note:
+            say(f"report: note: {note}")
     cal = x if calibration is None else load_inputs(Path(calibration), False)[0]
     say(f"report: {model.name}, {len(x)} inputs, {len(quality.CONFIGS)} int8 configurations")
     results = quality.compare_configs(export_dir, model, x, y, cal,
