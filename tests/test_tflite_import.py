@@ -153,8 +153,8 @@ def test_export_writes_every_artifact(converted, tmp_path):
     result = export.from_tflite(converted[("convs", False, False)], name="convs")
     out = result.save(tmp_path / "convs")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["model.q.onnx", "model.tcm", "model.tflite", "model_data.c",
-                     "model_data.h", "report.json"]
+    assert names == [".tinyconv-export.json", "model.q.onnx", "model.tcm", "model.tflite",
+                     "model_data.c", "model_data.h", "report.json"]
     report = json.loads((out / "report.json").read_text())
     assert report["model_q_onnx"] == "written" and report["hash"] == result.model.hash
     assert runtime.load(out).hash == result.model.hash
