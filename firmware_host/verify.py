@@ -213,7 +213,8 @@ def register(subparsers) -> None:
                         help=".npz with inputs 'x' (float in model.onnx's layout, or int8 NHWC)")
     parser.add_argument("--labels", action="store_true", help="also score top-1 against 'y'")
     parser.add_argument("--device", default="host",
-                        help="host | qemu | lm3s6965evb | mps2-an386 (built and started here; "
+                        help="host | qemu | lm3s6965evb | mps2-an386 | netduinoplus2 | "
+                             "mps2-an500 | microbit | mps3-an547 (built and started here; "
                              "qemu picks mps2-an386, a Cortex-M4F, for a float-mode model and "
                              "lm3s6965evb, a Cortex-M3, for a fixed-mode one) or a pyserial URL "
                              "or path: /dev/ttyACM0, socket://127.0.0.1:4444, rfc2217://... "
