@@ -91,21 +91,11 @@ def _make(command: list[str], target: str) -> None:
                             f"{_compiler_message(done.stderr + done.stdout)}")
 
 
-def _symbol_sizes(elf: Path, names: tuple[str, ...]) -> dict[str, int]:
-    done = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True)
-    sizes = dict.fromkeys(names, 0)
-    for line in done.stdout.splitlines():
-        fields = line.split()
-        if len(fields) == 4 and fields[3] in sizes:
-            sizes[fields[3]] = int(fields[1], 16)
-    return sizes
-
-
 @dataclass(frozen=True)
 class Needs:
     """What one image needs, measured on its unconstrained (probe) link, bytes."""
     flash: int  # code, constants, data initializers
-    static_ram: int  # data + bss
+    static_ram: int  # data + bss, with the alignment gaps
     arena: int
     scratch: int
     stack: StackBound
@@ -132,10 +122,28 @@ class Needs:
                 + ", ".join(over))
 
 
-def measure(probe: Path, obj_dir: Path) -> Needs:
-    sizes = firmware_size(probe)
-    symbols = _symbol_sizes(probe, ("tc_arena", "tc_scratch"))
-    return Needs(sizes["flash"], sizes["ram"], symbols["tc_arena"], symbols["tc_scratch"],
+def _symbols(elf: Path) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) from the ELF's symbol table."""
+    done = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True)
+    symbols = {}
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 4:
+            symbols[fields[3]] = (int(fields[0], 16), int(fields[1], 16))
+        elif len(fields) == 3:
+            symbols[fields[2]] = (int(fields[0], 16), 0)
+    return symbols
+
+
+def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
+    """Flash and static RAM as the linker places them (alignment gaps included: what its
+    region check counts), from the probe image's section-end symbols."""
+    symbols = _symbols(probe)
+    at = {name: symbols[name][0] for name in ("tc_data_load", "tc_data_start", "tc_data_end",
+                                               "tc_bss_end")}
+    flash = at["tc_data_load"] + at["tc_data_end"] - at["tc_data_start"] - board.flash_origin
+    return Needs(flash, at["tc_bss_end"] - board.ram_origin,
+                 symbols.get("tc_arena", (0, 0))[1], symbols.get("tc_scratch", (0, 0))[1],
                  worst_case_stack(probe, obj_dir))
 
 
@@ -169,7 +177,7 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
     with _locked(out):
         if target != "host":
             _make(command + ["probe"], target)
-            needs = measure(out / "probe.elf", out / "obj")
+            needs = measure(out / "probe.elf", out / "obj", BOARDS[target])
             refusal = needs.refusal(BOARDS[target])
             if refusal:
                 raise FitError(refusal)
