@@ -216,7 +216,7 @@ def read_disassembly(elf: Path) -> _Disassembly:
                 continue
             frames[function], calls[function] = 0, set()
             continue
-        ins = re.match(r"\s+[0-9a-f]+:\s+([a-z][\w.]*)\s*(.*)$", line)
+        ins = re.match(r"\s*[0-9a-f]+:\s+([a-z][\w.]*)\s*(.*)$", line)  # no indent at 0x1...
         if not ins or function is None:
             continue
         mnemonic, operands = ins.group(1), re.split(r"[;@]", ins.group(2))[0].strip()
@@ -271,10 +271,12 @@ def worst_case_stack(elf: str | Path, obj_dir: str | Path | None = None) -> Stac
         su = read_su(obj_dir)
     except Unbounded as e:
         return StackBound(None, (), str(e))
-    unsized = sorted(dis.register_frames - su.keys())
+    # the .su names a clone by its kind only ("f.isra" for the image's "f.isra.0")
+    by_register = {f: su.get(f, su.get(re.sub(r"\.\d+$", "", f))) for f in dis.register_frames}
+    unsized = sorted(f for f, size in by_register.items() if size is None)
     if unsized:
         return StackBound(None, (), f"a frame sized by a register in {unsized[0]}")
-    frames = {**dis.frames, **su}
+    frames = {**dis.frames, **by_register, **su}
     calls: dict[str, set[str]] = {}
     for source in (dis.calls, read_ci(obj_dir)):
         for caller, callees in source.items():

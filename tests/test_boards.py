@@ -16,10 +16,13 @@ from _firmware_models import random_inputs, random_model
 from _selftest import run_on_board
 from _tools import require_tool
 from test_arm_targets import SPEC
+from test_stack_usage import MARGIN
 
 from export.c_codegen import write_c_sources
 from firmware_host.boards import BOARDS
 from firmware_host.build import FIRMWARE_DIR, FitError, _compiler_message, build_firmware
+from firmware_host.qemu import run_semihosted
+from firmware_host.stack import worst_case_stack
 from firmware_host.verify import verify
 from tinyconv.cli import main
 
@@ -67,11 +70,19 @@ def spec_model(arm_tools):
 
 @pytest.mark.parametrize("board", NEW_BOARDS)
 def test_selftest_on_new_board_equals_runtime(board, spec_model, tmp_path):
-    """conv, grouped conv, dilated conv, pools, add and fully connected in one image."""
+    """conv, grouped conv, dilated conv, pools, add and fully connected in one image; the
+    stack the image used stays within the computed worst case (also on the Cortex-M0, whose
+    large frames are set from a register, and at the M55's 0x1000_0000 addresses)."""
     model, x = spec_model
     got, expected = run_on_board(model, x, board, tmp_path)
     assert got.shape == (3, model.output_spec.size)
     np.testing.assert_array_equal(got, expected)
+    elf = tmp_path / "selftest" / board / "firmware.elf"
+    measured = int(re.search(r"^stack (\d+)$", run_semihosted(board, elf).output,
+                             re.M).group(1))
+    bound = worst_case_stack(elf)
+    assert bound.bytes is not None, bound.describe()
+    assert measured <= bound.bytes <= measured + MARGIN, (measured, bound.describe())
 
 
 def test_float_mode_on_the_m7_double_precision_fpu(arm_tools, tmp_path):
@@ -115,7 +126,7 @@ def demo_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     path = onnx_writer.save_onnx(net, root / "digits.onnx")
     result = export.from_onnx(str(path), digits.x_train[:128], requant="fixed", name="digits")
-    return result.save(root / "export"), digits.x_test[:24]
+    return result.save(root / "export"), digits.x_test[:16]
 
 
 @pytest.mark.parametrize("board", NEW_BOARDS)
@@ -156,8 +167,8 @@ def _used(elf) -> tuple[int, int]:
 
 def test_a_fully_connected_layer_too_big_for_flash_is_refused_with_numbers(arm_tools, tmp_path,
                                                                              capsys):
-    # 1024 -> 300 weights: 307,200 B of int8 constants, more than lm3s6965evb's 256 KB flash
-    model = _too_big(tmp_path, (1, 1, 1024), [dict(op="fully_connected", out=300)], "big_fc")
+    # 1024 -> 260 weights: 266,240 B of int8 constants, more than lm3s6965evb's 256 KB flash
+    model = _too_big(tmp_path, (1, 1, 1024), [dict(op="fully_connected", out=260)], "big_fc")
     assert main(["build", str(tmp_path), "--target", "lm3s6965evb"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -168,12 +179,10 @@ def test_a_fully_connected_layer_too_big_for_flash_is_refused_with_numbers(arm_t
     assert m, err
     flash, ram, arena, scratch, buffers, stack, over = (int(g.replace(",", ""))
                                                         for g in m.groups())
-    assert flash == used_flash > 1024 * 300 and over == flash - 262_144
+    assert flash == used_flash > 1024 * 260 and over == flash - 262_144
     assert arena == model.arena_size and ram == used_ram + stack
     assert arena + scratch + buffers == used_ram and 0 < stack < 4096
     assert not (tmp_path / "firmware" / "lm3s6965evb" / "firmware.elf").exists()
-    # the same model fits netduinoplus2's 1 MB flash
-    assert build_firmware(tmp_path, "netduinoplus2").is_file()
 
 
 def test_an_arena_too_big_for_ram_is_refused_and_the_linker_words_are_kept(arm_tools, tmp_path):
