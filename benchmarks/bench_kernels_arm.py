@@ -58,10 +58,13 @@ def main() -> int:
     parser.add_argument("--mode", choices=("fixed", "float"), default="fixed")
     parser.add_argument("--boards", default=DEFAULT_BOARDS,
                         help=f"comma-separated boards (default: {DEFAULT_BOARDS})")
+    parser.add_argument("--side", type=int, default=SPEC[0][0],
+                        help=f"input height and width (default: {SPEC[0][0]}; 20 fits the "
+                             "microbit's 16 KB of RAM)")
     args = parser.parse_args()
     boards = tuple(args.boards.split(","))
     rng = np.random.default_rng(0)
-    model = random_model(rng, SPEC[0], SPEC[1], args.mode, name="bench")
+    model = random_model(rng, (args.side, args.side, 1), SPEC[1], args.mode, name="bench")
     x = random_inputs(rng, model, INPUTS)
     expected = reference_run(model, x).reshape(INPUTS, -1)
     results = {}
