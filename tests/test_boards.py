@@ -12,8 +12,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from _firmware_models import random_inputs, random_model
-from _selftest import run_on_board
+from _firmware_models import random_inputs, random_model, reference_run
+from _selftest import SELFTEST, parse_selftest, run_on_board, write_selftest_inputs
 from _tools import require_tool
 from test_arm_targets import SPEC
 from test_stack_usage import MARGIN
@@ -62,24 +62,40 @@ def test_qemu_offers_every_board():
 
 
 @pytest.fixture(scope="module")
-def spec_model(arm_tools):
+def selftest(arm_tools, tmp_path_factory):
+    """One self-test image per board for a model through every kernel, built and run once:
+    ``selftest(board) -> (elf, QEMU's output, device outputs, runtime/ outputs)``."""
     rng = np.random.default_rng(3)
     model = random_model(rng, SPEC[0], SPEC[1], "fixed", name="boards_fixed")
-    return model, random_inputs(rng, model, 3)
+    x = random_inputs(rng, model, 3)
+    directory = tmp_path_factory.mktemp("boards_selftest")
+    write_c_sources(model, directory)
+    write_selftest_inputs(directory / "selftest", x)
+    expected = reference_run(model, x).reshape(len(x), -1)
+    done = {}
+
+    def image(board: str):
+        if board not in done:
+            elf = build_firmware(directory, board, app=str(SELFTEST),
+                                 extra_include=directory / "selftest",
+                                 out_dir=directory / "selftest" / board)
+            run = run_semihosted(board, elf, timeout=60)
+            assert run.exit_code == 0, run.output
+            got = np.stack(parse_selftest(run.output, model.output_spec.size))
+            done[board] = elf, run.output, got, expected
+        return done[board]
+    return image
 
 
 @pytest.mark.parametrize("board", NEW_BOARDS)
-def test_selftest_on_new_board_equals_runtime(board, spec_model, tmp_path):
+def test_selftest_on_new_board_equals_runtime(board, selftest):
     """conv, grouped conv, dilated conv, pools, add and fully connected in one image; the
     stack the image used stays within the computed worst case (also on the Cortex-M0, whose
     large frames are set from a register, and at the M55's 0x1000_0000 addresses)."""
-    model, x = spec_model
-    got, expected = run_on_board(model, x, board, tmp_path)
-    assert got.shape == (3, model.output_spec.size)
+    elf, output, got, expected = selftest(board)
+    assert got.shape == expected.shape == (3, expected.shape[1])
     np.testing.assert_array_equal(got, expected)
-    elf = tmp_path / "selftest" / board / "firmware.elf"
-    measured = int(re.search(r"^stack (\d+)$", run_semihosted(board, elf).output,
-                             re.M).group(1))
+    measured = int(re.search(r"^stack (\d+)$", output, re.M).group(1))
     bound = worst_case_stack(elf)
     assert bound.bytes is not None, bound.describe()
     assert measured <= bound.bytes <= measured + MARGIN, (measured, bound.describe())
@@ -97,36 +113,34 @@ def test_float_mode_on_the_m7_double_precision_fpu(arm_tools, tmp_path):
 V6M_WIDE = {"bl", "dmb", "dsb", "isb", "mrs", "msr"}
 
 
-def test_cortex_m0_image_is_armv6m_only(spec_model, tmp_path):
-    model, x = spec_model
-    run_on_board(model, x[:1], "microbit", tmp_path)
-    elf = tmp_path / "selftest" / "microbit" / "firmware.elf"
+def _wide_instructions(elf) -> tuple[set[str], str]:
     text = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
                           text=True, check=True).stdout
-    wide = re.findall(r"^\s+[0-9a-f]+:\s+[0-9a-f]{4} [0-9a-f]{4}\s+(\w+)", text, re.M)
-    assert wide and set(wide) <= V6M_WIDE, set(wide) - V6M_WIDE
+    return set(re.findall(r"^\s*[0-9a-f]+:\s+[0-9a-f]{4} [0-9a-f]{4}\s+(\w+)", text,
+                          re.M)), text
+
+
+def test_cortex_m0_image_is_armv6m_only(selftest):
+    wide, text = _wide_instructions(selftest("microbit")[0])
+    assert wide and wide <= V6M_WIDE, wide - V6M_WIDE
     assert not re.search(r"\s(smla|smul|ssat|usat|sxtb16|smmul|it[te]*)\w*\s", text)
     # the same model on the Cortex-M3 does use Thumb-2 (the check can fail)
-    run_on_board(model, x[:1], "lm3s6965evb", tmp_path)
-    m3 = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "selftest" /
-                                                          "lm3s6965evb" / "firmware.elf")],
-                        capture_output=True, text=True, check=True).stdout
-    assert set(re.findall(r"^\s+[0-9a-f]+:\s+[0-9a-f]{4} [0-9a-f]{4}\s+(\w+)", m3, re.M)) \
-        - V6M_WIDE
+    assert _wide_instructions(selftest("lm3s6965evb")[0])[0] - V6M_WIDE
 
 
 @pytest.fixture(scope="module")
 def demo_export(tmp_path_factory):
-    """The demo's ConvNet (16x16 digits, two convs, dense), briefly trained, and test images."""
+    """The demo's ConvNet (16x16 digits, two convs, dense; its initial weights: training
+    changes no shape or size) and a few test images."""
     import export
     from tinyconv.demo import convnet, data, onnx_writer
 
     digits = data.load_digits()
-    net, _ = convnet.train(digits.x_train, digits.y_train, convnet.TrainConfig(epochs=2))
+    net = convnet.ConvNet.initialize(seed=1)
     root = tmp_path_factory.mktemp("demo")
     path = onnx_writer.save_onnx(net, root / "digits.onnx")
     result = export.from_onnx(str(path), digits.x_train[:128], requant="fixed", name="digits")
-    return result.save(root / "export"), digits.x_test[:16]
+    return result.save(root / "export"), digits.x_test[:8]
 
 
 @pytest.mark.parametrize("board", NEW_BOARDS)
