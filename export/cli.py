@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
                         default="minmax", help="how activation ranges are chosen (default minmax)")
     parser.add_argument("--name", help="model name (default: the file name)")
+    parser.add_argument("--target", metavar="BOARD",
+                        help="also check that the firmware fits this board's flash and RAM "
+                        "(links it once; exit 2 with the numbers when it does not)")
     parser.set_defaults(func=run)
 
 
@@ -44,4 +47,13 @@ def run(args) -> int:
     out = result.save(args.out)
     print(result.table())
     print(f"wrote {out}")
+    if args.target:
+        from firmware_host.boards import board
+        from firmware_host.build import build_firmware, measure
+
+        fits = board(args.target)
+        probe = build_firmware(out, fits.name, probe_only=True)
+        needs = measure(probe, probe.parent / "obj", fits)
+        print(f"fits {fits.name}: flash {needs.flash:,} of {fits.flash:,} B, RAM "
+              f"{needs.ram:,} of {fits.ram:,} B (with the worst-case stack)")
     return 0

@@ -149,11 +149,12 @@ def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
 
 def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | None = None,
                    extra_include: str | os.PathLike | None = None,
-                   out_dir: str | os.PathLike | None = None) -> Path:
+                   out_dir: str | os.PathLike | None = None, probe_only: bool = False) -> Path:
     """Build (when missing or stale) and return the host executable or the ARM ELF.
 
     ``app`` replaces firmware/src/main.c and ``extra_include`` adds an include directory (the
-    self-test image uses both, with its own ``out_dir``)."""
+    self-test image uses both, with its own ``out_dir``). ``probe_only``: stop after the fit
+    check (FitError when the image does not fit) and return the probe image."""
     if target not in TARGETS:
         raise TinyconvError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     export_dir = Path(export_dir).resolve()
@@ -181,6 +182,8 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
             refusal = needs.refusal(BOARDS[target])
             if refusal:
                 raise FitError(refusal)
+            if probe_only:
+                return out / "probe.elf"
         _make(command, target)
     if target != "host":
         sizes = {**firmware_size(binary), **needs.stack.as_dict()}

@@ -4,9 +4,10 @@
         link = Link(device.url, connect_timeout=device.connect_timeout)
 
 ``host`` runs the POSIX build of the firmware, which prints its pseudo-terminal path on its
-first stdout line. The boards of firmware_host/boards.py (``lm3s6965evb``, ``mps2-an386``, ...)
-run the ARM build under qemu-system-arm with the UART on a TCP port of 127.0.0.1; ``qemu`` picks the board that suits the model (the
-Cortex-M4F mps2-an386 for float requantization, the Cortex-M3 lm3s6965evb for fixed). Whatever
+first stdout line. The boards of firmware_host/boards.py (``lm3s6965evb``, ``mps2-an386``,
+...) run the ARM build under qemu-system-arm with the UART on a TCP port of 127.0.0.1; ``qemu``
+picks the board that suits the model (the Cortex-M4F mps2-an386 for float requantization, the
+Cortex-M3 lm3s6965evb for fixed). Whatever
 happens in the block (an error, Ctrl-C), the process is stopped on the way out. A path or
 pyserial URL is taken as a device someone else runs; any other name is a mistake.
 """

@@ -219,3 +219,33 @@ def test_an_arena_too_big_for_ram_is_refused_and_the_linker_words_are_kept(arm_t
     said = _compiler_message(done.stderr + done.stdout)
     assert re.search(r"region `RAM' overflowed by \d+ bytes", said), said
     assert int(re.search(r"overflowed by (\d+)", said).group(1)) == used_ram - 65_536
+
+
+def _dense_onnx(path, inputs: int, outputs: int) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    w = numpy_helper.from_array(rng.standard_normal((outputs, inputs)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(outputs, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]),
+         helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 1, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, outputs])], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_export_with_a_target_checks_the_fit_early(arm_tools, tmp_path, capsys):
+    x = np.random.default_rng(9).random((16, 1, 1, 1024), np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    _dense_onnx(tmp_path / "big.onnx", 1024, 260)
+    args = ["export", str(tmp_path / "big.onnx"), "--calibration", str(tmp_path / "calib.npz")]
+    assert main(args + ["--out", str(tmp_path / "a"), "--target", "microbit"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model needs" in err, err
+    assert re.search(r"microbit has 262,144 / 16,384: does not fit, flash over by [\d,]+ B$",
+                     err), err
+    assert main(args + ["--out", str(tmp_path / "b"), "--target", "netduinoplus2"]) == 0
+    assert re.search(r"^fits netduinoplus2: flash [\d,]+ of 1,048,576 B", capsys.readouterr().out,
+                     re.M)
