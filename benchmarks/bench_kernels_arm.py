@@ -1,12 +1,14 @@
-"""Instructions per MAC of each conv / fully connected layer on the two QEMU boards.
+"""Instructions per MAC of each conv / fully connected layer on the QEMU boards.
 
-    .venv/bin/python benchmarks/bench_kernels_arm.py [--mode fixed|float]
+    .venv/bin/python benchmarks/bench_kernels_arm.py [--mode fixed|float] [--boards a,b,...]
 
 Builds the firmware self-test image (firmware/selftest/) for a small CNN with random int8
 weights, runs it under qemu-system-arm with -icount shift=3 on lm3s6965evb (Cortex-M3) and
-mps2-an386 (Cortex-M4, SMLAD path), and reads the per-layer tick counts the image reports. The
-ports convert SysTick counts to guest instructions (resolution 10 on lm3s, 5 on mps2), so the
-figures are executed instructions, not cycles. Outputs are also checked against runtime/.
+mps2-an386 (Cortex-M4, SMLAD path) by default, or on the boards named (any of
+firmware_host/boards.py: netduinoplus2, mps2-an500, microbit, mps3-an547 too), and reads the
+per-layer tick counts the image reports. The ports convert SysTick counts to guest
+instructions (resolution 10 on lm3s, 5 on mps2), so the figures are executed instructions, not
+cycles. Outputs are also checked against runtime/.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size  # n
 from firmware_host.qemu import run_semihosted  # noqa: E402
 from runtime.model import layer_macs  # noqa: E402
 
-BOARDS = ("lm3s6965evb", "mps2-an386")
+DEFAULT_BOARDS = "lm3s6965evb,mps2-an386"
 SPEC = ((28, 28, 1), [
     dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
     dict(op="conv2d", out=16, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),
@@ -54,9 +56,15 @@ def describe(model, layer) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("fixed", "float"), default="fixed")
+    parser.add_argument("--boards", default=DEFAULT_BOARDS,
+                        help=f"comma-separated boards (default: {DEFAULT_BOARDS})")
+    parser.add_argument("--side", type=int, default=SPEC[0][0],
+                        help=f"input height and width (default: {SPEC[0][0]}; 20 fits the "
+                             "microbit's 16 KB of RAM)")
     args = parser.parse_args()
+    boards = tuple(args.boards.split(","))
     rng = np.random.default_rng(0)
-    model = random_model(rng, SPEC[0], SPEC[1], args.mode, name="bench")
+    model = random_model(rng, (args.side, args.side, 1), SPEC[1], args.mode, name="bench")
     x = random_inputs(rng, model, INPUTS)
     expected = reference_run(model, x).reshape(INPUTS, -1)
     results = {}
@@ -67,7 +75,7 @@ def main() -> int:
         (work / "selftest_inputs.h").write_text(
             f"#define TC_SELFTEST_COUNT {INPUTS}\nstatic const int8_t "
             f"tc_selftest_inputs[{INPUTS}][TC_INPUT_SIZE] = {{\n{rows}\n}};\n")
-        for board in BOARDS:
+        for board in boards:
             elf = build_firmware(work, board, app=str(FIRMWARE_DIR / "selftest" /
                                                       "selftest_main.c"),
                                  extra_include=work, out_dir=work / board)
@@ -85,18 +93,18 @@ def main() -> int:
 
     print(f"instructions per MAC, {args.mode} mode, QEMU -icount shift=3 "
           f"(outputs == runtime/ on {INPUTS} inputs)")
-    print(f"{'layer':44} {'MACs':>8} " + " ".join(f"{b:>12}" for b in BOARDS))
+    print(f"{'layer':44} {'MACs':>8} " + " ".join(f"{b:>12}" for b in boards))
     for index, layer in enumerate(model.layers):
         n = layer_macs(model, layer)
         cells = []
-        for board in BOARDS:
+        for board in boards:
             ticks = results[board][0][index + 1]
             cells.append(f"{ticks / n:12.2f}" if n else f"{ticks:>9} ins")
         print(f"{describe(model, layer):44} {n:8} " + " ".join(cells))
     total_macs = model.total_macs
     print(f"{'whole inference':44} {total_macs:8} " +
-          " ".join(f"{results[b][0][0] / total_macs:12.2f}" for b in BOARDS))
-    for board in BOARDS:
+          " ".join(f"{results[b][0][0] / total_macs:12.2f}" for b in boards))
+    for board in boards:
         size = results[board][1]
         print(f"{board}: self-test image flash {size['flash']} B, RAM {size['ram']} B")
     return 0

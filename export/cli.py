@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--uint8-calibration", action="store_true",
                         help="the model really takes 0..255 values: calibrate on uint8 data "
                         "as it is (without this flag uint8 calibration data is refused)")
+    parser.add_argument("--target", metavar="BOARD",
+                        help="also check that the firmware fits this board's flash and RAM "
+                        "(links it once; exit 2 with the numbers when it does not)")
     parser.set_defaults(func=run)
 
 
@@ -58,6 +61,15 @@ def run(args) -> int:
     out = result.save(args.out)
     print(result.table())
     print(f"wrote {out}")
+    if args.target:
+        from firmware_host.boards import board
+        from firmware_host.build import build_firmware, measure
+
+        fits = board(args.target)
+        probe = build_firmware(out, fits.name, probe_only=True)
+        needs = measure(probe, probe.parent / "obj", fits)
+        print(f"fits {fits.name}: flash {needs.flash:,} of {fits.flash:,} B, RAM "
+              f"{needs.ram:,} of {fits.ram:,} B (with the worst-case stack)")
     return 0
 
 

@@ -2,8 +2,15 @@
 
 The work is done by ``firmware/Makefile`` (so a firmware engineer can build without Python);
 this module finds the tools, runs make into ``<export dir>/firmware/<target>/`` (make rebuilds
-only what is stale), turns a compiler failure into a one-line TinyconvError, and reports the
-ARM image's flash, RAM and worst-case stack (firmware_host/stack.py).
+only what is stale), turns a compiler or linker failure into a one-line TinyconvError in the
+tool's own words, and reports the ARM image's flash, RAM and worst-case stack
+(firmware_host/stack.py).
+
+Before the real link, an ARM image is linked once more with the board's limits lifted
+(``make probe``) and measured: flash, the arena, the kernel scratch, the other buffers and the
+worst-case stack. An image that does not fit the board (firmware_host/boards.py) is refused
+with those numbers (FitError), which says more than the linker's "region overflowed" and also
+catches a stack that would run into the data, which the linker cannot see.
 """
 from __future__ import annotations
 
@@ -13,16 +20,20 @@ import os
 import shutil
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import TinyconvError
 from runtime.model import write_atomic
-from firmware_host.stack import worst_case_stack
+from firmware_host.boards import BOARDS, TARGETS, Board
+from firmware_host.stack import StackBound, worst_case_stack
 
-TARGETS = ("host", "lm3s6965evb", "mps2-an386")
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-_COMPILERS = {"host": "gcc", "lm3s6965evb": "arm-none-eabi-gcc", "mps2-an386": "arm-none-eabi-gcc"}
 _BINARIES = {"host": "tinyconv-device"}
+
+
+class FitError(TinyconvError):
+    """The image needs more flash or RAM than the board has."""
 
 
 def firmware_dir(export_dir: str | os.PathLike, target: str) -> Path:
@@ -60,21 +71,90 @@ def _locked(directory: Path):
 
 
 def _compiler_message(output: str) -> str:
+    """The first line that says what went wrong: the compiler's or the linker's own words
+    (``region `RAM' overflowed by 48 bytes``), never collect2's "ld returned 1"."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() or "undefined reference" in ln]
-    overflow = [ln.split(": ", 1)[-1] for ln in lines if "overflowed by" in ln]
-    if overflow:  # the linker's reason, not its "ld returned 1" that follows
-        return f"the model does not fit the board: {overflow[0]}"
-    return (errors or lines or ["no message"])[0]
+    own = [ln for ln in lines if not ln.startswith("collect2")]
+    for wanted in (lambda ln: "overflowed by" in ln,
+                   lambda ln: "error" in ln.lower() or "undefined reference" in ln,
+                   lambda ln: "/ld: " in ln or ln.startswith("ld: ")):
+        found = [ln for ln in own if wanted(ln)]
+        if found:
+            return found[0]
+    return (lines or ["no message"])[0]
+
+
+def _make(command: list[str], target: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TinyconvError(f"building the {target} firmware failed: "
+                            f"{_compiler_message(done.stderr + done.stdout)}")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one image needs, measured on its unconstrained (probe) link, bytes."""
+    flash: int  # code, constants, data initializers
+    static_ram: int  # data + bss, with the alignment gaps
+    arena: int
+    scratch: int
+    stack: StackBound
+
+    @property
+    def buffers(self) -> int:  # everything static that is neither arena nor scratch
+        return self.static_ram - self.arena - self.scratch
+
+    @property
+    def ram(self) -> int:
+        return self.static_ram + (self.stack.bytes or 0)
+
+    def refusal(self, board: Board) -> str | None:
+        """The one-line reason the image does not fit ``board``, or None when it does."""
+        over = [f"{what} over by {need - have:,} B" for what, need, have in
+                (("flash", self.flash, board.flash), ("RAM", self.ram, board.ram))
+                if need > have]
+        if not over:
+            return None
+        stack = "unbounded" if self.stack.bytes is None else f"{self.stack.bytes:,}"
+        return (f"model needs {self.flash:,} B flash, {self.ram:,} B RAM (arena "
+                f"{self.arena:,}, scratch {self.scratch:,}, buffers {self.buffers:,}, stack "
+                f"{stack}); {board.name} has {board.flash:,} / {board.ram:,}: does not fit, "
+                + ", ".join(over))
+
+
+def _symbols(elf: Path) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) from the ELF's symbol table."""
+    done = subprocess.run(["arm-none-eabi-nm", "-S", str(elf)], capture_output=True, text=True)
+    symbols = {}
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 4:
+            symbols[fields[3]] = (int(fields[0], 16), int(fields[1], 16))
+        elif len(fields) == 3:
+            symbols[fields[2]] = (int(fields[0], 16), 0)
+    return symbols
+
+
+def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
+    """Flash and static RAM as the linker places them (alignment gaps included: what its
+    region check counts), from the probe image's section-end symbols."""
+    symbols = _symbols(probe)
+    at = {name: symbols[name][0] for name in ("tc_data_load", "tc_data_start", "tc_data_end",
+                                               "tc_bss_end")}
+    flash = at["tc_data_load"] + at["tc_data_end"] - at["tc_data_start"] - board.flash_origin
+    return Needs(flash, at["tc_bss_end"] - board.ram_origin,
+                 symbols.get("tc_arena", (0, 0))[1], symbols.get("tc_scratch", (0, 0))[1],
+                 worst_case_stack(probe, obj_dir))
 
 
 def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | None = None,
                    extra_include: str | os.PathLike | None = None,
-                   out_dir: str | os.PathLike | None = None) -> Path:
+                   out_dir: str | os.PathLike | None = None, probe_only: bool = False) -> Path:
     """Build (when missing or stale) and return the host executable or the ARM ELF.
 
     ``app`` replaces firmware/src/main.c and ``extra_include`` adds an include directory (the
-    self-test image uses both, with its own ``out_dir``)."""
+    self-test image uses both, with its own ``out_dir``). ``probe_only``: stop after the fit
+    check (FitError when the image does not fit) and return the probe image."""
     if target not in TARGETS:
         raise TinyconvError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     export_dir = Path(export_dir).resolve()
@@ -84,8 +164,8 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
         raise TinyconvError(f"the firmware sources are not at {FIRMWARE_DIR}: building needs a "
                             "source checkout of tinyconv (pip install -e .), not a wheel")
     _need("make", "apt-get install make")
-    _need(_COMPILERS[target], "apt-get install gcc-arm-none-eabi" if target != "host"
-          else "apt-get install gcc")
+    _need("gcc" if target == "host" else "arm-none-eabi-gcc",
+          "apt-get install gcc" if target == "host" else "apt-get install gcc-arm-none-eabi")
     _ensure_model_sources(export_dir)
     out = Path(out_dir).resolve() if out_dir else firmware_dir(export_dir, target)
     command = ["make", "-s", "-C", str(FIRMWARE_DIR), f"TARGET={target}",
@@ -94,14 +174,19 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
         command.append(f"APP={Path(app).resolve()}")
     if extra_include:
         command.append(f"EXTRA_INCLUDE={Path(extra_include).resolve()}")
-    with _locked(out):
-        done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise TinyconvError(f"building the {target} firmware failed: "
-                            f"{_compiler_message(done.stderr + done.stdout)}")
     binary = out / _BINARIES.get(target, "firmware.elf")
+    with _locked(out):
+        if target != "host":
+            _make(command + ["probe"], target)
+            needs = measure(out / "probe.elf", out / "obj", BOARDS[target])
+            refusal = needs.refusal(BOARDS[target])
+            if refusal:
+                raise FitError(refusal)
+            if probe_only:
+                return out / "probe.elf"
+        _make(command, target)
     if target != "host":
-        sizes = {**firmware_size(binary), **worst_case_stack(binary, out / "obj").as_dict()}
+        sizes = {**firmware_size(binary), **needs.stack.as_dict()}
         write_atomic(out / "size.json", (json.dumps(sizes, indent=2) + "\n").encode())
         if out_dir is None:
             _record_in_report(export_dir, target, sizes)
@@ -153,6 +238,8 @@ def register(subparsers) -> None:
                     "lm3s6965evb")
     parser.add_argument("dir", help="export directory (holds model_data.c/.h or model.tcm)")
     parser.add_argument("--target", choices=TARGETS, default="host",
-                        help="host (POSIX process), lm3s6965evb (Cortex-M3) or mps2-an386 "
-                             "(Cortex-M4F), both run under qemu-system-arm (default: host)")
+                        help="host (POSIX process) or a board run under qemu-system-arm: "
+                             + "; ".join(f"{b.name} ({b.core}, {b.flash // 1024} KB flash, "
+                                         f"{b.ram // 1024} KB RAM)" for b in BOARDS.values())
+                             + " (default: host)")
     parser.set_defaults(func=_command)

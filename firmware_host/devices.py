@@ -4,9 +4,10 @@
         link = Link(device.url, connect_timeout=device.connect_timeout)
 
 ``host`` runs the POSIX build of the firmware, which prints its pseudo-terminal path on its
-first stdout line. ``lm3s6965evb`` and ``mps2-an386`` run the ARM build under qemu-system-arm
-with the UART on a TCP port of 127.0.0.1; ``qemu`` picks the board that suits the model (the
-Cortex-M4F mps2-an386 for float requantization, the Cortex-M3 lm3s6965evb for fixed). Whatever
+first stdout line. The boards of firmware_host/boards.py (``lm3s6965evb``, ``mps2-an386``,
+...) run the ARM build under qemu-system-arm with the UART on a TCP port of 127.0.0.1; ``qemu``
+picks the board that suits the model (the Cortex-M4F mps2-an386 for float requantization, the
+Cortex-M3 lm3s6965evb for fixed). Whatever
 happens in the block (an error, Ctrl-C), the process is stopped on the way out. A path or
 pyserial URL is taken as a device someone else runs; any other name is a mistake.
 """
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from firmware_host.boards import TARGETS
 from runtime.errors import TinyconvError
 
-LOCAL_TARGETS = ("host", "lm3s6965evb", "mps2-an386")
-LOCAL_DEVICES = ("host", "qemu", "lm3s6965evb", "mps2-an386")  # what --device may name
+LOCAL_TARGETS = TARGETS
+LOCAL_DEVICES = ("host", "qemu", *TARGETS[1:])  # what --device may name
 QEMU_BOARD_FOR_MODE = {"float": "mps2-an386", "fixed": "lm3s6965evb"}
 STARTUP_TIMEOUT = 10.0
 
@@ -176,7 +178,7 @@ def _qemu_device(board: str, executable: Path) -> Iterator[Device]:
 
 @contextmanager
 def start_device(device: str, export_dir: str | os.PathLike | None = None) -> Iterator[Device]:
-    """``device``: ``host``, ``qemu``, ``lm3s6965evb``, ``mps2-an386`` (built from
+    """``device``: ``host``, ``qemu``, a board of firmware_host/boards.py (built from
     ``export_dir`` when missing or stale, started, stopped afterwards) or a pyserial URL / path
     (used as is). Any other name raises TinyconvError naming the local devices."""
     target = resolve_device(device, export_dir)

@@ -1,4 +1,4 @@
-"""qemu-system-arm command lines for the two Cortex-M boards tinyconv runs on.
+"""qemu-system-arm command lines for the Cortex-M boards tinyconv runs on (firmware_host/boards.py).
 
 Facts that shaped them (QEMU 7.2): the UART is a TCP server socket (QEMU 7.2 accepts an
 already listening socket as ``fd=N``, which devices.py uses) with ``nodelay=on``
@@ -15,10 +15,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_host.boards import BOARDS
 from runtime.errors import TinyconvError
 
 QEMU = "qemu-system-arm"
-BOARDS = ("lm3s6965evb", "mps2-an386")  # QEMU machine names, also our target names
 _COMMON = ("-nographic", "-monitor", "none", "-icount", "shift=3",
            "-semihosting-config", "enable=on,target=native")
 
@@ -26,7 +26,7 @@ _COMMON = ("-nographic", "-monitor", "none", "-icount", "shift=3",
 def _machine(target: str) -> str:
     if target not in BOARDS:
         raise TinyconvError(f"no QEMU board for target {target!r}; use one of {', '.join(BOARDS)}")
-    return target
+    return BOARDS[target].name
 
 
 def qemu_command(target: str, elf: str | os.PathLike, port: int | None = None, *,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import TinyconvError
@@ -148,7 +148,13 @@ def _sp_change(function: str, mnemonic: str, operands: str) -> int:
         return -int(m.group(1))
     if base.startswith(("ldr", "str")) and not re.match(r"sp\b", operands):
         return 0
+    if base in ("add", "sub") and re.match(r"sp, (?:sp, )?r\d+$", operands):
+        raise _RegisterFrame  # Thumb-1's large frames: sp moved by a loaded constant
     raise TinyconvError(f"stack: cannot size the frame of {function}: {mnemonic} {operands}")
+
+
+class _RegisterFrame(Exception):
+    """sp moved by a register: the frame is only known from the compiler's .su."""
 
 
 @dataclass
@@ -157,6 +163,7 @@ class _Disassembly:
     calls: dict[str, set[str]]
     uses_fpu: bool
     labels: dict[str, str]  # code label -> its function
+    register_frames: set[str] = field(default_factory=set)  # need a .su size
 
 
 def _functions(elf: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
@@ -188,6 +195,7 @@ def read_disassembly(elf: Path) -> _Disassembly:
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
     uses_fpu = False
+    register_frames: set[str] = set()
     function = None
     depth = 0
     computed_jump = has_adr = False
@@ -208,7 +216,7 @@ def read_disassembly(elf: Path) -> _Disassembly:
                 continue
             frames[function], calls[function] = 0, set()
             continue
-        ins = re.match(r"\s+[0-9a-f]+:\s+([a-z][\w.]*)\s*(.*)$", line)
+        ins = re.match(r"\s*[0-9a-f]+:\s+([a-z][\w.]*)\s*(.*)$", line)  # no indent at 0x1...
         if not ins or function is None:
             continue
         mnemonic, operands = ins.group(1), re.split(r"[;@]", ins.group(2))[0].strip()
@@ -216,7 +224,10 @@ def read_disassembly(elf: Path) -> _Disassembly:
             uses_fpu = True
         if mnemonic.startswith("adr"):
             has_adr = True
-        depth += _sp_change(function, mnemonic, operands)
+        try:
+            depth += _sp_change(function, mnemonic, operands)
+        except _RegisterFrame:
+            register_frames.add(function)
         frames[function] = max(frames[function], depth)
         target = re.search(r"<([^>+]+)>$", operands)
         if target and owner.get(target.group(1), target.group(1)) != function and re.match(r"bl?(\.w|\.n)?$|b[a-z]{2}(\.w)?$",
@@ -227,7 +238,7 @@ def read_disassembly(elf: Path) -> _Disassembly:
         elif mnemonic == "bx" and operands != "lr":
             computed_jump = True  # a jump into the function itself when it takes (adr) own labels
     close()
-    return _Disassembly(frames, calls, uses_fpu, owner)
+    return _Disassembly(frames, calls, uses_fpu, owner, register_frames)
 
 
 def _relocations(obj_dir: Path) -> tuple[set[str], list[str]]:
@@ -257,9 +268,15 @@ def worst_case_stack(elf: str | Path, obj_dir: str | Path | None = None) -> Stac
     obj_dir = Path(obj_dir) if obj_dir else elf.parent / "obj"
     dis = read_disassembly(elf)
     try:
-        frames = {**dis.frames, **read_su(obj_dir)}
+        su = read_su(obj_dir)
     except Unbounded as e:
         return StackBound(None, (), str(e))
+    # the .su names a clone by its kind only ("f.isra" for the image's "f.isra.0")
+    by_register = {f: su.get(f, su.get(re.sub(r"\.\d+$", "", f))) for f in dis.register_frames}
+    unsized = sorted(f for f, size in by_register.items() if size is None)
+    if unsized:
+        return StackBound(None, (), f"a frame sized by a register in {unsized[0]}")
+    frames = {**dis.frames, **by_register, **su}
     calls: dict[str, set[str]] = {}
     for source in (dis.calls, read_ci(obj_dir)):
         for caller, callees in source.items():

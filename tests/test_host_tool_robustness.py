@@ -92,8 +92,9 @@ def test_qemu_picks_the_board_for_the_model_and_other_names_pass_or_fail(exports
         assert devices.resolve_device(name, dirs["fixed"]) == name
     with pytest.raises(TinyconvError) as caught:
         devices.resolve_device("qemux", dirs["fixed"])
-    assert str(caught.value) == ("unknown device 'qemux'; local devices: host, qemu, "
-                                 "lm3s6965evb, mps2-an386 (or a serial port path / pyserial URL)")
+    assert str(caught.value) == (
+        "unknown device 'qemux'; local devices: host, qemu, lm3s6965evb, mps2-an386, "
+        "netduinoplus2, mps2-an500, microbit, mps3-an547 (or a serial port path / pyserial URL)")
 
 
 def test_an_unknown_device_name_is_exit_2_with_the_list(exports, tmp_path, capsys):
@@ -104,7 +105,8 @@ def test_an_unknown_device_name_is_exit_2_with_the_list(exports, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == (
         "tinyconv verify: error: unknown device 'qemu-arm'; local devices: host, qemu, "
-        "lm3s6965evb, mps2-an386 (or a serial port path / pyserial URL)")
+        "lm3s6965evb, mps2-an386, netduinoplus2, mps2-an500, microbit, mps3-an547 "
+        "(or a serial port path / pyserial URL)")
     assert not report.exists()
 
 

@@ -17,7 +17,7 @@ BENCHMARK_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 BENCHMARKS = {
     "runtime": ("bench_runtime.py", "runtime/ kernels vs onnxruntime QLinearConv, one thread each"),
     "device": ("bench_device.py", "images/s over the pty and under QEMU, wire efficiency"),
-    "arm-kernels": ("bench_kernels_arm.py", "instructions per MAC per layer on both QEMU boards"),
+    "arm-kernels": ("bench_kernels_arm.py", "instructions per MAC per layer on the QEMU boards"),
     "memory": ("bench_memory.py", "peak RSS of verify for 10k vs 100k images"),
 }
 

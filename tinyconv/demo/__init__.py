@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from firmware_host.boards import TARGETS as DEVICES
 from tinyconv.demo.convnet import TrainConfig
 
-DEVICES = ("host", "lm3s6965evb", "mps2-an386")
 DEFAULT_OUT = Path("build/demo")
 
 

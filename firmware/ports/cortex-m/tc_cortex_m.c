@@ -13,7 +13,7 @@ extern uint32_t tc_data_load[], tc_data_start[], tc_data_end[], tc_bss_start[], 
 int main(int argc, char **argv);
 
 static volatile uint32_t tc_tick_wraps;
-static uint32_t tc_tick_scale = 1u;
+static uint32_t tc_tick_mul = 1u << TC_TICK_FRACTION_BITS;
 
 void tc_reset_handler(void)
 {
@@ -48,9 +48,9 @@ void tc_systick_handler(void)
     tc_tick_wraps++;
 }
 
-void tc_ticks_init(uint32_t instructions_per_count)
+void tc_ticks_init(uint32_t instructions_per_count_q24)
 {
-    tc_tick_scale = instructions_per_count;
+    tc_tick_mul = instructions_per_count_q24;
     TC_REG(TC_SYST_RVR) = 0x00FFFFFFu;
     TC_REG(TC_SYST_CVR) = 0u;
     TC_REG(TC_SYST_CSR) = 7u; /* enable, interrupt on wrap, processor clock */
@@ -71,7 +71,9 @@ uint32_t tc_ticks_now(void)
         wraps = tc_tick_wraps;
         value = TC_REG(TC_SYST_CVR);
     } while (wraps != tc_tick_wraps);
-    return ((wraps << 24) + (0x00FFFFFFu - value)) * tc_tick_scale;
+    /* a whole SysTick period (2^24 counts) is tc_tick_mul instructions */
+    return wraps * tc_tick_mul +
+           (uint32_t)(((uint64_t)(0x00FFFFFFu - value) * tc_tick_mul) >> TC_TICK_FRACTION_BITS);
 }
 
 static int tc_semihost(int op, const void *arg)

@@ -21,9 +21,13 @@ void tc_systick_handler(void);
  * table can be an array of function pointers in strict ISO C. */
 extern void tc_stack_top(void);
 
-/* Start SysTick on the processor clock, free running. instructions_per_count converts its
- * counts to guest instructions (QEMU -icount shift=3 runs one instruction per 8 ns). */
-void tc_ticks_init(uint32_t instructions_per_count);
+/* Start SysTick on the processor clock, free running. instructions_per_count_q24 converts its
+ * counts to guest instructions (QEMU -icount shift=3 runs one instruction per 8 ns), in fixed
+ * point with TC_TICK_FRACTION_BITS fraction bits: TC_TICKS_FOR_CLOCK(hz) for a clock of hz. */
+#define TC_TICK_FRACTION_BITS 24
+#define TC_TICKS_FOR_CLOCK(hz) \
+    ((uint32_t)((125000000ull << TC_TICK_FRACTION_BITS) / (unsigned long long)(hz)))
+void tc_ticks_init(uint32_t instructions_per_count_q24);
 uint32_t tc_ticks_now(void);
 
 /* Semihosting (QEMU -semihosting-config enable=on,target=native). */

@@ -21,7 +21,7 @@
 #define INT_RX (1u << 4)
 #define INT_RT (1u << 6)
 #define UART0_IRQ 5u
-#define INSTRUCTIONS_PER_TICK 10u
+#define CLOCK_HZ 12500000u
 
 const char tc_port_target_name[] = "lm3s6965evb";
 
@@ -53,7 +53,7 @@ void tc_port_init(void)
     TC_REG(UART_IMSC) = INT_RX | INT_RT;
     TC_REG(UART_CR) = (1u << 0) | (1u << 8) | (1u << 9); /* UARTEN, TXE, RXE */
     TC_REG(TC_NVIC_ISER0) = 1u << UART0_IRQ;
-    tc_ticks_init(INSTRUCTIONS_PER_TICK);
+    tc_ticks_init(TC_TICKS_FOR_CLOCK(CLOCK_HZ));
 }
 
 int tc_port_getc(void)

@@ -20,7 +20,7 @@
 #define CTRL_RX_INT_EN (1u << 3)
 #define INT_RX (1u << 1)
 #define UART0_RX_IRQ 0u
-#define INSTRUCTIONS_PER_TICK 5u
+#define CLOCK_HZ 25000000u
 
 const char tc_port_target_name[] = "mps2-an386";
 
@@ -48,7 +48,7 @@ void tc_port_init(void)
     TC_REG(UART_CTRL) = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INT_EN;
     (void)TC_REG(UART_DATA); /* QEMU: without this read early bytes stall */
     TC_REG(TC_NVIC_ISER0) = 1u << UART0_RX_IRQ;
-    tc_ticks_init(INSTRUCTIONS_PER_TICK);
+    tc_ticks_init(TC_TICKS_FOR_CLOCK(CLOCK_HZ));
 }
 
 int tc_port_getc(void)

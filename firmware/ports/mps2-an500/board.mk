@@ -1,0 +1,2 @@
+# Arm MPS2 AN500: Cortex-M7 with double-precision FPU
+MCU := -mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16

@@ -1,0 +1,2 @@
+# Arm MPS3 AN547: Cortex-M55 (ARMv8.1-M) with FPU and MVE (Helium)
+MCU := -mcpu=cortex-m55 -mthumb -mfloat-abi=hard
