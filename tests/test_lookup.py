@@ -429,7 +429,7 @@ def test_whole_model_on_arm_boards(exported, board, mode, tmp_path, arm_tools):
     if mode == "fixed":  # tables need no float: none is linked
         import subprocess
 
-        (elf,) = tmp_path.rglob("*.elf")
+        (elf,) = tmp_path.rglob("firmware.elf")
         symbols = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True,
                                  text=True, check=True).stdout
         assert "tc_lookup" in symbols

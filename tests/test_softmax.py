@@ -280,7 +280,7 @@ def test_qemu_equals_runtime(board, mode, tmp_path):
     got, expected = run_on_board(model, x, board, tmp_path)
     assert np.unique(expected).size > 3
     np.testing.assert_array_equal(got, expected)
-    (elf,) = tmp_path.rglob("*.elf")
+    (elf,) = tmp_path.rglob("firmware.elf")
     symbols = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True,
                              check=True).stdout
     assert "tc_softmax" in symbols
