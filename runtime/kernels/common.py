@@ -22,7 +22,10 @@ def _int8(name: str, array, ndim: int | None = None) -> np.ndarray:
 
 
 def _pair(name: str, value) -> tuple[int, int]:
-    values = tuple(int(v) for v in np.broadcast_to(np.asarray(value), (2,)))
+    if isinstance(value, (tuple, list)) and len(value) == 2:  # the usual case, without numpy
+        values = (int(value[0]), int(value[1]))
+    else:
+        values = tuple(int(v) for v in np.broadcast_to(np.asarray(value), (2,)))
     if min(values) < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return values
