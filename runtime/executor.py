@@ -26,12 +26,13 @@ from runtime.model import Layer, QuantModel
 
 @dataclass(eq=False)
 class _Prepared:
-    """One layer's per-model work, valid while ``key`` matches the layer (``_key``): its
-    arrays by identity (held here, so their identities cannot be recycled), a copy of its
+    """One layer's per-model work, valid while ``key`` equals the layer's ``_key``: its
+    arrays by identity (``arrays`` holds them, so their ids cannot be recycled), a copy of its
     params, and its tensors' zero points and shapes. ``value`` is what the layer's op made
-    from them (a ``ConvPlan``, an add's table, ...), made on first use."""
+    from them (a ``ConvPlan``, ...), made on first use."""
 
     key: tuple
+    arrays: tuple
     value: object = None
 
 
@@ -51,17 +52,12 @@ _schedules: dict[int, _Schedule] = {}
 
 
 def _key(model: QuantModel, layer: Layer) -> tuple:
+    """What a layer's prepared work depends on, compared with one ``==``: array ids (they
+    are read-only, and held by ``_Prepared``), everything else by value."""
     tensors = model.tensors
-    return (layer.op, tuple(layer.arrays.items()), layer.params,
-            tuple((tensors[n].zero_point, tensors[n].shape) for n in layer.inputs),
+    return (layer.op, tuple(layer.arrays), tuple(map(id, layer.arrays.values())), layer.params,
+            [(tensors[n].zero_point, tensors[n].shape) for n in layer.inputs],
             tensors[layer.output].zero_point, tensors[layer.output].shape)
-
-
-def _same(cached: tuple, now: tuple) -> bool:
-    """``_key`` equality; arrays by identity (they are read-only), everything else by value."""
-    return (cached[0] == now[0] and len(cached[1]) == len(now[1])
-            and all(ka == kb and va is vb for (ka, va), (kb, vb) in zip(cached[1], now[1]))
-            and cached[2:] == now[2:])
 
 
 def _schedule(model: QuantModel) -> _Schedule:
@@ -89,12 +85,12 @@ def _validate(model: QuantModel, schedule: _Schedule) -> None:
     for index, layer in enumerate(model.layers):
         entry = prepared.get(index)
         key = _key(model, layer)
-        if entry is not None and _same(entry.key, key):
+        if entry is not None and entry.key == key:
             continue
         for array in layer.arrays.values():
             if isinstance(array, np.ndarray):
                 array.setflags(write=False)
-        prepared[index] = _Prepared(key[:2] + copy.deepcopy(key[2:]))
+        prepared[index] = _Prepared(copy.deepcopy(key), tuple(layer.arrays.values()))
 
 
 _running = threading.local()  # (model, schedule) that ``run`` has validated, while it runs
