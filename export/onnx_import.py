@@ -157,11 +157,20 @@ def _fold_batchnorm(graph) -> None:
     for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
         conv = by_output.get(bn.input[0])
         users = [n for n in graph.node if bn.input[0] in n.input]
-        if conv is None or conv.op_type != "Conv" or len(users) != 1 or bn.input[0] in outputs:
-            raise TinyconvError(f"node {bn.name!r} (BatchNormalization) must directly follow a "
-                                "Conv whose output it alone reads, so it can be folded")
         if len(bn.output) > 1 and any(bn.output[1:]):
             raise TinyconvError(f"node {bn.name!r} (BatchNormalization) is in training mode")
+        linear = _linear_before(graph, params, by_output, bn.input[0], outputs)
+        if linear is not None and all(name in params for name in bn.input[1:5]):
+            gamma, beta, mean, var = (params[name].astype(np.float64) for name in bn.input[1:5])
+            factor = gamma / np.sqrt(var + _attrs(bn).get("epsilon", 1e-5))
+            weight, bias, absorb = linear
+            absorb(weight * factor, (bias - mean) * factor + beta, bn)
+            by_output = {o: n for n in graph.node for o in n.output}
+            continue
+        if conv is None or conv.op_type != "Conv" or len(users) != 1 or bn.input[0] in outputs:
+            raise TinyconvError(f"node {bn.name!r} (BatchNormalization) must directly follow a "
+                                "Conv or a fully connected layer (Gemm, MatMul) whose output it "
+                                "alone reads, so it can be folded")
         try:
             gamma, beta, mean, var = (params[name].astype(np.float64) for name in bn.input[1:5])
             weight = params[conv.input[1]].astype(np.float64)
@@ -237,6 +246,131 @@ def _fold_channel_affine(graph) -> None:
     _drop_unused_initializers(graph)
 
 
+def _last_axis(value: np.ndarray, features: int) -> np.ndarray | None:
+    """A constant that broadcasts over [..., features] one value per feature (a scalar counts),
+    as that vector; None if it varies along anything else."""
+    if value.size not in (1, features) or (value.ndim and value.shape[-1] != value.size):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (features,))
+
+
+def _linear_before(graph, params: dict, by_output: dict, tensor: str, outputs: set):
+    """``(weight [K, M], bias [M], absorb)`` in float64 when ``tensor`` is the output of a fully
+    connected layer (Gemm; MatMul; MatMul + constant Add, as tf2onnx writes a Dense) that only
+    one node reads, else None. ``absorb(weight, bias, node)`` makes the layer compute that and
+    write ``node``'s output, and removes ``node``."""
+    def single(name):
+        return name not in outputs and sum(name in n.input for n in graph.node) == 1
+
+    node = by_output.get(tensor)
+    if node is None or not single(tensor):
+        return None
+    if node.op_type == "Gemm" and node.input[1] in params and not _attrs(node).get("transA"):
+        attrs = _attrs(node)
+        weight = params[node.input[1]].astype(np.float64) * attrs.get("alpha", 1.0)
+        weight = weight.T if attrs.get("transB", 0) else weight
+        bias = np.zeros(weight.shape[1])
+        if len(node.input) > 2 and node.input[2]:
+            bias = (_last_axis(params.get(node.input[2], np.zeros((2, 2))), weight.shape[1])
+                    if node.input[2] in params else None)
+            if bias is None:
+                return None
+            bias = bias * attrs.get("beta", 1.0)
+
+        def absorb(w, b, follower):
+            for name, value in (("transB", 0), ("alpha", 1.0), ("beta", 1.0)):
+                _set_attr(node, name, value)
+            _absorb_into_conv(graph, params, node, follower, follower.name, w, b)
+        return weight, bias, absorb
+    add = None
+    if node.op_type == "Add":
+        constant = [k for k, name in enumerate(node.input) if name in params]
+        matmul = by_output.get(node.input[1 - constant[0]]) if len(constant) == 1 else None
+        if matmul is None or matmul.op_type != "MatMul" or not single(matmul.output[0]):
+            return None
+        add, node = node, matmul
+    if node.op_type != "MatMul" or node.input[1] not in params or params[node.input[1]].ndim != 2:
+        return None
+    weight = params[node.input[1]].astype(np.float64)
+    bias = np.zeros(weight.shape[1])
+    if add is not None:
+        bias = _last_axis(params[add.input[constant[0]]], weight.shape[1])
+        if bias is None:
+            return None
+
+    def absorb_matmul(w, b, follower):
+        names = (follower.name + "_folded_W", follower.name + "_folded_B")
+        for name, value in zip(names, (w, b)):
+            params[name] = value.astype(np.float32)
+            graph.initializer.append(numpy_helper.from_array(params[name], name))
+        node.input[1] = names[0]
+        if add is None:  # a bias Add of its own, so that the MatMul + Add pattern holds
+            bias_add = helper.make_node("Add", [node.output[0], names[1]], [follower.output[0]],
+                                        name=follower.name + "_bias")
+            graph.node.insert(list(graph.node).index(follower), bias_add)
+        else:
+            add.input[constant[0]] = names[1]
+            add.output[0] = follower.output[0]
+        graph.node.remove(follower)
+    return weight, bias, absorb_matmul
+
+
+def _set_attr(node, name: str, value) -> None:
+    for attr in node.attribute:
+        if attr.name == name:
+            node.attribute.remove(attr)
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _fold_linear_affine(graph) -> None:
+    """Fold Mul and Add by a per-feature constant into the fully connected layer before them.
+    tf2onnx writes a Keras Dense + BatchNormalization as MatMul, Add (the bias), Mul, Add."""
+    outputs = {o.name for o in graph.output}
+    params = _initializers(graph)
+    for node in [n for n in graph.node if n.op_type in ("Mul", "Add")]:
+        constant = [k for k, name in enumerate(node.input) if name in params]
+        if len(constant) != 1:
+            continue
+        by_output = {o: n for n in graph.node for o in n.output}
+        source = node.input[1 - constant[0]]
+        if node.op_type == "Add" and getattr(by_output.get(source), "op_type", "") == "MatMul":
+            continue  # a Dense's own bias: the MatMul + Add the mapper reads
+        linear = _linear_before(graph, params, by_output, source, outputs)
+        if linear is None:
+            continue
+        weight, bias, absorb = linear
+        factor = _last_axis(params[node.input[constant[0]]], weight.shape[1])
+        if factor is None:
+            continue
+        if node.op_type == "Mul":
+            absorb(weight * factor, bias * factor, node)
+        else:
+            absorb(weight, bias + factor, node)
+    _drop_unused_initializers(graph)
+
+
+def _reshape_as_transpose(graph) -> None:
+    """tf2onnx writes the NHWC -> NCHW transpose of a one-channel input [N, H, W, 1] as a
+    Reshape to [-1, 1, H, W]: the same bytes, so it is that Transpose (which the mapper reads
+    as "the model input is NHWC")."""
+    x = graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in x.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[3] != 1:
+        return
+    params = _initializers(graph)
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[0] != x.name or node.input[1] not in params:
+            continue
+        target = [int(d) for d in params[node.input[1]]]
+        if len(target) == 4 and target[1:] == [1, dims[1], dims[2]] and \
+                target[0] in (-1, 0, dims[0]):
+            node.op_type = "Transpose"
+            del node.input[1:]
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("perm", [0, 3, 1, 2]))
+
+
 def _drop_unused_initializers(graph) -> None:
     used = {i for n in graph.node for i in n.input}
     keep = [init for init in graph.initializer if init.name in used]
@@ -274,8 +408,10 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _check_input(graph.input[0])
     fold_static(model)
     _strip_passthrough(graph)
+    _reshape_as_transpose(graph)
     _fold_batchnorm(graph)
     _fold_channel_affine(graph)
+    _fold_linear_affine(graph)
     del graph.value_info[:]
     free_batch(model)
     _drop_unused_initializers(graph)
@@ -293,9 +429,9 @@ def _check_input(value_info) -> None:
         raise TinyconvError(f"model input {value_info.name!r} must be float32, it is "
                             f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}")
     dims = tensor.shape.dim
-    if len(dims) != 4:
-        raise TinyconvError(f"model input {value_info.name!r} must be an image batch of rank 4, "
-                            f"it has rank {len(dims)}")
+    if len(dims) not in (2, 4):
+        raise TinyconvError(f"model input {value_info.name!r} must be an image batch of rank 4 "
+                            f"or a batch of vectors [N, K], it has rank {len(dims)}")
     for axis, dim in enumerate(dims[1:], start=1):
         if not dim.HasField("dim_value") or dim.dim_value <= 0:
             raise TinyconvError(

@@ -75,6 +75,21 @@ def test_qlinear_add():
         np.testing.assert_array_equal(kernels.add(a, b, consts), expected)
 
 
+
+def test_qlinear_add_on_every_pair_of_codes():
+    """All 65536 (a, b) pairs: the ties the offset's own rounding decides (ResNet-8 met one)."""
+    rng = np.random.default_rng(18)
+    a = np.repeat(np.arange(-128, 128), 256).astype(np.int8).reshape(1, -1)
+    b = np.tile(np.arange(-128, 128), 256).astype(np.int8).reshape(1, -1)
+    for _ in range(40):
+        scales = [_scale(rng, -6, -3) for _ in range(3)]
+        zps = [int(v) for v in rng.integers(-128, 128, 3)]
+        expected = ort_ops.qlinear_add(a, scales[0], zps[0], b, scales[1], zps[1], scales[2], zps[2])
+        consts = kernels.add_constants(scales[0], zps[0], scales[1], zps[1], scales[2], zps[2],
+                                       "float")
+        np.testing.assert_array_equal(kernels.add(a, b, consts), expected)
+
+
 def _pool_case(rng):
     kernel = tuple(int(v) for v in rng.integers(1, 4, 2))
     stride = tuple(int(v) for v in rng.integers(1, 3, 2))

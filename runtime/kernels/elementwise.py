@@ -30,7 +30,10 @@ def add_constants(a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_
         return consts
     a_ratio = a_scale / y_scale  # float32, as onnxruntime's QLinearAdd computes them
     b_ratio = b_scale / y_scale
-    offset = np.float32(zps[2]) - (a_ratio * np.float32(zps[0]) + b_ratio * np.float32(zps[1]))
+    # onnxruntime's compiled kernel contracts a_ratio * a_zp + (b_ratio * b_zp) into one FMA
+    b_part = b_ratio * np.float32(zps[1])
+    offset = np.float32(zps[2]) - fma_f32(np.float32([a_ratio]), np.float32(zps[0]),
+                                          np.float32([b_part]))[0]
     return {"a_scale": _scalar_f32(a_ratio), "b_scale": _scalar_f32(b_ratio),
             "offset": _scalar_f32(offset)}
 
