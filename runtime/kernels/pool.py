@@ -5,9 +5,9 @@ import numpy as np
 
 from runtime.requant import Requant
 from runtime.kernels.common import (INT8_MIN, INT8_MAX, _int8, _pair, _pads, _zero_point,
-                                    _act_range, _pad_nhwc, _windows, _spatial, _const, _is_fixed,
-                                    _scalar_i32, _scalar_f32, _check_mode, _fixed_rescale,
-                                    _same_quantization)
+                                    _act_range, _clamp_to_int8, _pad_nhwc, _windows, _spatial,
+                                    _const, _is_fixed, _scalar_i32, _scalar_f32, _check_mode,
+                                    _fixed_rescale, _same_quantization)
 
 
 def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
@@ -22,7 +22,7 @@ def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
     out = None
     for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
         out = view.copy() if out is None else np.maximum(out, view, out=out)
-    return np.clip(out, low, high).astype(np.int8)
+    return _clamp_to_int8(out, low, high)
 
 
 def avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, kernel,
@@ -78,9 +78,30 @@ def _spatial_sum(x: np.ndarray) -> np.ndarray:
     return total.astype(np.int64).reshape(n, 1, 1, c)
 
 
+_WINDOW_BYTES = 1 << 22  # the window copies are made this many bytes at a time
+
+
+def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarray:
+    """Each window's float32 sum taken tap by tap in row-major order, as onnxruntime sums
+    (padding adds +0.0 exactly). ``add.accumulate`` is sequential by definition (each partial
+    sum is an output), so one call over all windows replaces a numpy pass per tap; a
+    reduction (``sum``) would be free to sum pairwise, a different rounding."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    n, _, _, c = xf.shape
+    image, row, pixel, item = xf.strides
+    windows = np.ndarray((n, oh, ow, kh, kw, c), np.float32, xf, 0,
+                         (image, sh * row, sw * pixel, row, pixel, item))
+    total = np.empty((n, oh, ow, c), np.float32)
+    step = max(1, _WINDOW_BYTES // max(1, windows[:1].size * 4))  # images per chunk
+    for start in range(0, n, step):
+        taps = windows[start:start + step].reshape(-1, oh, ow, kh * kw, c)  # a copy, mostly
+        total[start:start + step] = np.add.accumulate(taps, axis=3)[:, :, :, -1]
+    return total
+
+
 def _taps_within(start: np.ndarray, taps: int, lo: int, hi: int) -> np.ndarray:
     """How many of the taps start, start + 1, ... start + taps - 1 lie in [lo, hi)."""
-    return np.clip(start + taps, lo, hi) - np.clip(start, lo, hi)
+    return np.minimum(np.maximum(start + taps, lo), hi) - np.minimum(np.maximum(start, lo), hi)
 
 
 def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
@@ -108,7 +129,7 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         raw = _spatial_sum(x)
         scale = _const(consts, "global_scale", np.float32)[0]
         out = _float_global(raw, h * w, scale, x_zp, y_zp)
-        return np.clip(out, low, high).astype(np.int8)
+        return _clamp_to_int8(out, low, high)
     top = np.arange(oh) * stride[0] - padding[0]
     left = np.arange(ow) * stride[1] - padding[1]
     rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
@@ -131,17 +152,15 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         if count_include_pad and not rescale:
             acc += (count - valid) * x_zp
         out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
-        return np.clip(out, low, high).astype(np.int8)
+        return _clamp_to_int8(out, low, high)
 
     x_scale = _const(consts, "x_scale", np.float32)[0]
     y_scale = _const(consts, "y_scale", np.float32)[0]
     xf = _pad_nhwc(x_scale * (x.astype(np.float32) - np.float32(x_zp)), padding, 0)
-    total = np.zeros((n, oh, ow, c), np.float32)
-    for _, _, view in _windows(xf, kernel, stride, (1, 1), (oh, ow)):
-        total += view  # row-major tap order, as onnxruntime sums; padding adds +0.0 exactly
+    total = _sequential_window_sums(xf, kernel, stride, (oh, ow))
     mean = total / count.astype(np.float32)
     out = np.rint(mean / y_scale + np.float32(y_zp))
-    return np.clip(out, low, high).astype(np.int8)
+    return _clamp_to_int8(out, low, high)
 
 
 def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spatial,
@@ -176,4 +195,4 @@ def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.nd
         out = _fixed_mean(raw - x_zp * count, count, consts)
     else:
         out = _float_global(raw, count, _const(consts, "scale", np.float32)[0], x_zp, y_zp)
-    return np.clip(out, low, high).astype(np.int8)
+    return _clamp_to_int8(out, low, high)
