@@ -83,19 +83,27 @@ _WINDOW_BYTES = 1 << 22  # the window copies are made this many bytes at a time
 
 def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarray:
     """Each window's float32 sum taken tap by tap in row-major order, as onnxruntime sums
-    (padding adds +0.0 exactly). ``add.accumulate`` is sequential by definition (each partial
-    sum is an output), so one call over all windows replaces a numpy pass per tap; a
-    reduction (``sum``) would be free to sum pairwise, a different rounding."""
+    (padding adds +0.0 exactly), in one numpy call instead of a pass per tap: the windows are
+    copied tap-major, ``[taps, outputs]``, and reduced over the outer axis, which numpy does
+    as one elementwise add of each tap row into the running row, in order. (A reduction whose
+    inner loop runs along the taps would be summed pairwise, a different rounding: with one
+    output value the taps would be the only axis, so that case keeps the per-tap loop.)"""
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
     n, _, _, c = xf.shape
     image, row, pixel, item = xf.strides
-    windows = np.ndarray((n, oh, ow, kh, kw, c), np.float32, xf, 0,
-                         (image, sh * row, sw * pixel, row, pixel, item))
+    taps = np.ndarray((kh, kw, n, oh, ow, c), np.float32, xf, 0,
+                      (row, pixel, image, sh * row, sw * pixel, item))
     total = np.empty((n, oh, ow, c), np.float32)
-    step = max(1, _WINDOW_BYTES // max(1, windows[:1].size * 4))  # images per chunk
+    if oh * ow * c < 2:
+        total.fill(0)
+        for view in taps.reshape(kh * kw, n, oh, ow, c):
+            total += view
+        return total
+    step = max(1, _WINDOW_BYTES // max(1, taps[:, :, :1].size * 4))  # images per chunk
     for start in range(0, n, step):
-        taps = windows[start:start + step].reshape(-1, oh, ow, kh * kw, c)  # a copy, mostly
-        total[start:start + step] = np.add.accumulate(taps, axis=3)[:, :, :, -1]
+        chunk = taps[:, :, start:start + step]
+        rows = np.ascontiguousarray(chunk).reshape(kh * kw, -1)  # [taps, outputs]
+        np.add.reduce(rows, axis=0, out=total[start:start + step].reshape(-1))
     return total
 
 
