@@ -89,6 +89,8 @@ class ConvPlan:
         rows = self._row_constants(ow)
         if self.depthwise:
             acc = self._depthwise(x, (oh, ow), rows.weights)
+        elif self.groups == 1 and self.chunks == 1:
+            acc = self._dense(x, (oh, ow))
         else:
             acc = self._gemm(self._padded(x), (oh, ow))
         acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
@@ -153,6 +155,22 @@ class ConvPlan:
         if tap_major:
             return cols.reshape(kh * kw * c, n * oh * ow).T
         return cols.reshape(n * oh * ow, kh * kw * c)
+
+    def _dense(self, x, out_hw):
+        """One float32 GEMM (im2col, ``_columns``) into a kept frame (``_DenseFrame``): a
+        small layer's call then only writes the image, copies its columns and multiplies,
+        with no allocation, which is most of what batch 1 costs around the GEMM."""
+        scratch = self._scratch
+        frame = getattr(scratch, "dense", None)
+        if frame is None or frame.input_shape != x.shape:
+            frame = _DenseFrame.build(self, x.shape, out_hw)
+            if frame.nbytes > _SCRATCH_BYTES:
+                return self._gemm(self._padded(x), out_hw)
+            scratch.dense = frame
+        np.copyto(frame.image, x[frame.source], casting="unsafe")
+        if frame.gather is not None:
+            np.copyto(frame.gather[0], frame.gather[1])
+        return np.matmul(frame.cols, self.matrices[0], out=frame.acc)
 
     def _gemm(self, xp, out_hw):
         cols = self._columns(xp, out_hw)
@@ -279,6 +297,54 @@ class _DepthwiseFrame:
                 for phase, offset, columns in _phase_taps(kw, sw, dw)]
         return cls(tuple(input_shape), buffer, copies, taps,
                    np.empty((n, oh, ow * m), np.float32))
+
+
+@dataclass(eq=False)
+class _DenseFrame:
+    """A dense plan's per-input-shape state: the padded float32 input (border filled once
+    with the input zero point; ``image`` is where ``x[source]`` goes), the GEMM's column
+    matrix ``cols`` (the padded input itself for a 1x1 stride-1 kernel, else a kept buffer
+    that ``gather`` fills: target view, strided source view, laid out as ``_columns``
+    chooses) and the accumulator ``[P, M]``."""
+
+    input_shape: tuple[int, ...]
+    image: np.ndarray
+    source: tuple
+    gather: tuple | None
+    cols: np.ndarray
+    acc: np.ndarray
+    nbytes: int
+
+    @classmethod
+    def build(cls, plan: "ConvPlan", input_shape, out_hw) -> "_DenseFrame":
+        m, kh, kw, c = plan.weights_shape
+        n, h, w, _ = input_shape
+        (oh, ow), (sh, sw), (dh, dw) = out_hw, plan.stride, plan.dilation
+        top, left, bottom, right = plan.padding
+        source = (slice(None), slice(max(-top, 0), h - max(-bottom, 0)),
+                  slice(max(-left, 0), w - max(-right, 0)))
+        h, w = source[1].stop - source[1].start, source[2].stop - source[2].start
+        top, left, bottom, right = (max(p, 0) for p in plan.padding)
+        padded = np.empty((n, h + top + bottom, w + left + right, c), np.float32)
+        padded.fill(plan.input_zero_point)
+        image = padded[:, top:top + h, left:left + w]
+        gather = None
+        if (kh, kw) == (1, 1) and plan.stride == (1, 1):
+            cols = padded.reshape(n * oh * ow, c)
+        else:
+            image_s, row, pixel, item = padded.strides
+            positions = ((n, image_s), (oh, sh * row), (ow, sw * pixel))
+            taps = ((kh, dh * row), (kw, dw * pixel), (c, item))
+            tap_major = c <= min(_TAP_MAJOR_CHANNELS, ow // 4)  # as _columns
+            shape, strides = zip(*(taps + positions if tap_major else positions + taps))
+            windows = np.ndarray(shape, np.float32, padded, 0, strides)
+            buffer = np.empty(shape, np.float32)
+            gather = (buffer, windows)
+            cols = (buffer.reshape(kh * kw * c, n * oh * ow).T if tap_major
+                    else buffer.reshape(n * oh * ow, kh * kw * c))
+        acc = np.empty((n * oh * ow, m), np.float32)
+        nbytes = padded.nbytes + acc.nbytes + (0 if gather is None else gather[0].nbytes)
+        return cls(tuple(input_shape), image, source, gather, cols, acc, nbytes)
 
 
 @dataclass(frozen=True)

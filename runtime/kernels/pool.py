@@ -107,6 +107,21 @@ def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarra
     return total
 
 
+def _window_counts(shape, kernel, stride, padding, ceil_pad, out_hw, count_include_pad):
+    """int64 ``[1, OH, OW, 1]``: per window, the taps inside the image (``valid``) and the
+    divisor (``count``: those, plus the declared padding if counted)."""
+    (_, h, w, _), (kh, kw), (oh, ow) = shape, kernel, out_hw
+    top = np.arange(oh) * stride[0] - padding[0]
+    left = np.arange(ow) * stride[1] - padding[1]
+    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
+    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    if not count_include_pad:
+        return valid, valid
+    rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
+    cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
+    return valid, (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+
+
 def _taps_within(start: np.ndarray, taps: int, lo: int, hi: int) -> np.ndarray:
     """How many of the taps start, start + 1, ... start + taps - 1 lie in [lo, hi)."""
     return np.minimum(np.maximum(start + taps, lo), hi) - np.minimum(np.maximum(start, lo), hi)
@@ -138,15 +153,11 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         scale = _const(consts, "global_scale", np.float32)[0]
         out = _float_global(raw, h * w, scale, x_zp, y_zp)
         return _clamp_to_int8(out, low, high)
-    top = np.arange(oh) * stride[0] - padding[0]
-    left = np.arange(ow) * stride[1] - padding[1]
-    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
-    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
-    count = valid
-    if count_include_pad:
-        rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
-        cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
-        count = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    if padding == (0, 0, 0, 0):  # every window lies inside the image
+        valid = count = np.int64(kh * kw)
+    else:
+        valid, count = _window_counts(x.shape, kernel, stride, padding, ceil_pad, (oh, ow),
+                                      count_include_pad)
 
     if _is_fixed(consts):
         rescale = int(_const(consts, "rescale", np.int32)[0])
