@@ -2,7 +2,7 @@
 
 Per-model work is done once per model object, not once per call (a dataset streamed in batches,
 or one image at a time, pays for it once): the layer order with each tensor's last reader
-(``_Schedule``), and each layer's prepared work (``_Prepared``: a conv / fc layer's
+(``_Schedule``), and each layer's prepared work (a conv / fc layer's
 ``kernels.ConvPlan``, ...). Prepared work is reused only while everything it was made from is
 unchanged: the very same array objects (held by the cache, so their identities cannot be
 recycled), the layer's params and its tensors' zero points and shapes; a call checks that in a
@@ -25,72 +25,73 @@ from runtime.model import Layer, QuantModel
 
 
 @dataclass(eq=False)
-class _Prepared:
-    """One layer's per-model work, valid while ``key`` equals the layer's ``_key``: its
-    arrays by identity (``arrays`` holds them, so their ids cannot be recycled), a copy of its
-    params, and its tensors' zero points and shapes. ``value`` is what the layer's op made
-    from them (a ``ConvPlan``, ...), made on first use."""
-
-    key: tuple
-    arrays: tuple
-    value: object = None
-
-
-@dataclass(eq=False)
 class _Schedule:
-    """The model's layer order compiled once: per layer, the tensors no later layer reads
-    (dropped after it, so large batches keep only live activations), and the cache of each
-    layer's ``_Prepared``."""
+    """A model compiled once: per layer, the tensors no later layer reads (dropped after it,
+    so large batches keep only live activations), and each layer's prepared work
+    (``prepared[index]``: a ``ConvPlan``, ...; made on first use).
 
-    key: list
-    layers: list[Layer]  # held, so the ids in ``key`` cannot be recycled
+    ``graph`` is the model's structure and its tensors' zero points and shapes: a change
+    there makes a new schedule. ``layers`` is, per layer, what its prepared work was made
+    from: its arrays by identity (``arrays`` holds them, so their ids cannot be recycled)
+    and a copy of its params; a change there drops that layer's prepared work. Both are
+    compared with one ``==`` per call."""
+
+    graph: list
+    layers: list
+    arrays: list  # held, with ``holds``: the objects whose ids the keys compare
+    holds: list
     dead: list[tuple[str, ...]]
-    prepared: dict[int, _Prepared] = field(default_factory=dict)
+    prepared: dict[int, object] = field(default_factory=dict)
 
 
 _schedules: dict[int, _Schedule] = {}
 
 
-def _key(model: QuantModel, layer: Layer) -> tuple:
-    """What a layer's prepared work depends on, compared with one ``==``: array ids (they
-    are read-only, and held by ``_Prepared``), everything else by value."""
-    tensors = model.tensors
-    return (layer.op, tuple(layer.arrays), tuple(map(id, layer.arrays.values())), layer.params,
-            [(tensors[n].zero_point, tensors[n].shape) for n in layer.inputs],
-            tensors[layer.output].zero_point, tensors[layer.output].shape)
+def _graph_key(model: QuantModel) -> list:
+    return [model.input, model.output,
+            [(name, t.zero_point, t.shape) for name, t in model.tensors.items()],
+            [(id(layer), layer.output, tuple(layer.inputs)) for layer in model.layers]]
+
+
+def _layer_keys(model: QuantModel) -> list:
+    return [(layer.op, tuple(layer.arrays), tuple(map(id, layer.arrays.values())), layer.params)
+            for layer in model.layers]
 
 
 def _schedule(model: QuantModel) -> _Schedule:
-    graph = [model.input, model.output] + [(id(layer), layer.output, tuple(layer.inputs))
-                                           for layer in model.layers]
+    """The model's schedule, checked against the model: a few microseconds per layer."""
     schedule = _schedules.get(id(model))
-    if schedule is not None and schedule.key == graph:
-        return schedule
-    if schedule is None:
-        weakref.finalize(model, _schedules.pop, id(model), None)
-    dead, live = [], {model.output}
-    for layer in reversed(model.layers):  # a tensor dies after the last layer that reads it
-        names = dict.fromkeys(list(layer.inputs) + [layer.output])
-        dead.append(tuple(n for n in names if n not in live))
-        live.update(layer.inputs)
-    _schedules[id(model)] = schedule = _Schedule(graph, list(model.layers), dead[::-1])
+    graph = _graph_key(model)
+    if schedule is None or schedule.graph != graph:
+        if schedule is None:
+            weakref.finalize(model, _schedules.pop, id(model), None)
+        dead, live = [], {model.output}
+        for layer in reversed(model.layers):  # a tensor dies after the last layer reading it
+            names = dict.fromkeys(list(layer.inputs) + [layer.output])
+            dead.append(tuple(n for n in names if n not in live))
+            live.update(layer.inputs)
+        schedule = _Schedule(copy.deepcopy(graph), [None] * len(model.layers),
+                             [None] * len(model.layers), list(model.layers), dead[::-1])
+        _schedules[id(model)] = schedule
+    keys = _layer_keys(model)
+    if keys != schedule.layers:
+        _refresh(model, schedule, keys)
     return schedule
 
 
-def _validate(model: QuantModel, schedule: _Schedule) -> None:
+def _refresh(model: QuantModel, schedule: _Schedule, keys: list) -> None:
     """Drop the prepared work of every layer changed since it was made, and make the arrays
-    of each such layer read-only (``QuantModel.freeze``, done here once per change rather
-    than on every call)."""
-    prepared = schedule.prepared
-    for index, layer in enumerate(model.layers):
-        entry = prepared.get(index)
-        key = _key(model, layer)
-        if entry is not None and entry.key == key:
+    of each such layer read-only (``QuantModel.freeze``, done once per change rather than on
+    every call)."""
+    for index, (layer, key) in enumerate(zip(model.layers, keys)):
+        if schedule.layers[index] == key:
             continue
         for array in layer.arrays.values():
             if isinstance(array, np.ndarray):
                 array.setflags(write=False)
-        prepared[index] = _Prepared(copy.deepcopy(key), tuple(layer.arrays.values()))
+        schedule.layers[index] = copy.deepcopy(key)
+        schedule.arrays[index] = tuple(layer.arrays.values())
+        schedule.prepared.pop(index, None)
 
 
 _running = threading.local()  # (model, schedule) that ``run`` has validated, while it runs
@@ -100,15 +101,11 @@ def _prepared(model: QuantModel, index: int, layer: Layer, make):
     """The layer's cached ``make()``, made once per model and layer (``run`` has checked the
     layer is unchanged since; a layer run on its own is checked here)."""
     running = getattr(_running, "state", None)
-    if running is not None and running[0] is model:
-        schedule = running[1]
-    else:
-        schedule = _schedule(model)
-        _validate(model, schedule)
-    entry = schedule.prepared[index]
-    if entry.value is None:
-        entry.value = make()
-    return entry.value
+    schedule = running[1] if running is not None and running[0] is model else _schedule(model)
+    value = schedule.prepared.get(index)
+    if value is None:
+        value = schedule.prepared[index] = make()
+    return value
 
 
 def _plan(model: QuantModel, index: int, layer: Layer) -> kernels.ConvPlan:
@@ -171,7 +168,6 @@ def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):
         raise ValueError(f"x_int8 must be [N, {', '.join(map(str, spec.shape))}], "
                          f"got shape {x.shape}")
     schedule = _schedule(model)
-    _validate(model, schedule)
     values = {model.input: x}
     n = x.shape[0]
     tensors = model.tensors

@@ -95,8 +95,11 @@ def quantize(x, scale, zero_point) -> np.ndarray:
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and > 0, got {scale}")
     zp = _zero_point("zero_point", zero_point)
-    q = np.rint(np.clip(x / scale, np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp)))
-    return (q + zp).astype(np.int8)
+    q = np.asarray(np.divide(x, scale))  # the one temporary (x's layout): then all in place
+    q.clip(np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp), out=q)
+    np.rint(q, out=q)
+    q += np.float32(zp)
+    return q.astype(np.int8)
 
 
 def dequantize(q, scale, zero_point) -> np.ndarray:
