@@ -21,6 +21,7 @@ import numpy as np
 
 from runtime import kernels
 from runtime.errors import ModelFileError
+from runtime.kernels.elementwise import add_lookup, add_table
 from runtime.model import Layer, QuantModel
 
 
@@ -152,7 +153,8 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
     if layer.op == "global_avg_pool":
         return kernels.global_avg_pool(x, layer.arrays, act_range=act)
     if layer.op == "add":
-        return kernels.add(x, values[layer.inputs[1]], layer.arrays, act_range=act)
+        table = _prepared(model, index, layer, lambda: add_table(layer.arrays, act_range=act))
+        return add_lookup(x, values[layer.inputs[1]], table)
     raise ValueError(f"layer {layer.name!r}: unknown op {layer.op!r}")
 
 

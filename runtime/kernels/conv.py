@@ -164,7 +164,7 @@ class ConvPlan:
         frame = getattr(scratch, "dense", None)
         if frame is None or frame.input_shape != x.shape:
             frame = _DenseFrame.build(self, x.shape, out_hw)
-            if frame.nbytes > _SCRATCH_BYTES:
+            if frame is None:  # too large to keep: allocated per call
                 return self._gemm(self._padded(x), out_hw)
             scratch.dense = frame
         np.copyto(frame.image, x[frame.source], casting="unsafe")
@@ -313,14 +313,18 @@ class _DenseFrame:
     gather: tuple | None
     cols: np.ndarray
     acc: np.ndarray
-    nbytes: int
 
     @classmethod
-    def build(cls, plan: "ConvPlan", input_shape, out_hw) -> "_DenseFrame":
+    def build(cls, plan: "ConvPlan", input_shape, out_hw) -> "_DenseFrame | None":
+        """The frame, or None if it would take more than ``_SCRATCH_BYTES``."""
         m, kh, kw, c = plan.weights_shape
         n, h, w, _ = input_shape
         (oh, ow), (sh, sw), (dh, dw) = out_hw, plan.stride, plan.dilation
         top, left, bottom, right = plan.padding
+        padded_size = n * (h + max(top, 0) + max(bottom, 0)) * (w + max(left, 0) + max(right, 0))
+        columns = 0 if (kh, kw) == (1, 1) and plan.stride == (1, 1) else kh * kw
+        if 4 * (padded_size * c + n * oh * ow * (m + columns * c)) > _SCRATCH_BYTES:
+            return None
         source = (slice(None), slice(max(-top, 0), h - max(-bottom, 0)),
                   slice(max(-left, 0), w - max(-right, 0)))
         h, w = source[1].stop - source[1].start, source[2].stop - source[2].start
@@ -343,8 +347,7 @@ class _DenseFrame:
             cols = (buffer.reshape(kh * kw * c, n * oh * ow).T if tap_major
                     else buffer.reshape(n * oh * ow, kh * kw * c))
         acc = np.empty((n * oh * ow, m), np.float32)
-        nbytes = padded.nbytes + acc.nbytes + (0 if gather is None else gather[0].nbytes)
-        return cls(tuple(input_shape), image, source, gather, cols, acc, nbytes)
+        return cls(tuple(input_shape), image, source, gather, cols, acc)
 
 
 @dataclass(frozen=True)
