@@ -53,6 +53,7 @@ class ConvPlan:
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
     fixed: BoundedFixed | Float64Fixed | None = None  # fixed mode, the bias folded in
     _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
+    _geometry: dict = field(default_factory=dict, repr=False)  # x.shape[1:] -> (OH, OW, rows)
     _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -81,12 +82,11 @@ class ConvPlan:
         bias if asked: each partial sum is exact, the bias may not be), the row constants, and
         the output shape."""
         x = _int8("x", x, 4)
-        m, kh, kw, cg = self.weights_shape
-        if x.shape[3] != cg * self.groups:
-            raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
-                             f"groups = {cg * self.groups}")
-        oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
-        rows = self._row_constants(ow)
+        m = self.weights_shape[0]
+        geometry = self._geometry.get(x.shape[1:])
+        if geometry is None:
+            geometry = self._geometry[x.shape[1:]] = self._check_geometry(x)
+        oh, ow, rows = geometry
         if self.depthwise:
             acc = self._depthwise(x, (oh, ow), rows.weights)
         elif self.groups == 1 and self.chunks == 1:
@@ -99,6 +99,15 @@ class ConvPlan:
         elif with_bias:
             acc = acc.astype(np.float64) + np.tile(self.bias, ow)
         return acc, rows, (x.shape[0], oh, ow, m)
+
+    def _check_geometry(self, x: np.ndarray) -> tuple:
+        """``(OH, OW, row constants)`` for inputs shaped like ``x``, checked once per shape."""
+        m, kh, kw, cg = self.weights_shape
+        if x.shape[3] != cg * self.groups:
+            raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
+                             f"groups = {cg * self.groups}")
+        oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
+        return oh, ow, self._row_constants(ow)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
         """The input padded with its zero point, in float32, for im2col (depthwise pads into
