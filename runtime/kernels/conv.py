@@ -87,16 +87,17 @@ class ConvPlan:
         if geometry is None:
             geometry = self._geometry[x.shape[1:]] = self._check_geometry(x)
         oh, ow, rows = geometry
+        biased = False
         if self.depthwise:
             acc = self._depthwise(x, (oh, ow), rows.weights)
         elif self.groups == 1 and self.chunks == 1:
-            acc = self._dense(x, (oh, ow))
+            acc, biased = self._dense(x, (oh, ow), with_bias)
         else:
             acc = self._gemm(self._padded(x), (oh, ow))
         acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
-        if with_bias and self.acc_fits_f32:
+        if with_bias and not biased and self.acc_fits_f32:
             acc += rows.bias
-        elif with_bias:
+        elif with_bias and not biased:
             acc = acc.astype(np.float64) + np.tile(self.bias, ow)
         return acc, rows, (x.shape[0], oh, ow, m)
 
@@ -165,21 +166,25 @@ class ConvPlan:
             return cols.reshape(kh * kw * c, n * oh * ow).T
         return cols.reshape(n * oh * ow, kh * kw * c)
 
-    def _dense(self, x, out_hw):
+    def _dense(self, x, out_hw, with_bias: bool):
         """One float32 GEMM (im2col, ``_columns``) into a kept frame (``_DenseFrame``): a
         small layer's call then only writes the image, copies its columns and multiplies,
-        with no allocation, which is most of what batch 1 costs around the GEMM."""
+        with no allocation, which is most of what batch 1 costs around the GEMM. Returns the
+        accumulators and whether they include the bias."""
         scratch = self._scratch
-        frame = getattr(scratch, "dense", None)
+        frames = getattr(scratch, "dense", None)
+        if frames is None:
+            frames = scratch.dense = {}
+        frame = frames.get(with_bias)
         if frame is None or frame.input_shape != x.shape:
-            frame = _DenseFrame.build(self, x.shape, out_hw)
+            frame = _DenseFrame.build(self, x.shape, out_hw, with_bias)
             if frame is None:  # too large to keep: allocated per call
-                return self._gemm(self._padded(x), out_hw)
-            scratch.dense = frame
+                return self._gemm(self._padded(x), out_hw), False
+            frames[with_bias] = frame
         np.copyto(frame.image, x[frame.source], casting="unsafe")
         if frame.gather is not None:
             np.copyto(frame.gather[0], frame.gather[1])
-        return np.matmul(frame.cols, self.matrices[0], out=frame.acc)
+        return np.matmul(frame.cols, frame.weights, out=frame.acc), frame.biased
 
     def _gemm(self, xp, out_hw):
         cols = self._columns(xp, out_hw)
@@ -314,49 +319,69 @@ class _DenseFrame:
     with the input zero point; ``image`` is where ``x[source]`` goes), the GEMM's column
     matrix ``cols`` (the padded input itself for a 1x1 stride-1 kernel, else a kept buffer
     that ``gather`` fills: target view, strided source view, laid out as ``_columns``
-    chooses) and the accumulator ``[P, M]``."""
+    chooses), its ``weights`` and the accumulator ``[P, M]``.
+
+    ``biased``: the columns end with a column of ones and the weights with the bias row, so
+    the GEMM adds the bias (exact: every partial sum is within the plan's float32 bound,
+    ``acc_fits_f32``), which saves a pass over the accumulator."""
 
     input_shape: tuple[int, ...]
     image: np.ndarray
     source: tuple
     gather: tuple | None
     cols: np.ndarray
+    weights: np.ndarray
     acc: np.ndarray
+    biased: bool
 
     @classmethod
-    def build(cls, plan: "ConvPlan", input_shape, out_hw) -> "_DenseFrame | None":
+    def build(cls, plan: "ConvPlan", input_shape, out_hw, with_bias: bool
+              ) -> "_DenseFrame | None":
         """The frame, or None if it would take more than ``_SCRATCH_BYTES``."""
         m, kh, kw, c = plan.weights_shape
         n, h, w, _ = input_shape
         (oh, ow), (sh, sw), (dh, dw) = out_hw, plan.stride, plan.dilation
         top, left, bottom, right = plan.padding
         padded_size = n * (h + max(top, 0) + max(bottom, 0)) * (w + max(left, 0) + max(right, 0))
-        columns = 0 if (kh, kw) == (1, 1) and plan.stride == (1, 1) else kh * kw
-        if 4 * (padded_size * c + n * oh * ow * (m + columns * c)) > _SCRATCH_BYTES:
+        pointwise = (kh, kw) == (1, 1) and plan.stride == (1, 1)
+        columns = 0 if pointwise else kh * kw
+        if 4 * (padded_size * (c + 1) + n * oh * ow * (m + columns * c + 1)) > _SCRATCH_BYTES:
             return None
+        biased = int(with_bias and plan.acc_fits_f32)
         source = (slice(None), slice(max(-top, 0), h - max(-bottom, 0)),
                   slice(max(-left, 0), w - max(-right, 0)))
         h, w = source[1].stop - source[1].start, source[2].stop - source[2].start
         top, left, bottom, right = (max(p, 0) for p in plan.padding)
-        padded = np.empty((n, h + top + bottom, w + left + right, c), np.float32)
+        k, positions = kh * kw * c, n * oh * ow
+        padded = np.empty((n, h + top + bottom, w + left + right, c + pointwise * biased),
+                          np.float32)
         padded.fill(plan.input_zero_point)
-        image = padded[:, top:top + h, left:left + w]
+        image = padded[:, top:top + h, left:left + w, :c]
         gather = None
-        if (kh, kw) == (1, 1) and plan.stride == (1, 1):
-            cols = padded.reshape(n * oh * ow, c)
+        if pointwise:
+            padded[..., c:] = 1
+            cols = padded.reshape(positions, c + biased)
         else:
             image_s, row, pixel, item = padded.strides
-            positions = ((n, image_s), (oh, sh * row), (ow, sw * pixel))
+            where = ((n, image_s), (oh, sh * row), (ow, sw * pixel))
             taps = ((kh, dh * row), (kw, dw * pixel), (c, item))
             tap_major = c <= min(_TAP_MAJOR_CHANNELS, ow // 4)  # as _columns
-            shape, strides = zip(*(taps + positions if tap_major else positions + taps))
+            shape, strides = zip(*(taps + where if tap_major else where + taps))
             windows = np.ndarray(shape, np.float32, padded, 0, strides)
-            buffer = np.empty(shape, np.float32)
-            gather = (buffer, windows)
-            cols = (buffer.reshape(kh * kw * c, n * oh * ow).T if tap_major
-                    else buffer.reshape(n * oh * ow, kh * kw * c))
-        acc = np.empty((n * oh * ow, m), np.float32)
-        return cls(tuple(input_shape), image, source, gather, cols, acc)
+            if tap_major:
+                buffer = np.ones((k + biased, positions), np.float32)
+                target, cols = buffer[:k].reshape(shape), buffer.T
+            else:
+                buffer = np.ones((positions, k + biased), np.float32)
+                target, cols = buffer[:, :k].reshape(shape), buffer
+            if not np.shares_memory(target, buffer):
+                raise AssertionError("the column buffer's target must be a view")
+            gather = (target, windows)
+        weights = plan.matrices[0]
+        if biased:
+            weights = np.concatenate([weights, plan.bias.astype(np.float32)[None]])
+        acc = np.empty((positions, m), np.float32)
+        return cls(tuple(input_shape), image, source, gather, cols, weights, acc, bool(biased))
 
 
 @dataclass(frozen=True)
