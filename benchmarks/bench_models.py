@@ -9,7 +9,7 @@ from the same float batch: runtime/'s time includes quantizing it (``runtime.inp
 .quantize_input``, what the tools do), onnxruntime's includes its QuantizeLinear and the final
 DequantizeLinear. Before timing, each batch's output is checked: runtime/'s int8 output ==
 model.q.onnx's int8 output, and its dequantized output == onnxruntime's float output. Then both
-are timed in alternation (so load on the machine falls on both alike) and the best of
+are timed in five alternating rounds of back-to-back calls (``best_times``) and the best of
 ``--repeat`` calls is kept; the table gives ms per batch at batch 1 and 32 and the ratio
 runtime / onnxruntime (target: every ratio <= 1.0). BLAS is limited to one thread with
 threadpoolctl (and the *_NUM_THREADS variables, set before numpy is imported); onnxruntime runs
@@ -86,16 +86,19 @@ def check(result, sess, x) -> None:
         raise SystemExit(f"{model.name}: dequantized output differs from onnxruntime's")
 
 
-def best_times(fns, repeat: int) -> list[float]:
-    """The best of ``repeat`` calls of each function, calls alternating between them."""
-    for fn in fns:
-        fn()
+def best_times(fns, repeat: int, rounds: int = 5) -> list[float]:
+    """The best of ``repeat`` calls of each function: ``rounds`` rounds, each calling every
+    function in turn ``repeat / rounds`` times in a row (each side runs with its own data in
+    cache, as in a loop over a dataset, and load on the machine falls on both alike)."""
     best = [float("inf")] * len(fns)
-    for _ in range(repeat):
+    per_round = max(1, repeat // rounds)
+    for _ in range(rounds):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 

@@ -175,10 +175,16 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
 
     x_scale = _const(consts, "x_scale", np.float32)[0]
     y_scale = _const(consts, "y_scale", np.float32)[0]
-    xf = _pad_nhwc(x_scale * (x.astype(np.float32) - np.float32(x_zp)), padding, 0)
-    total = _sequential_window_sums(xf, kernel, stride, (oh, ow))
-    mean = total / count.astype(np.float32)
-    out = np.rint(mean / y_scale + np.float32(y_zp))
+    xf = x.astype(np.float32)
+    xf -= np.float32(x_zp)
+    xf *= x_scale
+    if padding != (0, 0, 0, 0):
+        xf = _pad_nhwc(xf, padding, 0)
+    out = _sequential_window_sums(xf, kernel, stride, (oh, ow))
+    out /= count.astype(np.float32)  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
+    out /= y_scale
+    out += np.float32(y_zp)
+    np.rint(out, out=out)
     return _clamp_to_int8(out, low, high)
 
 
