@@ -9,7 +9,7 @@ from the same float batch: runtime/'s time includes quantizing it (``runtime.inp
 .quantize_input``, what the tools do), onnxruntime's includes its QuantizeLinear and the final
 DequantizeLinear. Before timing, each batch's output is checked: runtime/'s int8 output ==
 model.q.onnx's int8 output, and its dequantized output == onnxruntime's float output. Then both
-are timed in five alternating rounds of back-to-back calls (``best_times``) and the best of
+are timed in alternating rounds of five back-to-back calls (``best_times``) and the best of
 ``--repeat`` calls is kept; the table gives ms per batch at batch 1 and 32 and the ratio
 runtime / onnxruntime (target: every ratio <= 1.0). BLAS is limited to one thread with
 threadpoolctl (and the *_NUM_THREADS variables, set before numpy is imported); onnxruntime runs
@@ -86,13 +86,13 @@ def check(result, sess, x) -> None:
         raise SystemExit(f"{model.name}: dequantized output differs from onnxruntime's")
 
 
-def best_times(fns, repeat: int, rounds: int = 5) -> list[float]:
-    """The best of ``repeat`` calls of each function: ``rounds`` rounds, each calling every
-    function in turn ``repeat / rounds`` times in a row (each side runs with its own data in
-    cache, as in a loop over a dataset, and load on the machine falls on both alike)."""
+def best_times(fns, repeat: int, per_round: int = 5) -> list[float]:
+    """The best of ``repeat`` calls of each function, in rounds that call every function in
+    turn ``per_round`` times in a row after one untimed call: each side runs with its own data
+    in cache, as in a loop over a dataset, and short rounds spread the machine's load over
+    both alike."""
     best = [float("inf")] * len(fns)
-    per_round = max(1, repeat // rounds)
-    for _ in range(rounds):
+    for _ in range(max(1, repeat // per_round)):
         for i, fn in enumerate(fns):
             fn()
             for _ in range(per_round):
@@ -104,7 +104,7 @@ def best_times(fns, repeat: int, rounds: int = 5) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--source", choices=("torch", "keras"), default="torch",
                         help="which builders of tests/mlperf_tiny.py (default torch)")
     parser.add_argument("--models", default=",".join(MODELS),
