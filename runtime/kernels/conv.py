@@ -18,6 +18,7 @@ from runtime.kernels.common import (INT8_MIN, INT8_MAX, _EXACT_F32, _int8, _pair
 
 _SCRATCH_BYTES = 1 << 20  # a conv plan keeps its padded input buffer up to this size
 _TAP_MAJOR_CHANNELS = 4  # im2col copies tap-major up to this many input channels
+_BLOCK_CONSTANTS = 1 << 14  # bias and scale are laid out over all output rows up to this size
 
 
 def _exact_chunks(w_abs_sum_max: int, k: int) -> int:
@@ -65,7 +66,7 @@ class ConvPlan:
         acc, rows, shape = self._accumulate(x)
         if rows.scale is not None and acc.dtype == np.float32:
             out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
-                                     rows.scale)
+                                     self._block(rows, acc.shape[0])[1])
         else:
             out = requantize(acc.reshape(-1, shape[3]), self.rq, self.output_zero_point,
                              self.act_range)
@@ -96,10 +97,22 @@ class ConvPlan:
             acc = self._gemm(self._padded(x), (oh, ow))
         acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
         if with_bias and not biased and self.acc_fits_f32:
-            acc += rows.bias
+            acc += self._block(rows, acc.shape[0])[0]
         elif with_bias and not biased:
             acc = acc.astype(np.float64) + np.tile(self.bias, ow)
         return acc, rows, (x.shape[0], oh, ow, m)
+
+    def _block(self, rows: "_RowConstants", count: int) -> tuple:
+        """``(bias, scale)`` for ``count`` output rows: laid out over all of them when that is
+        small (a flat pass costs about half of one against a row broadcast over the rows,
+        which is most of a small layer's bias and scale passes), else one row each."""
+        if count * rows.bias.size > _BLOCK_CONSTANTS:
+            return rows.bias, rows.scale
+        block = rows.blocks.get(count)
+        if block is None:
+            block = rows.blocks[count] = tuple(
+                None if v is None else np.tile(v, (count, 1)) for v in (rows.bias, rows.scale))
+        return block
 
     def _check_geometry(self, x: np.ndarray) -> tuple:
         """``(OH, OW, row constants)`` for inputs shaped like ``x``, checked once per shape."""
@@ -390,6 +403,7 @@ class _RowConstants:
     scale: np.ndarray | None  # float32 [OW * M], float mode
     weights: tuple | None  # depthwise: per column phase, float32 [KH, taps, OW * M]
     fixed: BoundedFixed | Float64Fixed | None = None  # constants tiled along [OW * M]
+    blocks: dict = field(default_factory=dict)  # rows -> (bias, scale) over that many rows
 
 
 def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,
