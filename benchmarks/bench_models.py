@@ -1,6 +1,6 @@
 """Whole models: runtime.run against onnxruntime on model.q.onnx, one thread each, same process.
 
-    python benchmarks/bench_models.py [--repeat 50] [--source torch|keras] [--models a,b]
+    python benchmarks/bench_models.py [--repeat 100] [--source torch|keras] [--models a,b]
 
 The four MLPerf Tiny models (tests/mlperf_tiny.py: ResNet-8, DS-CNN, MobileNetV1 0.25 and the
 FC autoencoder; the classifiers without their softmax, so the logits) are exported in ``float``
