@@ -1,70 +1,134 @@
 """Run a ``QuantModel`` over a batch of int8 inputs with runtime/'s kernels.
 
-Each conv / fc layer's weights are preprocessed once per model object (a
-``kernels.ConvPlan``), not once per call: a dataset streamed in batches pays for it once. A plan
-is reused only while everything it was made from is unchanged: the very same array objects
-(held by the cache, so their identities cannot be recycled), the layer's params and the zero
-points of its tensors. In-place edits are not looked for; instead ``run`` makes the model's
-arrays read-only (``QuantModel.freeze``), so a QuantModel is immutable once run: an in-place
-edit raises, and replacing an array or a param is re-planned.
+Per-model work is done once per model object, not once per call (a dataset streamed in batches,
+or one image at a time, pays for it once): the layer order with each tensor's last reader
+(``_Schedule``), and each layer's prepared work (a conv / fc layer's
+``kernels.ConvPlan``, ...). Prepared work is reused only while everything it was made from is
+unchanged: the very same array objects (held by the cache, so their identities cannot be
+recycled), the layer's params and its tensors' zero points and shapes; a call checks that in a
+few microseconds per layer. In-place edits are not looked for; instead ``run`` makes the
+model's arrays read-only (as ``QuantModel.freeze`` does), so a QuantModel is immutable once
+run: an in-place edit raises, and replacing an array or a param is re-planned.
 """
 from __future__ import annotations
 
+import copy
+import threading
 import weakref
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from runtime import kernels
 from runtime.errors import ModelFileError
+from runtime.kernels.elementwise import add_lookup, add_table
 from runtime.model import Layer, QuantModel
 
-_plans: dict[int, dict[int, tuple[tuple, kernels.ConvPlan]]] = {}
+
+@dataclass(eq=False)
+class _Schedule:
+    """A model compiled once: per layer, the tensors no later layer reads (dropped after it,
+    so large batches keep only live activations), and each layer's prepared work
+    (``prepared[index]``: a ``ConvPlan``, ...; made on first use).
+
+    ``graph`` is the model's structure and its tensors' zero points and shapes: a change
+    there makes a new schedule. ``layers`` is, per layer, what its prepared work was made
+    from: its arrays by identity (``arrays`` holds them, so their ids cannot be recycled)
+    and a copy of its params; a change there drops that layer's prepared work. Both are
+    compared with one ``==`` per call."""
+
+    graph: list
+    layers: list
+    arrays: list  # held, with ``holds``: the objects whose ids the keys compare
+    holds: list
+    dead: list[tuple[str, ...]]
+    prepared: dict[int, object] = field(default_factory=dict)
 
 
-def _model_plans(model: QuantModel) -> dict:
-    key = id(model)
-    if key not in _plans:
-        _plans[key] = {}
-        weakref.finalize(model, _plans.pop, key, None)
-    return _plans[key]
+_schedules: dict[int, _Schedule] = {}
 
 
-def _plan_inputs(model: QuantModel, layer: Layer) -> tuple:
-    """Everything a layer's plan depends on; arrays by identity (they are read-only)."""
-    return (layer.op, tuple(sorted(layer.arrays.items())), repr(sorted(layer.params.items())),
-            model.tensors[layer.inputs[0]].zero_point, model.tensors[layer.output].zero_point)
+def _graph_key(model: QuantModel) -> list:
+    return [model.input, model.output,
+            [(name, t.zero_point, t.shape) for name, t in model.tensors.items()],
+            [(id(layer), layer.output, tuple(layer.inputs)) for layer in model.layers]]
 
 
-def _same(a: tuple, b: tuple) -> bool:
-    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(
-        ka == kb and va is vb for (ka, va), (kb, vb) in zip(a[1], b[1])) and a[2:] == b[2:]
+def _layer_keys(model: QuantModel) -> list:
+    return [(layer.op, tuple(layer.arrays), tuple(map(id, layer.arrays.values())), layer.params)
+            for layer in model.layers]
+
+
+def _schedule(model: QuantModel) -> _Schedule:
+    """The model's schedule, checked against the model: a few microseconds per layer."""
+    schedule = _schedules.get(id(model))
+    graph = _graph_key(model)
+    if schedule is None or schedule.graph != graph:
+        if schedule is None:
+            weakref.finalize(model, _schedules.pop, id(model), None)
+        dead, live = [], {model.output}
+        for layer in reversed(model.layers):  # a tensor dies after the last layer reading it
+            names = dict.fromkeys(list(layer.inputs) + [layer.output])
+            dead.append(tuple(n for n in names if n not in live))
+            live.update(layer.inputs)
+        schedule = _Schedule(copy.deepcopy(graph), [None] * len(model.layers),
+                             [None] * len(model.layers), list(model.layers), dead[::-1])
+        _schedules[id(model)] = schedule
+    keys = _layer_keys(model)
+    if keys != schedule.layers:
+        _refresh(model, schedule, keys)
+    return schedule
+
+
+def _refresh(model: QuantModel, schedule: _Schedule, keys: list) -> None:
+    """Drop the prepared work of every layer changed since it was made, and make the arrays
+    of each such layer read-only (``QuantModel.freeze``, done once per change rather than on
+    every call)."""
+    for index, (layer, key) in enumerate(zip(model.layers, keys)):
+        if schedule.layers[index] == key:
+            continue
+        for array in layer.arrays.values():
+            if isinstance(array, np.ndarray):
+                array.setflags(write=False)
+        schedule.layers[index] = copy.deepcopy(key)
+        schedule.arrays[index] = tuple(layer.arrays.values())
+        schedule.prepared.pop(index, None)
+
+
+_running = threading.local()  # (model, schedule) that ``run`` has validated, while it runs
+
+
+def _prepared(model: QuantModel, index: int, layer: Layer, make):
+    """The layer's cached ``make()``, made once per model and layer (``run`` has checked the
+    layer is unchanged since; a layer run on its own is checked here)."""
+    running = getattr(_running, "state", None)
+    schedule = running[1] if running is not None and running[0] is model else _schedule(model)
+    value = schedule.prepared.get(index)
+    if value is None:
+        value = schedule.prepared[index] = make()
+    return value
 
 
 def _plan(model: QuantModel, index: int, layer: Layer) -> kernels.ConvPlan:
-    cache = _model_plans(model)
-    key = _plan_inputs(model, layer)
-    cached = cache.get(index)
-    if cached is not None and _same(cached[0], key):
-        return cached[1]
+    return _prepared(model, index, layer, lambda: _make_plan(model, layer))
+
+
+def _make_plan(model: QuantModel, layer: Layer) -> kernels.ConvPlan:
     p = layer.params
     common = dict(input_zero_point=model.tensors[layer.inputs[0]].zero_point,
                   output_zero_point=model.tensors[layer.output].zero_point,
                   act_range=(p.get("act_min", -128), p.get("act_max", 127)))
     try:
         if layer.op == "conv2d":
-            plan = kernels.plan_conv2d(layer.arrays["weights"], layer.arrays.get("bias"),
+            return kernels.plan_conv2d(layer.arrays["weights"], layer.arrays.get("bias"),
                                        layer.requant(), stride=p.get("stride", (1, 1)),
                                        padding=p.get("padding", (0, 0, 0, 0)),
                                        dilation=p.get("dilation", (1, 1)),
                                        groups=p.get("groups", 1), **common)
-        else:
-            plan = kernels.plan_fully_connected(layer.arrays["weights"],
-                                                layer.arrays.get("bias"), layer.requant(),
-                                                **common)
+        return kernels.plan_fully_connected(layer.arrays["weights"], layer.arrays.get("bias"),
+                                            layer.requant(), **common)
     except ValueError as exc:  # constants the kernels refuse (e.g. int32 overflow possible)
         raise ModelFileError(f"layer {layer.name!r} ({layer.op}): {exc}") from None
-    cache[index] = (key, plan)
-    return plan
 
 
 def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.ndarray:
@@ -89,7 +153,8 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
     if layer.op == "global_avg_pool":
         return kernels.global_avg_pool(x, layer.arrays, act_range=act)
     if layer.op == "add":
-        return kernels.add(x, values[layer.inputs[1]], layer.arrays, act_range=act)
+        table = _prepared(model, index, layer, lambda: add_table(layer.arrays, act_range=act))
+        return add_lookup(x, values[layer.inputs[1]], table)
     if layer.op == "lookup":
         return kernels.lookup(x, layer.arrays["table"], act_range=act)
     if layer.op == "softmax":
@@ -122,19 +187,19 @@ def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):
     if tuple(x.shape[1:]) != tuple(spec.shape):
         raise ValueError(f"x_int8 must be [N, {', '.join(map(str, spec.shape))}], "
                          f"got shape {x.shape}")
-    model.freeze()
+    schedule = _schedule(model)
     values = {model.input: x}
-    for index, layer in enumerate(model.layers):
-        out = _run_layer(model, index, layer, values)
-        values[layer.output] = out.reshape((x.shape[0],) + tuple(model.tensors[layer.output].shape))
-        if not collect:
-            _release(model, index, values)
+    n = x.shape[0]
+    tensors = model.tensors
+    outer, _running.state = getattr(_running, "state", None), (model, schedule)
+    try:
+        for index, layer in enumerate(model.layers):
+            out = _run_layer(model, index, layer, values)
+            values[layer.output] = out.reshape((n,) + tuple(tensors[layer.output].shape))
+            if not collect:
+                for name in schedule.dead[index]:
+                    del values[name]
+    finally:
+        _running.state = outer
     y = values[model.output]
     return (y, values) if collect else y
-
-
-def _release(model: QuantModel, index: int, values: dict) -> None:
-    """Drop tensors no later layer reads, so large batches keep only live activations."""
-    later = {name for layer in model.layers[index + 1:] for name in layer.inputs}
-    for name in [n for n in values if n not in later and n != model.output]:
-        del values[name]

@@ -411,7 +411,7 @@ def _to_int8(out: np.ndarray, output_zero_point: int, act_range) -> np.ndarray:
     """Add the zero point and clamp in ``out``'s own type (in place), then convert: every value
     is in int8 range before the cast, so no cast ever wraps or saturates."""
     out += out.dtype.type(output_zero_point)
-    np.clip(out, act_range[0], act_range[1], out=out)
+    out.clip(act_range[0], act_range[1], out=out)  # the method: np.clip's wrapper is slower
     return out.astype(np.int8)
 
 

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "device": ("bench_device.py", "images/s over the pty and under QEMU, wire efficiency"),
     "arm-kernels": ("bench_kernels_arm.py", "instructions per MAC per layer on the QEMU boards"),
     "memory": ("bench_memory.py", "peak RSS of verify for 10k vs 100k images"),
+    "models": ("bench_models.py", "MLPerf Tiny models: runtime.run vs onnxruntime, batch 1/32"),
 }
 
 
@@ -33,10 +34,11 @@ def _command(args) -> int:
 def register(subparsers) -> None:
     listing = "\n".join(f"  {name:12} {help_}" for name, (_, help_) in BENCHMARKS.items())
     parser = subparsers.add_parser(
-        "bench", help="run a benchmark (runtime, device, arm-kernels, memory)",
+        "bench", help="run a benchmark (runtime, models, device, arm-kernels, memory)",
         description=f"Run one of tinyconv's benchmarks.\n\n{listing}\n\n"
         "Options after the name go to the benchmark (see `tinyconv bench NAME --help`).\n\n"
-        "example:\n  tinyconv bench runtime --repeat 30\n  tinyconv bench device --targets host",
+        "example:\n  tinyconv bench runtime --repeat 30\n  tinyconv bench models --models dscnn\n"
+        "  tinyconv bench device --targets host",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="passed on to the benchmark")

@@ -22,7 +22,10 @@ def _int8(name: str, array, ndim: int | None = None) -> np.ndarray:
 
 
 def _pair(name: str, value) -> tuple[int, int]:
-    values = tuple(int(v) for v in np.broadcast_to(np.asarray(value), (2,)))
+    if isinstance(value, (tuple, list)) and len(value) == 2:  # the usual case, without numpy
+        values = (int(value[0]), int(value[1]))
+    else:
+        values = tuple(int(v) for v in np.broadcast_to(np.asarray(value), (2,)))
     if min(values) < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return values
@@ -47,6 +50,14 @@ def _act_range(act_range) -> tuple[int, int]:
     if not INT8_MIN <= low <= high <= INT8_MAX:
         raise ValueError(f"act_range must satisfy -128 <= min <= max <= 127, got {act_range!r}")
     return low, high
+
+
+def _clamp_to_int8(out: np.ndarray, low: int, high: int) -> np.ndarray:
+    """``np.clip(out, low, high).astype(np.int8)`` for a temporary the caller gives up: in
+    place, through the method (``np.clip``'s wrapper costs microseconds a call, most of a
+    small layer's clamp; ``np.maximum`` against a scalar is not vectorized)."""
+    out.clip(low, high, out=out)
+    return out.astype(np.int8)
 
 
 def worst_case_accumulator(w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:

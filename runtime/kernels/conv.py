@@ -18,6 +18,7 @@ from runtime.kernels.common import (INT8_MIN, INT8_MAX, _EXACT_F32, _int8, _pair
 
 _SCRATCH_BYTES = 1 << 20  # a conv plan keeps its padded input buffer up to this size
 _TAP_MAJOR_CHANNELS = 4  # im2col copies tap-major up to this many input channels
+_BLOCK_CONSTANTS = 1 << 14  # bias and scale are laid out over all output rows up to this size
 
 
 def _exact_chunks(w_abs_sum_max: int, k: int) -> int:
@@ -53,6 +54,7 @@ class ConvPlan:
     acc_fits_f32: bool  # every accumulator (bias included) is exact in float32
     fixed: BoundedFixed | Float64Fixed | None = None  # fixed mode, the bias folded in
     _rows: dict = field(default_factory=dict, repr=False)  # output width -> _RowConstants
+    _geometry: dict = field(default_factory=dict, repr=False)  # x.shape[1:] -> (OH, OW, rows)
     _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -64,7 +66,7 @@ class ConvPlan:
         acc, rows, shape = self._accumulate(x)
         if rows.scale is not None and acc.dtype == np.float32:
             out = requantize_inplace(acc, self.rq, self.output_zero_point, self.act_range,
-                                     rows.scale)
+                                     self._block(rows, acc.shape[0])[1])
         else:
             out = requantize(acc.reshape(-1, shape[3]), self.rq, self.output_zero_point,
                              self.act_range)
@@ -81,22 +83,45 @@ class ConvPlan:
         bias if asked: each partial sum is exact, the bias may not be), the row constants, and
         the output shape."""
         x = _int8("x", x, 4)
+        m = self.weights_shape[0]
+        geometry = self._geometry.get(x.shape[1:])
+        if geometry is None:
+            geometry = self._geometry[x.shape[1:]] = self._check_geometry(x)
+        oh, ow, rows = geometry
+        biased = False
+        if self.depthwise:
+            acc = self._depthwise(x, (oh, ow), rows.weights)
+        elif self.groups == 1 and self.chunks == 1:
+            acc, biased = self._dense(x, (oh, ow), with_bias)
+        else:
+            acc = self._gemm(self._padded(x), (oh, ow))
+        acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
+        if with_bias and not biased and self.acc_fits_f32:
+            acc += self._block(rows, acc.shape[0])[0]
+        elif with_bias and not biased:
+            acc = acc.astype(np.float64) + np.tile(self.bias, ow)
+        return acc, rows, (x.shape[0], oh, ow, m)
+
+    def _block(self, rows: "_RowConstants", count: int) -> tuple:
+        """``(bias, scale)`` for ``count`` output rows: laid out over all of them when that is
+        small (a flat pass costs about half of one against a row broadcast over the rows,
+        which is most of a small layer's bias and scale passes), else one row each."""
+        if count * rows.bias.size > _BLOCK_CONSTANTS:
+            return rows.bias, rows.scale
+        block = rows.blocks.get(count)
+        if block is None:
+            block = rows.blocks[count] = tuple(
+                None if v is None else np.tile(v, (count, 1)) for v in (rows.bias, rows.scale))
+        return block
+
+    def _check_geometry(self, x: np.ndarray) -> tuple:
+        """``(OH, OW, row constants)`` for inputs shaped like ``x``, checked once per shape."""
         m, kh, kw, cg = self.weights_shape
         if x.shape[3] != cg * self.groups:
             raise ValueError(f"x has {x.shape[3]} channels but w expects {cg} x {self.groups} "
                              f"groups = {cg * self.groups}")
         oh, ow = _spatial(x, (kh, kw), self.stride, self.padding, self.dilation)
-        rows = self._row_constants(ow)
-        if self.depthwise:
-            acc = self._depthwise(x, (oh, ow), rows.weights)
-        else:
-            acc = self._gemm(self._padded(x), (oh, ow))
-        acc = acc.reshape(x.shape[0] * oh, ow * m)  # one output row per line: long inner loops
-        if with_bias and self.acc_fits_f32:
-            acc += rows.bias
-        elif with_bias:
-            acc = acc.astype(np.float64) + np.tile(self.bias, ow)
-        return acc, rows, (x.shape[0], oh, ow, m)
+        return oh, ow, self._row_constants(ow)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
         """The input padded with its zero point, in float32, for im2col (depthwise pads into
@@ -153,6 +178,26 @@ class ConvPlan:
         if tap_major:
             return cols.reshape(kh * kw * c, n * oh * ow).T
         return cols.reshape(n * oh * ow, kh * kw * c)
+
+    def _dense(self, x, out_hw, with_bias: bool):
+        """One float32 GEMM (im2col, ``_columns``) into a kept frame (``_DenseFrame``): a
+        small layer's call then only writes the image, copies its columns and multiplies,
+        with no allocation, which is most of what batch 1 costs around the GEMM. Returns the
+        accumulators and whether they include the bias."""
+        scratch = self._scratch
+        frames = getattr(scratch, "dense", None)
+        if frames is None:
+            frames = scratch.dense = {}
+        frame = frames.get(with_bias)
+        if frame is None or frame.input_shape != x.shape:
+            frame = _DenseFrame.build(self, x.shape, out_hw, with_bias)
+            if frame is None:  # too large to keep: allocated per call
+                return self._gemm(self._padded(x), out_hw), False
+            frames[with_bias] = frame
+        np.copyto(frame.image, x[frame.source], casting="unsafe")
+        if frame.gather is not None:
+            np.copyto(frame.gather[0], frame.gather[1])
+        return np.matmul(frame.cols, frame.weights, out=frame.acc), frame.biased
 
     def _gemm(self, xp, out_hw):
         cols = self._columns(xp, out_hw)
@@ -281,12 +326,84 @@ class _DepthwiseFrame:
                    np.empty((n, oh, ow * m), np.float32))
 
 
+@dataclass(eq=False)
+class _DenseFrame:
+    """A dense plan's per-input-shape state: the padded float32 input (border filled once
+    with the input zero point; ``image`` is where ``x[source]`` goes), the GEMM's column
+    matrix ``cols`` (the padded input itself for a 1x1 stride-1 kernel, else a kept buffer
+    that ``gather`` fills: target view, strided source view, laid out as ``_columns``
+    chooses), its ``weights`` and the accumulator ``[P, M]``.
+
+    ``biased``: the columns end with a column of ones and the weights with the bias row, so
+    the GEMM adds the bias (exact: every partial sum is within the plan's float32 bound,
+    ``acc_fits_f32``), which saves a pass over the accumulator."""
+
+    input_shape: tuple[int, ...]
+    image: np.ndarray
+    source: tuple
+    gather: tuple | None
+    cols: np.ndarray
+    weights: np.ndarray
+    acc: np.ndarray
+    biased: bool
+
+    @classmethod
+    def build(cls, plan: "ConvPlan", input_shape, out_hw, with_bias: bool
+              ) -> "_DenseFrame | None":
+        """The frame, or None if it would take more than ``_SCRATCH_BYTES``."""
+        m, kh, kw, c = plan.weights_shape
+        n, h, w, _ = input_shape
+        (oh, ow), (sh, sw), (dh, dw) = out_hw, plan.stride, plan.dilation
+        top, left, bottom, right = plan.padding
+        padded_size = n * (h + max(top, 0) + max(bottom, 0)) * (w + max(left, 0) + max(right, 0))
+        pointwise = (kh, kw) == (1, 1) and plan.stride == (1, 1)
+        columns = 0 if pointwise else kh * kw
+        if 4 * (padded_size * (c + 1) + n * oh * ow * (m + columns * c + 1)) > _SCRATCH_BYTES:
+            return None
+        biased = int(with_bias and plan.acc_fits_f32)
+        source = (slice(None), slice(max(-top, 0), h - max(-bottom, 0)),
+                  slice(max(-left, 0), w - max(-right, 0)))
+        h, w = source[1].stop - source[1].start, source[2].stop - source[2].start
+        top, left, bottom, right = (max(p, 0) for p in plan.padding)
+        k, positions = kh * kw * c, n * oh * ow
+        padded = np.empty((n, h + top + bottom, w + left + right, c + pointwise * biased),
+                          np.float32)
+        padded.fill(plan.input_zero_point)
+        image = padded[:, top:top + h, left:left + w, :c]
+        gather = None
+        if pointwise:
+            padded[..., c:] = 1
+            cols = padded.reshape(positions, c + biased)
+        else:
+            image_s, row, pixel, item = padded.strides
+            where = ((n, image_s), (oh, sh * row), (ow, sw * pixel))
+            taps = ((kh, dh * row), (kw, dw * pixel), (c, item))
+            tap_major = c <= min(_TAP_MAJOR_CHANNELS, ow // 4)  # as _columns
+            shape, strides = zip(*(taps + where if tap_major else where + taps))
+            windows = np.ndarray(shape, np.float32, padded, 0, strides)
+            if tap_major:
+                buffer = np.ones((k + biased, positions), np.float32)
+                target, cols = buffer[:k].reshape(shape), buffer.T
+            else:
+                buffer = np.ones((positions, k + biased), np.float32)
+                target, cols = buffer[:, :k].reshape(shape), buffer
+            if not np.shares_memory(target, buffer):
+                raise AssertionError("the column buffer's target must be a view")
+            gather = (target, windows)
+        weights = plan.matrices[0]
+        if biased:
+            weights = np.concatenate([weights, plan.bias.astype(np.float32)[None]])
+        acc = np.empty((positions, m), np.float32)
+        return cls(tuple(input_shape), image, source, gather, cols, weights, acc, bool(biased))
+
+
 @dataclass(frozen=True)
 class _RowConstants:
     bias: np.ndarray  # float32 [OW * M]
     scale: np.ndarray | None  # float32 [OW * M], float mode
     weights: tuple | None  # depthwise: per column phase, float32 [KH, taps, OW * M]
     fixed: BoundedFixed | Float64Fixed | None = None  # constants tiled along [OW * M]
+    blocks: dict = field(default_factory=dict)  # rows -> (bias, scale) over that many rows
 
 
 def plan_conv2d(w, bias, rq: Requant | None, *, input_zero_point, output_zero_point,

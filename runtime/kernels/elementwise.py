@@ -85,6 +85,27 @@ def add(a, b, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
     return np.clip(out, low, high).astype(np.int8)
 
 
+def add_table(consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """``add`` of every pair of int8 codes, computed once by ``add`` itself: int8 ``[65536]``
+    at ``(a as uint8) * 256 + (b as uint8)``. An int8 add has only 65536 distinct inputs, so
+    a layer's whole arithmetic (either mode) is this table, and a call becomes an index and a
+    lookup (``add_lookup``), several times faster than evaluating it."""
+    codes = np.arange(256, dtype=np.uint8).view(np.int8)  # in uint8 order: 0..127, -128..-1
+    return add(np.repeat(codes, 256), np.tile(codes, 256), consts, act_range=act_range)
+
+
+def add_lookup(a, b, table: np.ndarray) -> np.ndarray:
+    """``add(a, b, consts)`` through ``table = add_table(consts)``."""
+    a = _int8("a", a)
+    b = _int8("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    index = a.view(np.uint8).astype(np.uint16)
+    index <<= 8
+    index |= b.view(np.uint8)
+    return table.take(index)
+
+
 # -- quantize / dequantize -----------------------------------------------------------------------
 
 def quantize(x, scale, zero_point, rounding: str = "even") -> np.ndarray:
@@ -96,9 +117,14 @@ def quantize(x, scale, zero_point, rounding: str = "even") -> np.ndarray:
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and > 0, got {scale}")
     zp = _zero_point("zero_point", zero_point)
-    v = np.clip(x / scale, np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp))
-    q = np.rint(v) if rounding == "even" else np.copysign(np.floor(np.abs(v) + 0.5), v)
-    return (q + zp).astype(np.int8)
+    q = np.asarray(np.divide(x, scale))  # the one temporary (x's layout): then all in place
+    q.clip(np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp), out=q)
+    if rounding == "even":
+        np.rint(q, out=q)
+    else:
+        q = np.copysign(np.floor(np.abs(q) + np.float32(0.5)), q)
+    q += np.float32(zp)
+    return q.astype(np.int8)
 
 
 def dequantize(q, scale, zero_point) -> np.ndarray:

@@ -5,9 +5,9 @@ import numpy as np
 
 from runtime.requant import Requant
 from runtime.kernels.common import (INT8_MIN, INT8_MAX, _int8, _pair, _pads, _zero_point,
-                                    _act_range, _pad_nhwc, _windows, _spatial, _const, _is_fixed,
-                                    _scalar_i32, _scalar_f32, _check_mode, _fixed_rescale,
-                                    _same_quantization)
+                                    _act_range, _clamp_to_int8, _pad_nhwc, _windows, _spatial,
+                                    _const, _is_fixed, _scalar_i32, _scalar_f32, _check_mode,
+                                    _fixed_rescale, _same_quantization)
 
 
 def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
@@ -22,7 +22,7 @@ def max_pool2d(x, kernel, *, stride, padding=(0, 0, 0, 0),
     out = None
     for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
         out = view.copy() if out is None else np.maximum(out, view, out=out)
-    return np.clip(out, low, high).astype(np.int8)
+    return _clamp_to_int8(out, low, high)
 
 
 def avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, kernel,
@@ -67,9 +67,64 @@ def _float_global(raw_sum: np.ndarray, count: int, scale: np.float32, x_zp: int,
     return np.rint(acc * scale) + y_zp
 
 
+def _spatial_sum(x: np.ndarray) -> np.ndarray:
+    """int64 ``[N, 1, 1, C]``: the sum over H and W. A float32 product with a ones vector
+    (BLAS) where every partial sum is exact (``H * W * 128 < 2**24``): numpy's integer
+    reduction over two leading axes runs several times slower on a small map."""
+    n, h, w, c = x.shape
+    if h * w * 128 >= 1 << 24:
+        return x.sum(axis=(1, 2), keepdims=True, dtype=np.int64)
+    total = np.matmul(np.ones(h * w, np.float32), x.reshape(n, h * w, c).astype(np.float32))
+    return total.astype(np.int64).reshape(n, 1, 1, c)
+
+
+_WINDOW_BYTES = 1 << 22  # the window copies are made this many bytes at a time
+
+
+def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarray:
+    """Each window's float32 sum taken tap by tap in row-major order, as onnxruntime sums
+    (padding adds +0.0 exactly), in one numpy call instead of a pass per tap: the windows are
+    copied tap-major, ``[taps, outputs]``, and reduced over the outer axis, which numpy does
+    as one elementwise add of each tap row into the running row, in order. (A reduction whose
+    inner loop runs along the taps would be summed pairwise, a different rounding: with one
+    output value the taps would be the only axis, so that case keeps the per-tap loop.)"""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    n, _, _, c = xf.shape
+    image, row, pixel, item = xf.strides
+    taps = np.ndarray((kh, kw, n, oh, ow, c), np.float32, xf, 0,
+                      (row, pixel, image, sh * row, sw * pixel, item))
+    total = np.empty((n, oh, ow, c), np.float32)
+    if oh * ow * c < 2:
+        total.fill(0)
+        for view in taps.reshape(kh * kw, n, oh, ow, c):
+            total += view
+        return total
+    step = max(1, _WINDOW_BYTES // max(1, taps[:, :, :1].size * 4))  # images per chunk
+    for start in range(0, n, step):
+        chunk = taps[:, :, start:start + step]
+        rows = np.ascontiguousarray(chunk).reshape(kh * kw, -1)  # [taps, outputs]
+        np.add.reduce(rows, axis=0, out=total[start:start + step].reshape(-1))
+    return total
+
+
+def _window_counts(shape, kernel, stride, padding, ceil_pad, out_hw, count_include_pad):
+    """int64 ``[1, OH, OW, 1]``: per window, the taps inside the image (``valid``) and the
+    divisor (``count``: those, plus the declared padding if counted)."""
+    (_, h, w, _), (kh, kw), (oh, ow) = shape, kernel, out_hw
+    top = np.arange(oh) * stride[0] - padding[0]
+    left = np.arange(ow) * stride[1] - padding[1]
+    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
+    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    if not count_include_pad:
+        return valid, valid
+    rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
+    cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
+    return valid, (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+
+
 def _taps_within(start: np.ndarray, taps: int, lo: int, hi: int) -> np.ndarray:
     """How many of the taps start, start + 1, ... start + taps - 1 lie in [lo, hi)."""
-    return np.clip(start + taps, lo, hi) - np.clip(start, lo, hi)
+    return np.minimum(np.maximum(start + taps, lo), hi) - np.minimum(np.maximum(start, lo), hi)
 
 
 def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
@@ -92,15 +147,17 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
     y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
     n, h, w, c = x.shape
     kh, kw = kernel
-    top = np.arange(oh) * stride[0] - padding[0]
-    left = np.arange(ow) * stride[1] - padding[1]
-    rows, cols = _taps_within(top, kh, 0, h), _taps_within(left, kw, 0, w)
-    valid = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
-    count = valid
-    if count_include_pad:
-        rows = _taps_within(top, kh, -padding[0], h + padding[2] - ceil_pad[0])
-        cols = _taps_within(left, kw, -padding[1], w + padding[3] - ceil_pad[1])
-        count = (rows[:, None] * cols[None, :])[None, :, :, None].astype(np.int64)
+    if (kh, kw) == (h, w) and padding == (0, 0, 0, 0) and not _is_fixed(consts):
+        # onnxruntime runs a whole-image window without padding as a global average pool
+        raw = _spatial_sum(x)
+        scale = _const(consts, "global_scale", np.float32)[0]
+        out = _float_global(raw, h * w, scale, x_zp, y_zp)
+        return _clamp_to_int8(out, low, high)
+    if padding == (0, 0, 0, 0):  # every window lies inside the image
+        valid = count = np.int64(kh * kw)
+    else:
+        valid, count = _window_counts(x.shape, kernel, stride, padding, ceil_pad, (oh, ow),
+                                      count_include_pad)
 
     if _is_fixed(consts):
         rescale = int(_const(consts, "rescale", np.int32)[0])
@@ -114,23 +171,21 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         if count_include_pad and not rescale:
             acc += (count - valid) * x_zp
         out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
-        return np.clip(out, low, high).astype(np.int8)
+        return _clamp_to_int8(out, low, high)
 
     x_scale = _const(consts, "x_scale", np.float32)[0]
     y_scale = _const(consts, "y_scale", np.float32)[0]
-    if (kh, kw) == (h, w) and padding == (0, 0, 0, 0):
-        # onnxruntime runs a whole-image window without padding as a global average pool
-        raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
-        scale = _const(consts, "global_scale", np.float32)[0]
-        out = _float_global(raw, h * w, scale, x_zp, y_zp)
-        return np.clip(out, low, high).astype(np.int8)
-    xf = _pad_nhwc(x_scale * (x.astype(np.float32) - np.float32(x_zp)), padding, 0)
-    total = np.zeros((n, oh, ow, c), np.float32)
-    for _, _, view in _windows(xf, kernel, stride, (1, 1), (oh, ow)):
-        total += view  # row-major tap order, as onnxruntime sums; padding adds +0.0 exactly
-    mean = total / count.astype(np.float32)
-    out = np.rint(mean / y_scale + np.float32(y_zp))
-    return np.clip(out, low, high).astype(np.int8)
+    xf = x.astype(np.float32)
+    xf -= np.float32(x_zp)
+    xf *= x_scale
+    if padding != (0, 0, 0, 0):
+        xf = _pad_nhwc(xf, padding, 0)
+    out = _sequential_window_sums(xf, kernel, stride, (oh, ow))
+    out /= count.astype(np.float32)  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
+    out /= y_scale
+    out += np.float32(y_zp)
+    np.rint(out, out=out)
+    return _clamp_to_int8(out, low, high)
 
 
 def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spatial,
@@ -160,9 +215,9 @@ def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.nd
                          f"{x.shape[1]}x{x.shape[2]} = {count}")
     x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
     y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
-    raw = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+    raw = _spatial_sum(x)
     if _is_fixed(consts):
         out = _fixed_mean(raw - x_zp * count, count, consts)
     else:
         out = _float_global(raw, count, _const(consts, "scale", np.float32)[0], x_zp, y_zp)
-    return np.clip(out, low, high).astype(np.int8)
+    return _clamp_to_int8(out, low, high)
