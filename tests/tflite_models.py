@@ -90,10 +90,20 @@ def dataset(model, count: int, seed: int) -> np.ndarray:
 
 
 def softmax(seed: int = 3):
-    """dense + softmax: an op this import refuses (for the refusal test)."""
+    """dense + softmax."""
     tf, L = _keras()
     x = tf.keras.Input((6,), batch_size=1)
     y = L.Dense(4, activation="softmax")(x)
+    model = tf.keras.Model(x, y)
+    _init(model, seed)
+    return model
+
+
+def reduce_max(seed: int = 3):
+    """dense + max over the features: REDUCE_MAX, an op the import refuses."""
+    tf, L = _keras()
+    x = tf.keras.Input((6,), batch_size=1)
+    y = L.Lambda(lambda t: tf.reduce_max(t, axis=-1, keepdims=True))(L.Dense(4)(x))
     model = tf.keras.Model(x, y)
     _init(model, seed)
     return model
