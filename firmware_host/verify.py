@@ -153,7 +153,11 @@ def _handshake(link: Link, model, refs: References, export_dir: Path,
                           float_images=0 if refs.float_session is not None else None,
                           ticks_unit="us" if info.target == "host" else "instructions",
                           total_macs=info.total_macs,
-                          ort_layer_images=0 if refs.layers is not None else None)
+                          ort_layer_images=0 if refs.layers is not None else None,
+                          ort_gating=refs.ort_gates,
+                          tflm_images=0 if refs.tflm is not None else None,
+                          litert_images=0 if refs.litert is not None else None)
+    result.notes.extend(refs.tflite_notes)
     if refs.q_onnx is None:
         result.notes.append("no model.q.onnx in the export directory: no onnxruntime check")
     elif not refs.q_stamped:
