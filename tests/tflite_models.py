@@ -216,6 +216,9 @@ def convert(model, *, int8_io: bool = False, per_tensor: bool = False,
     import tensorflow as tf
 
     data = dataset(model, samples, seed=123)
+    if model.input_shape[0] is None:  # fix the batch at 1 so Flatten needs no SHAPE ops
+        x = tf.keras.Input(model.input_shape[1:], batch_size=1)
+        model = tf.keras.Model(x, model(x))
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
