@@ -130,7 +130,7 @@ def _init_bn(model, seed: int) -> None:
 
 def resnet8(seed: int = 4):
     """MLPerf Tiny image classification's ResNet-8 shape (32x32x3, three residual stacks of
-    16/32/64 filters, 8x8 average pool, dense 10), softmax left out (not imported yet)."""
+    16/32/64 filters, 8x8 average pool, dense 10), without its softmax head."""
     tf, L = _keras()
     x = tf.keras.Input((32, 32, 3), batch_size=1)
     h = _bn_relu(L.Conv2D(16, 3, padding="same")(x))
