@@ -2,7 +2,8 @@
 
 For every input, four answers meet: the device's int8 output, runtime/'s (``==`` is the
 verdict), onnxruntime's on ``model.q.onnx`` (exact rate and largest LSB difference) and the float
-model's on ``model.onnx`` (SQNR, cosine, accuracy). Inputs are streamed in bounded batches with
+model's on ``model.onnx`` (SQNR, cosine, accuracy); for a model exported from a .tflite file,
+TFLM on ``model.tflite`` gates (runtime/ == TFLM) and LiteRT is reported. Inputs are streamed in bounded batches with
 several requests in flight; the host references for a batch are computed on a worker thread
 while the device works, so the link stays busy.
 
