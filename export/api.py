@@ -189,6 +189,8 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
     plan_arena(model)
     model.validate()
     q_onnx, reason = to_qonnx_or_reason(imported)
+    if q_onnx is not None:
+        q_onnx = stamp(q_onnx, model)
     report = build_report(model)
     report["model_q_onnx"] = "written" if q_onnx is not None else f"not written: {reason}"
     return ExportResult(None, q_onnx, model, report, None, imported.data)

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from export import tables
 from runtime import kernels
 from runtime.errors import TinyconvError
+from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import Requant, quantize_multiplier
 
@@ -36,13 +38,17 @@ _ACTIVATIONS = {"NONE": None, "RELU": (0.0, math.inf), "RELU6": (0.0, 6.0),
 _HANDLERS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d",
              "FULLY_CONNECTED": "fully_connected", "MAX_POOL_2D": "max_pool_2d",
              "AVERAGE_POOL_2D": "average_pool_2d", "MEAN": "mean", "ADD": "add",
-             "RESHAPE": "view", "SQUEEZE": "view", "RELU": "relu", "RELU6": "relu6"}
+             "RESHAPE": "view", "SQUEEZE": "view", "RELU": "relu", "RELU6": "relu6",
+             "SOFTMAX": "softmax", "LOGISTIC": "lookup", "TANH": "lookup",
+             "HARD_SWISH": "lookup", "LEAKY_RELU": "lookup", "PRELU": "prelu",
+             "CONCATENATION": "concatenation", "PAD": "pad", "PADV2": "pad", "MUL": "mul",
+             "SUB": "sub", "RESIZE_NEAREST_NEIGHBOR": "resize_nearest"}
+# TFLite builtin -> the ONNX name export/tables.py knows the op by
+_LOOKUPS = {"LOGISTIC": "Sigmoid", "TANH": "Tanh", "HARD_SWISH": "HardSwish",
+            "LEAKY_RELU": "LeakyRelu"}
 # What a corrupt flatbuffer raises when read (struct.error: offsets outside the file).
 _MALFORMED = (struct.error, ValueError, IndexError, KeyError, TypeError, AttributeError,
               ZeroDivisionError, OverflowError)
-# Ops other tinyconv work adds; refused here until it lands.
-_LATER = ("SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "CONCATENATION", "PAD",
-          "PADV2", "MUL", "SUB")
 
 
 def is_tflite(path: str | os.PathLike) -> bool:
@@ -453,6 +459,168 @@ class _Importer:
     def relu6(self, op, ins, outs) -> None:
         self.relu(op, ins, outs, "RELU6")
 
+    # -- softmax, tables, tensor ops (runtime/kernels/softmax.py, lookup.py, tensor_ops.py) -----
+
+    def softmax(self, op, ins, outs) -> None:
+        """TFLM's int8 softmax over the last axis, beta 1, output at (1/256, -128)."""
+        x, y = ins[0], outs[0]
+        beta = self._options(op, self.r.tflite.SoftmaxOptions).Beta()
+        if beta != 1.0:
+            raise self.refuse(f"beta {beta}; tinyconv's softmax takes beta 1")
+        x_name = self.spec(x)
+        xs = self.specs[x_name]
+        y_scale, y_zp = self.act_quant(y)
+        if (np.float32(y_scale), y_zp) != (np.float32(OUTPUT_SCALE), OUTPUT_ZERO_POINT):
+            raise self.refuse(f"output at scale {y_scale}, zero point {y_zp}; TFLM's int8 "
+                              "softmax outputs 1/256, -128")
+        try:
+            arrays = kernels.softmax_constants(xs.scale, xs.shape[-1], "fixed")
+        except ValueError as exc:
+            raise self.refuse(str(exc)) from None
+        layer = self.add_layer("softmax", [x_name], y, {}, arrays)
+        self.specs[layer.output].shape = xs.shape
+
+    def _table_layer(self, x: _Tensor, y: _Tensor, table: np.ndarray, params: dict) -> None:
+        x_name = self.spec(x)
+        xs = self.specs[x_name]
+        layer = self.add_layer("lookup", [x_name], y, params, {"table": table})
+        self.specs[layer.output].shape = xs.shape
+
+    def lookup(self, op, ins, outs) -> None:
+        """LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU: the 256 codes through TFLM's own integer
+        algorithm (export/tables.py), from the file's scales and zero points."""
+        x, y = ins[0], outs[0]
+        function = _LOOKUPS[self.op_name]
+        attrs = {}
+        if self.op_name == "LEAKY_RELU":
+            attrs["alpha"] = float(self._options(op, self.r.tflite.LeakyReluOptions).Alpha())
+        x_q, y_q = self.act_quant(x), self.act_quant(y)
+        fixed = tables.FIXED_OUTPUT.get(function)
+        if fixed is not None and (np.float32(y_q[0]), y_q[1]) != (np.float32(fixed[0]),
+                                                                   fixed[1]):
+            raise self.refuse(f"output at scale {y_q[0]}, zero point {y_q[1]}; TFLM's int8 "
+                              f"{self.op_name} outputs {fixed[0]}, {fixed[1]}")
+        try:
+            table = tables.table(function, attrs, x_q, y_q, "fixed")
+        except ValueError as exc:
+            raise self.refuse(str(exc)) from None
+        self._table_layer(x, y, table, {"function": function, "attributes": attrs})
+
+    def prelu(self, op, ins, outs) -> None:
+        """TFLM's int8 PRELU with the file's int8 alpha: one table row per channel."""
+        x, alpha, y = ins[0], ins[1], outs[0]
+        a_q = self.const(alpha, "alpha")
+        channels = x.shape[-1]
+        if alpha.dtype != _INT8 or alpha.scales.size != 1:
+            raise self.refuse("alpha must be int8, quantized per tensor")
+        if a_q.size not in (1, channels) or (a_q.size > 1 and a_q.shape[-1] != channels):
+            raise self.refuse(f"alpha of shape {list(a_q.shape)}; tinyconv takes one alpha or "
+                              "one per channel (shared over H and W)")
+        a_scale, a_zp = float(alpha.scales[0]), int(alpha.zero_points[0])
+        table = tables.tflm_prelu(self.act_quant(x), self.act_quant(y), a_q.reshape(-1),
+                                  a_scale, a_zp)
+        slope = ((a_q.reshape(-1).astype(np.float32) - a_zp) * np.float32(a_scale)).tolist()
+        self._table_layer(x, y, table, {"function": "PRelu", "attributes": {},
+                                        "slope": slope})
+
+    def concatenation(self, op, ins, outs) -> None:
+        """Along channels, inputs at the output's quantization: TFLM copies bytes."""
+        y = outs[0]
+        opts = self._options(op, self.r.tflite.ConcatenationOptions)
+        if len(y.shape) != 4 or opts.Axis() % 4 != 3:
+            raise self.refuse(f"concatenation along axis {opts.Axis()} of a {len(y.shape)}-D "
+                              "tensor; tinyconv concatenates NHWC tensors along channels")
+        if self.activation(opts, y) != {"act_min": -128, "act_max": 127}:
+            raise self.refuse("a fused activation on CONCATENATION is not supported")
+        y_q = self.act_quant(y)
+        names = []
+        for x in ins:
+            if x.data is not None:
+                raise self.refuse("concatenating a constant is not supported")
+            if self.act_quant(x) != y_q:
+                raise self.refuse(f"input tensor {x.index} is quantized unlike the output")
+            names.append(self.spec(x))
+        arrays = kernels.concat_constants([y_q] * len(names), y_q[0], y_q[1], "fixed")
+        self.add_layer("concat", names, y, {}, arrays)
+
+    def pad(self, op, ins, outs) -> None:
+        """PAD fills with the zero point, PADV2 with its int8 constant; H and W only."""
+        x, y = ins[0], outs[0]
+        paddings = self.const(ins[1], "the paddings").reshape(-1, 2)
+        if len(x.shape) != 4 or paddings.shape != (4, 2) or paddings[[0, 3]].any():
+            raise self.refuse(f"paddings {paddings.tolist()}; tinyconv pads H and W of an NHWC "
+                              "tensor")
+        x_q = self.act_quant(x)
+        if self.act_quant(y) != x_q:
+            raise self.refuse("output quantization differs from the input's")
+        value = x_q[1]
+        if len(ins) > 2 and ins[2] is not None:
+            given = self.const(ins[2], "the constant value")
+            if ins[2].dtype != _INT8 or given.size != 1:
+                raise self.refuse("the constant value must be one int8")
+            value = int(given.reshape(-1)[0])
+        pads = [int(paddings[1, 0]), int(paddings[2, 0]), int(paddings[1, 1]),
+                int(paddings[2, 1])]
+        self.add_layer("pad", [self.spec(x)], y, {"pads": pads},
+                       {"value": np.array([value], np.int8)})
+
+    def resize_nearest(self, op, ins, outs) -> None:
+        """The output's source rows and columns as TFLM's GetNearestNeighbor computes them
+        (float32 scale, floor, or round with align_corners; half-pixel offset 0.5)."""
+        x, y = ins[0], outs[0]
+        opts = self._options(op, self.r.tflite.ResizeNearestNeighborOptions)
+        align, half = bool(opts.AlignCorners()), bool(opts.HalfPixelCenters())
+        if self.act_quant(y) != self.act_quant(x):
+            raise self.refuse("output quantization differs from the input's")
+        h, wd, _ = self.sample_shape(x)
+        oh, ow, _ = self.sample_shape(y)
+
+        def source(size: int, out: int) -> np.ndarray:
+            scale = (np.float32(size - 1) / np.float32(out - 1) if align and out > 1
+                     else np.float32(size) / np.float32(out))
+            at = (np.arange(out, dtype=np.float32) + np.float32(0.5 if half else 0.0)) * scale
+            index = (np.sign(at) * np.floor(np.abs(at) + np.float32(0.5)) if align
+                     else np.floor(at)).astype(np.int64)
+            index = np.minimum(index, size - 1)
+            return np.maximum(index, 0) if half else index
+
+        arrays = {"rows": source(h, oh).astype(np.int32), "cols": source(wd, ow).astype(np.int32)}
+        self.add_layer("resize_nearest", [self.spec(x)], y, {}, arrays)
+
+    def _binary(self, op, ins, outs, options_class) -> tuple[list[str], tuple, dict]:
+        a, b, y = ins[0], ins[1], outs[0]
+        if a.data is not None or b.data is not None:
+            raise self.refuse("a constant operand is not supported (only two activations)")
+        opts = self._options(op, options_class)
+        names = [self.spec(a), self.spec(b)]
+        y_q = self.act_quant(y)
+        return names, y_q, self.activation(opts, y)
+
+    def mul(self, op, ins, outs) -> None:
+        """TFLM's int8 MUL (``QuantizeMultiplier(double(sa) * double(sb) / double(sy))``);
+        an operand of shape (1, 1, C) or (1, 1, 1) is broadcast (put second: MUL commutes)."""
+        names, y_q, act = self._binary(op, ins, outs, self.r.tflite.MulOptions)
+        if self.specs[names[0]].size < self.specs[names[1]].size:
+            names.reverse()
+        a, b = (self.specs[n] for n in names)
+        if len(a.shape) != 3 or b.shape not in (a.shape, (1, 1, a.shape[2]), (1, 1, 1)):
+            raise self.refuse(f"MUL of {list(a.shape)} and {list(b.shape)}; tinyconv takes "
+                              "(H, W, C) times the same, (1, 1, C) or (1, 1, 1)")
+        arrays = kernels.mul_constants(a.scale, a.zero_point, b.scale, b.zero_point, *y_q,
+                                       "fixed")
+        self.add_layer("mul", names, outs[0], act, arrays)
+
+    def sub(self, op, ins, outs) -> None:
+        """TFLM's int8 SUB: ADD's constants (left shift 20), ``a - b``; same shapes."""
+        names, y_q, act = self._binary(op, ins, outs, self.r.tflite.SubOptions)
+        a, b = (self.specs[n] for n in names)
+        if a.shape != b.shape:
+            raise self.refuse(f"broadcasting SUB {list(a.shape)} - {list(b.shape)} is not "
+                              "supported")
+        arrays = kernels.sub_constants(a.scale, a.zero_point, b.scale, b.zero_point, *y_q,
+                                       "fixed")
+        self.add_layer("sub", names, outs[0], act, arrays)
+
     def _options(self, op, options_class):
         table = op.BuiltinOptions()
         if table is None:
@@ -483,9 +651,6 @@ class _Importer:
             if builtin in ("QUANTIZE", "DEQUANTIZE"):
                 raise self.refuse("QUANTIZE / DEQUANTIZE are supported only at the model's "
                                   "float input and output")
-            if builtin in _LATER:
-                raise self.refuse("not supported by tinyconv's TFLite import yet (no "
-                                  "tinyconv layer computes it)")
             if builtin not in _HANDLERS:
                 raise self.refuse("not supported: tinyconv has no layer for this operator")
             handler = getattr(self, _HANDLERS[builtin])

@@ -94,6 +94,46 @@ def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q) -> dict[str, np.n
             for name, v in values.items()}
 
 
+class OutputReference:
+    """The int8 output of one interpreter on a .tflite file, image by image: TFLM (reference
+    kernels, the oracle) or LiteRT (optimized kernels). Built once, reused for every batch
+    (tinyconv verify)."""
+
+    def __init__(self, data: bytes, model: QuantModel, which: str):
+        self.model, self.which = model, which
+        if which == "tflm":
+            from tflite_micro.python.tflite_micro import runtime as tflm
+
+            self.interpreter = tflm.Interpreter.from_bytes(
+                data, intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+            self.details = self.interpreter.get_input_details(0)
+        else:
+            from ai_edge_litert.interpreter import Interpreter
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.interpreter = Interpreter(model_content=data, num_threads=1,
+                                               experimental_preserve_all_tensors=True)
+            self.interpreter.allocate_tensors()
+            self.details = self.interpreter.get_input_details()[0]
+        self.index = _index(model.output)
+
+    def __call__(self, x_float, x_q) -> np.ndarray:
+        """``x_float`` (NHWC float, or None) is fed to a float-input file, ``x_q`` otherwise."""
+        out = []
+        for i in range(len(x_q)):
+            x = _feed(self.details, x_float, x_q, i)
+            if self.which == "tflm":
+                self.interpreter.set_input(x, 0)
+                self.interpreter.invoke()
+                out.append(self.interpreter.GetTensor(self.index, 0)["tensor_data"].copy())
+            else:
+                self.interpreter.set_tensor(self.details["index"], x)
+                self.interpreter.invoke()
+                out.append(self.interpreter.get_tensor(self.index).copy())
+        return np.stack(out).reshape((len(x_q),) + self.model.output_spec.shape)
+
+
 def litert_output(data: bytes, model: QuantModel, x_float, x_q) -> np.ndarray:
     """The int8 output tensor as LiteRT's optimized kernels compute it."""
     from ai_edge_litert.interpreter import Interpreter

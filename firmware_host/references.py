@@ -2,7 +2,9 @@
 onnxruntime on ``model.q.onnx`` (a second, independent int8 implementation, which gates the
 verdict too: the whole output in float requantization mode, layer by layer on runtime/'s own
 layer inputs for the first LAYER_SAMPLE images of every batch in fixed mode) and onnxruntime on
-the float ``model.onnx`` (what quantization cost).
+the float ``model.onnx`` (what quantization cost). For a model exported from a .tflite file,
+TFLM on ``model.tflite`` gates instead of onnxruntime (runtime/ == TFLM on every output element)
+and LiteRT's optimized kernels are reported.
 
 verify computes them for one batch on a worker thread while the device works on the previous
 one, so everything here is per batch and holds no state beyond the loaded models.
@@ -71,6 +73,35 @@ class References:
             self.q_stamped = check_matches(self.q_onnx, model, q_path)
             if model.requant_mode != "float":
                 self.layers = LayerRunner(self.q_onnx, model)
+        self.tflm = self.litert = None  # TFLite source: its interpreters on model.tflite
+        self.tflite_notes: list[str] = []
+        self.tflite = model.metadata.get("source_format") == "tflite"
+        if self.tflite:
+            self._load_tflite(export_dir / "model.tflite")
+
+    @property
+    def ort_gates(self) -> bool:
+        """onnxruntime's float requantization is not TFLM's integer arithmetic (several LSB
+        apart): for a model from a .tflite file it is reported, TFLM gates instead."""
+        return not self.tflite
+
+    def _load_tflite(self, path: Path) -> None:
+        """TFLM (gating) and LiteRT (reported) on the export's model.tflite."""
+        from export.tflite_reference import OutputReference
+
+        if not path.exists():
+            raise TinyconvError(f"{path} is missing: a model exported from a .tflite file is "
+                                "verified against TFLM on it (export it again)")
+        data = path.read_bytes()
+        try:
+            self.tflm = OutputReference(data, self.model, "tflm")
+        except ImportError:
+            raise TinyconvError("verifying a TFLite model needs the tflite-micro package "
+                                "(pip install tflite-micro)") from None
+        try:
+            self.litert = OutputReference(data, self.model, "litert")
+        except ImportError:
+            self.tflite_notes.append("ai-edge-litert is not installed: no LiteRT comparison")
 
     def batch(self, start: int, x: np.ndarray, labels) -> Batch:
         """Bring a batch to int8 NHWC (for the device and runtime/) and float in the ONNX
@@ -101,6 +132,11 @@ class References:
             out["layer_images"] = len(sample)
         if self.q_onnx is not None:
             out["ort"] = run_qonnx(self.q_onnx, self.model, batch.x_f)
+        if self.tflm is not None:
+            x_f = np.asarray(batch.x_f, np.float32).reshape(batch.x_q.shape)
+            out["tflm"] = self.tflm(x_f, batch.x_q)
+            if self.litert is not None:
+                out["litert"] = self.litert(x_f, batch.x_q)
         if self.float_session is not None:
             name = self.float_session.get_inputs()[0].name
             y = self.float_session.run(None, {name: batch.x_f})[0]

@@ -44,6 +44,14 @@ class VerifyResult:
     ort_failed_images: int = 0  # float mode: device != onnxruntime (fails the run)
     ort_layer_images: int | None = None  # fixed mode: images checked layer by layer
     ort_layer_max_lsb: dict = field(default_factory=dict)  # layer -> largest |ort - runtime/|
+    ort_gating: bool = True  # False for a TFLite source: TFLM gates, onnxruntime is reported
+    tflm_images: int | None = None  # TFLite source: runtime/ vs TFLM on model.tflite
+    tflm_equal_images: int = 0
+    tflm_max_lsb: int = 0
+    litert_images: int | None = None  # TFLite source: device vs LiteRT (reported)
+    litert_equal_elements: int = 0
+    litert_elements: int = 0
+    litert_max_lsb: int = 0
     input_values: int = 0  # float input values of the verified images (0: int8 codes given)
     input_clipped: int = 0  # of those, how many quantization clipped
     labelled_images: int = 0
@@ -70,15 +78,19 @@ class VerifyResult:
     def gates(self) -> list[str]:
         """The comparisons that decide the verdict, in words."""
         gates = ["device == runtime/ on every image"]
-        if self.ort_images is not None and self.requant_mode == "float":
+        if self.tflm_images is not None:
+            gates.append("runtime/ == TFLM (model.tflite) on every element of every image")
+        if self.ort_images is not None and self.requant_mode == "float" and self.ort_gating:
             gates.append("device == onnxruntime (model.q.onnx) on every image")
-        if self.ort_layer_images is not None:
+        if self.ort_layer_images is not None and self.ort_gating:
             gates.append(f"onnxruntime layer by layer on runtime/'s inputs within "
                          f"{LAYER_BOUND_LSB} LSB ({self.ort_layer_images} sampled images)")
         return gates
 
     @property
     def failed_layers(self) -> dict[str, int]:
+        if not self.ort_gating:
+            return {}
         return {k: v for k, v in self.ort_layer_max_lsb.items() if v > LAYER_BOUND_LSB}
 
     @property
@@ -89,7 +101,8 @@ class VerifyResult:
         if self.aborted is not None:
             return 2
         ok = (self.images > 0 and self.device_equal_images == self.images
-              and self.ort_failed_images == 0 and not self.failed_layers)
+              and self.ort_failed_images == 0 and not self.failed_layers
+              and (self.tflm_images is None or self.tflm_equal_images == self.tflm_images))
         return 0 if ok else 1
 
     @property
@@ -144,17 +157,28 @@ class VerifyResult:
         if self.input_values:
             rows.append(("input saturation", f"{100 * self.input_saturation:.2f} % of input "
                          f"values clipped ({self.input_clipped} of {self.input_values})"))
+        if self.tflm_images is not None:
+            rows.append(("runtime == TFLM", f"{self.tflm_equal_images}/{self.tflm_images} "
+                         f"images, max diff {self.tflm_max_lsb} LSB"))
+        if self.litert_images is not None:
+            e = max(self.litert_elements, 1)
+            rows.append(("device vs LiteRT", f"{100 * self.litert_equal_elements / e:.2f} % "
+                         f"of elements exact, max diff {self.litert_max_lsb} LSB (optimized "
+                         "kernels: informational)"))
         if self.ort_images is not None:
             m = max(self.ort_images, 1)
             informational = "" if self.requant_mode == "float" else \
                 " (fixed mode: informational, see per layer)"
+            if not self.ort_gating:
+                informational = " (float requantization, not TFLM's: informational)"
             rows.append(("device vs onnxruntime", f"{self.ort_equal_images}/{self.ort_images} "
                          f"exact ({100 * self.ort_equal_images / m:.2f} %), max diff "
                          f"{self.ort_max_lsb} LSB{informational}"))
         if self.ort_layer_images is not None:
             worst = max(self.ort_layer_max_lsb.items(), key=lambda kv: kv[1], default=("-", 0))
+            bound = f"bound {LAYER_BOUND_LSB}" if self.ort_gating else "informational"
             rows.append(("onnxruntime per layer", f"{self.ort_layer_images} images, max diff "
-                         f"{worst[1]} LSB (layer {worst[0]}, bound {LAYER_BOUND_LSB})"))
+                         f"{worst[1]} LSB (layer {worst[0]}, {bound})"))
         if self.labelled_images:
             acc = " / ".join(f"{100 * self.accuracy(k):.2f} %"
                              for k in ("float", "runtime", "device"))
@@ -183,6 +207,7 @@ class VerifyResult:
                        f"({self.device_equal_images} equal to runtime/'s): {self.aborted}")
         elif self.exit_status == 0:
             verdict = "PASS: every device output equals runtime/'s" + (
+                ", and TFLM agrees" if self.tflm_images is not None else
                 ", and onnxruntime agrees" if len(self.gates) > 1 else "")
         else:
             verdict = "FAIL: " + "; ".join(self._failures())
@@ -193,6 +218,10 @@ class VerifyResult:
         if self.images == 0 or self.device_equal_images != self.images:
             why.append(f"{self.images - self.device_equal_images} of {self.images} images "
                        "differ from runtime/ or got no reply")
+        if self.tflm_images is not None and self.tflm_equal_images != self.tflm_images:
+            why.append(f"runtime/ != TFLM on {self.tflm_images - self.tflm_equal_images} of "
+                       f"{self.tflm_images} images (up to {self.tflm_max_lsb} LSB): run "
+                       "tinyconv run DIR --per-layer --against tflm for the first layer")
         if self.ort_failed_images:
             why.append(f"{self.ort_failed_images} of {self.ort_images} device outputs differ "
                        f"from onnxruntime (up to {self.ort_max_lsb} LSB)")
@@ -254,6 +283,21 @@ class Tally:
                 elif r.requant_mode == "float":
                     r.ort_failed_images += 1
                     problems.append("device != onnxruntime")
+            if "tflm" in refs:
+                r.tflm_images += 1
+                diff = int(np.max(np.abs(want.astype(np.int16) - refs["tflm"][i].astype(
+                    np.int16))))
+                r.tflm_max_lsb = max(r.tflm_max_lsb, diff)
+                if diff == 0:
+                    r.tflm_equal_images += 1
+                else:
+                    problems.append("runtime != TFLM")
+            if "litert" in refs and got is not None:
+                r.litert_images += 1
+                r.litert_elements += got.size
+                r.litert_equal_elements += int(np.count_nonzero(got == refs["litert"][i]))
+                r.litert_max_lsb = max(r.litert_max_lsb, int(np.max(np.abs(
+                    got.astype(np.int16) - refs["litert"][i].astype(np.int16)))))
             if batch.labels is not None:
                 label = int(batch.labels[i])
                 r.labelled_images += 1
@@ -281,6 +325,8 @@ class Tally:
                "runtime": refs["runtime"][i].ravel().tolist()}
         if "ort" in refs:
             rec["onnxruntime"] = refs["ort"][i].ravel().tolist()
+        if "tflm" in refs:
+            rec["tflm"] = refs["tflm"][i].ravel().tolist()
         if batch.labels is not None:
             rec["label"] = int(batch.labels[i])
         return rec

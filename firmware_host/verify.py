@@ -2,7 +2,8 @@
 
 For every input, four answers meet: the device's int8 output, runtime/'s (``==`` is the
 verdict), onnxruntime's on ``model.q.onnx`` (exact rate and largest LSB difference) and the float
-model's on ``model.onnx`` (SQNR, cosine, accuracy). Inputs are streamed in bounded batches with
+model's on ``model.onnx`` (SQNR, cosine, accuracy); for a model exported from a .tflite file,
+TFLM on ``model.tflite`` gates (runtime/ == TFLM) and LiteRT is reported. Inputs are streamed in bounded batches with
 several requests in flight; the host references for a batch are computed on a worker thread
 while the device works, so the link stays busy.
 
@@ -153,7 +154,11 @@ def _handshake(link: Link, model, refs: References, export_dir: Path,
                           float_images=0 if refs.float_session is not None else None,
                           ticks_unit="us" if info.target == "host" else "instructions",
                           total_macs=info.total_macs,
-                          ort_layer_images=0 if refs.layers is not None else None)
+                          ort_layer_images=0 if refs.layers is not None else None,
+                          ort_gating=refs.ort_gates,
+                          tflm_images=0 if refs.tflm is not None else None,
+                          litert_images=0 if refs.litert is not None else None)
+    result.notes.extend(refs.tflite_notes)
     if refs.q_onnx is None:
         result.notes.append("no model.q.onnx in the export directory: no onnxruntime check")
     elif not refs.q_stamped:

@@ -90,10 +90,20 @@ def dataset(model, count: int, seed: int) -> np.ndarray:
 
 
 def softmax(seed: int = 3):
-    """dense + softmax: an op this import refuses (for the refusal test)."""
+    """dense + softmax."""
     tf, L = _keras()
     x = tf.keras.Input((6,), batch_size=1)
     y = L.Dense(4, activation="softmax")(x)
+    model = tf.keras.Model(x, y)
+    _init(model, seed)
+    return model
+
+
+def reduce_max(seed: int = 3):
+    """dense + max over the features: REDUCE_MAX, an op the import refuses."""
+    tf, L = _keras()
+    x = tf.keras.Input((6,), batch_size=1)
+    y = L.Lambda(lambda t: tf.reduce_max(t, axis=-1, keepdims=True))(L.Dense(4)(x))
     model = tf.keras.Model(x, y)
     _init(model, seed)
     return model
@@ -120,7 +130,7 @@ def _init_bn(model, seed: int) -> None:
 
 def resnet8(seed: int = 4):
     """MLPerf Tiny image classification's ResNet-8 shape (32x32x3, three residual stacks of
-    16/32/64 filters, 8x8 average pool, dense 10), softmax left out (not imported yet)."""
+    16/32/64 filters, 8x8 average pool, dense 10), without its softmax head."""
     tf, L = _keras()
     x = tf.keras.Input((32, 32, 3), batch_size=1)
     h = _bn_relu(L.Conv2D(16, 3, padding="same")(x))
@@ -151,8 +161,53 @@ def ds_cnn(seed: int = 5):
     return model
 
 
+def elementwise(seed: int = 6):
+    """LOGISTIC, TANH, MUL, SUB, LEAKY_RELU, PRELU, HARD_SWISH, CONCATENATION, then a softmax
+    head: the table ops and the elementwise tensor ops of the import."""
+    tf, L = _keras()
+    x = tf.keras.Input((6, 6, 3), batch_size=1)
+    c = L.Conv2D(8, 3, padding="same")(x)
+    s = L.Activation("sigmoid")(c)
+    t = L.Activation("tanh")(L.Conv2D(8, 1)(x))
+    m = L.Multiply()([s, t])
+    d = L.Subtract()([c, m])
+    leaky = L.LeakyReLU(negative_slope=0.2)(d)
+    p = L.PReLU(shared_axes=[1, 2])(L.Conv2D(8, 1)(leaky))
+    hs = L.Activation("hard_swish")(L.Conv2D(4, 1)(leaky))
+    h = L.Concatenate()([p, hs])
+    h = L.Conv2D(6, 3, strides=2)(h)
+    h = L.Flatten()(h)
+    y = L.Dense(7, activation="softmax")(h)
+    model = tf.keras.Model(x, y)
+    _init(model, seed)
+    return model
+
+
+def tensor_ops(seed: int = 7):
+    """PAD, PADV2 (a non-zero constant), RESIZE_NEAREST_NEIGHBOR (x2 and a resize to 7x5 with
+    half-pixel centers), a squeeze-excite MUL broadcast over H and W."""
+    tf, L = _keras()
+    x = tf.keras.Input((6, 5, 3), batch_size=1)
+    h = L.Conv2D(6, 3, padding="same", activation="relu")(x)
+    h = L.ZeroPadding2D(((1, 0), (2, 1)))(h)
+    h = L.Lambda(lambda t: tf.pad(t, [[0, 0], [1, 1], [0, 2], [0, 0]],
+                                  constant_values=0.5))(h)
+    h = L.Lambda(lambda t: tf.compat.v1.image.resize_nearest_neighbor(
+        t, (16, 18), align_corners=True))(h)
+    h = L.Conv2D(8, 3, strides=2)(h)
+    h = L.Lambda(lambda t: tf.image.resize(t, (7, 5), method="nearest"))(h)
+    g = L.GlobalAveragePooling2D(keepdims=True)(h)
+    g = L.Conv2D(8, 1, activation="sigmoid")(g)
+    h = L.Multiply()([h, g])
+    y = L.Conv2D(4, 3)(h)
+    model = tf.keras.Model(x, y)
+    _init(model, seed)
+    return model
+
+
 BUILDERS = {"convs": convs, "residual": residual, "squeeze": squeeze, "softmax": softmax,
-            "resnet8": resnet8, "ds_cnn": ds_cnn}
+            "resnet8": resnet8, "ds_cnn": ds_cnn, "elementwise": elementwise,
+            "tensor_ops": tensor_ops}
 
 
 def convert(model, *, int8_io: bool = False, per_tensor: bool = False,
@@ -161,6 +216,9 @@ def convert(model, *, int8_io: bool = False, per_tensor: bool = False,
     import tensorflow as tf
 
     data = dataset(model, samples, seed=123)
+    if model.input_shape[0] is None:  # fix the batch at 1 so Flatten needs no SHAPE ops
+        x = tf.keras.Input(model.input_shape[1:], batch_size=1)
+        model = tf.keras.Model(x, model(x))
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
