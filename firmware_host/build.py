@@ -143,7 +143,8 @@ def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
                                                "tc_bss_end")}
     flash = at["tc_data_load"] + at["tc_data_end"] - at["tc_data_start"] - board.flash_origin
     return Needs(flash, at["tc_bss_end"] - board.ram_origin,
-                 symbols.get("tc_arena", (0, 0))[1], symbols.get("tc_scratch", (0, 0))[1],
+                 symbols.get("tc_arena_frame", symbols.get("tc_arena", (0, 0)))[1],
+                 symbols.get("tc_scratch", (0, 0))[1],
                  worst_case_stack(probe, obj_dir))
 
 
