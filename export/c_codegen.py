@@ -101,6 +101,13 @@ extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
 """
 
 
+# Bytes of kernel scratch a layer may ask for to hold its weights in a faster form (int16
+# pointwise weights, the one-channel kernel's doubled weights): past this the kernels run
+# without the copy, so that no scratch grows with a layer's weights (MobileNet's 256x256
+# pointwise layer would want 128 KB).
+WEIGHT_COPY_MAX = 4096
+
+
 def _fail(model: QuantModel, message: str) -> TinyconvError:
     return TinyconvError(f"model {model.name!r}: cannot generate C: {message}")
 
@@ -244,16 +251,21 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             # output row's windows reach
             if groups == 1 and int(dil[0]) == int(dil[1]) == 1 and cg % 4 == 0:
                 scratch += kh * (4 + ((out_w - 1) * e["stride_w"] + kw) * cg * 2)
-                if kh == kw == 1:  # tc_conv2d_get_pointwise_size: the int16 weights
-                    scratch += (m & ~1) * cg * 2
+                # tc_conv2d_get_pointwise_size: the int16 weights, asked for only up to
+                # WEIGHT_COPY_MAX (the kernel still takes them whenever the model's scratch,
+                # sized by its largest layer, has room)
+                pointwise = (m & ~1) * cg * 2 if kh == kw == 1 else 0
+                if pointwise <= WEIGHT_COPY_MAX:
+                    scratch += pointwise
             if groups == 1 and cg == 1:
                 # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose
                 # weights it refuses): per channel the doubled weights and a code address, 8
                 # words of requantization constants ending in a code address, tc_requant_fast
                 # and the folded bias; a 13-word job; kh packed rows of the pairs' windows, tagged
                 width = ((out_w + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * int(dil[1]) + 1
-                scratch = max(scratch, 4 * (m * (kh * kw + 1) + 13 + 8 * m + 5 * m +
-                                            kh * (1 + width)))
+                one_ch = 4 * (m * (kh * kw + 1) + 13 + 8 * m + 5 * m + kh * (1 + width))
+                if one_ch <= max(scratch, WEIGHT_COPY_MAX):  # else the generic path runs
+                    scratch = max(scratch, one_ch)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -135,6 +136,14 @@ def _symbols(elf: Path) -> dict[str, tuple[int, int]]:
     return symbols
 
 
+def _frame_room() -> int:
+    """The bytes tc_model.c's arena storage has around the plan for a request frame's header
+    and CRC (tc_model.h): the protocol's, so counted among the buffers, not the arena."""
+    header = (FIRMWARE_DIR / "src" / "tc_model.h").read_text()
+    return sum(int(re.search(rf"#define {name} (\d+)", header).group(1))
+               for name in ("TC_INPUT_HEADROOM", "TC_ARENA_TAILROOM"))
+
+
 def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
     """Flash and static RAM as the linker places them (alignment gaps included: what its
     region check counts), from the probe image's section-end symbols."""
@@ -142,8 +151,10 @@ def measure(probe: Path, obj_dir: Path, board: Board) -> Needs:
     at = {name: symbols[name][0] for name in ("tc_data_load", "tc_data_start", "tc_data_end",
                                                "tc_bss_end")}
     flash = at["tc_data_load"] + at["tc_data_end"] - at["tc_data_start"] - board.flash_origin
-    return Needs(flash, at["tc_bss_end"] - board.ram_origin,
-                 symbols.get("tc_arena", (0, 0))[1], symbols.get("tc_scratch", (0, 0))[1],
+    arena = (symbols["tc_arena_frame"][1] - _frame_room() if "tc_arena_frame" in symbols
+             else symbols.get("tc_arena", (0, 0))[1])
+    return Needs(flash, at["tc_bss_end"] - board.ram_origin, arena,
+                 symbols.get("tc_scratch", (0, 0))[1],
                  worst_case_stack(probe, obj_dir))
 
 

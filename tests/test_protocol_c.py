@@ -182,3 +182,24 @@ def test_engine_builds_for_cortex_m_without_warnings(tmp_path):
         subprocess.run([arm_gcc, "-mcpu=cortex-m3", "-mthumb", "-Os", *CFLAGS, "-c", str(source),
                         "-o", str(tmp_path / (source.stem + ".o"))], check=True,
                        capture_output=True)
+
+
+def test_frames_that_fail_their_checks_never_leak_into_a_result(driver):
+    """Frames decode straight into the model's input tensor: a corrupt, truncated, oversized or
+    short INFER between two good ones leaves garbage there, but every RESULT the device reports
+    is the model of exactly the image its own (good) frame carried."""
+    rng = np.random.default_rng(7)
+    images = rng.integers(-128, 127, (4, INPUT_SIZE), dtype=np.int8)
+    images[:, 0] = np.clip(images[:, 0], -128, 126)
+    junk = rng.integers(-128, 127, INPUT_SIZE, dtype=np.int8).tobytes()
+    bad = [_corrupt_crc(frame(wire.Msg.INFER, 50, junk)),
+           frame(wire.Msg.INFER, 51, junk + b"\x05" * 9),      # too long: refused
+           frame(wire.Msg.INFER, 52, junk[:-3]),                # one tensor minus 3 bytes
+           frame(wire.Msg.INFER, 53, junk)[:200] + b"\x00"]     # cut off inside a block
+    stream = b"\x00"
+    for i, x in enumerate(images):
+        stream += bad[i] + frame(wire.Msg.INFER, 100 + i, x.tobytes())
+    got = [r for r in replies(run_driver(driver, stream)) if r.type == wire.Msg.RESULT]
+    assert got == [wire.Frame(wire.Msg.RESULT, 100 + i,
+                              struct.pack("<I", 7) + stub_model(x).tobytes())
+                   for i, x in enumerate(images)]

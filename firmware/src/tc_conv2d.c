@@ -105,7 +105,9 @@ int32_t tc_conv2d_get_ring_size(const tc_conv_params *p, const tc_filter_dims *f
 
 /* A 1x1 conv on the ring (Cortex-M4): after the ring, the row pairs' weights as int16
  * (tc_weights_to_s16_pairs), when the buffer holds them too. Only for 1x1 windows, where the
- * weights are small (m * c) and the dot loop is most of the cost. */
+ * dot loop is most of the cost. This copy grows with the weights, so export asks for it only
+ * up to 4 KB (c_codegen.WEIGHT_COPY_MAX: a 32->32 layer, 2 KB, yes; MobileNet's 256->256,
+ * 128 KB, no); without it tc_matmul_pair sign-extends the weights (SXTB16) as it reads them. */
 int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *p, const tc_filter_dims *f,
                                      const tc_dims *out)
 {

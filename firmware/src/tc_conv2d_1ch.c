@@ -21,7 +21,10 @@
  * columns j the windows of pixel p read (padding columns hold the input zero point, folded
  * into the bias), so the pair starting at output column ox reads P[ox * stride_w + kx * dil].
  * An odd last pixel is a pair whose q output is stored first at the same place, then
- * overwritten by p. */
+ * overwritten by p.
+ * The stream grows with the weights, so export sizes the scratch for this kernel only while its
+ * need stays within 4 KB or the model's other layers' (c_codegen.WEIGHT_COPY_MAX); with less
+ * buffer it refuses and tc_conv2d's generic path runs (DS-CNN's 10x4 x 64 first layer). */
 #include <stddef.h>
 
 #include "tc_asm.h"

@@ -21,7 +21,9 @@
 #endif
 #define TC_USES(op) (((TC_MODEL_OPS) >> (op)) & 1u)
 
-static int8_t tc_arena[TC_ARENA_SIZE] TC_ALIGN;
+/* tc_model.h: room for a request frame's header before the input and its CRC after it. */
+static int8_t tc_arena_frame[TC_INPUT_HEADROOM + TC_ARENA_SIZE + TC_ARENA_TAILROOM] TC_ALIGN;
+#define tc_arena (tc_arena_frame + TC_INPUT_HEADROOM)
 static int16_t tc_scratch[(TC_SCRATCH_SIZE + 1) / 2] TC_ALIGN;
 
 static void tc_copy(int8_t *dst, const int8_t *src, int32_t n)
@@ -266,14 +268,9 @@ static int tc_run_layer(const tc_layer_t *l)
     }
 }
 
-int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(void),
-                       uint32_t *layer_ticks)
+static int tc_run_layers(uint32_t (*clock)(void), uint32_t *layer_ticks)
 {
     int32_t i;
-    if (input == NULL || output == NULL) {
-        return TC_ERR_BAD_ARG;
-    }
-    tc_copy(tc_arena + TC_INPUT_OFFSET, input, TC_INPUT_SIZE);
     for (i = 0; i < TC_NUM_LAYERS; i++) {
         const uint32_t start = clock ? clock() : 0u;
         const int rc = tc_run_layer(&tc_layers[i]);
@@ -284,6 +281,21 @@ int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(vo
             return rc;
         }
     }
+    return TC_OK;
+}
+
+int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(void),
+                       uint32_t *layer_ticks)
+{
+    int rc;
+    if (input == NULL || output == NULL) {
+        return TC_ERR_BAD_ARG;
+    }
+    tc_copy(tc_arena + TC_INPUT_OFFSET, input, TC_INPUT_SIZE);
+    rc = tc_run_layers(clock, layer_ticks);
+    if (rc != TC_OK) {
+        return rc;
+    }
     tc_copy(output, tc_arena + TC_OUTPUT_OFFSET, TC_OUTPUT_SIZE);
     return TC_OK;
 }
@@ -291,4 +303,19 @@ int tc_model_run_timed(const int8_t *input, int8_t *output, uint32_t (*clock)(vo
 int tc_model_run(const int8_t *input, int8_t *output)
 {
     return tc_model_run_timed(input, output, NULL, NULL);
+}
+
+int8_t *tc_model_input(void)
+{
+    return tc_arena + TC_INPUT_OFFSET;
+}
+
+const int8_t *tc_model_output(void)
+{
+    return tc_arena + TC_OUTPUT_OFFSET;
+}
+
+int tc_model_run_in_place(void)
+{
+    return tc_run_layers(NULL, NULL);
 }

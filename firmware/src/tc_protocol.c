@@ -11,8 +11,15 @@
 #define RX_CAPACITY (TC_FRAME_HEADER + (size_t)(TC_INPUT_SIZE) + TC_FRAME_CRC)
 #define ERROR_TEXT_MAX 48U
 
-static uint8_t rx_frame[RX_CAPACITY];
-static int8_t output[TC_OUTPUT_SIZE];
+#if TC_FRAME_HEADER > TC_INPUT_HEADROOM || TC_FRAME_CRC > TC_ARENA_TAILROOM
+#error "tc_model.h leaves too little room around the input tensor for a frame"
+#endif
+
+/* Frames decode into the model's arena, the header just before the input tensor, so an INFER's
+ * payload lands where the first layer reads it and no frame-sized buffer exists. A frame that
+ * then fails its checks leaves garbage there, which is harmless: only a frame that passed them
+ * runs the model, and its payload overwrote all of the input first. */
+static uint8_t *rx_frame;
 static tc_cobs_decoder decoder;
 
 static uint32_t frames_accepted;
@@ -127,12 +134,12 @@ static void reply_info(uint16_t seq)
     reply_end();
 }
 
-static void reply_result(uint16_t seq, const uint8_t *input)
+static void reply_result(uint16_t seq)
 {
     static const char digits[] = "0123456789";
     char text[] = "model error 0";
     uint32_t start = tc_port_ticks();
-    int rc = tc_model_run((const int8_t *)input, output);
+    int rc = tc_model_run_in_place();
     uint32_t ticks = tc_port_ticks() - start;
 
     if (rc != TC_OK) {
@@ -142,7 +149,7 @@ static void reply_result(uint16_t seq, const uint8_t *input)
     }
     reply_begin((uint8_t)TC_MSG_RESULT, seq, (uint32_t)(4U + TC_OUTPUT_SIZE));
     reply_le(ticks, 4);
-    reply_bytes(output, TC_OUTPUT_SIZE);
+    reply_bytes(tc_model_output(), TC_OUTPUT_SIZE);
     reply_end();
 }
 
@@ -171,7 +178,6 @@ static void handle_frame(const uint8_t *frame, size_t len)
 {
     uint16_t seq;
     uint32_t payload_len;
-    const uint8_t *payload = frame + TC_FRAME_HEADER;
 
     if (len < TC_FRAME_HEADER + TC_FRAME_CRC) {
         frames_corrupt++;
@@ -205,7 +211,7 @@ static void handle_frame(const uint8_t *frame, size_t len)
         if (payload_len != (uint32_t)TC_INPUT_SIZE) {
             reply_error(seq, (uint16_t)TC_PERR_BAD_LENGTH, "INFER payload is not one input tensor");
         } else {
-            reply_result(seq, payload);
+            reply_result(seq);  /* the payload already sits in the input tensor */
         }
         break;
     case TC_MSG_RESET:
@@ -223,7 +229,8 @@ static void handle_frame(const uint8_t *frame, size_t len)
 
 void tc_protocol_init(void)
 {
-    tc_cobs_decoder_init(&decoder, rx_frame, sizeof rx_frame);
+    rx_frame = (uint8_t *)tc_model_input() - TC_FRAME_HEADER;
+    tc_cobs_decoder_init(&decoder, rx_frame, RX_CAPACITY);
     frames_accepted = 0;
     frames_corrupt = 0;
     frames_oversized = 0;

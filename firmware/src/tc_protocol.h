@@ -1,6 +1,7 @@
 /* The device side of the wire protocol (docs/PROTOCOL.md): frames in through tc_protocol_feed,
- * replies out through tc_port_write. All buffers are static and sized from model_data.h: the
- * receive buffer holds exactly one INFER frame, anything longer is refused, never stored. */
+ * replies out through tc_port_write. A frame is decoded into the model's arena (its payload onto
+ * the input tensor) and a RESULT is sent from it: the only buffer of its own is the encoder's
+ * 255-byte block. Anything longer than one INFER frame is refused, never stored. */
 #ifndef TC_PROTOCOL_H
 #define TC_PROTOCOL_H
 
