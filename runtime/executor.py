@@ -22,6 +22,7 @@ import numpy as np
 from runtime import kernels
 from runtime.errors import ModelFileError
 from runtime.kernels.elementwise import add_lookup, add_table
+from runtime.kernels.pool import plan_avg_pool2d
 from runtime.model import Layer, QuantModel
 
 
@@ -144,12 +145,11 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
         return kernels.max_pool2d(x, p["kernel"], stride=p.get("stride", p["kernel"]),
                                   padding=p.get("padding", (0, 0, 0, 0)), act_range=act)
     if layer.op == "avg_pool2d":
-        return kernels.avg_pool2d(x, p["kernel"], layer.arrays,
-                                  stride=p.get("stride", p["kernel"]),
-                                  padding=p.get("padding", (0, 0, 0, 0)),
-                                  count_include_pad=bool(p.get("count_include_pad", False)),
-                                  ceil_pad=p.get("ceil_pad", (0, 0)),
-                                  act_range=act)
+        return _prepared(model, index, layer, lambda: plan_avg_pool2d(
+            p["kernel"], layer.arrays, stride=p.get("stride", p["kernel"]),
+            padding=p.get("padding", (0, 0, 0, 0)),
+            count_include_pad=bool(p.get("count_include_pad", False)),
+            ceil_pad=p.get("ceil_pad", (0, 0)), act_range=act))(x)
     if layer.op == "global_avg_pool":
         return kernels.global_avg_pool(x, layer.arrays, act_range=act)
     if layer.op == "add":
