@@ -167,7 +167,8 @@ def plan_avg_pool2d(kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         floats = tuple(_const(consts, key, np.float32)[0]
                        for key in ("x_scale", "y_scale", "global_scale"))
     return AvgPoolPlan(kernel, stride, padding, bool(count_include_pad), ceil_pad, low, high,
-                       x_zp, y_zp, consts, floats, float_constants(low, high))
+                       x_zp, y_zp, consts, floats, float_constants(low, high),
+                       () if floats is None else float_constants(x_zp, floats[0], floats[1], y_zp))
 
 
 @dataclass(eq=False)
@@ -186,6 +187,7 @@ class AvgPoolPlan:
     consts: dict
     floats: tuple | None  # float mode: x_scale, y_scale, global_scale (float32)
     float_bounds: tuple = ()  # float mode: low and high as float32 0-d arrays
+    float_steps: tuple = ()  # float mode: x_zp, x_scale, y_scale, y_zp as float32 0-d arrays
     _shapes: dict = field(default_factory=dict, repr=False)  # x.shape[1:] -> (OH, OW, counts)
 
     def __call__(self, x) -> np.ndarray:
@@ -215,15 +217,16 @@ class AvgPoolPlan:
         if count is None:  # onnxruntime runs a whole-image window without padding as a global
             out = _float_global(_spatial_sum(x), h * w, global_scale, x_zp, y_zp)
             return clamp_to_int8(out, low, high)
+        x_zp, x_scale, y_scale, y_zp = self.float_steps
         xf = x.astype(np.float32)
-        xf -= np.float32(x_zp)
-        xf *= x_scale
+        np.subtract(xf, x_zp, out=xf)
+        np.multiply(xf, x_scale, out=xf)
         if padding != (0, 0, 0, 0):
             xf = _pad_nhwc(xf, padding, 0)
         out = _sequential_window_sums(xf, kernel, self.stride, (oh, ow))
-        out /= count  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
-        out /= y_scale
-        out += np.float32(y_zp)
+        np.divide(out, count, out=out)  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
+        np.divide(out, y_scale, out=out)
+        np.add(out, y_zp, out=out)
         np.rint(out, out=out)
         return clamp_to_int8(out, low, high)
 
@@ -241,7 +244,7 @@ class AvgPoolPlan:
             valid, count = _window_counts(x.shape, kernel, self.stride, padding, self.ceil_pad,
                                           (oh, ow), self.count_include_pad)
         if self.floats is not None:
-            count = count.astype(np.float32)
+            count = np.asarray(count, np.float32)
         return oh, ow, valid, count
 
 
