@@ -15,9 +15,9 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 try:
-    from numpy._core.umath import clip as _clip  # the ufunc behind ndarray.clip (numpy 2)
+    from numpy._core.umath import clip as clip_ufunc  # behind ndarray.clip (numpy 2)
 except ImportError:  # numpy 1.x
-    from numpy.core.umath import clip as _clip
+    from numpy.core.umath import clip as clip_ufunc
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -429,7 +429,7 @@ def clamp_to_int8(out: np.ndarray, low, high) -> np.ndarray:
     """``out`` clamped in place to ``[low, high]`` (within int8), then cast to int8. The clip
     ufunc itself: ``ndarray.clip`` and ``np.clip`` are Python wrappers around it that cost
     more than the pass itself on a small layer (bounds as ``_constants`` save a conversion)."""
-    _clip(out, low, high, out=out)
+    clip_ufunc(out, low, high, out=out)
     return out.astype(np.int8)
 
 
