@@ -164,8 +164,9 @@ def plan_avg_pool2d(kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
         _const(consts, "shift", np.int32)
         floats = None
     else:
-        floats = tuple(_const(consts, key, np.float32)[0]
-                       for key in ("x_scale", "y_scale", "global_scale"))
+        floats = tuple(_const(consts, key, np.float32)[0] for key in ("x_scale", "y_scale"))
+        floats += (_const(consts, "global_scale", np.float32)[0]  # whole-image windows only
+                   if "global_scale" in consts else None,)
     return AvgPoolPlan(kernel, stride, padding, bool(count_include_pad), ceil_pad, low, high,
                        x_zp, y_zp, consts, floats, float_constants(low, high),
                        () if floats is None else float_constants(x_zp, floats[0], floats[1], y_zp))
@@ -215,6 +216,8 @@ class AvgPoolPlan:
         x_scale, y_scale, global_scale = self.floats
         low, high = self.float_bounds
         if count is None:  # onnxruntime runs a whole-image window without padding as a global
+            if global_scale is None:
+                _const(self.consts, "global_scale", np.float32)  # raises: names the key
             out = _float_global(_spatial_sum(x), h * w, global_scale, x_zp, y_zp)
             return clamp_to_int8(out, low, high)
         x_zp, x_scale, y_scale, y_zp = self.float_steps
