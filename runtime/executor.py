@@ -22,6 +22,7 @@ import numpy as np
 from runtime import kernels
 from runtime.errors import ModelFileError
 from runtime.kernels.elementwise import add_lookup, add_table
+from runtime.kernels.pool import plan_avg_pool2d
 from runtime.model import Layer, QuantModel
 
 
@@ -42,7 +43,9 @@ class _Schedule:
     arrays: list  # held, with ``holds``: the objects whose ids the keys compare
     holds: list
     dead: list[tuple[str, ...]]
+    shapes: list[tuple[int, ...]]  # each layer's output shape, per sample
     prepared: dict[int, object] = field(default_factory=dict)
+    steps: dict[int, object] = field(default_factory=dict)  # index -> step(values) -> output
 
 
 _schedules: dict[int, _Schedule] = {}
@@ -72,7 +75,9 @@ def _schedule(model: QuantModel) -> _Schedule:
             dead.append(tuple(n for n in names if n not in live))
             live.update(layer.inputs)
         schedule = _Schedule(copy.deepcopy(graph), [None] * len(model.layers),
-                             [None] * len(model.layers), list(model.layers), dead[::-1])
+                             [None] * len(model.layers), list(model.layers), dead[::-1],
+                             [tuple(model.tensors[layer.output].shape)
+                              for layer in model.layers])
         _schedules[id(model)] = schedule
     keys = _layer_keys(model)
     if keys != schedule.layers:
@@ -93,6 +98,7 @@ def _refresh(model: QuantModel, schedule: _Schedule, keys: list) -> None:
         schedule.layers[index] = copy.deepcopy(key)
         schedule.arrays[index] = tuple(layer.arrays.values())
         schedule.prepared.pop(index, None)
+        schedule.steps.pop(index, None)
 
 
 _running = threading.local()  # (model, schedule) that ``run`` has validated, while it runs
@@ -131,6 +137,37 @@ def _make_plan(model: QuantModel, layer: Layer) -> kernels.ConvPlan:
         raise ModelFileError(f"layer {layer.name!r} ({layer.op}): {exc}") from None
 
 
+def _step(model: QuantModel, index: int, layer: Layer):
+    """The layer's work as ``step(values) -> output``, made once per model and layer: a conv
+    or pool layer's call goes straight to its kept plan (the dispatch below costs a few
+    microseconds a layer, a good part of a small layer at batch 1)."""
+    def make():
+        name = layer.inputs[0]
+        if layer.op == "conv2d":
+            plan = _plan(model, index, layer)
+            return lambda values: plan(values[name])
+        if layer.op == "avg_pool2d":
+            pool = _pool_plan(model, index, layer)
+            return lambda values: pool(values[name])
+        return lambda values: _run_layer(model, index, layer, values)
+
+    schedule = _running.state[1]
+    step = schedule.steps.get(index)
+    if step is None:
+        step = schedule.steps[index] = make()
+    return step
+
+
+def _pool_plan(model: QuantModel, index: int, layer: Layer):
+    p = layer.params
+    return _prepared(model, index, layer, lambda: plan_avg_pool2d(
+        p["kernel"], layer.arrays, stride=p.get("stride", p["kernel"]),
+        padding=p.get("padding", (0, 0, 0, 0)),
+        count_include_pad=bool(p.get("count_include_pad", False)),
+        ceil_pad=p.get("ceil_pad", (0, 0)), act_range=(p.get("act_min", -128),
+                                                       p.get("act_max", 127))))
+
+
 def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.ndarray:
     p = layer.params
     act = (p.get("act_min", -128), p.get("act_max", 127))
@@ -144,12 +181,7 @@ def _run_layer(model: QuantModel, index: int, layer: Layer, values: dict) -> np.
         return kernels.max_pool2d(x, p["kernel"], stride=p.get("stride", p["kernel"]),
                                   padding=p.get("padding", (0, 0, 0, 0)), act_range=act)
     if layer.op == "avg_pool2d":
-        return kernels.avg_pool2d(x, p["kernel"], layer.arrays,
-                                  stride=p.get("stride", p["kernel"]),
-                                  padding=p.get("padding", (0, 0, 0, 0)),
-                                  count_include_pad=bool(p.get("count_include_pad", False)),
-                                  ceil_pad=p.get("ceil_pad", (0, 0)),
-                                  act_range=act)
+        return _pool_plan(model, index, layer)(x)
     if layer.op == "global_avg_pool":
         return kernels.global_avg_pool(x, layer.arrays, act_range=act)
     if layer.op == "add":
@@ -190,14 +222,17 @@ def run(model: QuantModel, x_int8: np.ndarray, *, collect: bool = False):
     schedule = _schedule(model)
     values = {model.input: x}
     n = x.shape[0]
-    tensors = model.tensors
     outer, _running.state = getattr(_running, "state", None), (model, schedule)
     try:
+        steps, shapes, dead = schedule.steps, schedule.shapes, schedule.dead
         for index, layer in enumerate(model.layers):
-            out = _run_layer(model, index, layer, values)
-            values[layer.output] = out.reshape((n,) + tuple(tensors[layer.output].shape))
+            step = steps.get(index) or _step(model, index, layer)
+            out = step(values)
+            if out.shape[1:] != shapes[index]:
+                out = out.reshape((n,) + shapes[index])
+            values[layer.output] = out
             if not collect:
-                for name in schedule.dead[index]:
+                for name in dead[index]:
                     del values[name]
     finally:
         _running.state = outer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.requant import Requant, quantize_multiplier
+from runtime.requant import Requant, clip_ufunc, float_constants, quantize_multiplier
 from runtime.kernels.common import (INT8_MIN, INT8_MAX, ADD_LEFT_SHIFT, _int8, _zero_point,
                                     _act_range, _const, _is_fixed, _scalar_i32, _scalar_f32,
                                     _check_mode)
@@ -118,7 +118,7 @@ def quantize(x, scale, zero_point, rounding: str = "even") -> np.ndarray:
         raise ValueError(f"scale must be finite and > 0, got {scale}")
     zp = _zero_point("zero_point", zero_point)
     q = np.asarray(np.divide(x, scale))  # the one temporary (x's layout): then all in place
-    q.clip(np.float32(INT8_MIN - zp), np.float32(INT8_MAX - zp), out=q)
+    clip_ufunc(q, *float_constants(INT8_MIN - zp, INT8_MAX - zp), out=q)
     if rounding == "even":
         np.rint(q, out=q)
     else:

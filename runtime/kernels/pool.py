@@ -1,9 +1,11 @@
 """Max, average and global average pooling."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from runtime.requant import Requant
+from runtime.requant import Requant, clamp_to_int8, float_constants
 from runtime.kernels.common import (INT8_MIN, INT8_MAX, _int8, _pair, _pads, _zero_point,
                                     _act_range, _clamp_to_int8, _pad_nhwc, _windows, _spatial,
                                     _const, _is_fixed, _scalar_i32, _scalar_f32, _check_mode,
@@ -84,7 +86,8 @@ _WINDOW_BYTES = 1 << 22  # the window copies are made this many bytes at a time
 def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarray:
     """Each window's float32 sum taken tap by tap in row-major order, as onnxruntime sums
     (padding adds +0.0 exactly), in one numpy call instead of a pass per tap: the windows are
-    copied tap-major, ``[taps, outputs]``, and reduced over the outer axis, which numpy does
+    copied tap-major, ``[taps, outputs]`` (or, when a window is one contiguous block of whole
+    rows, read in place), and reduced over the outer axis, which numpy does
     as one elementwise add of each tap row into the running row, in order. (A reduction whose
     inner loop runs along the taps would be summed pairwise, a different rounding: with one
     output value the taps would be the only axis, so that case keeps the per-tap loop.)"""
@@ -99,6 +102,9 @@ def _sequential_window_sums(xf: np.ndarray, kernel, stride, out_hw) -> np.ndarra
         for view in taps.reshape(kh * kw, n, oh, ow, c):
             total += view
         return total
+    if ow == 1 and kw * pixel == row and c >= 8:  # a window's taps are one contiguous block
+        blocks = np.ndarray((n, oh, kh * kw, c), np.float32, xf, 0, (image, sh * row, pixel, item))
+        return np.add.reduce(blocks, axis=2, out=total.reshape(n, oh, c)).reshape(total.shape)
     step = max(1, _WINDOW_BYTES // max(1, taps[:, :, :1].size * 4))  # images per chunk
     for start in range(0, n, step):
         chunk = taps[:, :, start:start + step]
@@ -136,56 +142,113 @@ def avg_pool2d(x, kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
     ``ceil_pad`` is the part of the bottom and right ``padding`` that ONNX's ceil_mode added
     for the last window: like the declared padding it adds nothing to the sum, but
     ``count_include_pad`` never counts it (onnxruntime's AveragePool, PyTorch)."""
-    x = _int8("x", x, 4)
+    return plan_avg_pool2d(kernel, consts, stride=stride, padding=padding,
+                           count_include_pad=count_include_pad, ceil_pad=ceil_pad,
+                           act_range=act_range)(x)
+
+
+def plan_avg_pool2d(kernel, consts: dict, *, stride, padding=(0, 0, 0, 0),
+                    count_include_pad: bool = False, ceil_pad=(0, 0),
+                    act_range=(INT8_MIN, INT8_MAX)) -> "AvgPoolPlan":
+    """``avg_pool2d``'s arguments checked and its constants read once (the executor keeps the
+    plan per layer: at batch 1 this is a good part of a small pool's time)."""
     kernel, stride, padding = _pair("kernel", kernel), _pair("stride", stride), _pads(padding)
     ceil_pad = tuple(int(v) for v in ceil_pad)
     if not (0 <= ceil_pad[0] <= max(padding[2], 0) and 0 <= ceil_pad[1] <= max(padding[3], 0)):
         raise ValueError(f"ceil_pad {ceil_pad} must lie within the bottom/right padding")
     low, high = _act_range(act_range)
-    oh, ow = _spatial(x, kernel, stride, padding)
     x_zp = int(_const(consts, "input_zero_point", np.int32)[0])
     y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
-    n, h, w, c = x.shape
-    kh, kw = kernel
-    if (kh, kw) == (h, w) and padding == (0, 0, 0, 0) and not _is_fixed(consts):
-        # onnxruntime runs a whole-image window without padding as a global average pool
-        raw = _spatial_sum(x)
-        scale = _const(consts, "global_scale", np.float32)[0]
-        out = _float_global(raw, h * w, scale, x_zp, y_zp)
-        return _clamp_to_int8(out, low, high)
-    if padding == (0, 0, 0, 0):  # every window lies inside the image
-        valid = count = np.int64(kh * kw)
-    else:
-        valid, count = _window_counts(x.shape, kernel, stride, padding, ceil_pad, (oh, ow),
-                                      count_include_pad)
-
     if _is_fixed(consts):
-        rescale = int(_const(consts, "rescale", np.int32)[0])
-        if rescale:  # sum of (x - zp); padding contributes 0
-            xp = _pad_nhwc(x.astype(np.int32) - x_zp, padding, 0)
-        else:  # raw sum as TFLite does; counted padding holds the zero point
-            xp = _pad_nhwc(x.astype(np.int32), padding, 0)
-        acc = np.zeros((n, oh, ow, c), np.int64)
-        for _, _, view in _windows(xp, kernel, stride, (1, 1), (oh, ow)):
-            acc += view
-        if count_include_pad and not rescale:
-            acc += (count - valid) * x_zp
-        out = _fixed_mean(acc, count, consts) if rescale else _rounding_divide(acc, count)
-        return _clamp_to_int8(out, low, high)
+        _const(consts, "multiplier", np.int32)
+        _const(consts, "shift", np.int32)
+        floats = None
+    else:
+        floats = tuple(_const(consts, key, np.float32)[0] for key in ("x_scale", "y_scale"))
+        floats += (_const(consts, "global_scale", np.float32)[0]  # whole-image windows only
+                   if "global_scale" in consts else None,)
+    return AvgPoolPlan(kernel, stride, padding, bool(count_include_pad), ceil_pad, low, high,
+                       x_zp, y_zp, consts, floats, float_constants(low, high),
+                       () if floats is None else float_constants(x_zp, floats[0], floats[1], y_zp))
 
-    x_scale = _const(consts, "x_scale", np.float32)[0]
-    y_scale = _const(consts, "y_scale", np.float32)[0]
-    xf = x.astype(np.float32)
-    xf -= np.float32(x_zp)
-    xf *= x_scale
-    if padding != (0, 0, 0, 0):
-        xf = _pad_nhwc(xf, padding, 0)
-    out = _sequential_window_sums(xf, kernel, stride, (oh, ow))
-    out /= count.astype(np.float32)  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
-    out /= y_scale
-    out += np.float32(y_zp)
-    np.rint(out, out=out)
-    return _clamp_to_int8(out, low, high)
+
+@dataclass(eq=False)
+class AvgPoolPlan:
+    """``avg_pool2d`` with its arguments checked: call it with an int8 ``[N, H, W, C]``."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    count_include_pad: bool
+    ceil_pad: tuple[int, int]
+    low: int
+    high: int
+    x_zp: int
+    y_zp: int
+    consts: dict
+    floats: tuple | None  # float mode: x_scale, y_scale, global_scale (float32)
+    float_bounds: tuple = ()  # float mode: low and high as float32 0-d arrays
+    float_steps: tuple = ()  # float mode: x_zp, x_scale, y_scale, y_zp as float32 0-d arrays
+    _shapes: dict = field(default_factory=dict, repr=False)  # x.shape[1:] -> (OH, OW, counts)
+
+    def __call__(self, x) -> np.ndarray:
+        x = _int8("x", x, 4)
+        geometry = self._shapes.get(x.shape[1:])
+        if geometry is None:
+            geometry = self._shapes[x.shape[1:]] = self._geometry(x)
+        oh, ow, valid, count = geometry
+        kernel, padding, x_zp, y_zp = self.kernel, self.padding, self.x_zp, self.y_zp
+        n, h, w, c = x.shape
+        if self.floats is None:
+            rescale = int(_const(self.consts, "rescale", np.int32)[0])
+            if rescale:  # sum of (x - zp); padding contributes 0
+                xp = _pad_nhwc(x.astype(np.int32) - x_zp, padding, 0)
+            else:  # raw sum as TFLite does; counted padding holds the zero point
+                xp = _pad_nhwc(x.astype(np.int32), padding, 0)
+            acc = np.zeros((n, oh, ow, c), np.int64)
+            for _, _, view in _windows(xp, kernel, self.stride, (1, 1), (oh, ow)):
+                acc += view
+            if self.count_include_pad and not rescale:
+                acc += (count - valid) * x_zp
+            out = (_fixed_mean(acc, count, self.consts) if rescale
+                   else _rounding_divide(acc, count))
+            return _clamp_to_int8(out, self.low, self.high)
+        x_scale, y_scale, global_scale = self.floats
+        low, high = self.float_bounds
+        if count is None:  # onnxruntime runs a whole-image window without padding as a global
+            if global_scale is None:
+                _const(self.consts, "global_scale", np.float32)  # raises: names the key
+            out = _float_global(_spatial_sum(x), h * w, global_scale, x_zp, y_zp)
+            return clamp_to_int8(out, low, high)
+        x_zp, x_scale, y_scale, y_zp = self.float_steps
+        xf = x.astype(np.float32)
+        np.subtract(xf, x_zp, out=xf)
+        np.multiply(xf, x_scale, out=xf)
+        if padding != (0, 0, 0, 0):
+            xf = _pad_nhwc(xf, padding, 0)
+        out = _sequential_window_sums(xf, kernel, self.stride, (oh, ow))
+        np.divide(out, count, out=out)  # the mean; then as onnxruntime: rint(mean / y_scale + zp)
+        np.divide(out, y_scale, out=out)
+        np.add(out, y_zp, out=out)
+        np.rint(out, out=out)
+        return clamp_to_int8(out, low, high)
+
+    def _geometry(self, x: np.ndarray) -> tuple:
+        """``(OH, OW, valid taps, count)`` for inputs shaped like ``x``; float mode's count is
+        float32, or None for a whole-image window (a global average)."""
+        (oh, ow), kernel, padding = _spatial(x, self.kernel, self.stride, self.padding), \
+            self.kernel, self.padding
+        if (kernel == x.shape[1:3] and padding == (0, 0, 0, 0)
+                and self.floats is not None):
+            return oh, ow, None, None
+        if padding == (0, 0, 0, 0):  # every window lies inside the image
+            valid = count = np.int64(kernel[0] * kernel[1])
+        else:
+            valid, count = _window_counts(x.shape, kernel, self.stride, padding, self.ceil_pad,
+                                          (oh, ow), self.count_include_pad)
+        if self.floats is not None:
+            count = np.asarray(count, np.float32)
+        return oh, ow, valid, count
 
 
 def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spatial,
