@@ -17,7 +17,7 @@ from firmware_host.references import Batch
 from runtime import kernels
 from runtime.inputs import saturation_warning
 from runtime.model import QuantModel
-from tinyconv.report.quality import SqnrAccumulator
+from runtime.metrics import SqnrAccumulator
 
 MAX_RECORDS = 1000  # per-image mismatch records kept for the JSON report
 LAYER_BOUND_LSB = 1  # float vs integer requantization: at most 1 LSB apart per layer

@@ -33,8 +33,8 @@ from runtime.dataset import NpzArray, class_labels, label_classes, read_labels
 from runtime.errors import TinyconvError
 from runtime.inputs import refuse_int8_values
 from runtime.model import check_writable, write_atomic
-from tinyconv.progress import Progress
-from tinyconv.threads import one_blas_thread
+from runtime.progress import Progress
+from runtime.threads import one_blas_thread
 
 BATCH = 256
 

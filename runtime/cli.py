@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from tinyconv.progress import progress
+    from runtime.progress import progress
 
     model = runtime.load(args.model_dir)
     if args.batch_size < 1:

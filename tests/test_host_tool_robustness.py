@@ -21,8 +21,8 @@ from runtime.errors import TinyconvError
 from runtime.inputs import float_output_to_nhwc
 from runtime.model import QuantModel, TensorSpec
 from tinyconv.cli import main
-from tinyconv.report.quality import SqnrAccumulator, sqnr_db
-from tinyconv.threads import one_blas_thread
+from runtime.metrics import SqnrAccumulator, sqnr_db
+from runtime.threads import one_blas_thread
 from _tools import require_tool
 
 import _host_device as hd

@@ -10,6 +10,7 @@ import pytest
 from _tools import require_tool
 from matplotlib.image import imread
 
+from runtime import metrics
 from runtime.errors import TinyconvError
 from runtime.inputs import quantize_input
 from tinyconv.cli import main
@@ -49,10 +50,10 @@ def rendered(small_export, tmp_path_factory):
 
 def test_sqnr_hand_computed():
     ref = np.array([3.0, 4.0])  # signal power 25
-    assert quality.sqnr_db(ref, ref + np.array([0.0, 0.5])) == pytest.approx(
+    assert metrics.sqnr_db(ref, ref + np.array([0.0, 0.5])) == pytest.approx(
         10 * math.log10(25 / 0.25))  # 20 dB
-    assert quality.sqnr_db(ref, ref) == math.inf
-    assert quality.sqnr_db(np.zeros(3), np.ones(3)) == -math.inf
+    assert metrics.sqnr_db(ref, ref) == math.inf
+    assert metrics.sqnr_db(np.zeros(3), np.ones(3)) == -math.inf
 
 
 # -- the tables --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import runtime
 from runtime import kernels
 from tinyconv.cli import main
-from tinyconv.progress import Progress
+from runtime.progress import Progress
 from tiny_models import tiny_model
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.model import write_atomic
-from tinyconv.threads import one_blas_thread
+from runtime.threads import one_blas_thread
 
 CONV1_FILTERS = 8
 CONV2_FILTERS = 16

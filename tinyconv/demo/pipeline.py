@@ -45,7 +45,7 @@ def trained_network(out_dir: Path, digits: Digits, config: TrainConfig, retrain:
         net, _ = ConvNet.load(cache)
         say(f"training: reusing {cache} (delete it or pass --retrain to train again)")
         return net
-    from tinyconv.progress import Progress
+    from runtime.progress import Progress
 
     started = time.perf_counter()
     bar = Progress(config.epochs, "training (epochs)")

@@ -20,6 +20,7 @@ from onnx import helper
 
 from runtime.errors import TinyconvError
 from runtime.inputs import float_output_to_nhwc, quantize_input
+from runtime.metrics import sqnr_db
 from runtime.model import QuantModel
 
 
@@ -53,37 +54,6 @@ class Result:
     layer_sqnr: dict[str, float] = field(default_factory=dict)  # tensor name -> dB
     model_hash: str = ""
     error: str | None = None  # why this configuration could not be exported
-
-
-class SqnrAccumulator:
-    """SQNR over a stream of batches: the sums of ``sqnr_db`` kept across calls to ``add``, so
-    ``tinyconv verify`` can score a million images without holding them."""
-
-    def __init__(self) -> None:
-        self.signal = 0.0
-        self.noise = 0.0
-
-    def add(self, reference: np.ndarray, test: np.ndarray) -> "SqnrAccumulator":
-        reference = np.asarray(reference, dtype=np.float64)
-        self.signal += float(np.sum(reference ** 2))
-        self.noise += float(np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2))
-        return self
-
-    @property
-    def db(self) -> float:
-        """``10 log10(signal / noise)``; infinite when every test value equalled its
-        reference, minus infinity when the reference was all zeros and the test was not."""
-        if self.noise == 0.0:
-            return math.inf
-        if self.signal == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.signal / self.noise)
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio, ``10 log10(sum(ref^2) / sum((ref - test)^2))``;
-    infinite when the two are equal."""
-    return SqnrAccumulator().add(reference, test).db
 
 
 def float_activations(onnx_path: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
