@@ -65,6 +65,7 @@ class VerifyResult:
     notes: list = field(default_factory=list)
     aborted: str | None = None  # why the run stopped early (a silent device, a NaN input)
     unfinished: list = field(default_factory=list)  # requests in flight when it gave up
+    devices: list = field(default_factory=list)  # per-device figures of a sharded run
 
     @property
     def gates(self) -> list[str]:
@@ -168,6 +169,14 @@ class VerifyResult:
                        if self.ticks_per_mac else "")
             rows.append(("device ticks", f"{self.ticks_per_inference:.0f} {self.ticks_unit} "
                          f"per inference{per_mac}"))
+        for dev in self.devices:
+            ticks = dev["ticks_per_inference"]
+            rows.append((f"  {dev['device']}", f"{dev['images']} images, "
+                         f"{dev['images_per_s']:.1f} images/s"
+                         + ("" if ticks is None else f", {ticks:.0f} {dev['ticks_unit']} per "
+                            "inference")
+                         + ("" if dev["died"] is None else
+                            f", STOPPED, {dev['handed_over']} images handed over")))
         link = self.link
         if link:
             rows.append(("frames", f"{link['frames_sent']} sent, {link['retries']} retried, "
