@@ -248,12 +248,13 @@ def register(subparsers) -> None:
                         help="'x' is int8 holding the model's quantized input codes (without "
                              "this flag int8 inputs are refused: int8 pixels would be misread)")
     parser.add_argument("--device", action="append",
-                        help="repeat to share the run among several devices; host | qemu | lm3s6965evb | mps2-an386 | netduinoplus2 | "
+                        help="host | qemu | lm3s6965evb | mps2-an386 | netduinoplus2 | "
                              "mps2-an500 | microbit | mps3-an547 (built and started here; "
                              "qemu picks mps2-an386, a Cortex-M4F, for a float-mode model and "
                              "lm3s6965evb, a Cortex-M3, for a fixed-mode one) or a pyserial URL "
                              "or path: /dev/ttyACM0, socket://127.0.0.1:4444, rfc2217://... "
-                             "(default: host)")
+                             "(default: host); repeat it to share the run among several "
+                             "devices")
     parser.add_argument("--devices", type=int, metavar="N",
                         help="start N instances of the local --device and share the run "
                              "among them")
