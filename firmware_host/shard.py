@@ -113,6 +113,7 @@ def _worker(run: DeviceRun, work: queue.Queue, results: queue.Queue,
         try:
             for outcome in run.link.infer_many(stream()):
                 outcome.index = taken[outcome.index][0]
+                outcome.device = run.label
                 answered.add(outcome.index)
                 now = time.perf_counter()
                 run.first = now if run.first is None else run.first

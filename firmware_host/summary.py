@@ -212,6 +212,12 @@ class VerifyResult:
 
 
 
+def _answered_by(outcome) -> dict:
+    """Which device answered, in a run shared by several (firmware_host/shard.py sets it)."""
+    device = getattr(outcome, "device", None)
+    return {} if device is None else {"answered_by": device}
+
+
 class Tally:
     """Accumulates one batch after another into a VerifyResult."""
 
@@ -239,7 +245,8 @@ class Tally:
             r.elements += want.size
             if outcome.attempts > 1 or not outcome.ok:
                 r.retried.append({"index": outcome.index, "attempts": outcome.attempts,
-                                  "failures": outcome.failures, "ok": outcome.ok})
+                                  "failures": outcome.failures, "ok": outcome.ok,
+                                  **_answered_by(outcome)})
             problems = []
             got = outcome.output
             if got is None:
@@ -287,7 +294,7 @@ class Tally:
         rec = {"index": outcome.index, "problems": problems, "attempts": outcome.attempts,
                "failures": outcome.failures,
                "device": None if outcome.output is None else outcome.output.ravel().tolist(),
-               "runtime": refs["runtime"][i].ravel().tolist()}
+               "runtime": refs["runtime"][i].ravel().tolist(), **_answered_by(outcome)}
         if "ort" in refs:
             rec["onnxruntime"] = refs["ort"][i].ravel().tolist()
         if batch.labels is not None:

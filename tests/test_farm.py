@@ -32,10 +32,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(predicate, seconds: float, what: str) -> None:
+def _wait_for(predicate, seconds: float, what: str, logs=()) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
-        assert time.monotonic() < deadline, f"{what} within {seconds} s"
+        tails = "".join(f"\n--- {log.name}:\n{log.read_text()[-2000:]}" for log in logs)
+        assert time.monotonic() < deadline, f"{what} within {seconds} s{tails}"
         time.sleep(0.1)
 
 
@@ -62,7 +63,7 @@ class Farm:
         self.processes: list[subprocess.Popen] = []
         self.env = dict(os.environ, LG_COORDINATOR=f"127.0.0.1:{_free_port()}")
         address = self.env["LG_COORDINATOR"]
-        self._start([BIN / "labgrid-coordinator", "-l", address], cwd=root)
+        self._start([BIN / "labgrid-coordinator", "-l", address], cwd=root, log="coordinator")
         config = []
         for place in places:
             qemu, pty = _qemu_on_pty(elf)
@@ -70,17 +71,19 @@ class Farm:
             config.append(f"{place}:\n  RawSerialPort:\n    port: {pty}\n    speed: 115200\n")
         (root / "exporter.yaml").write_text("".join(config))
         self._start([BIN / "labgrid-exporter", "-c", address, "-n", "tinyconv-test",
-                     "--hostname", "127.0.0.1", root / "exporter.yaml"], cwd=root)
+                     "--hostname", "127.0.0.1", root / "exporter.yaml"], cwd=root, log="exporter")
         _wait_for(lambda: all(f"/{p}/" in self.client("resources").stdout for p in places),
-                  30, "the exporter's resources appear")
+                  60, "the exporter's resources appear",
+                  [root / "coordinator.log", root / "exporter.log"])
         for place in places:
             self.client("-p", place, "create")
             self.client("-p", place, "add-match", f"tinyconv-test/{place}/*")
 
-    def _start(self, command, cwd) -> None:
-        self.processes.append(subprocess.Popen(
-            [str(c) for c in command], cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    def _start(self, command, cwd, log: str) -> None:
+        with open(cwd / f"{log}.log", "wb") as out:
+            self.processes.append(subprocess.Popen(
+                [str(c) for c in command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True))
 
     def client(self, *args, user: str | None = None) -> subprocess.CompletedProcess:
         env = self.env if user is None else dict(self.env, LG_USERNAME=user)
