@@ -71,7 +71,7 @@ class DeviceRun:
     images: int = 0
     ticks_total: int = 0
     ticks_count: int = 0
-    first: float | None = None
+    first: float | None = None  # perf_counter when it started, and at its last answer
     last: float | None = None
     died: str | None = None
     handed_over: list = field(default_factory=list)  # indices it took but never answered
@@ -103,6 +103,8 @@ def _worker(run: DeviceRun, work: queue.Queue, results: queue.Queue,
             item = first
             while True:
                 yield item[1]
+                if stop.is_set():  # the run is over (an error, Ctrl-C): take no more
+                    return
                 try:
                     item = work.get(timeout=DRY_WAIT)
                 except queue.Empty:
@@ -110,14 +112,13 @@ def _worker(run: DeviceRun, work: queue.Queue, results: queue.Queue,
                 taken.append(item)
 
         answered = set()
+        run.first = time.perf_counter() if run.first is None else run.first
         try:
             for outcome in run.link.infer_many(stream()):
                 outcome.index = taken[outcome.index][0]
                 outcome.device = run.label
                 answered.add(outcome.index)
-                now = time.perf_counter()
-                run.first = now if run.first is None else run.first
-                run.last = now
+                run.last = time.perf_counter()
                 run.images += 1
                 if outcome.ok:
                     run.ticks_total += outcome.ticks
