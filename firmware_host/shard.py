@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_host.devices import resolve_device, start_device
+from firmware_host.devices import LOCAL_DEVICES, resolve_device, start_device
 from firmware_host.link import InferOutcome, Link, LinkError
 from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
@@ -49,7 +49,8 @@ def expand_devices(devices, count: int | None) -> list[str]:
     if len(devices) != 1:
         raise TinyconvError("--devices N starts N instances of one local device: name at most "
                             "one --device with it")
-    if "://" in devices[0] or "/" in devices[0]:
+    if devices[0] not in LOCAL_DEVICES:
+        resolve_device(devices[0], None)  # a typo is named as one
         raise TinyconvError(f"--devices {count}: {devices[0]} is one device someone else runs; "
                             "list several with --device instead")
     return devices * count

@@ -209,6 +209,8 @@ def test_cli_devices_n_and_its_mistakes(setup):
     assert "host#1" in ok.stdout and "host#2" in ok.stdout and f"{COUNT}/{COUNT}" in ok.stdout
     for bad, why in (((["--devices", 0]), "at least 1"),
                      (["--device", "socket://127.0.0.1:9", "--devices", 2], "one device"),
+                     (["--device", "labgrid:board", "--devices", 2], "one device"),
+                     (["--device", "hots", "--devices", 2], "unknown device"),
                      (["--device", "host", "--device", "qemu", "--devices", 2], "at most one"),
                      (["--device", "host", "--device", "hots"], "unknown device")):
         run = _cli(fixed, "--input", data, *bad)
