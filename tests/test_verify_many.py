@@ -19,7 +19,6 @@ import pytest
 
 import runtime
 from _host_device import HostDevice, build_host_device, export_small_cnn, images, wait_until
-from _tools import require_tool
 from firmware_host import wire
 from firmware_host.link import LinkError
 from firmware_host.shard import DevicesDisagree
