@@ -32,6 +32,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _wait_for(predicate, seconds: float, what: str, logs=()) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -61,9 +66,20 @@ class Farm:
 
     def __init__(self, root: Path, elf: Path, places: tuple[str, ...]):
         self.processes: list[subprocess.Popen] = []
-        self.env = dict(os.environ, LG_COORDINATOR=f"127.0.0.1:{_free_port()}")
+        try:
+            self._setup(root, elf, places)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, root: Path, elf: Path, places: tuple[str, ...]) -> None:
+        port = _free_port()
+        self.env = dict(os.environ, LG_COORDINATOR=f"127.0.0.1:{port}")
         address = self.env["LG_COORDINATOR"]
         self._start([BIN / "labgrid-coordinator", "-l", address], cwd=root, log="coordinator")
+        # an exporter that finds no coordinator exits: wait until it listens
+        _wait_for(lambda: _listening(port), 60, "the coordinator listens",
+                  [root / "coordinator.log"])
         config = []
         for place in places:
             qemu, pty = _qemu_on_pty(elf)
