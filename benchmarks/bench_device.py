@@ -3,6 +3,13 @@ pseudo-terminal and its TCP mode, and under QEMU on the ARM boards (when qemu-sy
 ARM toolchain and the ports are there), plus the protocol's wire efficiency for a 28x28 image.
 
     .venv/bin/python benchmarks/bench_device.py [--images 1000] [--targets host,lm3s6965evb]
+        [--devices 1,2,4] [--shard-targets host,lm3s6965evb]
+
+The sharded part runs ``verify(..., devices=[target] * N)`` for each N and prints the streaming
+throughput, its speedup over one device, and the CPU the run used (this process plus the
+devices it started, per second of the whole call, start-up included): a figure near the
+machine's core count says the cores, not the devices, limit the scaling. The load average is
+printed too: on a shared machine other processes take cores as well.
 
 The model is a small 28x28x1 CNN (conv 3x3x8, maxpool, conv 3x3x16, maxpool, global average,
 dense 10) exported in fixed mode (float mode on mps2-an386, the board with an FPU). Every run
@@ -11,10 +18,13 @@ also checks device == runtime on every image; a figure from a failing run is not
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +75,41 @@ def host_tcp_url(executable: Path) -> tuple[subprocess.Popen, str]:
     return process, process.stdout.readline().decode().strip()
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the devices)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def sharded(export_dir: Path, x: np.ndarray, target: str, counts: list[int]) -> None:
+    """Throughput of verify over 1, 2, 4... local instances of ``target``."""
+    base = None
+    for n in counts:
+        cpu, wall = _cpu_seconds(), time.perf_counter()
+        try:
+            result = verify(export_dir, x, devices=[target] * n, progress=False)
+        except Exception as exc:
+            print(f"{target} x{n}: not measured ({type(exc).__name__}: {exc})")
+            continue
+        cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - wall
+        if result.exit_status != 0:
+            print(f"{target} x{n}: device != runtime, figures withheld")
+            continue
+        base = base or result.images_per_s
+        shares = "/".join(str(d["images"]) for d in result.devices) or str(result.images)
+        print(f"{target:<12} {n:>3} {result.images:>6} {result.images_per_s:>9.1f} "
+              f"{result.images_per_s / base:>7.2f}x {cpu / wall:>9.2f} {shares}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--qemu-images", type=int, default=200)
     parser.add_argument("--targets", default="host,host-tcp,lm3s6965evb,mps2-an386")
+    parser.add_argument("--devices", default="1,2,4",
+                        help="device counts for the sharded runs ('' to skip them)")
+    parser.add_argument("--shard-targets", default="host,lm3s6965evb")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
 
@@ -113,11 +152,22 @@ def main() -> int:
             rows.append((target, mode, result.images, result.images_per_s,
                          result.ticks_per_inference, result.ticks_unit, result.ticks_per_mac,
                          link["payload_bytes_sent"] / link["bytes_sent"]))
-    print(f"\n{'device':<12} {'mode':<6} {'images':>6} {'images/s':>9} {'ticks/inference':>22} "
-          f"{'ticks/MAC':>9} {'tx efficiency':>13}")
-    for target, mode, n, ips, ticks, unit, per_mac, eff in rows:
-        print(f"{target:<12} {mode:<6} {n:>6} {ips:>9.1f} {ticks:>9.0f} {unit:<12} "
-              f"{per_mac:>9.4g} {100 * eff:>12.2f}%")
+        print(f"\n{'device':<12} {'mode':<6} {'images':>6} {'images/s':>9} "
+              f"{'ticks/inference':>22} {'ticks/MAC':>9} {'tx efficiency':>13}")
+        for target, mode, n, ips, ticks, unit, per_mac, eff in rows:
+            print(f"{target:<12} {mode:<6} {n:>6} {ips:>9.1f} {ticks:>9.0f} {unit:<12} "
+                  f"{per_mac:>9.4g} {100 * eff:>12.2f}%")
+        if args.devices:  # while the export directories exist
+            counts = [int(n) for n in args.devices.split(",")]
+            print(f"\nsharded verify on {os.cpu_count()} cores, load average "
+                  f"{os.getloadavg()[0]:.1f} (CPU: seconds used by this process and its "
+                  f"devices per second of the verify call)")
+            print(f"{'device':<12} {'N':>3} {'images':>6} {'images/s':>9} {'speedup':>8} "
+                  f"{'CPU':>9} images per device")
+            for target in args.shard_targets.split(","):
+                count = args.images if target == "host" else args.qemu_images
+                sharded(dirs["float" if target == "mps2-an386" else "fixed"], x[:count],
+                        target, counts)
     return 0
 
 

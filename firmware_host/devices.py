@@ -9,7 +9,9 @@ first stdout line. The boards of firmware_host/boards.py (``lm3s6965evb``, ``mps
 picks the board that suits the model (the Cortex-M4F mps2-an386 for float requantization, the
 Cortex-M3 lm3s6965evb for fixed). Whatever
 happens in the block (an error, Ctrl-C), the process is stopped on the way out. A path or
-pyserial URL is taken as a device someone else runs; any other name is a mistake.
+pyserial URL is taken as a device someone else runs; ``labgrid:PLACE`` is a board of a labgrid
+farm, acquired and released around the block (firmware_host/farm.py); any other name is a
+mistake.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ def resolve_device(device: str, export_dir: str | os.PathLike | None) -> str:
 
         return QEMU_BOARD_FOR_MODE[runtime.load(export_dir).requant_mode]
     if device in LOCAL_TARGETS or "/" in device or "://" in device or \
+            device.startswith("labgrid:") or \
             re.fullmatch(r"COM\d+", device) or os.path.exists(device):
         return device
     raise TinyconvError(f"unknown device {device!r}; local devices: {', '.join(LOCAL_DEVICES)} "
@@ -182,6 +185,12 @@ def start_device(device: str, export_dir: str | os.PathLike | None = None) -> It
     ``export_dir`` when missing or stale, started, stopped afterwards) or a pyserial URL / path
     (used as is). Any other name raises TinyconvError naming the local devices."""
     target = resolve_device(device, export_dir)
+    if target.startswith("labgrid:"):  # a board of a farm (firmware_host/farm.py)
+        from firmware_host.farm import acquired_place
+
+        with acquired_place(target) as url:
+            yield Device(url, None, connect_timeout=STARTUP_TIMEOUT)
+        return
     if target not in LOCAL_TARGETS:
         yield Device(target, None)
         return

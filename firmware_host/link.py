@@ -96,8 +96,10 @@ class Link:
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
+                # pyserial's RFC 2217 client has no write timeout (it refuses one)
+                write_timeout = None if url.startswith("rfc2217://") else self.timeout
                 return serial.serial_for_url(url, baudrate=baud, timeout=0.02,
-                                             write_timeout=self.timeout, exclusive=True)
+                                             write_timeout=write_timeout, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
                 if "exclusively lock" in str(exc):
                     raise DeviceBusy(f"device busy: {url} is in use by another program "

@@ -73,6 +73,7 @@ class VerifyResult:
     notes: list = field(default_factory=list)
     aborted: str | None = None  # why the run stopped early (a silent device, a NaN input)
     unfinished: list = field(default_factory=list)  # requests in flight when it gave up
+    devices: list = field(default_factory=list)  # per-device figures of a sharded run
 
     @property
     def gates(self) -> list[str]:
@@ -192,6 +193,14 @@ class VerifyResult:
                        if self.ticks_per_mac else "")
             rows.append(("device ticks", f"{self.ticks_per_inference:.0f} {self.ticks_unit} "
                          f"per inference{per_mac}"))
+        for dev in self.devices:
+            ticks = dev["ticks_per_inference"]
+            rows.append((f"  {dev['device']}", f"{dev['images']} images, "
+                         f"{dev['images_per_s']:.1f} images/s"
+                         + ("" if ticks is None else f", {ticks:.0f} {dev['ticks_unit']} per "
+                            "inference")
+                         + ("" if dev["died"] is None else
+                            f", STOPPED, {dev['handed_over']} images handed over")))
         link = self.link
         if link:
             rows.append(("frames", f"{link['frames_sent']} sent, {link['retries']} retried, "
@@ -232,6 +241,12 @@ class VerifyResult:
 
 
 
+def _answered_by(outcome) -> dict:
+    """Which device answered, in a run shared by several (firmware_host/shard.py sets it)."""
+    device = getattr(outcome, "device", None)
+    return {} if device is None else {"answered_by": device}
+
+
 class Tally:
     """Accumulates one batch after another into a VerifyResult."""
 
@@ -259,7 +274,8 @@ class Tally:
             r.elements += want.size
             if outcome.attempts > 1 or not outcome.ok:
                 r.retried.append({"index": outcome.index, "attempts": outcome.attempts,
-                                  "failures": outcome.failures, "ok": outcome.ok})
+                                  "failures": outcome.failures, "ok": outcome.ok,
+                                  **_answered_by(outcome)})
             problems = []
             got = outcome.output
             if got is None:
@@ -322,7 +338,7 @@ class Tally:
         rec = {"index": outcome.index, "problems": problems, "attempts": outcome.attempts,
                "failures": outcome.failures,
                "device": None if outcome.output is None else outcome.output.ravel().tolist(),
-               "runtime": refs["runtime"][i].ravel().tolist()}
+               "runtime": refs["runtime"][i].ravel().tolist(), **_answered_by(outcome)}
         if "ort" in refs:
             rec["onnxruntime"] = refs["ort"][i].ravel().tolist()
         if "tflm" in refs:

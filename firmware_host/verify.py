@@ -77,7 +77,7 @@ def _input_batches(inputs, labels, limit, model
 def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int = 115200,
            json_path=None, progress: bool = True, limit: int | None = None,
            timeout: float | None = None, window: int = 4, retries: int = 3,
-           silence: float | None = None) -> VerifyResult:
+           silence: float | None = None, devices: list[str] | None = None) -> VerifyResult:
     """Stream ``inputs`` through the device and compare with runtime/ (and onnxruntime, and
     the float model, when the export directory has them).
 
@@ -86,6 +86,8 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     ``device``: ``host``/``qemu``/``lm3s6965evb``/``mps2-an386`` (built, started and stopped
     here) or a pyserial URL or path. ``silence``: seconds without a valid frame from the device
     after which the run ends with LinkError (default ``(retries + 1) * timeout``).
+    ``devices``: several devices (any mix of the above) sharing the run (firmware_host/shard.py):
+    the same results image for image, plus per-device figures in ``result.devices``.
 
     Raises TinyconvError when nothing can be compared at all (bad arguments, no device, a model
     hash that differs from the export's). A LinkError after the device has identified itself
@@ -104,6 +106,15 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     total, batches, label_note = _input_batches(inputs, labels, limit, model)
     if total == 0:
         raise TinyconvError("no inputs to verify")
+    if devices is not None and len(devices) > 1:
+        from firmware_host.shard import verify_many
+
+        return verify_many(export_dir, model, refs, total, batches, label_note,
+                           devices=list(devices), baud=baud, timeout=timeout, window=window,
+                           retries=retries, silence=silence, progress=progress,
+                           write_report=lambda result: _write_json(json_path, result))
+    if devices:
+        device = devices[0]
     if timeout is None:
         timeout = 2.0 if device == "host" else 10.0
     with start_device(device, export_dir) as dev, \
@@ -131,6 +142,10 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
 
 def _write_report(json_path, result: VerifyResult, link: Link) -> None:
     result.link = link.stats.as_dict()
+    _write_json(json_path, result)
+
+
+def _write_json(json_path, result: VerifyResult) -> None:
     if json_path is not None:
         write_atomic(Path(json_path), json.dumps(result.as_dict(), indent=1).encode())
 
@@ -222,6 +237,7 @@ def register(subparsers) -> None:
         epilog="examples:\n"
                "  tinyconv verify build/digits --input test.npz --labels\n"
                "  tinyconv verify build/digits --input test.npz --device qemu\n"
+               "  tinyconv verify build/digits --input test.npz --device qemu --devices 2\n"
                "  tinyconv verify build/digits --input test.npz --device /dev/ttyACM0 "
                "--baud 921600\n"
                "exit status: 0 all equal, 1 any mismatch, 2 usage or connection error "
@@ -236,13 +252,17 @@ def register(subparsers) -> None:
     parser.add_argument("--int8-codes", action="store_true",
                         help="'x' is int8 holding the model's quantized input codes (without "
                              "this flag int8 inputs are refused: int8 pixels would be misread)")
-    parser.add_argument("--device", default="host",
+    parser.add_argument("--device", action="append",
                         help="host | qemu | lm3s6965evb | mps2-an386 | netduinoplus2 | "
                              "mps2-an500 | microbit | mps3-an547 (built and started here; "
                              "qemu picks mps2-an386, a Cortex-M4F, for a float-mode model and "
                              "lm3s6965evb, a Cortex-M3, for a fixed-mode one) or a pyserial URL "
                              "or path: /dev/ttyACM0, socket://127.0.0.1:4444, rfc2217://... "
-                             "(default: host)")
+                             "(default: host); repeat it to share the run among several "
+                             "devices")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="start N instances of the local --device and share the run "
+                             "among them")
     parser.add_argument("--baud", type=int, default=115200, help="baud rate (default: 115200)")
     parser.add_argument("--json", type=Path, metavar="REPORT", help="write the full report here")
     parser.add_argument("--limit", type=int, metavar="N", help="verify only the first N inputs")
@@ -266,7 +286,10 @@ def _main(args) -> int:
         raise TinyconvError(f"input file {args.input} does not exist")
     refuse_int8_values(NpzArray(args.input, "x").dtype, args.int8_codes, args.input)
     try:
-        result = verify(args.dir, args.input, labels=args.labels, device=args.device,
+        from firmware_host.shard import expand_devices
+
+        devices = expand_devices(args.device, args.devices)
+        result = verify(args.dir, args.input, labels=args.labels, devices=devices,
                         baud=args.baud, json_path=args.json, progress=True, limit=args.limit,
                         timeout=args.timeout, window=args.window, retries=args.retries,
                         silence=args.silence)
