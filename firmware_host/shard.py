@@ -27,8 +27,8 @@ from firmware_host.link import InferOutcome, Link, LinkError
 from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
 from runtime.errors import TinyconvError
-from tinyconv.progress import Progress
-from tinyconv.threads import one_blas_thread
+from runtime.progress import Progress
+from runtime.threads import one_blas_thread
 
 LOOKAHEAD = 2  # batches queued or in flight beyond the one being completed
 DRY_WAIT = 0.005  # seconds a device's stream waits for more work before it drains
