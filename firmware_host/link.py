@@ -87,12 +87,14 @@ class _Babble:
 
     def bytes(self, n: int, now: float) -> None:
         if n:
-            self.since = now if self.since is None else self.since
+            if self.since is None or now - self.last > self.notice_after:  # a new stretch
+                self.since, self.count = now, 0
             self.last, self.count = now, self.count + n
 
     def lasting(self, now: float) -> float:
-        """How long the device has been sending only junk (0 when it is not sending)."""
-        if self.since is None or self.count < 64 or now - self.last > 1.0:
+        """How long the device has been streaming only junk, without a pause (0 when it is
+        quiet: a banner followed by silence is not junk that goes on)."""
+        if self.since is None or self.count < 64 or now - self.last > self.notice_after:
             return 0.0
         return now - self.since
 

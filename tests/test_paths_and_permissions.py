@@ -113,6 +113,7 @@ def test_a_read_only_export_builds_in_the_cache_and_verifies(read_only):
     binary = Path(built.stdout.split(": ", 1)[1].strip())
     assert binary.is_file() and str(binary).startswith(env["TINYCONV_CACHE"])
     assert not (out / "firmware").exists()
+    assert tinyconv("build", out).returncode == 0  # its owner builds it there: still read-only
     checked = tinyconv("verify", out, "--input", data, user="nobody", env=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "PASS" in checked.stdout
