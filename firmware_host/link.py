@@ -111,7 +111,8 @@ class Link:
         request's every attempt may take: a stall or reset shorter than that is retried, a
         device that stays silent longer ends the run instead of failing every image in turn.
         A device that sends only bytes that are not frames is named through ``notice`` (stderr)
-        after a second and given up on after ``min(silence, 5)`` seconds."""
+        after a second and given up on after ``min(silence, 5)`` seconds (longer when the
+        largest valid frame takes longer on the wire at ``baud``)."""
         if silence is None:
             silence = (retries + 1) * timeout
         if window < 1 or retries < 0 or timeout <= 0 or silence <= 0:
@@ -213,14 +214,16 @@ class Link:
         """Tell the user early, and give up in bounded time, when the device talks junk."""
         babble = self._babble
         lasting = babble.lasting(time.monotonic())
+        # never less than three times the longest valid frame takes on the wire (10 bits/byte)
+        limit = min(self.silence, max(babble.limit, 30 * self._splitter.max_frame / self.baud))
         what = (f"device {self.url} sends bytes that are not tinyconv frames ({babble.count:,} "
                 f"bytes, no valid frame in {lasting:.1f} s)")
-        if lasting >= babble.limit:
+        if lasting >= limit:
             raise LinkError(f"{what}: is it running tinyconv firmware, at {self.baud} baud "
                             "(--baud)?")
         if lasting >= babble.notice_after and not babble.told:
             babble.told = True
-            self.notice(f"{what}; waiting {babble.limit - lasting:.0f} s more for a valid one")
+            self.notice(f"{what}; waiting {limit - lasting:.0f} s more for a valid one")
         return None
 
     # -- single requests -----------------------------------------------------------------------
