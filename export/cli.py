@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from runtime.requant import MODES
 
@@ -51,7 +52,7 @@ def run(args) -> int:
         _check_tflite_options(args)
         result = from_tflite(args.model, name=args.name)
         out = result.save(args.out)
-        print(result.table())
+        _show(result)
         print(f"model.q.onnx: {result.report['model_q_onnx']}")
         print(f"wrote {out}")
         return 0
@@ -59,7 +60,7 @@ def run(args) -> int:
                        per_channel=not args.per_tensor, method=args.calibration_method,
                        name=args.name, uint8_calibration=args.uint8_calibration)
     out = result.save(args.out)
-    print(result.table())
+    _show(result)
     print(f"wrote {out}")
     if args.target:
         from firmware_host.boards import board
@@ -71,6 +72,15 @@ def run(args) -> int:
         print(f"fits {fits.name}: flash {needs.flash:,} of {fits.flash:,} B, RAM "
               f"{needs.ram:,} of {fits.ram:,} B (with the worst-case stack)")
     return 0
+
+
+def _show(result) -> None:
+    """The table on stdout; its warnings on stderr, where scripts and CI logs look for them."""
+    for line in result.table().splitlines():
+        if line.startswith("warning: "):
+            print(f"tinyconv export: {line}", file=sys.stderr)
+        else:
+            print(line)
 
 
 def _check_tflite_options(args) -> None:

@@ -15,10 +15,12 @@ catches a stack that would run into the data, which the linker cannot see.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,22 +43,89 @@ def firmware_dir(export_dir: str | os.PathLike, target: str) -> Path:
     return Path(export_dir).resolve() / "firmware" / target
 
 
+# what make takes in a file name as it is: it splits names at spaces and gives : # $ % = ; ( )
+# their own meanings; anything else (non-ASCII too, to be safe) is reached through a symlink
+_MAKE_SAFE = re.compile(r"[A-Za-z0-9_./+,@~-]*")
+
+
+def cache_dir() -> Path:
+    """Where tinyconv keeps what it cannot keep beside the model: $TINYCONV_CACHE, else the
+    user's cache (~/.cache/tinyconv), else a per-user temporary folder; the first one that
+    make can name and that can be written."""
+    home_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    candidates = [os.environ.get("TINYCONV_CACHE"), os.path.join(home_cache, "tinyconv"),
+                  os.path.join(tempfile.gettempdir(), f"tinyconv-{os.getuid()}"),
+                  f"/tmp/tinyconv-{os.getuid()}"]
+    for candidate in filter(None, candidates):
+        path = Path(candidate).absolute()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if _MAKE_SAFE.fullmatch(str(path)) and os.access(path, os.W_OK | os.X_OK):
+            return path
+    raise TinyconvError("no writable cache folder for the build: set TINYCONV_CACHE to a "
+                        "writable folder whose path has no spaces")
+
+
+def _make_path(path: Path) -> Path:
+    """``path`` as make can take it: itself, or a stable symlink to it in the cache, so a
+    user's "My models/exp" or "模型/exp" builds like any other folder."""
+    text = str(path)
+    if _MAKE_SAFE.fullmatch(text):
+        return path
+    link = cache_dir() / "paths" / hashlib.sha256(text.encode()).hexdigest()[:20]
+    if not (link.is_symlink() and os.readlink(link) == text):
+        link.parent.mkdir(exist_ok=True)
+        fresh = link.with_name(f"{link.name}.{os.getpid()}")
+        fresh.unlink(missing_ok=True)
+        os.symlink(text, fresh)
+        os.replace(fresh, link)
+    return link
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _out_dir(export_dir: Path, target: str) -> Path:
+    """DIR/firmware/TARGET, or its own folder in the cache when DIR cannot be written (a
+    read-only share, another user's export): the build happens there instead."""
+    out = firmware_dir(export_dir, target)
+    if _writable(out):
+        return out
+    key = hashlib.sha256(str(export_dir).encode()).hexdigest()[:20]
+    return cache_dir() / "firmware" / key / target
+
+
 def _need(tool: str, hint: str) -> None:
     if shutil.which(tool) is None:
         raise TinyconvError(f"{tool} is not installed ({hint})")
 
 
-def _ensure_model_sources(export_dir: Path) -> None:
-    """model_data.c/.h exist, or are generated from model.tcm (older exports lack them)."""
+def _ensure_model_sources(export_dir: Path) -> Path:
+    """The folder holding model_data.c/.h: the export's own, or, when they are missing (older
+    exports lack them), one where they are generated from model.tcm (the cache when the export
+    cannot be written)."""
     if (export_dir / "model_data.c").is_file() and (export_dir / "model_data.h").is_file():
-        return
+        return export_dir
     if not (export_dir / "model.tcm").is_file():
         raise TinyconvError(f"{export_dir} holds neither model_data.c/.h nor model.tcm; "
                             "run `tinyconv export` first")
     from export.c_codegen import write_c_sources
     from runtime.model import load
 
-    write_c_sources(load(export_dir / "model.tcm"), export_dir)
+    model = load(export_dir / "model.tcm")
+    target = export_dir if os.access(export_dir, os.W_OK) else (
+        cache_dir() / "model" / hashlib.sha256(str(export_dir).encode()).hexdigest()[:20])
+    target.mkdir(parents=True, exist_ok=True)
+    write_c_sources(model, target)
+    return target
 
 
 @contextmanager
@@ -177,16 +246,16 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
     _need("make", "apt-get install make")
     _need("gcc" if target == "host" else "arm-none-eabi-gcc",
           "apt-get install gcc" if target == "host" else "apt-get install gcc-arm-none-eabi")
-    _ensure_model_sources(export_dir)
-    out = Path(out_dir).resolve() if out_dir else firmware_dir(export_dir, target)
-    command = ["make", "-s", "-C", str(FIRMWARE_DIR), f"TARGET={target}",
-               f"MODEL_DIR={export_dir}", f"OUT={out}"]
-    if app:
-        command.append(f"APP={Path(app).resolve()}")
-    if extra_include:
-        command.append(f"EXTRA_INCLUDE={Path(extra_include).resolve()}")
+    model_dir = _ensure_model_sources(export_dir)
+    out = Path(out_dir).resolve() if out_dir else _out_dir(export_dir, target)
     binary = out / _BINARIES.get(target, "firmware.elf")
     with _locked(out):
+        command = ["make", "-s", "-C", str(_make_path(FIRMWARE_DIR)), f"TARGET={target}",
+                   f"MODEL_DIR={_make_path(model_dir)}", f"OUT={_make_path(out)}"]
+        if app:
+            command.append(f"APP={_make_path(Path(app).resolve())}")
+        if extra_include:
+            command.append(f"EXTRA_INCLUDE={_make_path(Path(extra_include).resolve())}")
         if target != "host":
             _make(command + ["probe"], target)
             needs = measure(out / "probe.elf", out / "obj", BOARDS[target])
@@ -212,7 +281,10 @@ def _record_in_report(export_dir: Path, target: str, sizes: dict) -> None:
     except (OSError, ValueError):
         return  # no export report to extend (a hand-made model directory)
     report.setdefault("firmware", {})[target] = sizes
-    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
+    try:
+        write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
+    except OSError:
+        pass  # a read-only export: the sizes stay in the build's own size.json
 
 
 def firmware_size(elf: str | os.PathLike) -> dict[str, int]:

@@ -11,10 +11,11 @@ instead of failing every remaining image one timeout after another.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import serial
@@ -64,22 +65,63 @@ class InferOutcome:
         return self.output is not None
 
 
+def _to_stderr(message: str) -> None:
+    print(f"tinyconv: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Babble:
+    """Bytes arriving that form no valid frame (a wrong baud rate, another program on the
+    board, a console banner): the user hears of it after ``notice_after`` seconds, and the link
+    gives up after ``limit`` seconds of it, instead of waiting out every retry in silence."""
+
+    limit: float
+    notice_after: float = 1.0
+    since: float | None = None  # the first byte after the last valid frame
+    last: float = 0.0
+    count: int = 0
+    told: bool = False
+
+    def heard(self) -> None:
+        self.since, self.count, self.told = None, 0, False
+
+    def bytes(self, n: int, now: float) -> None:
+        if n:
+            if self.since is None or now - self.last > self.notice_after:  # a new stretch
+                self.since, self.count = now, 0
+            self.last, self.count = now, self.count + n
+
+    def lasting(self, now: float) -> float:
+        """How long the device has been streaming only junk, without a pause (0 when it is
+        quiet: a banner followed by silence is not junk that goes on)."""
+        if self.since is None or self.count < 64 or now - self.last > self.notice_after:
+            return 0.0
+        return now - self.since
+
+
 class Link:
     def __init__(self, url: str, *, baud: int = 115200, timeout: float = 2.0, window: int = 4,
-                 retries: int = 3, connect_timeout: float = 0.0, silence: float | None = None):
+                 retries: int = 3, connect_timeout: float = 0.0, silence: float | None = None,
+                 notice: Callable[[str], None] = _to_stderr):
         """``timeout``: how long the oldest request in flight may wait for its reply.
         ``retries``: resends per request after the first attempt.
         ``connect_timeout``: keep trying to open ``url`` this long (a device still starting).
         ``silence``: give up (LinkError) when the device sends no valid frame for this long
         while requests wait. The default, ``(retries + 1) * timeout``, is as long as one
         request's every attempt may take: a stall or reset shorter than that is retried, a
-        device that stays silent longer ends the run instead of failing every image in turn."""
+        device that stays silent longer ends the run instead of failing every image in turn.
+        A device that sends only bytes that are not frames is named through ``notice`` (stderr)
+        after a second and given up on after ``min(silence, 5)`` seconds (longer when the
+        largest valid frame takes longer on the wire at ``baud``)."""
         if silence is None:
             silence = (retries + 1) * timeout
         if window < 1 or retries < 0 or timeout <= 0 or silence <= 0:
             raise ValueError("window >= 1, retries >= 0, timeout > 0 and silence > 0 are required")
         self.url, self.timeout, self.window, self.retries = url, timeout, window, retries
+        self.baud = baud
         self.silence = silence
+        self.notice = notice
+        self._babble = _Babble(limit=min(silence, 5.0))
         self.stats = LinkStats()
         self._seq = 0
         self._info: wire.DeviceInfo | None = None
@@ -154,19 +196,37 @@ class Link:
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(f"reading from {self.url} failed: {exc}") from None
             self.stats.bytes_received += len(data)
+            self._babble.bytes(len(data), time.monotonic())
             before = self._splitter.oversized
             self._frames.extend(self._splitter.feed(data))
             self.stats.corrupt += self._splitter.oversized - before
             if not self._frames:
-                return None
+                return self._judge_babble()
         raw = self._frames.popleft()
         try:
             frame = wire.decode_frame(raw)
         except wire.FrameError:
             self.stats.corrupt += 1
-            return None
+            return self._judge_babble()
         self.stats.frames_received += 1
+        self._babble.heard()
         return frame
+
+    def _judge_babble(self) -> None:
+        """Tell the user early, and give up in bounded time, when the device talks junk."""
+        babble = self._babble
+        lasting = babble.lasting(time.monotonic())
+        # never less than three times the longest valid frame takes on the wire (10 bits/byte)
+        limit = min(self.silence, max(babble.limit, 30 * self._splitter.max_frame / self.baud))
+        what = (f"device {self.url} sends bytes that are not tinyconv frames ({babble.count:,} "
+                f"bytes, no valid frame in {lasting:.1f} s)")
+        if lasting >= limit:
+            raise LinkError(f"{what}: is it running tinyconv firmware, at {self.baud} baud "
+                            "(--baud)?")
+        if lasting >= babble.notice_after and not babble.told:
+            babble.told = True
+            self.notice(f"{what}; waiting {limit - lasting:.0f} s more for a valid one")
+        return None
 
     # -- single requests -----------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 Each subcommand lives in the module that does the work and exposes ``register(subparsers)``,
 which adds its parser and sets ``func`` to a callable taking the parsed arguments and returning
-an exit status. Subcommand modules import heavy or optional dependencies (onnxruntime, matplotlib) inside
-their functions, so ``tinyconv --help`` stays quick and a missing optional extra only breaks the
-subcommand that needs it.
+an exit status. Subcommand modules import heavy or optional dependencies (onnxruntime,
+matplotlib) inside their functions, so ``tinyconv --help`` stays quick and a missing optional
+extra only breaks the subcommand that needs it. Errors a user can act on (TinyconvError, and a
+folder that cannot be written) end as one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -25,12 +26,23 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("tinyconv")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyconv",
         description="Export a trained CNN to int8, run it bit-exactly on the host, "
         "and verify a microcontroller over serial.",
+        epilog="example: tinyconv demo; then `tinyconv COMMAND --help` for each step",
     )
+    parser.add_argument("--version", action="version", version=f"tinyconv {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -47,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except TinyconvError as exc:
         print(f"tinyconv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be written, a disk that is full, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"tinyconv {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinyconv {args.command}: interrupted", file=sys.stderr)

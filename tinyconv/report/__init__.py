@@ -12,10 +12,17 @@ import argparse
 from pathlib import Path
 
 
+HELP = """\
+Show what int8 costs for an exported model, as an HTML page in --out: accuracy and output SQNR
+of the float model against int8 exports made each way (per-channel or per-tensor weights;
+minmax, percentile or entropy calibration; fixed or float requantization), SQNR per layer, the
+first layer's filters and the feature maps (float next to int8) for a few inputs."""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report", help="accuracy/SQNR tables and pictures of an exported model",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  tinyconv report build/demo/export --input build/demo/test.npz "
                "--labels \\\n      --calibration build/demo/calibration.npz "
                "--out build/demo/report")
