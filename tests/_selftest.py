@@ -35,12 +35,18 @@ def run_on_board(model, x: np.ndarray, board: str, directory: Path) -> tuple[np.
     """``(device outputs, runtime/ outputs)``, both ``[N, output size]``, for inputs ``x``."""
     write_c_sources(model, directory)
     write_selftest_inputs(directory / "selftest", x)
+    _, _, got = build_and_run(model, board, directory)
+    return got, reference_run(model, x).reshape(len(x), -1)
+
+
+def build_and_run(model, board: str, directory: Path) -> tuple[Path, str, np.ndarray]:
+    """The self-test image of the sources and inputs already in ``directory``, built for
+    ``board`` and run under QEMU: ``(elf, its output, device outputs [N, output size])``."""
     elf = build_firmware(directory, board, app=str(SELFTEST), extra_include=directory / "selftest",
                          out_dir=directory / "selftest" / board)
     run = run_semihosted(board, elf, timeout=60)
     assert run.exit_code == 0, run.output
-    got = np.stack(parse_selftest(run.output, model.output_spec.size))
-    return got, reference_run(model, x).reshape(len(x), -1)
+    return elf, run.output, np.stack(parse_selftest(run.output, model.output_spec.size))
 
 
 def assert_not_saturated(expected: np.ndarray, model, more_than: int | None = None) -> tuple[int, int]:

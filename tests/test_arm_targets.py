@@ -10,11 +10,11 @@ import subprocess
 import numpy as np
 import pytest
 from _firmware_models import random_inputs, random_model, reference_run
-from _selftest import SELFTEST, parse_selftest, write_selftest_inputs
+from _selftest import SELFTEST, build_and_run, write_selftest_inputs
 
 from export.c_codegen import write_c_sources
 from firmware_host.build import FIRMWARE_DIR, build_firmware, firmware_size
-from firmware_host.qemu import qemu_command, run_semihosted
+from firmware_host.qemu import qemu_command
 from firmware_host.stack import worst_case_stack
 
 SPEC = ((9, 8, 3), [
@@ -55,12 +55,7 @@ def float_model(tmp_path_factory, arm_tools):
                                         ("mps2-an386", "float"), ("lm3s6965evb", "float")])
 def test_selftest_on_board_equals_runtime(board, mode, fixed_model, float_model):
     model, directory, x = fixed_model if mode == "fixed" else float_model
-    elf = build_firmware(directory, board, app=str(SELFTEST),
-                         extra_include=directory / "selftest",
-                         out_dir=directory / "selftest" / board)
-    run = run_semihosted(board, elf, timeout=60)
-    assert run.exit_code == 0, run.output
-    got = np.stack(parse_selftest(run.output, model.output_spec.size))
+    _, _, got = build_and_run(model, board, directory)
     expected = reference_run(model, x).reshape(len(x), -1)
     assert len(got) == COUNT
     assert np.array_equal(got, expected)

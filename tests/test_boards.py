@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 from _firmware_models import random_inputs, random_model, reference_run
-from _selftest import SELFTEST, parse_selftest, run_on_board, write_selftest_inputs
+from _selftest import build_and_run, run_on_board, write_selftest_inputs
 from _tools import require_tool
 from test_arm_targets import SPEC
 from test_stack_usage import MARGIN
@@ -21,7 +21,6 @@ from test_stack_usage import MARGIN
 from export.c_codegen import write_c_sources
 from firmware_host.boards import BOARDS
 from firmware_host.build import FIRMWARE_DIR, FitError, _compiler_message, build_firmware
-from firmware_host.qemu import run_semihosted
 from firmware_host.stack import worst_case_stack
 from firmware_host.verify import verify
 from tinyconv.cli import main
@@ -48,9 +47,10 @@ def test_table_agrees_with_the_port_files(name):
     ld = (PORTS / name / f"{name}.ld").read_text()
     assert _ld_region(ld, "FLASH") == (board.flash_origin, board.flash)
     assert _ld_region(ld, "RAM") == (board.ram_origin, board.ram)
-    port = (PORTS / name / f"port_{name}.c").read_text()
-    assert f'tc_port_target_name[] = "{name}";' in port
-    assert int(re.search(r"#define CLOCK_HZ (\d+)u", port).group(1)) == board.clock_hz
+    # its own port file, or the tc_board.h that sets up a shared driver (ports/cmsdk)
+    port = "".join(p.read_text() for p in sorted((PORTS / name).glob("*.[ch]")))
+    assert re.search(rf'(tc_port_target_name\[\] =|#define TC_BOARD_NAME) "{name}"', port)
+    assert int(re.search(r"#define (?:TC_)?CLOCK_HZ (\d+)u", port).group(1)) == board.clock_hz
 
 
 def test_qemu_offers_every_board():
@@ -76,13 +76,7 @@ def selftest(arm_tools, tmp_path_factory):
 
     def image(board: str):
         if board not in done:
-            elf = build_firmware(directory, board, app=str(SELFTEST),
-                                 extra_include=directory / "selftest",
-                                 out_dir=directory / "selftest" / board)
-            run = run_semihosted(board, elf, timeout=60)
-            assert run.exit_code == 0, run.output
-            got = np.stack(parse_selftest(run.output, model.output_spec.size))
-            done[board] = elf, run.output, got, expected
+            done[board] = *build_and_run(model, board, directory), expected
         return done[board]
     return image
 

@@ -8,11 +8,8 @@ with runtime.run; exit status 1 is provoked by a Python device that answers one 
 from __future__ import annotations
 
 import json
-import socket
-import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import export
 import runtime
-from firmware_host import wire
+from _fake_device import FakeDevice
 from firmware_host.devices import start_device
 from firmware_host.link import Link
 from firmware_host.verify import verify
@@ -167,45 +164,17 @@ def test_cli_exit_codes_and_wrong_model_hash(exported, tmp_path):
     assert unreachable.returncode == 2 and "cannot open device" in unreachable.stderr
 
 
-class LyingDevice(threading.Thread):
-    """A device on TCP that runs runtime/ itself but adds 1 to one output of image ``bad``."""
-
-    def __init__(self, model, bad: int):
-        super().__init__(daemon=True)
-        self.model, self.bad, self.count = model, bad, 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
-
-    def run(self) -> None:
-        spec, out = self.model.input_spec, self.model.output_spec
-        info = wire.DeviceInfo(1, self.model.requant_mode, self.model.hash, 0, 0, spec.scale,
-                               spec.zero_point, out.scale, out.zero_point, spec.shape, out.shape,
-                               self.model.name, "python")
-        conn, _ = self.server.accept()
-        splitter = wire.FrameSplitter(1 << 16)
-        with conn:
-            while data := conn.recv(4096):
-                for raw in splitter.feed(data):
-                    req = wire.decode_frame(raw)
-                    if req.type == wire.Msg.RESET:
-                        reply = wire.Frame(wire.Msg.RESET_REPLY, req.seq, bytes(12))
-                    elif req.type == wire.Msg.INFO:
-                        reply = wire.Frame(wire.Msg.INFO_REPLY, req.seq, wire.info_payload(info))
-                    else:
-                        x = np.frombuffer(req.payload, np.int8).reshape((1,) + spec.shape)
-                        y = runtime.run(self.model, x)[0].copy()
-                        if self.count == self.bad:
-                            y[3] = np.int8(int(y[3]) + 1 if y[3] < 127 else 0)
-                        self.count += 1
-                        reply = wire.Frame(wire.Msg.RESULT, req.seq,
-                                           struct.pack("<I", 1) + y.tobytes())
-                    conn.sendall(wire.encode_frame(reply))
+def lying_device(model, bad: int) -> FakeDevice:
+    """A device that adds 1 to one output of image ``bad``."""
+    def corrupt(payload: bytes, index: int, y: np.ndarray) -> None:
+        if index == bad:
+            y.flat[3] = np.int8(int(y.flat[3]) + 1 if y.flat[3] < 127 else 0)
+    return FakeDevice(model, corrupt)
 
 
 def test_a_wrong_device_output_fails_the_run_with_a_record(exported, tmp_path):
     dirs, data, _, y = exported
-    device = LyingDevice(runtime.load(dirs["fixed"]), bad=17)
-    device.start()
+    device = lying_device(runtime.load(dirs["fixed"]), bad=17)
     report = tmp_path / "r.json"
     result = verify(dirs["fixed"], data, labels=True, device=device.url, json_path=report,
                     progress=False, limit=60)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +17,8 @@ import numpy as np
 import pytest
 
 import runtime
+from _fake_device import FakeDevice
 from _host_device import HostDevice, build_host_device, export_small_cnn, images, wait_until
-from firmware_host import wire
 from firmware_host.link import LinkError
 from firmware_host.shard import DevicesDisagree
 from firmware_host.verify import verify
@@ -71,40 +70,13 @@ def test_two_host_devices_give_the_single_device_result(setup, tmp_path):
                                                for d in saved["devices"])
 
 
-class ContentLiar(threading.Thread):
-    """A device on TCP computing with runtime/, but wrong in one output value for the input
-    whose bytes are ``bad`` (whichever position it has in this device's share)."""
-
-    def __init__(self, model, bad: bytes):
-        super().__init__(daemon=True)
-        self.model, self.bad = model, bad
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
-        self.start()
-
-    def run(self) -> None:
-        spec, out = self.model.input_spec, self.model.output_spec
-        info = wire.DeviceInfo(1, self.model.requant_mode, self.model.hash, 0, 0, spec.scale,
-                               spec.zero_point, out.scale, out.zero_point, spec.shape, out.shape,
-                               self.model.name, "python")
-        conn, _ = self.server.accept()
-        splitter = wire.FrameSplitter(1 << 16)
-        with conn:
-            while data := conn.recv(4096):
-                for raw in splitter.feed(data):
-                    req = wire.decode_frame(raw)
-                    if req.type == wire.Msg.RESET:
-                        reply = wire.Frame(wire.Msg.RESET_REPLY, req.seq, bytes(12))
-                    elif req.type == wire.Msg.INFO:
-                        reply = wire.Frame(wire.Msg.INFO_REPLY, req.seq, wire.info_payload(info))
-                    else:
-                        x = np.frombuffer(req.payload, np.int8).reshape((1,) + spec.shape)
-                        y = runtime.run(self.model, x)[0].copy()
-                        if req.payload == self.bad:
-                            y.flat[3] = np.int8(int(y.flat[3]) ^ 1)
-                        reply = wire.Frame(wire.Msg.RESULT, req.seq,
-                                           (1).to_bytes(4, "little") + y.tobytes())
-                    conn.sendall(wire.encode_frame(reply))
+def content_liar(model, bad: bytes) -> FakeDevice:
+    """A device wrong in one output value for the input whose bytes are ``bad`` (whichever
+    position it has in this device's share)."""
+    def corrupt(payload: bytes, index: int, y: np.ndarray) -> None:
+        if payload == bad:
+            y.flat[3] = np.int8(int(y.flat[3]) ^ 1)
+    return FakeDevice(model, corrupt)
 
 
 def test_a_wrong_image_is_reported_the_same_sharded_or_not(setup):
@@ -113,9 +85,9 @@ def test_a_wrong_image_is_reported_the_same_sharded_or_not(setup):
     from runtime.inputs import quantize_input
 
     bad = quantize_input(model, x[37:38])[0].tobytes()
-    single = verify(fixed, x[:120], device=ContentLiar(model, bad).url, progress=False)
-    sharded = verify(fixed, x[:120], devices=[ContentLiar(model, bad).url,
-                                              ContentLiar(model, bad).url], progress=False)
+    single = verify(fixed, x[:120], device=content_liar(model, bad).url, progress=False)
+    sharded = verify(fixed, x[:120], devices=[content_liar(model, bad).url,
+                                              content_liar(model, bad).url], progress=False)
     assert single.exit_status == sharded.exit_status == 1
     assert [m["index"] for m in sharded.mismatches] == [37]
     assert sharded.mismatches[0].pop("answered_by") in sharded.device.split(", ")

@@ -1,5 +1,5 @@
 /* add: fixed mode is TFLite's int8 add, float mode onnxruntime's QLinearAdd. */
-#include "tc_kernels.h"
+#include "tc_add_fixed.h"
 
 #if TC_ENABLE_FLOAT_REQUANT
 /* float32 a * b + c with a single rounding, like the FMA instruction onnxruntime's kernel uses,
@@ -33,9 +33,9 @@ static float tc_fma_f32(float a, float b, float c)
 int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
            int8_t *output)
 {
-    int32_t i;
 #if TC_ENABLE_FLOAT_REQUANT
     if (params->mode == TC_RQ_FLOAT) {
+        int32_t i;
         const float a_scale = params->scales[0], b_scale = params->scales[1];
         const float offset = params->scales[2];
         for (i = 0; i < size; i++) {
@@ -50,6 +50,14 @@ int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int
         return TC_ERR_UNSUPPORTED;
     }
 #endif
+    tc_add_fixed(params, size, a, b, 1, output);
+    return TC_OK;
+}
+
+void tc_add_fixed(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
+                  int32_t b_sign, int8_t *output)
+{
+    int32_t i;
     for (i = 0; i < size; i++) {
         const int32_t sa = tc_requant_fixed_double(
             (int32_t)((uint32_t)(a[i] - params->a_zero_point) << params->left_shift),
@@ -58,9 +66,8 @@ int tc_add(const tc_add_params *params, int32_t size, const int8_t *a, const int
             (int32_t)((uint32_t)(b[i] - params->b_zero_point) << params->left_shift),
             params->b_multiplier, params->b_shift);
         const int32_t value =
-            tc_requant_fixed_double(sa + sb, params->multiplier, params->shift) +
+            tc_requant_fixed_double(sa + b_sign * sb, params->multiplier, params->shift) +
             params->output_zero_point;
         output[i] = tc_clamp_s8(value, params->act_min, params->act_max);
     }
-    return TC_OK;
 }

@@ -47,6 +47,27 @@ static tc_requant_params tc_layer_requant(const tc_layer_t *l)
     return rq;
 }
 
+/* add and sub share their constants' layout (iparams[0..9], fparams). */
+static tc_add_params tc_layer_add_params(const tc_layer_t *l)
+{
+    tc_add_params p;
+    p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
+    p.a_zero_point = l->iparams[0];
+    p.b_zero_point = l->iparams[1];
+    p.output_zero_point = l->iparams[2];
+    p.left_shift = l->iparams[3];
+    p.a_multiplier = l->iparams[4];
+    p.a_shift = l->iparams[5];
+    p.b_multiplier = l->iparams[6];
+    p.b_shift = l->iparams[7];
+    p.multiplier = l->iparams[8];
+    p.shift = l->iparams[9];
+    p.scales = l->fparams;
+    p.act_min = l->act_min;
+    p.act_max = l->act_max;
+    return p;
+}
+
 static tc_mean_params tc_layer_mean(const tc_layer_t *l)
 {
     tc_mean_params mean;
@@ -108,21 +129,7 @@ static int tc_run_tensor_op(const tc_layer_t *l, const tc_dims *in_dims, const i
         return tc_mul(&p, size, l->out_c, in, tc_arena + l->input2_offset, l->iparams[5], out);
     }
     if (l->op == TC_OP_SUB && TC_USES(TC_OP_SUB)) {
-        tc_add_params p;
-        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
-        p.a_zero_point = l->iparams[0];
-        p.b_zero_point = l->iparams[1];
-        p.output_zero_point = l->iparams[2];
-        p.left_shift = l->iparams[3];
-        p.a_multiplier = l->iparams[4];
-        p.a_shift = l->iparams[5];
-        p.b_multiplier = l->iparams[6];
-        p.b_shift = l->iparams[7];
-        p.multiplier = l->iparams[8];
-        p.shift = l->iparams[9];
-        p.scales = l->fparams;
-        p.act_min = l->act_min;
-        p.act_max = l->act_max;
+        const tc_add_params p = tc_layer_add_params(l);
         return tc_sub(&p, size, in, tc_arena + l->input2_offset, out);
     }
     return TC_ERR_UNSUPPORTED;
@@ -221,21 +228,7 @@ static int tc_run_layer(const tc_layer_t *l)
                    : TC_ERR_UNSUPPORTED;
     }
     case TC_OP_ADD: {
-        tc_add_params p;
-        p.mode = TC_REQUANT_MODE == TC_REQUANT_FLOAT ? TC_RQ_FLOAT : TC_RQ_FIXED_DOUBLE;
-        p.a_zero_point = l->iparams[0];
-        p.b_zero_point = l->iparams[1];
-        p.output_zero_point = l->iparams[2];
-        p.left_shift = l->iparams[3];
-        p.a_multiplier = l->iparams[4];
-        p.a_shift = l->iparams[5];
-        p.b_multiplier = l->iparams[6];
-        p.b_shift = l->iparams[7];
-        p.multiplier = l->iparams[8];
-        p.shift = l->iparams[9];
-        p.scales = l->fparams;
-        p.act_min = l->act_min;
-        p.act_max = l->act_max;
+        const tc_add_params p = tc_layer_add_params(l);
         return TC_USES(TC_OP_ADD) ? tc_add(&p, l->in_h * l->in_w * l->in_c, in,
                                            tc_arena + l->input2_offset, out)
                                   : TC_ERR_UNSUPPORTED;

@@ -1,13 +1,13 @@
 /* sub: fixed mode is TFLite's int8 SUB (a - rq(b) with add's constants), float mode what
  * onnxruntime runs for a quantized Sub: DequantizeLinear, float32 Sub, QuantizeLinear. */
-#include "tc_kernels.h"
+#include "tc_add_fixed.h"
 
 int tc_sub(const tc_add_params *params, int32_t size, const int8_t *a, const int8_t *b,
            int8_t *output)
 {
-    int32_t i;
 #if TC_ENABLE_FLOAT_REQUANT
     if (params->mode == TC_RQ_FLOAT) {
+        int32_t i;
         const float a_scale = params->scales[0], b_scale = params->scales[1];
         const float y_scale = params->scales[2];
         const float low = (float)(-128 - params->output_zero_point);
@@ -28,17 +28,6 @@ int tc_sub(const tc_add_params *params, int32_t size, const int8_t *a, const int
         return TC_ERR_UNSUPPORTED;
     }
 #endif
-    for (i = 0; i < size; i++) {
-        const int32_t sa = tc_requant_fixed_double(
-            (int32_t)((uint32_t)(a[i] - params->a_zero_point) << params->left_shift),
-            params->a_multiplier, params->a_shift);
-        const int32_t sb = tc_requant_fixed_double(
-            (int32_t)((uint32_t)(b[i] - params->b_zero_point) << params->left_shift),
-            params->b_multiplier, params->b_shift);
-        const int32_t value =
-            tc_requant_fixed_double(sa - sb, params->multiplier, params->shift) +
-            params->output_zero_point;
-        output[i] = tc_clamp_s8(value, params->act_min, params->act_max);
-    }
+    tc_add_fixed(params, size, a, b, -1, output);
     return TC_OK;
 }

@@ -1,5 +1,6 @@
-/* Cortex-M start-up, tick counter and semihosting shared by the QEMU ports. */
+/* Cortex-M start-up, tick counter, semihosting and receive ring shared by the QEMU ports. */
 #include "tc_cortex_m.h"
+#include "tc_port.h"
 
 #define TC_SYST_CSR 0xE000E010u
 #define TC_SYST_RVR 0xE000E014u
@@ -12,6 +13,7 @@
 extern uint32_t tc_data_load[], tc_data_start[], tc_data_end[], tc_bss_start[], tc_bss_end[];
 int main(int argc, char **argv);
 
+tc_rx_ring tc_rx;
 static volatile uint32_t tc_tick_wraps;
 static uint32_t tc_tick_mul = 1u << TC_TICK_FRACTION_BITS;
 
@@ -64,7 +66,7 @@ void tc_ticks_init(uint32_t instructions_per_count_q24)
     }
 }
 
-uint32_t tc_ticks_now(void)
+uint32_t tc_port_ticks(void)
 {
     uint32_t wraps, value;
     do { /* re-read if SysTick wrapped while we looked */
@@ -99,8 +101,12 @@ void tc_semihost_exit(int code)
     }
 }
 
-int tc_rx_ring_get(tc_rx_ring *r)
+/* Next byte, sleeping with WFI while the ring is empty. Interrupts are masked around the
+ * empty check so an interrupt cannot slip in between the check and the WFI (a pending
+ * interrupt still wakes WFI; unmasking then runs its handler). */
+int tc_port_getc(void)
 {
+    tc_rx_ring *const r = &tc_rx;
     for (;;) {
         __asm__ volatile("cpsid i" ::: "memory");
         if (r->head != r->tail) {

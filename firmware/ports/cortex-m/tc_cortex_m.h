@@ -1,6 +1,7 @@
-/* Shared by the Cortex-M ports (lm3s6965evb, mps2-an386): start-up, the SysTick-based tick
- * counter, semihosting, and the interrupt-fed receive ring buffer. A board file provides the
- * vector table, the UART driver and tc_port_target_name. */
+/* Shared by the Cortex-M ports: start-up, the SysTick-based tick counter (tc_port_ticks),
+ * semihosting, and the interrupt-fed receive ring buffer behind tc_port_getc. A board file
+ * provides only the vector table, its UART driver (the receive interrupt calls tc_rx_put;
+ * tc_port_init, tc_port_write) and tc_port_target_name. */
 #ifndef TC_CORTEX_M_H
 #define TC_CORTEX_M_H
 
@@ -10,6 +11,9 @@
 #define TC_REG(addr) (*(volatile uint32_t *)(addr))
 
 #define TC_NVIC_ISER0 0xE000E100u
+
+/* Enable external interrupt irq in the NVIC (any number, not only 0..31). */
+#define TC_NVIC_ENABLE(irq) (TC_REG(TC_NVIC_ISER0 + 4u * ((irq) / 32u)) = 1u << ((irq) % 32u))
 
 /* Exception handlers every vector table lists. */
 void tc_reset_handler(void);
@@ -28,13 +32,13 @@ extern void tc_stack_top(void);
 #define TC_TICKS_FOR_CLOCK(hz) \
     ((uint32_t)((125000000ull << TC_TICK_FRACTION_BITS) / (unsigned long long)(hz)))
 void tc_ticks_init(uint32_t instructions_per_count_q24);
-uint32_t tc_ticks_now(void);
 
 /* Semihosting (QEMU -semihosting-config enable=on,target=native). */
 void tc_semihost_write(const char *text);
 void tc_semihost_exit(int code);
 
-/* Single-producer (RX interrupt), single-consumer (tc_port_getc) byte ring. */
+/* Single-producer (RX interrupt), single-consumer (tc_port_getc) byte ring; there is one,
+ * tc_rx, and the board's receive interrupt feeds it with tc_rx_put. */
 #ifndef TC_RX_RING_SIZE
 #define TC_RX_RING_SIZE 4096u /* a power of two */
 #endif
@@ -45,8 +49,12 @@ typedef struct {
     uint8_t data[TC_RX_RING_SIZE];
 } tc_rx_ring;
 
-static inline void tc_rx_ring_put(tc_rx_ring *r, uint8_t byte)
+extern tc_rx_ring tc_rx;
+
+/* Inline: it runs in the receive interrupt, whose stack the worst-case bound counts. */
+static inline void tc_rx_put(uint8_t byte)
 {
+    tc_rx_ring *const r = &tc_rx;
     const uint32_t head = r->head;
     if (head - r->tail >= TC_RX_RING_SIZE) {
         r->dropped++; /* full: the protocol's CRC and retries recover the frame */
@@ -55,10 +63,5 @@ static inline void tc_rx_ring_put(tc_rx_ring *r, uint8_t byte)
     r->data[head % TC_RX_RING_SIZE] = byte;
     r->head = head + 1u;
 }
-
-/* Next byte, sleeping with WFI while the ring is empty. Interrupts are masked around the
- * empty check so an interrupt cannot slip in between the check and the WFI (a pending
- * interrupt still wakes WFI; unmasking then runs its handler). */
-int tc_rx_ring_get(tc_rx_ring *r);
 
 #endif

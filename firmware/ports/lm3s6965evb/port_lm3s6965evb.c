@@ -25,13 +25,11 @@
 
 const char tc_port_target_name[] = "lm3s6965evb";
 
-static tc_rx_ring tc_rx;
-
 static void tc_uart0_handler(void)
 {
     TC_REG(UART_ICR) = INT_RX | INT_RT; /* clear first, then drain: no byte is missed */
     while ((TC_REG(UART_FR) & FR_RXFE) == 0u) {
-        tc_rx_ring_put(&tc_rx, (uint8_t)TC_REG(UART_DR));
+        tc_rx_put((uint8_t)TC_REG(UART_DR));
     }
 }
 
@@ -52,13 +50,8 @@ void tc_port_init(void)
     TC_REG(UART_LCRH) = (3u << 5) | (1u << 4); /* 8N1, FIFOs on */
     TC_REG(UART_IMSC) = INT_RX | INT_RT;
     TC_REG(UART_CR) = (1u << 0) | (1u << 8) | (1u << 9); /* UARTEN, TXE, RXE */
-    TC_REG(TC_NVIC_ISER0) = 1u << UART0_IRQ;
+    TC_NVIC_ENABLE(UART0_IRQ);
     tc_ticks_init(TC_TICKS_FOR_CLOCK(CLOCK_HZ));
-}
-
-int tc_port_getc(void)
-{
-    return tc_rx_ring_get(&tc_rx);
 }
 
 void tc_port_write(const uint8_t *data, size_t len)
@@ -69,9 +62,4 @@ void tc_port_write(const uint8_t *data, size_t len)
         }
         TC_REG(UART_DR) = data[i];
     }
-}
-
-uint32_t tc_port_ticks(void)
-{
-    return tc_ticks_now();
 }

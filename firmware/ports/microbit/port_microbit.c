@@ -25,14 +25,12 @@
 
 const char tc_port_target_name[] = "microbit";
 
-static tc_rx_ring tc_rx;
-
 static void tc_uart0_handler(void)
 {
     /* clear the event, then read: RXD sets it again while more bytes wait */
     while (TC_REG(UART_RXDRDY)) {
         TC_REG(UART_RXDRDY) = 0u;
-        tc_rx_ring_put(&tc_rx, (uint8_t)TC_REG(UART_RXD));
+        tc_rx_put((uint8_t)TC_REG(UART_RXD));
     }
 }
 
@@ -53,13 +51,8 @@ void tc_port_init(void)
     TC_REG(UART_INTENSET) = INT_RXDRDY;
     TC_REG(UART_STARTTX) = 1u;
     TC_REG(UART_STARTRX) = 1u;
-    TC_REG(TC_NVIC_ISER0) = 1u << UART0_IRQ;
+    TC_NVIC_ENABLE(UART0_IRQ);
     tc_ticks_init(TC_TICKS_FOR_CLOCK(CLOCK_HZ));
-}
-
-int tc_port_getc(void)
-{
-    return tc_rx_ring_get(&tc_rx);
 }
 
 void tc_port_write(const uint8_t *data, size_t len)
@@ -71,9 +64,4 @@ void tc_port_write(const uint8_t *data, size_t len)
         while (TC_REG(UART_TXDRDY) == 0u) {
         }
     }
-}
-
-uint32_t tc_port_ticks(void)
-{
-    return tc_ticks_now();
 }

@@ -1,2 +1,4 @@
 # Arm MPS2 AN386: Cortex-M4 with single-precision FPU
 MCU := -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16
+# UART: the CMSDK driver shared by the MPS boards (ports/cmsdk), set up by tc_board.h here
+PORT_DIRS += ports/cmsdk

@@ -1,2 +1,4 @@
 # Arm MPS2 AN500: Cortex-M7 with double-precision FPU
 MCU := -mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16
+# UART: the CMSDK driver shared by the MPS boards (ports/cmsdk), set up by tc_board.h here
+PORT_DIRS += ports/cmsdk

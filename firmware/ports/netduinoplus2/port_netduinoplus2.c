@@ -24,12 +24,10 @@
 
 const char tc_port_target_name[] = "netduinoplus2";
 
-static tc_rx_ring tc_rx;
-
 static void tc_usart1_handler(void)
 {
     while (TC_REG(USART_SR) & SR_RXNE) { /* reading DR clears RXNE */
-        tc_rx_ring_put(&tc_rx, (uint8_t)TC_REG(USART_DR));
+        tc_rx_put((uint8_t)TC_REG(USART_DR));
     }
 }
 
@@ -46,13 +44,8 @@ void tc_port_init(void)
 {
     TC_REG(USART_BRR) = 0x2D9u; /* 115200 baud at an 84 MHz APB2; QEMU ignores the rate */
     TC_REG(USART_CR1) = CR1_UE | CR1_TE | CR1_RE | CR1_RXNEIE;
-    TC_REG(TC_NVIC_ISER0 + 4u * (USART1_IRQ / 32u)) = 1u << (USART1_IRQ % 32u);
+    TC_NVIC_ENABLE(USART1_IRQ);
     tc_ticks_init(TC_TICKS_FOR_CLOCK(CLOCK_HZ));
-}
-
-int tc_port_getc(void)
-{
-    return tc_rx_ring_get(&tc_rx);
 }
 
 void tc_port_write(const uint8_t *data, size_t len)
@@ -63,9 +56,4 @@ void tc_port_write(const uint8_t *data, size_t len)
         }
         TC_REG(USART_DR) = data[i];
     }
-}
-
-uint32_t tc_port_ticks(void)
-{
-    return tc_ticks_now();
 }
