@@ -4,13 +4,14 @@
 # TensorFlow or PyTorch) and scripts/test.sh (every extra); safe to run again (it only does what
 # is missing).
 #   source scripts/setup.sh [EXTRAS]     EXTRAS: comma-separated pyproject extras, also
-#                                        $TINYCONV_EXTRAS; default: all of them
+#                                        $TINYCONV_EXTRAS; default (or "all"): every one
 #   TINYCONV_SETUP_DRY_RUN=1             print what would be installed, install nothing, stop
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TINYCONV_VENV:-$ROOT/.venv}"
-ALL_EXTRAS="test,demo,torch,keras,tflite,oracles"
-EXTRAS="${1:-${TINYCONV_EXTRAS:-$ALL_EXTRAS}}"
+ALL_EXTRAS="test,demo,torch,keras,tflite,oracles,farm"
+EXTRAS="${1:-${TINYCONV_EXTRAS:-all}}"
+[ "$EXTRAS" = all ] && EXTRAS="$ALL_EXTRAS"
 
 need_apt=()
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
@@ -21,6 +22,9 @@ if [[ ",$EXTRAS," == *",test,"* ]]; then  # the fuzz tests only
   command -v clang >/dev/null || need_apt+=(clang)
   ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || \
     need_apt+=(libclang-rt-14-dev)
+fi
+if [[ ",$EXTRAS," == *",farm,"* ]]; then  # labgrid's exporter serves serial ports through it
+  command -v ser2net >/dev/null || need_apt+=(ser2net)
 fi
 if [ -n "${TINYCONV_SETUP_DRY_RUN:-}" ]; then
   echo "setup: would install system packages: ${need_apt[*]:-none}" >&2
