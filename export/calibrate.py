@@ -8,6 +8,7 @@ asymmetrically, and a symmetric range would waste half the codes of every post-R
 from __future__ import annotations
 
 import contextlib
+import itertools
 import io
 import os
 import tempfile
@@ -17,9 +18,11 @@ import numpy as np
 import onnx
 
 from runtime.errors import TinyconvError
+from runtime.progress import Progress
 
 METHODS = ("minmax", "percentile", "entropy")
 _BATCH = 32
+_CHUNK = 256  # samples per collect_data call: bounds onnxruntime's held activations
 # The entropy calibrator tries every symmetric cut of a num_bins histogram at least
 # num_quantized_bins wide and keeps the one losing least information (KL divergence) when
 # squeezed into num_quantized_bins levels. With onnxruntime's default of 128 histogram bins
@@ -43,6 +46,59 @@ class ArrayReader:
 
     def rewind(self):
         self.position = 0
+
+
+class _Source:
+    """Calibration data as batches, from an array or streamed from an .npz, so that a file of
+    gigabytes is never held whole: ``shape``, ``dtype`` and ``batches(n)``."""
+
+    def __init__(self, data, uint8: bool):
+        if isinstance(data, (str, os.PathLike)):
+            from runtime.dataset import NpzArray
+
+            path = Path(data)
+            try:
+                self.array = NpzArray(path, "x")
+            except TinyconvError as exc:
+                raise TinyconvError(str(exc).replace(": no array", ": calibration file has no "
+                                                     "array", 1)) from None
+            self.what = f"{path}: calibration data"
+        else:
+            self.array, self.what = np.asarray(data), "calibration data"
+        self.shape, self.dtype, self.uint8 = tuple(self.array.shape), self.array.dtype, uint8
+        _as_float(np.zeros(0, self.dtype), uint8, self.what)
+
+    def batches(self, batch: int):
+        if isinstance(self.array, np.ndarray):
+            parts = (self.array[i:i + batch] for i in range(0, len(self.array), batch))
+        else:
+            parts = self.array.batches(batch)
+        for part in parts:
+            x = _as_float(part, self.uint8, self.what)
+            if not np.all(np.isfinite(x)):
+                raise TinyconvError("calibration data holds NaN or infinity")
+            yield x
+
+
+class _Chunk:
+    """At most ``count`` batches of a shared iterator: one ``collect_data`` call. onnxruntime's
+    calibrators keep every batch's activations until the call ends; chunks bound that memory,
+    and ranges (and histograms) merge across calls."""
+
+    def __init__(self, input_name: str, batches, count: int, bar):
+        self.input_name, self.batches, self.left, self.bar = input_name, batches, count, bar
+        self.exhausted = False
+
+    def get_next(self):
+        if self.left == 0:
+            return None
+        x = next(self.batches, None)
+        if x is None:
+            self.exhausted = True
+            return None
+        self.left -= 1
+        self.bar.update(len(x))
+        return {self.input_name: x}
 
 
 def load_calibration(source, uint8: bool = False) -> np.ndarray:
@@ -74,22 +130,34 @@ def _as_float(x, uint8: bool, what: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _check_data(x: np.ndarray, input_info) -> None:
+def _check_data(shape: tuple, input_info) -> None:
     dims = [d.dim_value if d.HasField("dim_value") else -1
             for d in input_info.type.tensor_type.shape.dim]
-    if x.ndim != len(dims) or any(d > 0 and d != s for d, s in zip(dims[1:], x.shape[1:])):
-        raise TinyconvError(f"calibration data has shape {list(x.shape)} but model input "
+    if len(shape) != len(dims) or any(d > 0 and d != s for d, s in zip(dims[1:], shape[1:])):
+        raise TinyconvError(f"calibration data has shape {list(shape)} but model input "
                             f"{input_info.name!r} expects {['N'] + dims[1:]}")
-    if len(x) == 0:
+    if shape[0] == 0:
         raise TinyconvError("calibration data is empty")
-    if not np.all(np.isfinite(x)):
-        raise TinyconvError("calibration data holds NaN or infinity")
 
 
 def _even_batch(count: int) -> int:
     """The largest batch of at most 32 that divides ``count``: onnxruntime's histogram
     collectors (percentile, entropy) stack per-batch outputs and fail on a short last batch."""
     return max(d for d in range(1, min(_BATCH, count) + 1) if count % d == 0)
+
+
+def _chunks(input_name: str, batches, count: int, bar):
+    """Readers of ``count`` batches each until the batches run out (see _Chunk)."""
+    while True:
+        chunk = _Chunk(input_name, batches, count, bar)
+        yield chunk
+        if chunk.exhausted:
+            return
+        # peek: a chunk that ended exactly at the last batch must not start an empty one
+        following = next(batches, None)
+        if following is None:
+            return
+        batches = itertools.chain([following], batches)
 
 
 def calibrate(model: onnx.ModelProto, data, method: str = "minmax", uint8: bool = False
@@ -108,13 +176,17 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax", uint8: bool 
                             f"{', '.join(METHODS)}")
     input_info = model.graph.input[0]
     if hasattr(data, "get_next"):
-        reader = data
+        readers, total, batch = iter([data]), None, None
     else:
-        x = load_calibration(data, uint8)
-        _check_data(x, input_info)
+        source = _Source(data, uint8)
+        _check_data(source.shape, input_info)
+        total = source.shape[0]
         batch_dim = input_info.type.tensor_type.shape.dim[0]
-        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _even_batch(len(x))
-        reader = ArrayReader(input_info.name, x, batch)
+        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else _even_batch(total)
+        batches = source.batches(batch)
+    bar = Progress(total, f"calibrating ({method})")
+    if batch is not None:
+        readers = _chunks(input_info.name, batches, max(1, _CHUNK // batch), bar)
     with tempfile.TemporaryDirectory(prefix="tinyconv-calib-") as tmp:
         model_path = os.path.join(tmp, "model.onnx")
         onnx.save(model, model_path)
@@ -123,11 +195,14 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax", uint8: bool 
                 model_path, augmented_model_path=os.path.join(tmp, "augmented.onnx"),
                 calibrate_method=methods[method], extra_options=_OPTIONS[method])
             with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress
-                calibrator.collect_data(reader)
+                for reader in readers:
+                    calibrator.collect_data(reader)
                 ranges = calibrator.compute_data()
         except TinyconvError:
             raise
         except Exception as exc:
             raise TinyconvError(f"calibration failed: {str(exc).splitlines()[0]}") from None
+        finally:
+            bar.close()
     return {name: (float(np.min(value.range_value[0])), float(np.max(value.range_value[1])))
             for name, value in ranges.data.items()}

@@ -67,8 +67,7 @@ def main(args) -> int:
     outputs, layers = [], {}
     clipped = float_values = 0
     batches = inputs.batches(args.batch_size)
-    total = -(-len(inputs) // args.batch_size)
-    for batch in progress(batches, total=total, label="tinyconv run"):
+    for batch in progress(batches, total=len(inputs), label="tinyconv run", size=len):
         x = quantize_input(model, batch)
         if np.issubdtype(batch.dtype, np.floating):
             clipped += int(saturated(model, batch).sum())

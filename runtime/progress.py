@@ -1,64 +1,82 @@
-"""A dependency-free progress bar on stderr, shown only when it helps.
+"""Progress of long work (calibration, run, verify, report) on stderr, through tqdm.
 
-It appears once a loop has run for more than ``delay`` seconds (1 s) and only when stderr is a
-terminal or the environment variable FORCE_PROGRESS is set, so logs and pipes stay clean.
+On a terminal a tqdm bar with count, rate and ETA appears once the work has lasted ``delay``
+seconds (at once with the environment variable FORCE_PROGRESS set, wherever stderr goes). Elsewhere (a log, a pipe) a bar would
+be noise, but silence for a minute looks like a hang, so one short line names each stage when it
+starts. ``--quiet`` on every subcommand (``set_quiet``) turns both off. Counts are images.
 
-    for batch in progress(batches, total=len(batches), label="run"):
+    for batch in progress(batches, total=len(inputs), label="tinyconv run", size=len):
         ...
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence every bar and stage line of this process (the CLI's ``--quiet``)."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def stage(text: str, stream=None) -> None:
+    """One line on stderr about a step that has no count, unless quiet."""
+    if not _quiet:
+        stream = stream or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
 
 
 class Progress:
-    """Count done items and redraw one stderr line at most ~10 times a second."""
+    """Counts done items; a tqdm bar on a terminal, one stage line otherwise."""
 
-    def __init__(self, total: int | None, label: str = "", delay: float = 1.0, stream=None):
-        self.total, self.label, self.delay = total, label, delay
-        self.stream = stream or sys.stderr
-        self.enabled = bool(os.environ.get("FORCE_PROGRESS")) or self.stream.isatty()
-        self.start = time.monotonic()
-        self.done = 0
-        self._last_draw = 0.0
-        self._drawn = False
+    def __init__(self, total: int | None, label: str = "", delay: float = 1.0, stream=None,
+                 unit: str = "img"):
+        stream = stream or sys.stderr
+        self.bar = None
+        if _quiet:
+            return
+        forced = bool(os.environ.get("FORCE_PROGRESS"))
+        if forced or _isatty(stream):
+            from tqdm import tqdm
+
+            delay = 0 if forced else delay
+            self.bar = tqdm(total=total, desc=label, unit=unit, file=stream, delay=delay,
+                            mininterval=0.1, dynamic_ncols=True, leave=True)
+        else:
+            count = f"{total} {unit}s" if total is not None else unit + "s"
+            stage(f"{label}: {count} ...", stream)
 
     def update(self, count: int = 1) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.enabled and now - self.start >= self.delay and now - self._last_draw >= 0.1:
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            fraction = min(self.done / self.total, 1.0)
-            bar = "#" * int(fraction * 30)
-            text = f"{self.label} [{bar:<30s}] {self.done}/{self.total} {rate:.1f}/s"
-        else:
-            text = f"{self.label} {self.done} {rate:.1f}/s"
-        self.stream.write("\r" + text)
-        self.stream.flush()
-        self._last_draw, self._drawn = now, True
+        if self.bar is not None:
+            self.bar.update(count)
 
     def close(self) -> None:
-        if self._drawn:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-def progress(iterable, total: int | None = None, label: str = "", delay: float = 1.0):
-    """Yield from ``iterable``, showing a bar after ``delay`` seconds (see the module doc)."""
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress(iterable, total: int | None = None, label: str = "", delay: float = 1.0,
+             size=None, unit: str = "img"):
+    """Yield from ``iterable`` with a Progress; ``size(item)`` is how many images an item
+    holds (``len`` for batches), 1 by default."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    bar = Progress(total, label, delay)
+    bar = Progress(total, label, delay, unit=unit)
     try:
         for item in iterable:
             yield item
-            bar.update()
+            bar.update(size(item) if size else 1)
     finally:
         bar.close()

@@ -44,9 +44,14 @@ def test_user_mistakes_exit_2_without_output(tmp_path, capsys):
                  "--output", str(tmp_path / "out.npz")]) == 2
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
 def test_progress_bar_only_after_delay(monkeypatch):
-    monkeypatch.setenv("FORCE_PROGRESS", "1")
-    stream = io.StringIO()
+    monkeypatch.delenv("FORCE_PROGRESS", raising=False)
+    stream = _Terminal()
     quick = Progress(10, "x", delay=60, stream=stream)
     quick.update(10)
     quick.close()
@@ -54,7 +59,7 @@ def test_progress_bar_only_after_delay(monkeypatch):
     slow = Progress(4, "work", delay=0, stream=stream)
     slow.update(2)
     slow.close()
-    assert "work [" in stream.getvalue() and "2/4" in stream.getvalue()
+    assert "work:" in stream.getvalue() and "2/4" in stream.getvalue()
 
 
 def test_mistakes_are_found_before_any_work(tmp_path, capsys):

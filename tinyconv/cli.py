@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for sub in subparsers.choices.values():
+        sub.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bars or stage lines on stderr")
     return parser
 
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from runtime.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except TinyconvError as exc:
