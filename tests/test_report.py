@@ -269,3 +269,50 @@ def test_cli_missing_export_dir(tmp_path, capsys):
                    "--out", str(tmp_path / "r")])
     assert status == 2
     assert "nope" in capsys.readouterr().err
+
+
+# -- fitting the page, the legend, verify results, calibration source (issue 11 item 15) -------
+
+def test_wide_layers_are_drawn_within_the_page_width():
+    rng = np.random.default_rng(0)
+    maps = [("wide", rng.normal(size=(8, 8, 64)), rng.normal(size=(8, 8, 64)))]
+    png = figures.features_png(rng.normal(size=(8, 8)), maps, "64 channels")
+    outputs = figures.outputs_png(rng.normal(size=(10, 4)), rng.normal(size=(10, 4)), None,
+                                  [None] * 10)
+    for data in (png, outputs):
+        import io
+
+        width = imread(io.BytesIO(data)).shape[1]
+        assert width <= figures.MAX_WIDTH_PX, width
+    assert "max-width: 100%" in page._STYLE.split("img {")[1].split("}")[0]
+
+
+def test_verify_json_joins_the_page_and_test_set_calibration_is_said(small_export, tmp_path,
+                                                                    capsys):
+    import json
+
+    from firmware_host.verify import verify
+
+    _, export_dir, inputs, _, _ = small_export
+    require_tool("gcc")
+    result = verify(export_dir, inputs, labels=True, device="host", limit=8,
+                    json_path=tmp_path / "r.json", progress=False)
+    assert result.exit_status == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    status = main(["report", str(export_dir), "--input", str(inputs), "--out",
+                   str(tmp_path / "rep"), "--images", "1", "--verify", str(tmp_path / "r.json")])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "calibrated on the test inputs" in err
+    text = (tmp_path / "rep" / "index.html").read_text()
+    assert "<h2>Device verification</h2>" in text and "PASS" in text
+    assert f"{saved['device_equal_images']}/{saved['images']} images" in text
+    assert saved["images"] == 8
+    assert "calibrated on the test inputs" in text and "(the test inputs themselves)" in text
+    assert 'class="legend"><span class="worst">' in text
+    saved["model_hash"] = "0" * 16
+    (tmp_path / "other.json").write_text(json.dumps(saved))
+    assert main(["report", str(export_dir), "--input", str(inputs), "--out",
+                 str(tmp_path / "rep2"), "--verify", str(tmp_path / "other.json")]) == 2
+    assert "but the export is model" in capsys.readouterr().err
+    assert not (tmp_path / "rep2").exists()

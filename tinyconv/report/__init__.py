@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument("--labels", action="store_true", help="report top-1 accuracy against y")
     parser.add_argument("--calibration", type=Path,
                         help=".npz with 'x' to calibrate the re-exports (default: --input)")
+    parser.add_argument("--verify", type=Path, metavar="R.json",
+                        help="the JSON of `tinyconv verify --json R.json` for this export: "
+                             "the device's verdict joins the page")
     parser.add_argument("--images", type=int, default=3,
                         help="how many inputs to picture (default: 3)")
     parser.add_argument("--device",
@@ -47,7 +50,7 @@ def _main(args) -> int:
 
     report = make_report(args.dir, args.input, args.out, labels=args.labels,
                          calibration=args.calibration, pictured=args.images,
-                         device=args.device)
+                         device=args.device, verify_json=args.verify)
     print(format_table(report.results))
     print()
     print("SQNR per layer (dB), int8 activation vs float activation:")

@@ -3,12 +3,15 @@ no display needed, safe in parallel test workers).
 
 Every picture is a grid with a fixed pixel layout, so its size is known before it is drawn:
 ``width = LABEL_PX + columns * cell``, ``height = TITLE_PX + rows * cell`` (see ``grid_size``).
+Wide layers shrink the cell (down to ``MIN_CELL_PX``) so a picture stays within
+``MAX_WIDTH_PX``, the width a page shows without scrolling; output panels narrow likewise.
 - ``filters.png``: the first conv layer's filters as heatmaps, one column per filter, one row per
   (input channel, float / int8) pair; cell ``FILTER_CELL_PX``.
 - ``features_<i>.png``: input ``i`` and, for each conv layer, its feature maps (one column per
   channel), float next to int8 (dequantized) on the same colour scale; cell ``FEATURE_CELL_PX``.
 - ``outputs.png``: the model output of each pictured input as grouped bars, float next to int8
-  next to the device when there is one; one ``OUTPUT_PANEL_PX`` panel per input.
+  next to the device when there is one; one ``OUTPUT_PANEL_PX`` panel per input, at most
+  six to a row.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ TITLE_PX = 40
 FILTER_CELL_PX = 72
 FEATURE_CELL_PX = 56
 OUTPUT_PANEL_PX = (320, 240)
+MAX_WIDTH_PX = 1200
+MIN_CELL_PX = 16
 _DPI = 100
 _PAD = 0.06  # blank fraction around each cell
 
@@ -29,6 +34,11 @@ _PAD = 0.06  # blank fraction around each cell
 def grid_size(rows: int, columns: int, cell: int) -> tuple[int, int]:
     """(width, height) in pixels of a grid picture."""
     return LABEL_PX + columns * cell, TITLE_PX + rows * cell
+
+
+def fit_cell(columns: int, cell: int) -> int:
+    """``cell``, or smaller so that ``columns`` cells fit within MAX_WIDTH_PX."""
+    return max(MIN_CELL_PX, min(cell, (MAX_WIDTH_PX - LABEL_PX) // max(columns, 1)))
 
 
 def _figure(width: int, height: int):
@@ -50,6 +60,7 @@ class _Grid:
     """Places cells and labels on a figure by pixel position."""
 
     def __init__(self, rows: int, columns: int, cell: int, title: str):
+        cell = fit_cell(columns, cell)
         self.rows, self.columns, self.cell = rows, columns, cell
         self.width, self.height = grid_size(rows, columns, cell)
         self.figure = _figure(self.width, self.height)
@@ -131,15 +142,19 @@ def outputs_png(float_out: np.ndarray, int8_out: np.ndarray, device_out: np.ndar
     series = [("float", float_out, "#4c72b0"), ("int8 runtime", int8_out, "#dd8452")]
     if device_out is not None:
         series.append(("device", device_out, "#55a868"))
-    panel_w, panel_h = OUTPUT_PANEL_PX
     k, classes = float_out.shape
-    width, height = k * panel_w, TITLE_PX + panel_h
+    columns = min(k, max(1, MAX_WIDTH_PX // 200))  # more inputs wrap onto further rows
+    rows = -(-k // columns)
+    panel_w, panel_h = min(OUTPUT_PANEL_PX[0], MAX_WIDTH_PX // columns), OUTPUT_PANEL_PX[1]
+    width, height = columns * panel_w, TITLE_PX + rows * panel_h
     figure = _figure(width, height)
     figure.text(0.5, 1 - 12 / height, title, ha="center", va="center", fontsize=10)
     bar = 0.8 / len(series)
     x = np.arange(classes)
     for i in range(k):
-        ax = figure.add_axes(((i * panel_w + 40) / width, 30 / height,
+        column, row = i % columns, i // columns
+        ax = figure.add_axes(((column * panel_w + 40) / width,
+                              ((rows - 1 - row) * panel_h + 30) / height,
                               (panel_w - 52) / width, (panel_h - 52) / height))
         for s, (name, values, colour) in enumerate(series):
             ax.bar(x + (s - (len(series) - 1) / 2) * bar, values[i], bar, label=name,

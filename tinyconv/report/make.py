@@ -2,6 +2,7 @@
 pictures, write ``index.html`` and the PNGs into the report directory in one atomic step."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from runtime.errors import TinyconvError
 from runtime.inputs import float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 from tinyconv.report import figures, page, quality
+from tinyconv.report.verified import verify_rows
 
 
 @dataclass
@@ -78,10 +80,12 @@ def _picture_of(sample: np.ndarray) -> np.ndarray:
 def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool = False,
                 calibration: Path | None = None, pictured: int = 3,
                 device: str | None = None, device_outputs: np.ndarray | None = None,
-                say: Callable[[str], None] = print) -> Report:
+                verify_json: Path | None = None, say: Callable[[str], None] = print) -> Report:
     """Write the report for the model in ``export_dir`` evaluated on ``inputs``.
 
-    ``calibration`` (an .npz with ``x``) calibrates the re-exports; by default the inputs do.
+    ``calibration`` (an .npz with ``x``) calibrates the re-exports; by default the inputs do,
+    which flatters them (calibrated on the data they are scored on): said on stderr and the
+    page. ``verify_json`` (written by ``tinyconv verify --json``) adds the device's verdict.
     The device's outputs for the pictured inputs join outputs.png when ``device`` (a target or
     pyserial URL, as ``tinyconv verify --device`` takes) or ``device_outputs`` (int8, one row
     per pictured input) is given."""
@@ -95,7 +99,13 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
         y, note = class_labels(y, len(x), label_classes(model), str(inputs))
         if note:
             say(f"report: note: {note}")
+    verification = [] if verify_json is None else verify_rows(Path(verify_json), model.hash)
     cal = x if calibration is None else load_inputs(Path(calibration), False)[0]
+    warnings = [] if calibration is not None else [
+        "The int8 re-exports are calibrated on the test inputs (--input), which they are then "
+        "scored on: their accuracy is optimistic. Pass --calibration with separate data."]
+    for warning in warnings:
+        print(f"report: warning: {warning}", file=sys.stderr)
     say(f"report: {model.name}, {len(x)} inputs, {len(quality.CONFIGS)} int8 configurations")
     results = quality.compare_configs(export_dir, model, x, y, cal,
                                       on_step=lambda label: say(f"report: exporting {label}"))
@@ -143,12 +153,13 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
 
     facts = [("model", f"{model.name} (hash {model.hash}, requant {model.requant_mode})"),
              ("export directory", str(export_dir)), ("inputs", f"{inputs} ({len(x)} samples)"),
-             ("calibration of the re-exports", str(calibration or inputs)),
+             ("calibration of the re-exports",
+              str(calibration) if calibration else f"{inputs} (the test inputs themselves)"),
              ("labels", "yes" if y is not None else "no"),
              ("device outputs", device or ("given" if device_outputs is not None else "none"))]
     layers = [(l.op, l.output) for l in model.layers]
     files["index.html"] = page.render(f"tinyconv report: {model.name}", facts, results, layers,
-                                      images).encode()
+                                      images, verification, warnings).encode()
     page.write_dir_atomic(out_dir, files)
     return Report(out_dir, results, sorted(files), device_outputs)
 

@@ -19,7 +19,9 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.worst { background: #fde2e2; }
-img { display: block; margin: 0.5em 0 1.5em 0; }
+img { display: block; margin: 0.5em 0 1.5em 0; max-width: 100%; height: auto; }
+span.worst { background: #fde2e2; padding: 0 0.4em; border: 1px solid #ccc; }
+p.warning { color: #8a4b00; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
@@ -70,11 +72,24 @@ def layer_table(results: Sequence[Result], layers: Sequence[tuple[str, str]]) ->
     return "<table>" + "".join(rows) + "</table>"
 
 
+LEGEND = ('<p class="legend"><span class="worst">shaded</span> the layer with the lowest SQNR '
+          'of its column: where that configuration loses the most.</p>')
+
+
+def _rows(pairs: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                   for k, v in pairs)
+
+
 def render(title: str, facts: Sequence[tuple[str, str]], results: Sequence[Result],
-           layers: Sequence[tuple[str, str]], images: Sequence[tuple[str, str]]) -> str:
-    """The page: facts about the run, the two tables, then each ``(file, caption)`` image."""
-    fact_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-                        for k, v in facts)
+           layers: Sequence[tuple[str, str]], images: Sequence[tuple[str, str]],
+           verification: Sequence[tuple[str, str]] = (), warnings: Sequence[str] = ()) -> str:
+    """The page: facts about the run, warnings, the device verification (rows from
+    verified.verify_rows, if given), the two tables, then each ``(file, caption)`` image."""
+    fact_rows = _rows(facts)
+    notes = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
+    verified = ("<h2>Device verification</h2><table>" + _rows(verification) + "</table>"
+                if verification else "")
     figures = "".join(f"<h3>{html.escape(caption)}</h3><img src=\"{html.escape(name)}\" "
                       f"alt=\"{html.escape(caption)}\">" for name, caption in images)
     return f"""<!DOCTYPE html>
@@ -82,6 +97,7 @@ def render(title: str, facts: Sequence[tuple[str, str]], results: Sequence[Resul
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <table>{fact_rows}</table>
+{notes}{verified}
 <h2>Accuracy and output SQNR</h2>
 <p>Each int8 row re-exports <code>model.onnx</code> in that configuration and runs it in the
 bit-exact runtime (what the device computes). SQNR compares the dequantized int8 output with the
@@ -90,6 +106,7 @@ float output of onnxruntime: higher is better, every 6 dB is one more bit.</p>
 <h2>SQNR per layer (dB)</h2>
 <p>Each int8 activation against the float activation of the same tensor.</p>
 {layer_table(results, layers)}
+{LEGEND}
 <h2>Pictures</h2>
 {figures}
 </body></html>

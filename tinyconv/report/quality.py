@@ -22,6 +22,7 @@ from runtime.errors import TinyconvError
 from runtime.inputs import float_output_to_nhwc, quantize_input
 from runtime.metrics import sqnr_db
 from runtime.model import QuantModel
+from runtime.progress import progress
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def compare_configs(export_dir: Path, model: QuantModel, x: np.ndarray,
     results = [float_result(floats, out_name, labels),
                evaluate(f"as exported ({model.requant_mode}; model.tcm)", model, x, labels,
                         floats, out_name)]
-    for config in configs:
+    for config in progress(configs, label="report: re-exports", unit="export"):
         if on_step:
             on_step(config.label)
         try:
