@@ -47,7 +47,8 @@ class Progress:
             self.bar = tqdm(total=total, desc=label, unit=unit, file=stream, delay=delay,
                             mininterval=0.1, dynamic_ncols=True, leave=True)
         else:
-            count = f"{total} {unit}s" if total is not None else unit + "s"
+            units = "images" if unit == "img" else unit + "s"
+            count = units if total is None else f"{total} {units}"
             stage(f"{label}: {count} ...", stream)
 
     def update(self, count: int = 1) -> None:

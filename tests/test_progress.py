@@ -41,7 +41,7 @@ def test_logs_get_one_line_per_stage_and_quiet_silences_it(run_files, tmp_path):
     args = ("run", run_files / "m", "--input", run_files / "x.npz", "--output",
             run_files / "y.npz")
     done = cli(*args)
-    assert done.returncode == 0 and "tinyconv run: 10 imgs ..." in done.stderr
+    assert done.returncode == 0 and "tinyconv run: 10 images ..." in done.stderr
     assert "\r" not in done.stderr  # no bar when stderr is not a terminal
     quiet = cli(*args, "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
@@ -50,7 +50,7 @@ def test_logs_get_one_line_per_stage_and_quiet_silences_it(run_files, tmp_path):
     export = cli("export", tmp_path / "net.onnx", "--calibration", tmp_path / "cal.npz",
                  "--out", tmp_path / "out")
     assert export.returncode == 0, export.stderr
-    assert "calibrating (minmax): 40 imgs ..." in export.stderr
+    assert "calibrating (minmax): 40 images ..." in export.stderr
 
 
 def test_chunked_minmax_ranges_equal_one_pass_over_everything(tmp_path):
