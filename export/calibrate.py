@@ -22,7 +22,10 @@ from runtime.progress import Progress
 
 METHODS = ("minmax", "percentile", "entropy")
 _BATCH = 32
-_CHUNK = 256  # samples per collect_data call: bounds onnxruntime's held activations
+# Samples per collect_data call, which bounds the activations onnxruntime holds. min/max merge
+# exactly across calls; histograms merge only approximately (rebinned), so the histogram methods
+# take large chunks: up to 4096 samples their ranges equal one pass over everything.
+_CHUNK = {"minmax": 256, "percentile": 4096, "entropy": 4096}
 # The entropy calibrator tries every symmetric cut of a num_bins histogram at least
 # num_quantized_bins wide and keeps the one losing least information (KL divergence) when
 # squeezed into num_quantized_bins levels. With onnxruntime's default of 128 histogram bins
@@ -186,7 +189,7 @@ def calibrate(model: onnx.ModelProto, data, method: str = "minmax", uint8: bool 
         batches = source.batches(batch)
     bar = Progress(total, f"calibrating ({method})")
     if batch is not None:
-        readers = _chunks(input_info.name, batches, max(1, _CHUNK // batch), bar)
+        readers = _chunks(input_info.name, batches, max(1, _CHUNK[method] // batch), bar)
     with tempfile.TemporaryDirectory(prefix="tinyconv-calib-") as tmp:
         model_path = os.path.join(tmp, "model.onnx")
         onnx.save(model, model_path)
