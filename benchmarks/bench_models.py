@@ -3,7 +3,7 @@
     python benchmarks/bench_models.py [--repeat 100] [--source torch|keras] [--models a,b]
 
 The four MLPerf Tiny models (tests/mlperf_tiny.py: ResNet-8, DS-CNN, MobileNetV1 0.25 and the
-FC autoencoder; the classifiers without their softmax, so the logits) are exported in ``float``
+FC autoencoder; the classifiers with their published softmax heads) are exported in ``float``
 mode, where runtime/ computes exactly what onnxruntime computes on model.q.onnx. Both sides start
 from the same float batch: runtime/'s time includes quantizing it (``runtime.inputs
 .quantize_input``, what the tools do), onnxruntime's includes its QuantizeLinear and the final
@@ -54,13 +54,12 @@ def limit_threads() -> str:
 
 
 def onnx_file(name: str, source: str, directory: Path) -> Path:
-    """The float model as its framework exports it; the classifiers end at their logits."""
+    """The float model as its framework exports it, the classifiers' softmax included."""
     path = directory / f"{name}.onnx"
-    kwargs = {} if name == "autoencoder" else {"softmax": False}
     if source == "torch":
-        net = getattr(mlperf_tiny, f"torch_{name}")(**kwargs)
+        net = getattr(mlperf_tiny, f"torch_{name}")()
         return mlperf_tiny.torch_to_onnx(net, path, dynamo=False)
-    mlperf_tiny.to_onnx(getattr(mlperf_tiny, f"keras_{name}")(**kwargs), path)
+    mlperf_tiny.to_onnx(getattr(mlperf_tiny, f"keras_{name}")(), path)
     return path
 
 

@@ -136,11 +136,12 @@ def _fixed_rows(x: np.ndarray, consts: dict) -> np.ndarray:
 def _float_rows(x: np.ndarray, consts: dict) -> np.ndarray:
     table = _const(consts, "exp_table", np.float32)
     exps = table[x.max(axis=1, keepdims=True).astype(np.int32) - x]
-    total = np.zeros(x.shape[0], np.float32)
-    for column in exps.T:  # sequential, as the device adds them
-        total += column
-    out = np.rint((exps * np.float32(256.0)) / total[:, None]) + np.float32(OUTPUT_ZERO_POINT)
-    return np.clip(out, -128, 127)
+    total = np.add.accumulate(exps, axis=1)[:, -1:]  # left to right, as the device adds them
+    exps *= np.float32(256.0)
+    exps /= total
+    np.rint(exps, out=exps)
+    exps += np.float32(OUTPUT_ZERO_POINT)  # >= -128: the quotients are >= 0
+    return np.minimum(exps, np.float32(127.0), out=exps)
 
 
 def softmax(x, consts: dict) -> np.ndarray:
