@@ -14,6 +14,7 @@ extern uint32_t tc_data_load[], tc_data_start[], tc_data_end[], tc_bss_start[], 
 int main(int argc, char **argv);
 
 tc_rx_ring tc_rx;
+const uint32_t tc_port_rx_capacity = TC_RX_RING_SIZE;
 static volatile uint32_t tc_tick_wraps;
 static uint32_t tc_tick_mul = 1u << TC_TICK_FRACTION_BITS;
 

@@ -38,9 +38,14 @@ void tc_semihost_write(const char *text);
 void tc_semihost_exit(int code);
 
 /* Single-producer (RX interrupt), single-consumer (tc_port_getc) byte ring; there is one,
- * tc_rx, and the board's receive interrupt feeds it with tc_rx_put. */
+ * tc_rx, and the board's receive interrupt feeds it with tc_rx_put. Its size is the credit
+ * INFO announces, so RAM is traded for pipelining: a board.mk sets it (BOARD_CPPFLAGS) where
+ * RAM is short; a frame larger than the ring is still served, one request at a time. */
 #ifndef TC_RX_RING_SIZE
-#define TC_RX_RING_SIZE 4096u /* a power of two */
+#define TC_RX_RING_SIZE 4096u
+#endif
+#if TC_RX_RING_SIZE < 16u || (TC_RX_RING_SIZE & (TC_RX_RING_SIZE - 1u)) != 0u
+#error "TC_RX_RING_SIZE must be a power of two of at least 16"
 #endif
 typedef struct {
     volatile uint32_t head; /* written by the interrupt */
