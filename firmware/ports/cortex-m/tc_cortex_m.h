@@ -11,6 +11,7 @@
 #define TC_REG(addr) (*(volatile uint32_t *)(addr))
 
 #define TC_NVIC_ISER0 0xE000E100u
+#define TC_NVIC_ISPR0 0xE000E200u
 
 /* Enable external interrupt irq in the NVIC (any number, not only 0..31). */
 #define TC_NVIC_ENABLE(irq) (TC_REG(TC_NVIC_ISER0 + 4u * ((irq) / 32u)) = 1u << ((irq) % 32u))
@@ -55,6 +56,24 @@ typedef struct {
 } tc_rx_ring;
 
 extern tc_rx_ring tc_rx;
+
+/* Back-pressure: a receive interrupt that finds the ring full calls tc_rx_pause and returns
+ * with the bytes left in its UART; tc_port_getc re-enables and pends that interrupt once it
+ * has taken a byte. The UART's FIFO then fills, and a sender that honours it (QEMU does) waits
+ * instead of losing bytes; real hardware overruns the FIFO instead, as the full ring would. */
+#define TC_NVIC_ICER0 0xE000E180u
+extern volatile uint32_t tc_rx_paused; /* 0, or the paused interrupt's number + 1 */
+
+static inline int tc_rx_full(void)
+{
+    return tc_rx.head - tc_rx.tail >= TC_RX_RING_SIZE;
+}
+
+static inline void tc_rx_pause(uint32_t irq)
+{
+    TC_REG(TC_NVIC_ICER0 + 4u * (irq / 32u)) = 1u << (irq % 32u);
+    tc_rx_paused = irq + 1u;
+}
 
 /* Inline: it runs in the receive interrupt, whose stack the worst-case bound counts. */
 static inline void tc_rx_put(uint8_t byte)
