@@ -4,8 +4,8 @@
 ``Link.infer_many`` keeps a bounded window of INFER requests in flight, so the link carries the
 next image while the device computes the current one, and never more request bytes than the
 device's INFO says it can buffer meanwhile (credit flow control: a frame sent into a full
-receive ring would be lost, so retries are left for line noise). Nothing is trusted without its CRC and a
-sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
+receive ring would be lost, so retries are left for line noise). Nothing is trusted without its
+CRC and a sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
 sequence number a bounded number of times, then reported failed for that image. Every wait has
 a deadline, so a dead device ends the run instead of hanging it; and a device that is connected
 but has sent no valid frame for ``silence`` seconds while requests wait raises ``LinkError``
