@@ -2,8 +2,10 @@
 ``socket://host:port``, ``rfc2217://...``).
 
 ``Link.infer_many`` keeps a bounded window of INFER requests in flight, so the link carries the
-next image while the device computes the current one. Nothing is trusted without its CRC and a
-sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
+next image while the device computes the current one, and never more request bytes than the
+device's INFO says it can buffer meanwhile (credit flow control: a frame sent into a full
+receive ring would be lost, so retries are left for line noise). Nothing is trusted without its
+CRC and a sequence number that is in flight; a lost, corrupted or refused request is resent under a fresh
 sequence number a bounded number of times, then reported failed for that image. Every wait has
 a deadline, so a dead device ends the run instead of hanging it; and a device that is connected
 but has sent no valid frame for ``silence`` seconds while requests wait raises ``LinkError``
@@ -44,6 +46,7 @@ class LinkStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     payload_bytes_sent: int = 0
+    max_bytes_in_flight: int = 0  # encoded INFER bytes sent and not yet answered, at most
     longest_silence: float = 0.0  # seconds without a valid frame while requests waited
 
     def as_dict(self) -> dict:
@@ -124,6 +127,7 @@ class Link:
         self._babble = _Babble(limit=min(silence, 5.0))
         self.stats = LinkStats()
         self._seq = 0
+        self._last_frame_bytes = 0
         self._info: wire.DeviceInfo | None = None
         # Replies before INFO (RESET, INFO, ERROR) fit in 4 KiB; INFO then says how big a
         # RESULT can be. Anything longer is garbage and is dropped, not buffered.
@@ -182,6 +186,7 @@ class Link:
         seq = self._next_seq()
         data = wire.encode_frame(wire.Frame(type_, seq, payload))
         self._write(data)
+        self._last_frame_bytes = len(data)
         self.stats.frames_sent += 1
         self.stats.payload_bytes_sent += len(payload)
         return seq
@@ -325,6 +330,9 @@ class Link:
         outcomes: dict[int, InferOutcome] = {}
         done: dict[int, InferOutcome] = {}
         in_flight: OrderedDict[int, int] = OrderedDict()  # seq -> index, in send order
+        frame_bytes: dict[int, int] = {}  # seq -> its encoded size, while in flight
+        # one request is always allowed, however small the device's buffer
+        request_bound = wire.max_frame_bytes(info.input_size)
         resend: deque[int] = deque()
         next_index = 0
         next_yield = 0
@@ -344,6 +352,7 @@ class Link:
         def retire(seq: int, failure: str | None, retry: bool = True) -> None:
             nonlocal head_since
             index = in_flight.pop(seq)
+            del frame_bytes[seq]
             head_since = time.monotonic()
             finish(index, failure, retry)
 
@@ -355,6 +364,8 @@ class Link:
                 yield done.pop(next_yield)
                 next_yield += 1
             while len(in_flight) < self.window:
+                if in_flight and sum(frame_bytes.values()) + request_bound > info.rx_capacity:
+                    break  # no credit: the device could not buffer another request
                 if resend:
                     index = resend.popleft()
                 elif not exhausted and next_index < next_yield + self.window:
@@ -375,7 +386,10 @@ class Link:
                     break
                 if not in_flight:
                     head_since = quiet_since = time.monotonic()
-                in_flight[self._send(wire.Msg.INFER, payloads[index])] = index
+                seq = self._send(wire.Msg.INFER, payloads[index])
+                in_flight[seq], frame_bytes[seq] = index, self._last_frame_bytes
+                self.stats.max_bytes_in_flight = max(self.stats.max_bytes_in_flight,
+                                                     sum(frame_bytes.values()))
                 outcomes[index].attempts += 1  # counted once the frame is out, as are retries
                 if outcomes[index].attempts > 1:
                     self.stats.retries += 1

@@ -175,6 +175,9 @@ class DeviceInfo:
     output_shape: tuple[int, ...]
     model_name: str
     target: str
+    # Request bytes the device buffers while it computes (its receive ring): the host's credit.
+    # 0 when the device does not say (an older firmware): one request at a time.
+    rx_capacity: int = 0
 
     @property
     def input_size(self) -> int:
@@ -199,20 +202,24 @@ def parse_info(payload: bytes) -> DeviceInfo:
     (version, mode, _, model_hash, arena, macs, in_scale, in_zp, out_scale, out_zp,
      in_rank, out_rank, name_len, target_len) = _INFO_FIXED.unpack_from(payload)
     need = _INFO_FIXED.size + 4 * (in_rank + out_rank) + name_len + target_len
-    if len(payload) != need:
-        raise FrameError(f"INFO reply has {len(payload)} bytes, its fields need {need}")
+    if len(payload) not in (need, need + 4):  # the receive capacity is optional, last
+        raise FrameError(f"INFO reply has {len(payload)} bytes, its fields need {need} "
+                         f"or {need + 4}")
     pos = _INFO_FIXED.size
     dims = struct.unpack_from(f"<{in_rank + out_rank}I", payload, pos)
     pos += 4 * (in_rank + out_rank)
     name = payload[pos:pos + name_len].decode("ascii", "replace")
-    target = payload[pos + name_len:].decode("ascii", "replace")
+    pos += name_len
+    target = payload[pos:pos + target_len].decode("ascii", "replace")
+    (capacity,) = struct.unpack_from("<I", payload, need) if len(payload) > need else (0,)
     return DeviceInfo(version, "float" if mode == 1 else "fixed", f"{model_hash:016x}", arena,
                       macs, _f32(in_scale), in_zp, _f32(out_scale), out_zp,
-                      tuple(dims[:in_rank]), tuple(dims[in_rank:]), name, target)
+                      tuple(dims[:in_rank]), tuple(dims[in_rank:]), name, target, capacity)
 
 
 def info_payload(info: DeviceInfo) -> bytes:
-    """The INFO reply a device with ``info`` sends (for tests and simulated devices)."""
+    """The INFO reply a device with ``info`` sends (for tests and simulated devices); without
+    the receive capacity field when ``rx_capacity`` is 0, as older firmware sends it."""
     name, target = info.model_name.encode(), info.target.encode()
     return _INFO_FIXED.pack(
         info.protocol_version, 1 if info.requant_mode == "float" else 0, 0,
@@ -220,7 +227,16 @@ def info_payload(info: DeviceInfo) -> bytes:
         _f32_bits(info.input_scale), info.input_zero_point, _f32_bits(info.output_scale),
         info.output_zero_point, len(info.input_shape), len(info.output_shape), len(name),
         len(target)) + struct.pack(f"<{len(info.input_shape) + len(info.output_shape)}I",
-                                   *info.input_shape, *info.output_shape) + name + target
+                                   *info.input_shape, *info.output_shape) + name + target \
+        + (struct.pack("<I", info.rx_capacity) if info.rx_capacity else b"")
+
+
+def max_frame_bytes(payload_len: int) -> int:
+    """The most bytes a frame with ``payload_len`` payload bytes takes on the wire: COBS adds
+    at most one byte per 254 (and one), the delimiter one more. What the host counts against
+    a device's receive capacity before it has encoded the frame."""
+    body = FRAME_OVERHEAD + payload_len
+    return body + body // 254 + 2
 
 
 def parse_result(payload: bytes, output_size: int) -> tuple[int, np.ndarray]:

@@ -223,8 +223,8 @@ class CountingPort:
 @pytest.mark.parametrize("window", [1, 2, 4, 7])
 def test_the_link_waits_for_the_device_only_with_a_full_window(monkeypatch, window):
     info = wire.DeviceInfo(wire.PROTOCOL_VERSION, "fixed", "0123456789abcdef", 64, 12, 1.0, 0,
-                           1.0, 0, (4,), (3,), "echo", "test")
-    port = CountingPort(info)
+                           1.0, 0, (4,), (3,), "echo", "test", rx_capacity=4096)
+    port = CountingPort(info)  # a buffer for more than 7 requests: the window limits
     monkeypatch.setattr(link_module.serial, "serial_for_url", lambda *a, **k: port)
     count = 50
     inputs = [np.array([i, -i, 2 * i, 9], dtype=np.int8) for i in range(count)]

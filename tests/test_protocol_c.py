@@ -85,7 +85,8 @@ def test_requests_get_byte_identical_replies(driver):
     assert got[0] == wire.Frame(wire.Msg.RESET_REPLY, 1, struct.pack("<III", 1, 0, 0))
     info = wire.parse_info(got[1].payload)
     assert info == wire.DeviceInfo(1, "fixed", "0123456789abcdef", 1024, 3200, 2.0 ** -7, -128,
-                                   2.0 ** -4, 5, (20, 16, 1), (10,), "stub", "stub")
+                                   2.0 ** -4, 5, (20, 16, 1), (10,), "stub", "stub",
+                                   rx_capacity=2048)  # the stub port's tc_port_rx_capacity
     expected = [wire.Frame(wire.Msg.RESULT, 100 + i, struct.pack("<I", 7) + stub_model(x).tobytes())
                 for i, x in enumerate(images)]
     assert got[2:7] == expected

@@ -23,4 +23,8 @@ uint32_t tc_port_ticks(void);
 /* Target name reported by INFO, e.g. "host", "lm3s6965evb", "mps2-an386". */
 extern const char tc_port_target_name[];
 
+/* Bytes the port holds for the engine while a request is being computed (its receive buffer):
+ * INFO states it and the host never has more request bytes in flight (credit flow control). */
+extern const uint32_t tc_port_rx_capacity;
+
 #endif

@@ -105,7 +105,7 @@ static void reply_info(uint16_t seq)
     size_t name_len = text_length(model_name, 255U);
     size_t target_len = text_length(tc_port_target_name, 255U);
     uint32_t payload =
-        (uint32_t)(44U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + name_len + target_len);
+        (uint32_t)(48U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + name_len + target_len);
     size_t i;
 
     reply_begin((uint8_t)TC_MSG_INFO_REPLY, seq, payload);
@@ -131,6 +131,7 @@ static void reply_info(uint16_t seq)
     }
     reply_bytes(model_name, name_len);
     reply_bytes(tc_port_target_name, target_len);
+    reply_le(tc_port_rx_capacity, 4);
     reply_end();
 }
 

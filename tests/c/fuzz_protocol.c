@@ -25,6 +25,7 @@
 #define WRAP_MAX (TC_FRAME_HEADER + TC_INPUT_SIZE + 2U * TC_FRAME_CRC + 64U)
 
 const char tc_port_target_name[] = "stub";
+const uint32_t tc_port_rx_capacity = 2048u;
 
 static uint8_t reply[REPLY_MAX];
 static size_t reply_len;
@@ -112,7 +113,8 @@ static void check_reply(const uint8_t *encoded, size_t n)
         if (payload != 12U) abort();
         break;
     case TC_MSG_INFO_REPLY:
-        if (payload != 44U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + 4U + 4U) abort();
+        /* fixed fields, shapes, "stub" twice, the receive capacity */
+        if (payload != 44U + 4U * (TC_INPUT_RANK + TC_OUTPUT_RANK) + 4U + 4U + 4U) abort();
         break;
     case TC_MSG_ERROR:
         if (payload < 3U || payload > 50U) abort();  /* a code and 1..48 bytes of text */

@@ -14,6 +14,7 @@
 #include "tc_protocol.h"
 
 const char tc_port_target_name[] = "stub";
+const uint32_t tc_port_rx_capacity = 2048u;
 static uint32_t fake_ticks;
 static FILE *reply_sink;
 

@@ -14,6 +14,8 @@ extern uint32_t tc_data_load[], tc_data_start[], tc_data_end[], tc_bss_start[], 
 int main(int argc, char **argv);
 
 tc_rx_ring tc_rx;
+const uint32_t tc_port_rx_capacity = TC_RX_RING_SIZE;
+volatile uint32_t tc_rx_paused;
 static volatile uint32_t tc_tick_wraps;
 static uint32_t tc_tick_mul = 1u << TC_TICK_FRACTION_BITS;
 
@@ -112,6 +114,12 @@ int tc_port_getc(void)
         if (r->head != r->tail) {
             const uint8_t byte = r->data[r->tail % TC_RX_RING_SIZE];
             r->tail = r->tail + 1u;
+            if (tc_rx_paused != 0u) { /* room again: let the paused interrupt drain its UART */
+                const uint32_t irq = tc_rx_paused - 1u;
+                tc_rx_paused = 0u;
+                TC_REG(TC_NVIC_ISPR0 + 4u * (irq / 32u)) = 1u << (irq % 32u);
+                TC_NVIC_ENABLE(irq);
+            }
             __asm__ volatile("cpsie i" ::: "memory");
             return byte;
         }

@@ -34,6 +34,7 @@ static int link_fd = -1;
 static int is_pty;
 static int peer_seen;  /* pty: a client has opened the slave side at least once */
 static uint8_t rx_buf[4096];
+const uint32_t tc_port_rx_capacity = (uint32_t)sizeof rx_buf;
 static size_t rx_len;
 static size_t rx_pos;
 

@@ -29,6 +29,10 @@ static void tc_uart0_handler(void)
 {
     TC_REG(UART_ICR) = INT_RX | INT_RT; /* clear first, then drain: no byte is missed */
     while ((TC_REG(UART_FR) & FR_RXFE) == 0u) {
+        if (tc_rx_full()) {
+            tc_rx_pause(UART0_IRQ); /* the rest waits in the UART until the ring has room */
+            return;
+        }
         tc_rx_put((uint8_t)TC_REG(UART_DR));
     }
 }
