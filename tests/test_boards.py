@@ -234,7 +234,8 @@ def test_export_with_a_target_checks_the_fit_early(arm_tools, tmp_path, capsys):
     x = np.random.default_rng(9).random((16, 1, 1, 1024), np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
     _dense_onnx(tmp_path / "big.onnx", 1024, 260)
-    args = ["export", str(tmp_path / "big.onnx"), "--calibration", str(tmp_path / "calib.npz")]
+    args = ["export", str(tmp_path / "big.onnx"), "--calibration", str(tmp_path / "calib.npz"),
+            "--quiet"]
     assert main(args + ["--out", str(tmp_path / "a"), "--target", "microbit"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model needs" in err, err

@@ -109,7 +109,7 @@ def test_an_artifact_name_taken_by_a_user_file_is_refused(tmp_path):
     (exp / ".tinyconv-export.json").write_text('{"artifacts": ["model.tcm"]}\n')
     before = snapshot(exp)
     done = tinyconv("export", exp / "net.onnx", "--calibration", exp / "calib.npz",
-                    "--out", exp)
+                    "--out", exp, "--quiet")
     assert done.returncode == 2 and "was not written by tinyconv" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and snapshot(exp) == before
 

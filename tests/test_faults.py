@@ -182,7 +182,8 @@ def test_a_device_that_dies_ends_the_run_with_exit_2_and_an_aborted_report(devic
         killer = threading.Thread(target=kill_midway)
         killer.start()
         started = time.monotonic()
-        code, report = run_verify(export_dir, data, relay.url, tmp_path, "--timeout", "0.5")
+        code, report = run_verify(export_dir, data, relay.url, tmp_path, "--timeout", "0.5",
+                                  "--quiet")
         elapsed = time.monotonic() - started
         killer.join()
     out, err = capsys.readouterr()

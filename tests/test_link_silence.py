@@ -105,7 +105,7 @@ def test_a_host_device_stopped_mid_run_ends_verify_with_exit_2_and_an_aborted_re
     silence = (retries + 1) * timeout
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyconv.cli",
-         *verify_args(export_dir, data, "host", report, "--timeout", str(timeout))],
+         *verify_args(export_dir, data, "host", report, "--timeout", str(timeout), "--quiet")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     device_pid = None
     try:

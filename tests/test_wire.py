@@ -244,7 +244,9 @@ def test_link_times_out_on_a_device_that_babbles_without_delimiters():
     try:
         with Link(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout=0.3,
                   retries=1) as link:
-            with pytest.raises(LinkError, match="did not answer INFO"):
+            # either verdict is right for a babbler, whichever limit comes first
+            with pytest.raises(LinkError, match="did not answer INFO|sends bytes that are not "
+                                                "tinyconv frames"):
                 link.info()
             assert link.stats.corrupt >= 1  # the endless "frame" was dropped, not stored
     finally:
