@@ -76,8 +76,10 @@ def _feed(details: dict, x_float: np.ndarray | None, x_q: np.ndarray, i: int) ->
     return x_q[i:i + 1].reshape(shape)
 
 
-def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q) -> dict[str, np.ndarray]:
-    """Every tensor of ``model`` as TFLM computes it, batched like runtime.run's."""
+def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q,
+                 indices: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of ``model`` as TFLM computes it, batched like runtime.run's. ``indices``
+    maps a model tensor to its TFLite tensor (export/tflite_writer.py) where the names do not."""
     from tflite_micro.python.tflite_micro import runtime as tflm
 
     interpreter = tflm.Interpreter.from_bytes(
@@ -89,7 +91,8 @@ def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q) -> dict[str, np.n
         interpreter.set_input(_feed(details, x_float, x_q, i), 0)
         interpreter.invoke()
         for name in names:
-            values[name].append(interpreter.GetTensor(_index(name), 0)["tensor_data"].copy())
+            index = indices[name] if indices is not None else _index(name)
+            values[name].append(interpreter.GetTensor(index, 0)["tensor_data"].copy())
     return {name: np.stack(v).reshape((len(x_q),) + model.tensors[name].shape)
             for name, v in values.items()}
 
@@ -134,8 +137,11 @@ class OutputReference:
         return np.stack(out).reshape((len(x_q),) + self.model.output_spec.shape)
 
 
-def litert_output(data: bytes, model: QuantModel, x_float, x_q) -> np.ndarray:
-    """The int8 output tensor as LiteRT's optimized kernels compute it."""
+def litert_output(data: bytes, model: QuantModel, x_float, x_q,
+                  index: int | None = None) -> np.ndarray:
+    """The int8 output tensor (TFLite tensor ``index``, else by name) as LiteRT's optimized
+    kernels compute it."""
+    index = _index(model.output) if index is None else index
     from ai_edge_litert.interpreter import Interpreter
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
@@ -148,20 +154,21 @@ def litert_output(data: bytes, model: QuantModel, x_float, x_q) -> np.ndarray:
     for i in range(len(x_q)):
         interpreter.set_tensor(details["index"], _feed(details, x_float, x_q, i))
         interpreter.invoke()
-        out.append(interpreter.get_tensor(_index(model.output)).copy())
+        out.append(interpreter.get_tensor(index).copy())
     return np.stack(out).reshape((len(x_q),) + model.output_spec.shape)
 
 
-def compare(model: QuantModel, data: bytes, x, *, litert: bool = True) -> Comparison:
+def compare(model: QuantModel, data: bytes, x, *, litert: bool = True,
+            indices: dict[str, int] | None = None) -> Comparison:
     """runtime/ vs TFLM on every tensor (and LiteRT on the output) for inputs ``x`` (float, or
-    int8 already quantized), NHWC."""
+    int8 already quantized), NHWC. ``indices``: as ``tflm_tensors``."""
     x = np.asarray(x)
     x_float = x if np.issubdtype(x.dtype, np.floating) else None
     x_q = quantize_input(model, x)
     if x_float is not None:
         x_float = x_float.reshape(x_q.shape)
     ours = runtime.run(model, x_q, collect=True)[1]
-    theirs = tflm_tensors(data, model, x_float, x_q)
+    theirs = tflm_tensors(data, model, x_float, x_q, indices)
     writers = {layer.output: layer for layer in model.layers}
     first = None
     for name in theirs:  # execution order: the input, then each layer's output
@@ -175,7 +182,8 @@ def compare(model: QuantModel, data: bytes, x, *, litert: bool = True) -> Compar
             break
     result = Comparison(len(x_q), len(theirs), first)
     if litert:
-        lite = litert_output(data, model, x_float, x_q).astype(np.int32)
+        index = None if indices is None else indices[model.output]
+        lite = litert_output(data, model, x_float, x_q, index).astype(np.int32)
         diff = np.abs(ours[model.output].astype(np.int32) - lite)
         result.litert_exact = float((diff == 0).mean())
         result.litert_largest = int(diff.max())
