@@ -76,14 +76,21 @@ def _feed(details: dict, x_float: np.ndarray | None, x_q: np.ndarray, i: int) ->
     return x_q[i:i + 1].reshape(shape)
 
 
+def tflm_interpreter(data: bytes):
+    """TFLM keeping every tensor, in an arena of at least 1 MiB: the package's default (ten
+    times the file) is too small for a small model's tensors."""
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    return tflm.Interpreter.from_bytes(
+        data, arena_size=max(10 * len(data), 1 << 20),
+        intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+
+
 def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q,
                  indices: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Every tensor of ``model`` as TFLM computes it, batched like runtime.run's. ``indices``
     maps a model tensor to its TFLite tensor (export/tflite_writer.py) where the names do not."""
-    from tflite_micro.python.tflite_micro import runtime as tflm
-
-    interpreter = tflm.Interpreter.from_bytes(
-        data, intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+    interpreter = tflm_interpreter(data)
     details = interpreter.get_input_details(0)
     names = [model.input] + [layer.output for layer in model.layers]
     values = {name: [] for name in names}
@@ -105,10 +112,7 @@ class OutputReference:
     def __init__(self, data: bytes, model: QuantModel, which: str):
         self.model, self.which = model, which
         if which == "tflm":
-            from tflite_micro.python.tflite_micro import runtime as tflm
-
-            self.interpreter = tflm.Interpreter.from_bytes(
-                data, intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+            self.interpreter = tflm_interpreter(data)
             self.details = self.interpreter.get_input_details(0)
         else:
             from ai_edge_litert.interpreter import Interpreter

@@ -512,7 +512,7 @@ class _Flatbuffer:
         fb.StartVector(1, len(data), _ALIGN)
         fb.head = fb.head - len(data)
         fb.Bytes[fb.head:fb.head + len(data)] = data
-        return fb.EndVector(len(data))
+        return fb.EndVector()
 
     def _table(self, module: str, fields: dict) -> int:
         """A table of the schema from ``fields`` (enum values given by name)."""
@@ -557,7 +557,7 @@ class _Flatbuffer:
         start(self.fb, len(offsets))
         for offset in reversed(offsets):
             self.fb.PrependUOffsetTRelative(offset)
-        return self.fb.EndVector(len(offsets))
+        return self.fb.EndVector()
 
     def build(self) -> bytes:
         tfl, fb = self.tfl, self.fb
