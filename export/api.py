@@ -26,6 +26,7 @@ from export.qonnx import to_qonnx
 from export.qonnx_check import stamp
 from export.quantize import quantize
 from export.report import build_report, format_report
+from export.tflm_arena import tflm_entry
 from runtime.errors import TinyconvError
 from runtime.model import UMASK, QuantModel
 
@@ -36,7 +37,8 @@ class ExportResult:
     model: QuantModel  # model.tcm
     report: dict  # report.json
     graph: FloatGraph | None  # the float layers, for tooling
-    tflite: bytes | None = None  # model.tflite: the source, kept for --against tflm
+    # model.tflite for --against tflm: the source, or the one export/tflite_writer.py wrote
+    tflite: bytes | None = None
 
     def table(self) -> str:
         return format_report(self.report)
@@ -175,7 +177,9 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
                                     name=name, metadata=metadata)
     plan_arena(model)
     q_onnx = stamp(to_qonnx(model, weight_scales, graph.boundary), model)
-    return ExportResult(float_model, q_onnx, model, build_report(model), graph)
+    report = build_report(model)
+    report["tflm"], tflite = tflm_entry(model, weight_scales)
+    return ExportResult(float_model, q_onnx, model, report, graph, tflite)
 
 
 def from_tflite(source, *, name: str | None = None) -> ExportResult:
@@ -193,6 +197,7 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
         q_onnx = stamp(q_onnx, model)
     report = build_report(model)
     report["model_q_onnx"] = "written" if q_onnx is not None else f"not written: {reason}"
+    report["tflm"], _ = tflm_entry(model, source=imported.data)
     return ExportResult(None, q_onnx, model, report, None, imported.data)
 
 

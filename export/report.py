@@ -3,7 +3,8 @@
 MACs are ``runtime.model.layer_macs``: multiply-accumulates by weights (conv2d and
 fully_connected); pools and add count 0, exactly as the device's ``TC_TOTAL_MACS`` and so
 verify's ticks per MAC. Flash is every constant array the device stores (weights, biases,
-requantization and pool/add constants); RAM is the planned activation arena.
+requantization and pool/add constants); RAM is the planned activation arena. ``tflm`` is
+TFLite Micro's measured arena for the same model (export/tflm_arena.py), or why it is not known.
 ``report.json`` holds the same numbers the printed table shows.
 """
 from __future__ import annotations
@@ -52,5 +53,19 @@ def format_report(report: dict) -> str:
     out.append(f"model {report['name']} ({report['requant_mode']} requantization, hash "
                f"{report['hash']}): {t['macs']:,} MACs, flash {t['flash_bytes']:,} B, "
                f"RAM (arena) {t['ram_bytes']:,} B")
+    tflm = report.get("tflm")
+    if tflm is not None:
+        out.append(tflm_line(tflm, t["ram_bytes"]))
     out += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(out)
+
+
+def tflm_line(tflm: dict, arena: int) -> str:
+    """TFLite Micro's arena beside tinyconv's, or why it is not known (report.json "tflm")."""
+    if tflm.get("arena_bytes") is None:
+        return f"TFLite Micro arena: not measured ({tflm.get('reason', 'unknown')})"
+    line = (f"TFLite Micro arena {tflm['arena_bytes']:,} B (head {tflm['head_bytes']:,} B: "
+            f"activations and scratch) vs tinyconv's {arena:,} B")
+    if not tflm.get("exact", True):
+        line += "; TFLM computes some layers differently, no model.tflite written"
+    return line

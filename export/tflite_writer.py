@@ -18,6 +18,7 @@ whose TFLM multiplier is the stored one; every multiplier export makes has one).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 
@@ -486,6 +487,7 @@ def _mean_agrees(layer: Layer, x: TensorSpec, y: TensorSpec) -> bool:
     return bool(np.array_equal(np.clip(runtime_out, low, high), np.clip(tflm_out, low, high)))
 
 
+@functools.lru_cache(maxsize=None)
 def _schema(table: str):
     """The ``tflite`` package's module of ``table`` (the package re-exports the class under
     the same name, without the builder functions)."""
@@ -499,7 +501,8 @@ class _Flatbuffer:
         import flatbuffers
         import tflite
 
-        self.fb, self.tfl = flatbuffers.Builder(1024), tflite
+        size = sum(len(t.data) + _ALIGN for t in tensors if t.data) + 256 * (len(tensors) + 16)
+        self.fb, self.tfl = flatbuffers.Builder(size), tflite  # sized once: no regrowth
         self.tensors, self.ops, self.name = tensors, ops, name
         self.io = (graph_input, graph_output)
 
