@@ -66,6 +66,26 @@ def _index(name: str) -> int:
     return int(name[len(TFLITE_PREFIX):])
 
 
+def tensor_indices(data: bytes, model: QuantModel) -> dict[str, int]:
+    """Model tensor -> TFLite tensor index. A model imported from a .tflite names tensor ``i``
+    ``t<i>``; a file export/tflite_writer.py wrote names each activation after the model's
+    tensor."""
+    names = [model.input] + [layer.output for layer in model.layers]
+    if model.metadata.get("source_format") == "tflite":
+        return {name: _index(name) for name in names}
+    import tflite
+
+    graph = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
+    where: dict[str, int] = {}
+    for i in range(graph.TensorsLength()):
+        where.setdefault((graph.Tensors(i).Name() or b"").decode("utf-8", "replace"), i)
+    missing = [name for name in names if name not in where]
+    if missing:
+        raise TinyconvError(f"tensor {missing[0]!r} is not in the .tflite file: --against tflm "
+                            "needs the model.tflite exported with this model")
+    return {name: where[name] for name in names}
+
+
 def _feed(details: dict, x_float: np.ndarray | None, x_q: np.ndarray, i: int) -> np.ndarray:
     """What the TFLite input takes: the float sample (it quantizes itself) or the int8 one."""
     shape = tuple(details["shape"])
@@ -90,6 +110,7 @@ def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q,
                  indices: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Every tensor of ``model`` as TFLM computes it, batched like runtime.run's. ``indices``
     maps a model tensor to its TFLite tensor (export/tflite_writer.py) where the names do not."""
+    indices = indices if indices is not None else tensor_indices(data, model)
     interpreter = tflm_interpreter(data)
     details = interpreter.get_input_details(0)
     names = [model.input] + [layer.output for layer in model.layers]
@@ -98,8 +119,7 @@ def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q,
         interpreter.set_input(_feed(details, x_float, x_q, i), 0)
         interpreter.invoke()
         for name in names:
-            index = indices[name] if indices is not None else _index(name)
-            values[name].append(interpreter.GetTensor(index, 0)["tensor_data"].copy())
+            values[name].append(interpreter.GetTensor(indices[name], 0)["tensor_data"].copy())
     return {name: np.stack(v).reshape((len(x_q),) + model.tensors[name].shape)
             for name, v in values.items()}
 
@@ -123,7 +143,7 @@ class OutputReference:
                                                experimental_preserve_all_tensors=True)
             self.interpreter.allocate_tensors()
             self.details = self.interpreter.get_input_details()[0]
-        self.index = _index(model.output)
+        self.index = tensor_indices(data, model)[model.output]
 
     def __call__(self, x_float, x_q) -> np.ndarray:
         """``x_float`` (NHWC float, or None) is fed to a float-input file, ``x_q`` otherwise."""
@@ -145,7 +165,7 @@ def litert_output(data: bytes, model: QuantModel, x_float, x_q,
                   index: int | None = None) -> np.ndarray:
     """The int8 output tensor (TFLite tensor ``index``, else by name) as LiteRT's optimized
     kernels compute it."""
-    index = _index(model.output) if index is None else index
+    index = tensor_indices(data, model)[model.output] if index is None else index
     from ai_edge_litert.interpreter import Interpreter
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
@@ -186,7 +206,7 @@ def compare(model: QuantModel, data: bytes, x, *, litert: bool = True,
             break
     result = Comparison(len(x_q), len(theirs), first)
     if litert:
-        index = None if indices is None else indices[model.output]
+        index = (indices or tensor_indices(data, model))[model.output]
         lite = litert_output(data, model, x_float, x_q, index).astype(np.int32)
         diff = np.abs(ours[model.output].astype(np.int32) - lite)
         result.litert_exact = float((diff == 0).mean())

@@ -36,9 +36,10 @@ def register(subparsers) -> None:
     parser.add_argument("--per-layer", action="store_true",
                         help="also write every intermediate int8 tensor, named layer/<tensor>")
     parser.add_argument("--against", choices=("tflm",),
-                        help="with --per-layer, for a model exported from a .tflite file: "
-                        "compare every tensor with TFLite Micro (DIR/model.tflite) and name the "
-                        "first that differs; LiteRT's output is reported too")
+                        help="with --per-layer, for an export holding model.tflite (a .tflite "
+                        "source, or a fixed-mode model TFLite Micro computes exactly): compare "
+                        "every tensor with TFLite Micro (DIR/model.tflite) and name the first "
+                        "that differs; LiteRT's output is reported too")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N")
     parser.add_argument("--int8-codes", action="store_true",
                         help="'x' is int8 holding the model's quantized input codes (without "
@@ -109,8 +110,9 @@ def _against_tflm(args, model) -> int:
     source = Path(args.model_dir)
     source = (source if source.is_dir() else source.parent) / "model.tflite"
     if not source.is_file():
-        raise TinyconvError(f"--against tflm needs {source} (written by `tinyconv export "
-                            "MODEL.tflite`)")
+        raise TinyconvError(f"--against tflm needs {source} (written by `tinyconv export` "
+                            "for a .tflite, or a fixed-mode model TFLM computes exactly; "
+                            "report.json's tflm entry says why not)")
     x = np.concatenate(list(NpzArray(args.input, "x").batches(1 << 16)))
     result = compare(model, source.read_bytes(), x)
     print(result.summary())

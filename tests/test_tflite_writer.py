@@ -327,3 +327,160 @@ def test_a_clamp_no_fused_activation_gives_is_refused():
     net.layers[0].params.update(act_min=-50, act_max=60)
     with pytest.raises(Unwritable, match=r"clamp \[-50, 60\] is no TFLite fused activation"):
         write(net.model("x", "y"))
+
+
+# -- whole models: the demo and the MLPerf Tiny models from ONNX, fixed mode ---------------------
+
+_TFLM_CHILD = """
+import re, sys
+from tflite_micro.python.tflite_micro import runtime as tflm
+interpreter = tflm.Interpreter.from_bytes(open(sys.argv[1], "rb").read())
+sys.stdout.flush()
+interpreter.print_allocations()
+"""
+
+
+def _tflm_arena_in_a_child(path) -> tuple[int, int]:
+    """TFLM's (total, head) arena for the file at ``path``, measured as
+    benchmarks/bench_footprint.py does: the package's public interpreter in its own process."""
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TFLM_CHILD, str(path)], capture_output=True,
+                          text=True, check=True)
+    found = dict(re.findall(r"Arena allocation (total|head) (\d+) bytes",
+                            done.stdout + done.stderr))
+    return int(found["total"]), int(found["head"])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's ConvNet (one epoch on the digits), exported in fixed mode and saved."""
+    import export
+    from tinyconv.demo import convnet, data, onnx_writer
+
+    digits = data.load_digits()
+    net, _ = convnet.train(digits.x_train, digits.y_train, convnet.TrainConfig(epochs=1))
+    root = tmp_path_factory.mktemp("demo")
+    path = onnx_writer.save_onnx(net, root / "digits.onnx")
+    result = export.from_onnx(str(path), digits.x_train[:64], requant="fixed", name="digits")
+    result.save(root / "export")
+    return result, root / "export", digits.x_test[:48]
+
+
+def test_the_demo_model_equals_tflm_on_every_tensor(demo):
+    import runtime
+
+    result, out, x = demo
+    written = write(result.model)
+    assert _ops(written) == ["CONV_2D", "MAX_POOL_2D", "CONV_2D", "MAX_POOL_2D",
+                             "FULLY_CONNECTED"]
+    comparison = compare(result.model, written.data, x.transpose(0, 2, 3, 1), litert=False,
+                         indices=written.tensor_index)
+    assert comparison.first is None, comparison.summary()
+    assert (out / "model.tflite").read_bytes() == written.data  # the same file, saved
+    assert runtime.load(out).hash == result.model.hash
+
+
+def test_report_json_holds_tflms_arena_as_tflm_itself_reports_it(demo):
+    import json
+
+    _, out, _ = demo
+    entry = json.loads((out / "report.json").read_text())["tflm"]
+    total, head = _tflm_arena_in_a_child(out / "model.tflite")
+    assert (entry["arena_bytes"], entry["head_bytes"]) == (total, head)
+    assert entry["exact"] is True and entry["head_bytes"] > 0
+    assert ".tinyconv-export.json" in {p.name for p in out.iterdir()}
+    assert "model.tflite" in json.loads((out / ".tinyconv-export.json").read_text())[
+        "artifacts"]
+
+
+def test_cli_run_against_tflm_on_the_written_file(demo, tmp_path, capsys):
+    from tinyconv.cli import main
+
+    _, out, x = demo
+    np.savez(tmp_path / "x.npz", x=x[:8])
+    status = main(["run", str(out), "--input", str(tmp_path / "x.npz"), "--output",
+                   str(tmp_path / "y.npz"), "--per-layer", "--against", "tflm"])
+    printed = capsys.readouterr().out
+    assert status == 0 and "runtime == TFLM: every element of 6 tensors on 8 inputs" in printed
+
+
+def test_the_written_file_imports_back_and_its_report_measures_the_source(demo):
+    """export.from_tflite on the written file: TFLite's own constants again (the import), the
+    same integers, and the arena measured from that source file."""
+    import export
+    import runtime
+    from runtime.inputs import quantize_input
+
+    result, out, x = demo
+    again = export.from_tflite((out / "model.tflite").read_bytes(), name="digits")
+    assert again.report["tflm"]["model"] == "the source model.tflite"
+    assert again.report["tflm"]["arena_bytes"] == result.report["tflm"]["arena_bytes"]
+    x_q = quantize_input(result.model, x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(runtime.run(again.model, x_q), runtime.run(result.model, x_q))
+
+
+def test_report_says_why_there_is_no_tflm_arena(demo, monkeypatch):
+    import sys
+
+    from export.report import format_report
+    from export.tflm_arena import tflm_entry
+
+    result = demo[0]
+    float_model = QuantModel("f", "float", result.model.tensors, [], result.model.input,
+                             result.model.input)
+    assert tflm_entry(float_model)[0] == {
+        "arena_bytes": None,
+        "reason": "float requantization: TFLite Micro computes fixed mode only"}
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)  # as if not installed
+    entry, artifact = tflm_entry(result.model)
+    assert artifact is None and entry["reason"] == "the tflite-micro package is not installed"
+    report = dict(result.report, tflm=entry)
+    assert format_report(report).splitlines()[-1] == (
+        "TFLite Micro arena: not measured (the tflite-micro package is not installed)")
+
+
+MLPERF = ("resnet8", "dscnn", "mobilenet", "autoencoder")
+
+
+@pytest.fixture(scope="module")
+def mlperf(tmp_path_factory):
+    """The four MLPerf Tiny models (tests/mlperf_tiny.py, PyTorch), exported in fixed mode."""
+    import export
+    import mlperf_tiny as mt
+
+    out = {}
+    for name in MLPERF:
+        builder = getattr(mt, f"torch_{name}")
+        net = builder() if name == "autoencoder" else builder(softmax=True)
+        path = mt.torch_to_onnx(net, tmp_path_factory.mktemp(name) / "net.onnx", dynamo=False)
+        calibration = mt.inputs(name, 8, seed=1, layout="torch")
+        out[name] = (export.from_onnx(path, calibration, requant="fixed"),
+                     mt.inputs(name, 3, seed=2, layout="keras"))
+    return out
+
+
+@pytest.mark.parametrize("name", MLPERF)
+def test_mlperf_tiny_models_equal_tflm_up_to_the_average_pool(mlperf, name):
+    """Every conv, depthwise conv, add, fully connected and softmax equals TFLM. The average
+    pools are the exception: export's fixed mode rescales the sum, then divides (TFLite's
+    integer Mean), which no TFLM operator computes; the writer refuses them, and TFLM on the
+    nearest operator (MEAN / AVERAGE_POOL_2D + QUANTIZE) shows the difference lies there."""
+    result, x = mlperf[name]
+    model = result.model
+    pools = [layer for layer in model.layers if layer.op == "avg_pool2d"]
+    entry = result.report["tflm"]
+    assert entry["arena_bytes"] > entry["head_bytes"] >= model.arena_size // 2
+    if not pools:
+        assert entry["exact"] and result.tflite is not None
+        _equal_to_tflm(model, count=3)
+        return
+    assert not entry["exact"] and result.tflite is None
+    with pytest.raises(Unwritable, match=rf"^layer '{pools[0].name}' \(avg_pool2d\): "):
+        write(model)
+    written = write(model, check=False)
+    comparison = compare(model, written.data, x, litert=False, indices=written.tensor_index)
+    assert comparison.first is not None and comparison.first.tensor == pools[0].output
+    assert comparison.first.largest == 1
