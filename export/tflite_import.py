@@ -120,6 +120,29 @@ def mean_multiplier(x_scale: float, y_scale: float, count: int) -> tuple[int, in
     return int((multiplier << r) // count), shift - r
 
 
+def nearest_sources(size: int, out: int, align: bool, half: bool) -> np.ndarray:
+    """TFLM's GetNearestNeighbor: the input row (column) of each of ``out`` output rows."""
+    scale = (np.float32(size - 1) / np.float32(out - 1) if align and out > 1
+             else np.float32(size) / np.float32(out))
+    at = (np.arange(out, dtype=np.float32) + np.float32(0.5 if half else 0.0)) * scale
+    index = (np.sign(at) * np.floor(np.abs(at) + np.float32(0.5)) if align
+             else np.floor(at)).astype(np.int64)
+    index = np.minimum(index, size - 1)
+    return np.maximum(index, 0) if half else index
+
+
+def same_padding(size, kernel, stride, dilation) -> tuple[list[int], tuple[int, int]]:
+    """TFLite's SAME as explicit (top, left, bottom, right), and the output size."""
+    pads, out = [0, 0, 0, 0], []
+    for axis in (0, 1):
+        effective = (kernel[axis] - 1) * dilation[axis] + 1
+        n = -(-size[axis] // stride[axis])
+        total = max((n - 1) * stride[axis] + effective - size[axis], 0)
+        pads[axis], pads[axis + 2] = total // 2, total - total // 2
+        out.append(n)
+    return pads, tuple(out)
+
+
 class _Reader:
     def __init__(self, data: bytes, source: str):
         import tflite
@@ -256,19 +279,12 @@ class _Importer:
     def padding(self, code: int, size, kernel, stride, dilation) -> tuple[list, tuple]:
         """TFLite's SAME / VALID as explicit (top, left, bottom, right) and the output size."""
         kind = self.r.pad_names.get(code, "?")
-        pads, out = [0, 0, 0, 0], []
-        for axis in (0, 1):
-            effective = (kernel[axis] - 1) * dilation[axis] + 1
-            if kind == "SAME":
-                n = -(-size[axis] // stride[axis])
-                total = max((n - 1) * stride[axis] + effective - size[axis], 0)
-                pads[axis], pads[axis + 2] = total // 2, total - total // 2
-            elif kind == "VALID":
-                n = (size[axis] - effective) // stride[axis] + 1
-            else:
-                raise self.refuse(f"padding {kind} is not supported")
-            out.append(n)
-        return pads, tuple(out)
+        if kind == "SAME":
+            return same_padding(size, kernel, stride, dilation)
+        if kind != "VALID":
+            raise self.refuse(f"padding {kind} is not supported")
+        return [0, 0, 0, 0], tuple((size[axis] - (kernel[axis] - 1) * dilation[axis] - 1)
+                                   // stride[axis] + 1 for axis in (0, 1))
 
     def add_layer(self, op: str, inputs: list[str], y: _Tensor, params: dict,
                   arrays: dict) -> Layer:
@@ -575,16 +591,8 @@ class _Importer:
         h, wd, _ = self.sample_shape(x)
         oh, ow, _ = self.sample_shape(y)
 
-        def source(size: int, out: int) -> np.ndarray:
-            scale = (np.float32(size - 1) / np.float32(out - 1) if align and out > 1
-                     else np.float32(size) / np.float32(out))
-            at = (np.arange(out, dtype=np.float32) + np.float32(0.5 if half else 0.0)) * scale
-            index = (np.sign(at) * np.floor(np.abs(at) + np.float32(0.5)) if align
-                     else np.floor(at)).astype(np.int64)
-            index = np.minimum(index, size - 1)
-            return np.maximum(index, 0) if half else index
-
-        arrays = {"rows": source(h, oh).astype(np.int32), "cols": source(wd, ow).astype(np.int32)}
+        arrays = {"rows": nearest_sources(h, oh, align, half).astype(np.int32),
+                  "cols": nearest_sources(wd, ow, align, half).astype(np.int32)}
         self.add_layer("resize_nearest", [self.spec(x)], y, {}, arrays)
 
     def _binary(self, op, ins, outs, options_class) -> tuple[list[str], tuple, dict]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from export import tables
-from export.tflite_import import activation_range
+from export.tflite_import import activation_range, nearest_sources, same_padding
 from runtime import kernels
 from runtime.errors import TinyconvError
 from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT
@@ -70,17 +70,6 @@ class _Op:
     outputs: list[int]
     options: str | None = None  # the tflite options table, e.g. "Conv2DOptions"
     fields: dict = field(default_factory=dict)
-
-
-def _same_pads(size, kernel, stride, dilation) -> list[int]:
-    """TFLite's SAME padding as (top, left, bottom, right): the odd pixel goes bottom/right."""
-    pads = [0, 0, 0, 0]
-    for axis in (0, 1):
-        effective = (kernel[axis] - 1) * dilation[axis] + 1
-        out = -(-size[axis] // stride[axis])
-        total = max((out - 1) * stride[axis] + effective - size[axis], 0)
-        pads[axis], pads[axis + 2] = total // 2, total - total // 2
-    return pads
 
 
 class _Writer:
@@ -173,7 +162,7 @@ class _Writer:
         x = self.act(self.layer.inputs[0])
         if pads == [0, 0, 0, 0]:
             return "VALID", x
-        if pads == _same_pads(in_hw, kernel, stride, dilation):
+        if pads == same_padding(in_hw, kernel, stride, dilation)[0]:
             return "SAME", x
         if fill is None:
             self.differs(f"padding {pads} is neither TFLite's SAME nor VALID")
@@ -378,8 +367,8 @@ class _Writer:
         x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
         rows, cols = (np.asarray(layer.arrays[k]) for k in ("rows", "cols"))
         for align, half in ((False, False), (False, True), (True, False), (True, True)):
-            if (np.array_equal(_nearest(x.shape[0], y.shape[0], align, half), rows)
-                    and np.array_equal(_nearest(x.shape[1], y.shape[1], align, half), cols)):
+            if all(np.array_equal(nearest_sources(size, out, align, half), index)
+                   for size, out, index in zip(x.shape[:2], y.shape[:2], (rows, cols))):
                 break
         else:
             self.differs("its source rows and columns are not TFLite's nearest neighbours")
@@ -456,17 +445,6 @@ def _recover_scale(x_scale, y_scale, multiplier: int, shift: int) -> np.float32 
     return None
 
 
-def _nearest(size: int, out: int, align: bool, half: bool) -> np.ndarray:
-    """TFLM's source index for each output row / column (GetNearestNeighbor)."""
-    scale = (np.float32(size - 1) / np.float32(out - 1) if align and out > 1
-             else np.float32(size) / np.float32(out))
-    at = (np.arange(out, dtype=np.float32) + np.float32(0.5 if half else 0.0)) * scale
-    index = (np.sign(at) * np.floor(np.abs(at) + np.float32(0.5)) if align
-             else np.floor(at)).astype(np.int64)
-    index = np.minimum(index, size - 1)
-    return np.maximum(index, 0) if half else index
-
-
 def _mean_agrees(layer: Layer, x: TensorSpec, y: TensorSpec) -> bool:
     """runtime/'s global_avg_pool and TFLM's MEAN agree on every possible centered sum."""
     from export.tflite_import import mean_multiplier
@@ -536,25 +514,27 @@ class _Flatbuffer:
 
     def _tensor(self, t: _Tensor, buffer: int) -> int:
         tfl, fb = self.tfl, self.fb
+        qp_table = _schema("QuantizationParameters")
+        tensor_table = _schema("Tensor")
         name = fb.CreateString(t.name)
         shape = self._vector(t.shape, np.int32)
         quant = None
         if t.scales is not None:
             scale = self._vector(t.scales, np.float32)
             zp = self._vector(t.zero_points, np.int64)
-            _schema('QuantizationParameters').Start(fb)
-            _schema('QuantizationParameters').AddScale(fb, scale)
-            _schema('QuantizationParameters').AddZeroPoint(fb, zp)
-            _schema('QuantizationParameters').AddQuantizedDimension(fb, t.axis)
-            quant = _schema('QuantizationParameters').End(fb)
-        _schema('Tensor').Start(fb)
-        _schema('Tensor').AddShape(fb, shape)
-        _schema('Tensor').AddType(fb, getattr(tfl.TensorType, t.dtype))
-        _schema('Tensor').AddBuffer(fb, buffer)
-        _schema('Tensor').AddName(fb, name)
+            qp_table.Start(fb)
+            qp_table.AddScale(fb, scale)
+            qp_table.AddZeroPoint(fb, zp)
+            qp_table.AddQuantizedDimension(fb, t.axis)
+            quant = qp_table.End(fb)
+        tensor_table.Start(fb)
+        tensor_table.AddShape(fb, shape)
+        tensor_table.AddType(fb, getattr(tfl.TensorType, t.dtype))
+        tensor_table.AddBuffer(fb, buffer)
+        tensor_table.AddName(fb, name)
         if quant is not None:
-            _schema('Tensor').AddQuantization(fb, quant)
-        return _schema('Tensor').End(fb)
+            tensor_table.AddQuantization(fb, quant)
+        return tensor_table.End(fb)
 
     def _offsets_vector(self, start, offsets) -> int:
         start(self.fb, len(offsets))
@@ -564,6 +544,10 @@ class _Flatbuffer:
 
     def build(self) -> bytes:
         tfl, fb = self.tfl, self.fb
+        code_table = _schema("OperatorCode")
+        op_table = _schema("Operator")
+        graph_table = _schema("SubGraph")
+        model_table = _schema("Model")
         buffers, tensor_offsets = [self._buffer(None)], []
         for t in self.tensors:
             index = 0
@@ -576,56 +560,57 @@ class _Flatbuffer:
         code_offsets = []
         for builtin in codes:
             value = getattr(tfl.BuiltinOperator, builtin)
-            _schema('OperatorCode').Start(fb)
-            _schema('OperatorCode').AddDeprecatedBuiltinCode(fb, min(value, 127))
-            _schema('OperatorCode').AddBuiltinCode(fb, value)
-            _schema('OperatorCode').AddVersion(fb, 1)
-            code_offsets.append(_schema('OperatorCode').End(fb))
+            code_table.Start(fb)
+            code_table.AddDeprecatedBuiltinCode(fb, min(value, 127))
+            code_table.AddBuiltinCode(fb, value)
+            code_table.AddVersion(fb, 1)
+            code_offsets.append(code_table.End(fb))
         op_offsets = []
         for op in self.ops:
             options = self._table(op.options, op.fields) if op.options else None
             inputs = self._vector(op.inputs, np.int32)
             outputs = self._vector(op.outputs, np.int32)
-            _schema('Operator').Start(fb)
-            _schema('Operator').AddOpcodeIndex(fb, codes.index(op.builtin))
-            _schema('Operator').AddInputs(fb, inputs)
-            _schema('Operator').AddOutputs(fb, outputs)
+            op_table.Start(fb)
+            op_table.AddOpcodeIndex(fb, codes.index(op.builtin))
+            op_table.AddInputs(fb, inputs)
+            op_table.AddOutputs(fb, outputs)
             if options is not None:
-                _schema('Operator').AddBuiltinOptionsType(fb, getattr(tfl.BuiltinOptions, op.options))
-                _schema('Operator').AddBuiltinOptions(fb, options)
-            op_offsets.append(_schema('Operator').End(fb))
-        tensors = self._offsets_vector(_schema('SubGraph').StartTensorsVector, tensor_offsets)
-        operators = self._offsets_vector(_schema('SubGraph').StartOperatorsVector, op_offsets)
+                op_table.AddBuiltinOptionsType(fb, getattr(tfl.BuiltinOptions, op.options))
+                op_table.AddBuiltinOptions(fb, options)
+            op_offsets.append(op_table.End(fb))
+        tensors = self._offsets_vector(graph_table.StartTensorsVector, tensor_offsets)
+        operators = self._offsets_vector(graph_table.StartOperatorsVector, op_offsets)
         graph_in = self._vector([self.io[0]], np.int32)
         graph_out = self._vector([self.io[1]], np.int32)
         name = fb.CreateString(self.name)
-        _schema('SubGraph').Start(fb)
-        _schema('SubGraph').AddTensors(fb, tensors)
-        _schema('SubGraph').AddInputs(fb, graph_in)
-        _schema('SubGraph').AddOutputs(fb, graph_out)
-        _schema('SubGraph').AddOperators(fb, operators)
-        _schema('SubGraph').AddName(fb, name)
-        subgraph = _schema('SubGraph').End(fb)
-        subgraphs = self._offsets_vector(_schema('Model').StartSubgraphsVector, [subgraph])
-        code_vector = self._offsets_vector(_schema('Model').StartOperatorCodesVector, code_offsets)
-        buffer_vector = self._offsets_vector(_schema('Model').StartBuffersVector, buffers)
+        graph_table.Start(fb)
+        graph_table.AddTensors(fb, tensors)
+        graph_table.AddInputs(fb, graph_in)
+        graph_table.AddOutputs(fb, graph_out)
+        graph_table.AddOperators(fb, operators)
+        graph_table.AddName(fb, name)
+        subgraph = graph_table.End(fb)
+        subgraphs = self._offsets_vector(model_table.StartSubgraphsVector, [subgraph])
+        code_vector = self._offsets_vector(model_table.StartOperatorCodesVector, code_offsets)
+        buffer_vector = self._offsets_vector(model_table.StartBuffersVector, buffers)
         description = fb.CreateString("tinyconv export/tflite_writer.py")
-        _schema('Model').Start(fb)
-        _schema('Model').AddVersion(fb, 3)
-        _schema('Model').AddOperatorCodes(fb, code_vector)
-        _schema('Model').AddSubgraphs(fb, subgraphs)
-        _schema('Model').AddDescription(fb, description)
-        _schema('Model').AddBuffers(fb, buffer_vector)
-        fb.Finish(_schema('Model').End(fb), file_identifier=b"TFL3")
+        model_table.Start(fb)
+        model_table.AddVersion(fb, 3)
+        model_table.AddOperatorCodes(fb, code_vector)
+        model_table.AddSubgraphs(fb, subgraphs)
+        model_table.AddDescription(fb, description)
+        model_table.AddBuffers(fb, buffer_vector)
+        fb.Finish(model_table.End(fb), file_identifier=b"TFL3")
         return bytes(fb.Output())
 
     def _buffer(self, data: bytes | None) -> int:
-        tfl, fb = self.tfl, self.fb
+        fb = self.fb
+        buffer_table = _schema("Buffer")
         vector = self._bytes(data) if data else None
-        _schema('Buffer').Start(fb)
+        buffer_table.Start(fb)
         if vector is not None:
-            _schema('Buffer').AddData(fb, vector)
-        return _schema('Buffer').End(fb)
+            buffer_table.AddData(fb, vector)
+        return buffer_table.End(fb)
 
 
 def write(model: QuantModel, weight_scales: dict | None = None, *, check: bool = True

@@ -148,7 +148,7 @@ def test_a_manifest_naming_a_folder_never_removes_it(tmp_path):
     user_project(tmp_path, exp)
     (exp / ".tinyconv-export.json").write_text(
         '{"artifacts": ["model.onnx", "model.q.onnx", "model.tcm", "report.json", '
-        '"model_data.c", "model_data.h", "report", ".."]}\n')
+        '"model_data.c", "model_data.h", "model.tflite", "report", ".."]}\n')
     done = tinyconv("export", exp / "net.onnx", "--calibration", exp / "calib.npz",
                     "--out", exp)
     assert done.returncode == 0, done.stderr

@@ -153,6 +153,22 @@ def test_html_references_every_picture_and_holds_the_tables(rendered):
         assert f"<code>{tensor}</code>" in text
 
 
+def test_the_page_shows_tflms_arena_beside_tinyconvs(rendered, small_export):
+    """report.json's tflm entry, written by export (tests/test_tflite_writer.py checks the
+    figure against TFLM itself), on the page beside the model's own arena."""
+    import json
+
+    import runtime
+
+    pytest.importorskip("tflite_micro")
+    export_dir = small_export[1]
+    tflm = json.loads((export_dir / "report.json").read_text())["tflm"]
+    arena = runtime.load(export_dir).arena_size
+    text = (rendered.out_dir / "index.html").read_text()
+    assert (f"TFLite Micro arena {tflm['arena_bytes']:,} B (head {tflm['head_bytes']:,} B: "
+            f"activations and scratch) vs tinyconv&#x27;s {arena:,} B") in text
+
+
 def test_device_outputs_are_drawn_when_given(small_export, tmp_path):
     import runtime
 

@@ -77,6 +77,23 @@ def _picture_of(sample: np.ndarray) -> np.ndarray:
     return sample.reshape(1, -1) if sample.ndim == 1 else sample
 
 
+def memory_fact(export_dir: Path, model: QuantModel) -> str:
+    """tinyconv's arena beside TFLite Micro's for the same model (report.json's ``tflm``,
+    written by export), or why TFLM's is not known."""
+    import json
+
+    from export.report import tflm_line
+
+    try:
+        tflm = json.loads((export_dir / "report.json").read_text()).get("tflm")
+    except (OSError, ValueError, AttributeError):
+        tflm = None
+    if not isinstance(tflm, dict):
+        tflm = {"arena_bytes": None, "reason": "report.json has no tflm entry (exported before "
+                                               "it was measured)"}
+    return tflm_line(tflm, model.arena_size)
+
+
 def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool = False,
                 calibration: Path | None = None, pictured: int = 3,
                 device: str | None = None, device_outputs: np.ndarray | None = None,
@@ -156,7 +173,8 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
              ("calibration of the re-exports",
               str(calibration) if calibration else f"{inputs} (the test inputs themselves)"),
              ("labels", "yes" if y is not None else "no"),
-             ("device outputs", device or ("given" if device_outputs is not None else "none"))]
+             ("device outputs", device or ("given" if device_outputs is not None else "none")),
+             ("RAM (arena)", memory_fact(export_dir, model))]
     layers = [(l.op, l.output) for l in model.layers]
     files["index.html"] = page.render(f"tinyconv report: {model.name}", facts, results, layers,
                                       images, verification, warnings).encode()
