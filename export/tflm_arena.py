@@ -116,6 +116,8 @@ def tflm_entry(model: QuantModel, weight_scales: dict | None = None,
             written = write(model, weight_scales, check=False)
         except Unwritable as exc:
             return _unavailable(f"no TFLite equivalent: {exc}"), None
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # the export goes on
+            return _unavailable(f"export/tflite_writer.py failed: {exc!r}"), None
         data, differences = written.data, written.differences
         if differences:
             what = ("not written: TFLM computes a layer differently; measured with the nearest "
