@@ -3,12 +3,13 @@ and on the QEMU boards (Cortex-M3, M4, M0, M55).
 
 A probe (tests/c/runner/fc_probe.c) calls the kernel directly over cases that reach every
 branch: depths 1..17 (inputs left to the C tail after the assembly's groups of eight: k % 8 of
-0..7, and depths below 8 with no assembly at all), 24 / 31 / 40 and 1568 / 1571, out_channels 1..9 (every
-remainder of the four-row passes: 4 + 2 + 1 rows), weight rows and inputs at every byte
-alignment, weights and inputs all -128, all 127 or alternating, input zero points 0 (what
-export leaves after folding it into the bias) and nonzero (the kernel's own row sums), no bias,
-a bias at the accumulator's int32 limit, the SSAT-like and two-sided clamps, and the double,
-single and float requantizations. Then whole models, which take export's folded bias."""
+0..7; below 8 no assembly at all), 24 / 31 / 40 (the M4 loop entered at its third group and
+going round) and 1568 / 1571, out_channels 1..9 (every remainder of the four-row passes:
+4 + 2 + 1 rows), weight rows and inputs at every byte alignment, weights and inputs all -128,
+all 127 or alternating, input zero points 0 (what export leaves after folding it into the bias)
+and nonzero (the kernel's own row sums), no bias, a bias at the accumulator's int32 bound, the
+127 and two-sided clamps, and the double, single and float requantizations. Then whole
+models, which take export's folded bias."""
 from __future__ import annotations
 
 import re
@@ -43,7 +44,6 @@ def _blob(rng, size):
 
 def make_cases(rng):
     shapes = [(d, m) for d in range(1, 18) for m in range(1, 10)]
-    # the M4 loop's four groups of four entered at the third (n % 16 == 8), then going round
     shapes += [(d, m) for d in (24, 31, 40, 1568, 1571) for m in range(1, 10)]
     w_blob = _blob(rng, 1571 * 9 + 8)
     x_blob = _blob(rng, 1571 + 8)
@@ -112,7 +112,8 @@ def probe(tmp_path_factory):
     cases, refs, (w, x, bias, mult, shift, scale) = make_cases(np.random.default_rng(13))
     header = ("#include <stdint.h>\n"
               f"#define TC_FC_CASES {len(cases)}\n#define TC_FC_MAX_OUT 9\n"
-              + _c_array("int8_t", "tc_fc_w", w.tolist()) + _c_array("int8_t", "tc_fc_x", x.tolist())
+              + _c_array("int8_t", "tc_fc_w", w.tolist())
+              + _c_array("int8_t", "tc_fc_x", x.tolist())
               + _c_array("int32_t", "tc_fc_bias", bias, _c_i32)
               + _c_array("int32_t", "tc_fc_multiplier", mult, _c_i32)
               + _c_array("int32_t", "tc_fc_shift", shift, _c_i32)
