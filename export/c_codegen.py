@@ -90,7 +90,7 @@ typedef struct {{
     int32_t input_zero_point, output_zero_point, act_min, act_max;
     uint32_t macs;
     const int8_t *weights;      /* OHWI [out_c, kernel_h, kernel_w, in_c / groups] or [out_c, K] */
-    const int32_t *bias;        /* [out_c] or 0 */
+    const int32_t *bias;        /* [out_c] or 0; fully_connected: input zero point folded in */
     const int32_t *multiplier;  /* fixed mode: [out_c] */
     const int32_t *shift;       /* fixed mode: [out_c] */
     const float *scale;         /* float mode: [out_c] */
