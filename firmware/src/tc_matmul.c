@@ -572,12 +572,13 @@ void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows,
  * rows and the input may start at any byte. */
 #if defined(__thumb2__)
 /* acc[0 .. R - 1] += rows 0 .. R - 1 of w (row r at w + r * k) times x[0 .. n - 1], n a
- * positive multiple of 8; R = 4, 2, 1. */
+ * positive multiple of 8; R = 4, 2, 1. acc has four words (all are loaded and stored back). */
 void tc_fc_rows4_asm(const int8_t *x, const int8_t *w, int32_t k, int32_t n, int32_t *acc);
 void tc_fc_rows2_asm(const int8_t *x, const int8_t *w, int32_t k, int32_t n, int32_t *acc);
 void tc_fc_rows1_asm(const int8_t *x, const int8_t *w, int32_t k, int32_t n, int32_t *acc);
 /* Registers: r0 x, r1-r4 the rows, r5-r8 the sums, lr the end of x; acc is re-read from the
- * caller's frame at the end. */
+ * caller's frame at the end. TC_FC_TEST_N's flags outlive the ADDs, LDR and LDM up to
+ * TC_FC_ENTER. */
 #define TC_FC_PROLOGUE(name) \
     TC_ASM_BEGIN(name) \
     "  push {r4-r11, lr}\n" \
