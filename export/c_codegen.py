@@ -1,9 +1,10 @@
 """C code generation: a ``QuantModel`` written out as ``model_data.h`` / ``model_data.c``.
 
 The generated files are the device's copy of the model: ``const`` weights (OHWI), biases and
-requantization constants copied verbatim from the model (never re-derived), a ``const`` layer
-table that ``firmware/src/tc_model.c`` walks, and the macros of the firmware contract (name,
-hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
+requantization constants copied verbatim from the model (never re-derived; the one exception is
+a fully connected layer's bias with its input zero point folded in, ``_fc_folded_bias``), a
+``const`` layer table that ``firmware/src/tc_model.c`` walks, and the macros of the firmware
+contract (name, hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
 them into any C99 project; the layer table's struct is defined in the header itself and carries
 a version number that ``tc_model.c`` checks at compile time.
 
@@ -89,7 +90,7 @@ typedef struct {{
     int32_t input_zero_point, output_zero_point, act_min, act_max;
     uint32_t macs;
     const int8_t *weights;      /* OHWI [out_c, kernel_h, kernel_w, in_c / groups] or [out_c, K] */
-    const int32_t *bias;        /* [out_c] or 0 */
+    const int32_t *bias;        /* [out_c] or 0; fully_connected: input zero point folded in */
     const int32_t *multiplier;  /* fixed mode: [out_c] */
     const int32_t *shift;       /* fixed mode: [out_c] */
     const float *scale;         /* float mode: [out_c] */
@@ -224,12 +225,13 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             e["shift"] = w.array("int32_t", f"{prefix}_shift", np.broadcast_to(rq.shift, (m,)),
                                  _c_int, f"{layer.name}: shift (> 0: left)")
 
-    def weights_and_bias(weights, m):
+    def weights_and_bias(weights, m, bias=None, bias_comment="bias"):
         e["weights"] = w.array("int8_t", f"{prefix}_weights", weights, str,
                                f"{layer.name}: weights {'x'.join(map(str, weights.shape))}")
-        if "bias" in a:
-            e["bias"] = w.array("int32_t", f"{prefix}_bias", a["bias"], _c_int,
-                                f"{layer.name}: bias")
+        bias = a.get("bias") if bias is None else bias
+        if bias is not None:
+            e["bias"] = w.array("int32_t", f"{prefix}_bias", bias, _c_int,
+                                f"{layer.name}: {bias_comment}")
         requant_arrays(m)
 
     if layer.op == "conv2d":
@@ -269,10 +271,13 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]
-        depth = in_h * in_w * in_c
-        e["op"] = OP_CODES["fully_connected"]
-        scratch = depth * 2
-        weights_and_bias(weights, weights.shape[0])
+        e["op"] = OP_CODES["fully_connected"]  # no scratch: tc_fully_connected_get_buffer_size
+        if src.zero_point != 0:  # folded into the bias: the device multiplies raw inputs
+            weights_and_bias(weights, weights.shape[0], _fc_folded_bias(layer, src.zero_point),
+                             "bias - input zero point * row sums of the weights")
+            e["input_zero_point"] = 0
+        else:
+            weights_and_bias(weights, weights.shape[0])
     elif layer.op in ("max_pool2d", "avg_pool2d"):
         kh, kw = (int(k) for k in p["kernel"])
         spatial(kh, kw)
@@ -305,6 +310,22 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
     else:
         raise ValueError(f"op {layer.op!r} is not supported by the firmware")
     return e, scratch
+
+
+def _fc_folded_bias(layer: Layer, input_zero_point: int) -> np.ndarray:
+    """``bias[c] - input_zero_point * sum_k w[c, k]``: sum w * (x - zp) = that + sum w * x, so
+    tc_fully_connected multiplies the raw int8 inputs and needs no widened copy of them. The
+    int32 sum wraps the same way either way (the device's result is unchanged); exact int64 here
+    so that a bias that does not fit int32 is refused rather than wrapped. The accumulator bound
+    of model.validate() (|bias| + 255 * sum |w| <= INT32_MAX) already implies it fits."""
+    weights = layer.arrays["weights"].astype(np.int64)
+    bias = layer.arrays.get("bias")
+    folded = (np.zeros(len(weights), np.int64) if bias is None else bias.astype(np.int64)) \
+        - int(input_zero_point) * weights.sum(axis=1)
+    if folded.min() < -2**31 or folded.max() > 2**31 - 1:
+        raise ValueError(f"the bias with the input zero point folded in "
+                         f"({int(folded[np.abs(folded).argmax()])}) does not fit int32")
+    return folded.astype(np.int32)
 
 
 def _tensor_op(model: QuantModel, layer: Layer, e: dict, w: _Writer, prefix: str) -> None:

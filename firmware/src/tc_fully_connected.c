@@ -1,4 +1,5 @@
-/* fully_connected: the input becomes one int16 column, then tc_matmul. */
+/* fully_connected: tc_matmul_vector on the raw int8 inputs; no scratch (export folds the input
+ * zero point into the bias, so the model's layers come with input_zero_point 0). */
 #include <stddef.h>
 
 #include "tc_kernels.h"
@@ -6,7 +7,8 @@
 
 int32_t tc_fully_connected_get_buffer_size(int32_t depth)
 {
-    return depth * (int32_t)sizeof(int16_t);
+    (void)depth;
+    return 0;
 }
 
 int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
@@ -14,18 +16,11 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
                        int32_t out_channels, const int8_t *weights, const int32_t *bias,
                        int8_t *output)
 {
-    int16_t *col;
     tc_matmul_output o;
+    (void)ctx;
     if (depth < 1 || out_channels < 1) {
         return TC_ERR_BAD_ARG;
     }
-    if (ctx == NULL || ctx->buf == NULL ||
-        ctx->size < tc_fully_connected_get_buffer_size(depth)) {
-        return TC_ERR_BAD_ARG;
-    }
-    col = (int16_t *)ctx->buf;
-    tc_column_fill(col, input, depth, params->input_zero_point);
-    tc_column_finish(col, depth);
     o.bias = bias;
     o.rq = rq;
     o.first_channel = 0;
@@ -33,6 +28,6 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
     o.act_min = params->act_min;
     o.act_max = params->act_max;
     o.fast = NULL; /* one output per channel: the per-channel bound would cost as much */
-    tc_matmul_column(weights, out_channels, depth, col, &o, output);
+    tc_matmul_vector(weights, out_channels, depth, input, params->input_zero_point, &o, output);
     return TC_OK;
 }

@@ -114,7 +114,8 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
                         const tc_filter_dims *filter, const int8_t *weights,
                         const int32_t *bias, const tc_dims *out_dims, int8_t *output);
 
-/* Fully connected: output[m] over the input read as a vector of depth values. */
+/* Fully connected: output[m] over the input read as a vector of depth values. No scratch
+ * (get_buffer_size is 0; ctx is unused and may be NULL). */
 int32_t tc_fully_connected_get_buffer_size(int32_t depth);
 int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
                        const tc_requant_params *rq, int32_t depth, const int8_t *input,

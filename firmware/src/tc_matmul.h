@@ -11,8 +11,7 @@
  * is stored pair-swapped (x0 x2 x1 x3), so that SXTB16 of four int8 weights, and of the same
  * word rotated by 8, line up with it for SMLAD, as CMSIS-NN does.
  *
- * fully_connected uses a single column in natural order (pair-swapped the same way on the DSP
- * path by tc_column_finish). */
+ * fully_connected needs no column: tc_matmul_vector multiplies its raw int8 inputs. */
 #ifndef TC_MATMUL_H
 #define TC_MATMUL_H
 
@@ -142,21 +141,11 @@ void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows,
 int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t n, int32_t lo,
                            int32_t hi, int8_t *first, int8_t *out0);
 
-/* The single column: fill it in natural order with tc_column_fill (x - zero_point as int16),
- * then call tc_column_finish once to put it in the order tc_matmul_column reads. */
-static inline void tc_column_fill(int16_t *col, const int8_t *src, int32_t count,
-                                  int32_t zero_point)
-{
-    int32_t i;
-    for (i = 0; i < count; i++) {
-        col[i] = (int16_t)(src[i] - zero_point);
-    }
-}
-
-void tc_column_finish(int16_t *col, int32_t k);
-
-/* rows x k weights times one column: writes rows int8 outputs to out */
-void tc_matmul_column(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
-                      const tc_matmul_output *o, int8_t *out);
+/* rows x k int8 weights (row r at weights + r * k, any alignment) times k int8 inputs x (any
+ * alignment): the accumulator of row r starts at bias - input_zero_point * sum of row r (the
+ * row sums are only computed when input_zero_point != 0; export folds it into the bias). No
+ * scratch. Writes rows int8 outputs to out. */
+void tc_matmul_vector(const int8_t *weights, int32_t rows, int32_t k, const int8_t *x,
+                      int32_t input_zero_point, const tc_matmul_output *o, int8_t *out);
 
 #endif
