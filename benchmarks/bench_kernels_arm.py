@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, not the installed one
 
 from _firmware_models import random_inputs, random_model, reference_run  # noqa: E402
 from export.c_codegen import write_c_sources  # noqa: E402

@@ -27,7 +27,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, not the installed one
 import onnx_ops  # noqa: E402
 from runtime import kernels  # noqa: E402
 from runtime.requant import Requant  # noqa: E402
