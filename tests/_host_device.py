@@ -78,11 +78,12 @@ def export_small_cnn(out_dir: Path) -> Path:
     return out_dir
 
 
-def tinyconv(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+def tinyconv(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
     """``tinyconv ARGS`` as a user runs it: a child process (its own exit status, stdout and
-    stderr), from this checkout."""
+    stderr), from this checkout; ``env`` adds to the environment."""
     return subprocess.run([sys.executable, "-m", "tinyconv.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 def build_host_device(export_dir: Path) -> Path:
