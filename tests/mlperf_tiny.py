@@ -251,33 +251,30 @@ def _torch_net(name: str, softmax: bool, seed: int):
                 x = torch.relu(shortcut(x) + block(x))
             return self.fc(torch.flatten(self.pool(x), 1))
 
-    class DSCNN(nn.Module):
-        def __init__(self):
+    class Classifier(nn.Module):
+        """``features`` -> average pool -> flatten -> dense: DS-CNN and MobileNet."""
+
+        def __init__(self, features, pool, width, classes):
             super().__init__()
-            layers_ = [conv_bn(1, 64, (10, 4), 2, (5, 1))]  # 25x5, as Keras' ``same``
-            for _ in range(4):
-                layers_ += separable(64, 64)
-            self.features = nn.Sequential(*layers_, nn.Dropout(0.4))
-            self.pool = nn.AvgPool2d((24, 5))
-            self.fc = nn.Linear(64, 12)
+            self.features = nn.Sequential(*features)
+            self.pool = nn.AvgPool2d(pool)
+            self.fc = nn.Linear(width, classes)
 
         def forward(self, x):
             return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
-    class MobileNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers_ = [conv_bn(3, 8, 3, 2, 1)]
-            cin = 8
-            for filters, stride in MOBILENET_BLOCKS:
-                layers_ += separable(cin, filters, stride)
-                cin = filters
-            self.features = nn.Sequential(*layers_)
-            self.pool = nn.AvgPool2d(3)
-            self.fc = nn.Linear(256, 2)
+    def dscnn():
+        layers_ = [conv_bn(1, 64, (10, 4), 2, (5, 1))]  # 25x5, as Keras' ``same``
+        for _ in range(4):
+            layers_ += separable(64, 64)
+        return Classifier([*layers_, nn.Dropout(0.4)], (24, 5), 64, 12)
 
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+    def mobilenet():
+        layers_, cin = [conv_bn(3, 8, 3, 2, 1)], 8
+        for filters, stride in MOBILENET_BLOCKS:
+            layers_ += separable(cin, filters, stride)
+            cin = filters
+        return Classifier(layers_, 3, 256, 2)
 
     class AutoEncoder(nn.Module):
         def __init__(self):
@@ -291,9 +288,9 @@ def _torch_net(name: str, softmax: bool, seed: int):
         def forward(self, x):
             return self.body(x)
 
-    classes = {"resnet8": ResNet8, "dscnn": DSCNN, "mobilenet": MobileNet,
-               "autoencoder": AutoEncoder}
-    net = classes[name]()
+    builders = {"resnet8": ResNet8, "dscnn": dscnn, "mobilenet": mobilenet,
+                "autoencoder": AutoEncoder}
+    net = builders[name]()
     if softmax:
         net = nn.Sequential(net, nn.Softmax(dim=1))
     net.input_shape = SHAPES[name][1]  # for torch_to_onnx's example
