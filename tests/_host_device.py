@@ -1,6 +1,6 @@
 """For the reliability tests: a small CNN exported by export/, and the POSIX ``host`` device built
 natively for it, started and stopped by the tests themselves (so a test can kill and restart
-it: a device reset).
+it: a device reset); the real ``tinyconv`` command in a child process.
 
 The model is a 16x16 grey image -> conv 3x3 (4 filters) + ReLU -> max pool 2 -> fully connected
 10: its INFER frame (256 payload bytes) spans two COBS blocks, which is what the faults should
@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,35 +22,53 @@ from onnx import TensorProto, helper, numpy_helper
 from _tools import require_tool
 
 SIDE = 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_cnn(seed: int = 0) -> onnx.ModelProto:
+def conv_pool_dense(name: str, image: tuple[int, int, int], filters: int, classes: int,
+                    scales: tuple[float, float, float, float], seed: int = 0,
+                    pool: str = "MaxPool", **conv) -> onnx.ModelProto:
+    """The reliability tests' model family, so that each test says only what its model is for:
+    image (C, H, W) -> conv 3x3 (``filters``; ``conv``: its strides/pads) + ReLU -> ``pool``
+    (MaxPool 2x2 after a ``same`` conv, or GlobalAveragePool) -> fully connected ``classes``.
+    The weights are drawn from N(0, scale), ``scales`` giving conv weight, conv bias, dense
+    weight and dense bias."""
     rng = np.random.default_rng(seed)
-    pooled = 4 * (SIDE // 2) ** 2
+    channels, height, width = image
+    pool_attrs = dict(kernel_shape=[2, 2], strides=[2, 2]) if pool == "MaxPool" else {}
+    features = filters * (height // 2) * (width // 2) if pool == "MaxPool" else filters
     nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", **conv),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
-                         strides=[2, 2]),
+        helper.make_node(pool, ["r"], ["p"], name="pool", **pool_attrs),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
     ]
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "cw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "cb"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (10, pooled)).astype(np.float32), "fw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fb"),
-    ]
+    shapes = {"cw": (filters, channels, 3, 3), "cb": filters, "fw": (classes, features),
+              "fb": classes}
+    inits = [numpy_helper.from_array(rng.normal(0, scale, shape).astype(np.float32), key)
+             for (key, shape), scale in zip(shapes.items(), scales)]
     graph = helper.make_graph(
-        nodes, "small_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, SIDE, SIDE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+        nodes, name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *image])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def images(count: int, seed: int = 1) -> np.ndarray:
-    """Float NCHW images, like a user's dataset."""
-    return np.random.default_rng(seed).uniform(0, 1, (count, 1, SIDE, SIDE)).astype(np.float32)
+def small_cnn(seed: int = 0) -> onnx.ModelProto:
+    return conv_pool_dense("small_cnn", (1, SIDE, SIDE), 4, 10, (0.5, 0.1, 0.1, 0.1), seed,
+                           pads=[1, 1, 1, 1])
+
+
+def images(count: int, seed: int = 1, shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
+    """Float NCHW images in [0, 1), like a user's dataset."""
+    return np.random.default_rng(seed).uniform(0, 1, (count, *shape)).astype(np.float32)
+
+
+def save_images(path: Path, x: np.ndarray, **arrays) -> Path:
+    """A dataset file as users give it to verify (``x``, and ``y`` etc. in ``arrays``)."""
+    np.savez(path, x=x, **arrays)
+    return path
 
 
 def export_small_cnn(out_dir: Path) -> Path:
@@ -59,6 +78,14 @@ def export_small_cnn(out_dir: Path) -> Path:
     return out_dir
 
 
+def tinyconv(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``tinyconv ARGS`` as a user runs it: a child process (its own exit status, stdout and
+    stderr), from this checkout; ``env`` adds to the environment."""
+    return subprocess.run([sys.executable, "-m", "tinyconv.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
 def build_host_device(export_dir: Path) -> Path:
     """The POSIX device, built the way users build it (``tinyconv build --target host``)."""
     require_tool("gcc")
@@ -66,6 +93,12 @@ def build_host_device(export_dir: Path) -> Path:
     from firmware_host.build import build_firmware
 
     return Path(build_firmware(export_dir, "host"))
+
+
+def built_small_cnn(directory: Path) -> tuple[Path, Path]:
+    """small_cnn exported into ``directory`` and its host device built: (export, executable)."""
+    out = export_small_cnn(directory / "small_cnn")
+    return out, build_host_device(out)
 
 
 class HostDevice:

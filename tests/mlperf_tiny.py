@@ -65,6 +65,39 @@ def _keras_stats(model, seed: int):
     return model
 
 
+def _keras_input(name: str, seed: int):
+    """The model's input, after the seed is set: every builder then draws its layers' initial
+    weights in the order it creates them, so the same seed gives the same model."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    return tf.keras.Input(SHAPES[name][0])
+
+
+def _keras_model(inputs_, outputs, seed: int):
+    return _keras_stats(_tf().keras.Model(inputs_, outputs), seed)
+
+
+def _l2():
+    """The reference models' kernel regularizer (training only; it changes no weight here)."""
+    return _tf().keras.regularizers.l2(1e-4)
+
+
+def _bn_relu(x):
+    """BatchNormalization + ReLU, which follows nearly every conv and dense layer of the four."""
+    layers = _tf().keras.layers
+    return layers.Activation("relu")(layers.BatchNormalization()(x))
+
+
+def _separable(x, filters: int, stride: int = 1, initializer: str = "glorot_uniform"):
+    """DS-CNN's and MobileNet's block: depthwise 3x3 + BN + ReLU, pointwise + BN + ReLU."""
+    layers = _tf().keras.layers
+    x = _bn_relu(layers.DepthwiseConv2D(3, strides=stride, padding="same",
+                                        depthwise_initializer=initializer,
+                                        depthwise_regularizer=_l2())(x))
+    return _bn_relu(layers.Conv2D(filters, 1, padding="same", kernel_initializer=initializer,
+                                  kernel_regularizer=_l2())(x))
+
+
 def _head(x, classes: int, softmax: bool):
     layers = _tf().keras.layers
     return layers.Dense(classes, activation="softmax" if softmax else None,
@@ -74,53 +107,42 @@ def _head(x, classes: int, softmax: bool):
 def keras_resnet8(softmax: bool = True, seed: int = SEED):
     """``resnet_v1_eembc`` of image_classification/keras_model.py: three stacks of 16, 32, 64
     filters, the last two with a stride-2 3x3 conv and a 1x1 stride-2 shortcut."""
-    tf = _tf()
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(seed)
+    layers = _tf().keras.layers
 
     def conv(filters, kernel, stride=1):
         return layers.Conv2D(filters, kernel, strides=stride, padding="same",
-                             kernel_initializer="he_normal",
-                             kernel_regularizer=tf.keras.regularizers.l2(1e-4))
+                             kernel_initializer="he_normal", kernel_regularizer=_l2())
 
-    inputs_ = tf.keras.Input(SHAPES["resnet8"][0])
-    x = layers.Activation("relu")(layers.BatchNormalization()(conv(16, 3)(inputs_)))
+    inputs_ = _keras_input("resnet8", seed)
+    x = _bn_relu(conv(16, 3)(inputs_))
     for stack, filters in enumerate((16, 32, 64)):
         stride = 1 if stack == 0 else 2
-        y = layers.Activation("relu")(layers.BatchNormalization()(conv(filters, 3, stride)(x)))
+        y = _bn_relu(conv(filters, 3, stride)(x))
         y = layers.BatchNormalization()(conv(filters, 3)(y))
         if stack:
             x = conv(filters, 1, 2)(x)
         x = layers.Activation("relu")(layers.add([x, y]))
     x = layers.AveragePooling2D(pool_size=int(min(x.shape[1:3])))(x)
     outputs = _head(layers.Flatten()(x), SHAPES["resnet8"][2], softmax)
-    return _keras_stats(tf.keras.Model(inputs_, outputs), seed)
+    return _keras_model(inputs_, outputs, seed)
 
 
 def keras_dscnn(softmax: bool = True, seed: int = SEED):
     """``ds_cnn`` of keyword_spotting/keras_model.py: a 10x4 stride-2 ``same`` conv of 64, four
     depthwise 3x3 + pointwise 64 blocks (each followed by BN + ReLU), dropout, an average pool of
     (24, 5) over the 25x5 map, flatten, Dense(12)."""
-    tf = _tf()
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(seed)
+    layers = _tf().keras.layers
     shape, classes = SHAPES["dscnn"][0], SHAPES["dscnn"][2]
-    reg = tf.keras.regularizers.l2(1e-4)
-
-    def bn_relu(x):
-        return layers.Activation("relu")(layers.BatchNormalization()(x))
-
-    inputs_ = tf.keras.Input(shape)
-    x = layers.Conv2D(64, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg)(inputs_)
-    x = layers.Dropout(0.2)(bn_relu(x))
+    inputs_ = _keras_input("dscnn", seed)
+    x = layers.Conv2D(64, (10, 4), strides=(2, 2), padding="same",
+                      kernel_regularizer=_l2())(inputs_)
+    x = layers.Dropout(0.2)(_bn_relu(x))
     for _ in range(4):
-        x = bn_relu(layers.DepthwiseConv2D(kernel_size=(3, 3), depth_multiplier=1, padding="same",
-                                           depthwise_regularizer=reg)(x))
-        x = bn_relu(layers.Conv2D(64, (1, 1), padding="same", kernel_regularizer=reg)(x))
+        x = _separable(x, 64)
     x = layers.Dropout(0.4)(x)
     x = layers.AveragePooling2D(pool_size=(shape[0] // 2, shape[1] // 2))(x)
     outputs = layers.Dense(classes, activation="softmax" if softmax else None)(layers.Flatten()(x))
-    return _keras_stats(tf.keras.Model(inputs_, outputs), seed)
+    return _keras_model(inputs_, outputs, seed)
 
 
 # MobileNetV1 alpha 0.25: (pointwise filters, depthwise stride) of the 13 separable blocks
@@ -132,41 +154,26 @@ def keras_mobilenet(softmax: bool = True, seed: int = SEED):
     """``mobilenet_v1`` of visual_wake_words/vww_model.py: a 3x3 stride-2 conv of 8, thirteen
     depthwise 3x3 + pointwise blocks (BN + ReLU after each conv), average pool over the 3x3
     map, flatten, Dense(2)."""
-    tf = _tf()
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(seed)
-    shape, classes = SHAPES["mobilenet"][0], SHAPES["mobilenet"][2]
-    reg = tf.keras.regularizers.l2(1e-4)
-
-    def bn_relu(x):
-        return layers.Activation("relu")(layers.BatchNormalization()(x))
-
-    inputs_ = tf.keras.Input(shape)
-    x = bn_relu(layers.Conv2D(8, 3, strides=2, padding="same", kernel_initializer="he_normal",
-                              kernel_regularizer=reg)(inputs_))
+    layers = _tf().keras.layers
+    inputs_ = _keras_input("mobilenet", seed)
+    x = _bn_relu(layers.Conv2D(8, 3, strides=2, padding="same", kernel_initializer="he_normal",
+                               kernel_regularizer=_l2())(inputs_))
     for filters, stride in MOBILENET_BLOCKS:
-        x = bn_relu(layers.DepthwiseConv2D(3, strides=stride, padding="same",
-                                           depthwise_initializer="he_normal",
-                                           depthwise_regularizer=reg)(x))
-        x = bn_relu(layers.Conv2D(filters, 1, padding="same", kernel_initializer="he_normal",
-                                  kernel_regularizer=reg)(x))
+        x = _separable(x, filters, stride, "he_normal")
     x = layers.AveragePooling2D(pool_size=x.shape[1:3])(x)
-    outputs = _head(layers.Flatten()(x), classes, softmax)
-    return _keras_stats(tf.keras.Model(inputs_, outputs), seed)
+    outputs = _head(layers.Flatten()(x), SHAPES["mobilenet"][2], softmax)
+    return _keras_model(inputs_, outputs, seed)
 
 
 def keras_autoencoder(seed: int = SEED):
     """``get_model`` of anomaly_detection/keras_model.py: 640 -> 4 x (Dense 128 + BN + ReLU) ->
     Dense 8 + BN + ReLU -> 4 x (Dense 128 + BN + ReLU) -> Dense 640 (linear)."""
-    tf = _tf()
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(seed)
-    inputs_ = tf.keras.Input(SHAPES["autoencoder"][0])
-    x = inputs_
+    layers = _tf().keras.layers
+    inputs_ = x = _keras_input("autoencoder", seed)
     for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
-        x = layers.Activation("relu")(layers.BatchNormalization()(layers.Dense(units)(x)))
+        x = _bn_relu(layers.Dense(units)(x))
     outputs = layers.Dense(SHAPES["autoencoder"][2])(x)
-    return _keras_stats(tf.keras.Model(inputs_, outputs), seed)
+    return _keras_model(inputs_, outputs, seed)
 
 
 def to_onnx(keras_model, path: str | os.PathLike | None = None, opset: int = 17,
@@ -219,6 +226,9 @@ def _torch_net(name: str, softmax: bool, seed: int):
         mods = [nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups), nn.BatchNorm2d(cout)]
         return nn.Sequential(*mods, nn.ReLU()) if relu else nn.Sequential(*mods)
 
+    def separable(cin, cout, stride=1):
+        return [conv_bn(cin, cin, 3, stride, 1, groups=cin), conv_bn(cin, cout, 1)]
+
     class ResNet8(nn.Module):
         def __init__(self):
             super().__init__()
@@ -241,33 +251,30 @@ def _torch_net(name: str, softmax: bool, seed: int):
                 x = torch.relu(shortcut(x) + block(x))
             return self.fc(torch.flatten(self.pool(x), 1))
 
-    class DSCNN(nn.Module):
-        def __init__(self):
+    class Classifier(nn.Module):
+        """``features`` -> average pool -> flatten -> dense: DS-CNN and MobileNet."""
+
+        def __init__(self, features, pool, width, classes):
             super().__init__()
-            layers_ = [conv_bn(1, 64, (10, 4), 2, (5, 1))]  # 25x5, as Keras' ``same``
-            for _ in range(4):
-                layers_ += [conv_bn(64, 64, 3, 1, 1, groups=64), conv_bn(64, 64, 1)]
-            self.features = nn.Sequential(*layers_, nn.Dropout(0.4))
-            self.pool = nn.AvgPool2d((24, 5))
-            self.fc = nn.Linear(64, 12)
+            self.features = nn.Sequential(*features)
+            self.pool = nn.AvgPool2d(pool)
+            self.fc = nn.Linear(width, classes)
 
         def forward(self, x):
             return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
-    class MobileNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers_ = [conv_bn(3, 8, 3, 2, 1)]
-            cin = 8
-            for filters, stride in MOBILENET_BLOCKS:
-                layers_ += [conv_bn(cin, cin, 3, stride, 1, groups=cin), conv_bn(cin, filters, 1)]
-                cin = filters
-            self.features = nn.Sequential(*layers_)
-            self.pool = nn.AvgPool2d(3)
-            self.fc = nn.Linear(256, 2)
+    def dscnn():
+        layers_ = [conv_bn(1, 64, (10, 4), 2, (5, 1))]  # 25x5, as Keras' ``same``
+        for _ in range(4):
+            layers_ += separable(64, 64)
+        return Classifier([*layers_, nn.Dropout(0.4)], (24, 5), 64, 12)
 
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+    def mobilenet():
+        layers_, cin = [conv_bn(3, 8, 3, 2, 1)], 8
+        for filters, stride in MOBILENET_BLOCKS:
+            layers_ += separable(cin, filters, stride)
+            cin = filters
+        return Classifier(layers_, 3, 256, 2)
 
     class AutoEncoder(nn.Module):
         def __init__(self):
@@ -281,9 +288,9 @@ def _torch_net(name: str, softmax: bool, seed: int):
         def forward(self, x):
             return self.body(x)
 
-    classes = {"resnet8": ResNet8, "dscnn": DSCNN, "mobilenet": MobileNet,
-               "autoencoder": AutoEncoder}
-    net = classes[name]()
+    builders = {"resnet8": ResNet8, "dscnn": dscnn, "mobilenet": mobilenet,
+                "autoencoder": AutoEncoder}
+    net = builders[name]()
     if softmax:
         net = nn.Sequential(net, nn.Softmax(dim=1))
     net.input_shape = SHAPES[name][1]  # for torch_to_onnx's example

@@ -17,11 +17,17 @@ def _tensor(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
+def _qparams(name, scale, zp):
+    """The scalar scale and zero point of tensor ``name``: initializers ``<name>s``, ``<name>z``."""
+    return [_tensor(f"{name}s", np.float32(scale)), _tensor(f"{name}z", np.int8(zp))]
+
+
 def _session(node, inputs: dict, initializers: list, out_type=TensorProto.INT8, opset=13):
+    """``node``: one node, or a list of them (a small graph)."""
     graph_inputs = [helper.make_tensor_value_info(
         name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
         for name, value in inputs.items()]
-    graph = helper.make_graph([node], "g", graph_inputs,
+    graph = helper.make_graph(node if isinstance(node, list) else [node], "g", graph_inputs,
                               [helper.make_tensor_value_info("y", out_type, None)],
                               initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
@@ -58,10 +64,8 @@ def qlinear_conv_session(x, x_scale, x_zp, w, w_scales, y_scale, y_zp, bias=None
     """The onnxruntime session and its NCHW feed, for timing."""
     w_oihw = np.ascontiguousarray(w.transpose(0, 3, 1, 2))
     w_scales = np.asarray(w_scales, np.float32)
-    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
-             _tensor("w", w_oihw), _tensor("ws", w_scales),
-             _tensor("wz", np.zeros(w_scales.shape, np.int8)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    inits = [*_qparams("x", x_scale, x_zp), _tensor("w", w_oihw), _tensor("ws", w_scales),
+             _tensor("wz", np.zeros(w_scales.shape, np.int8)), *_qparams("y", y_scale, y_zp)]
     names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
     if bias is not None:
         inits.append(_tensor("b", np.asarray(bias, np.int32)))
@@ -76,27 +80,31 @@ def qlinear_conv_session(x, x_scale, x_zp, w, w_scales, y_scale, y_zp, bias=None
 def qlinear_matmul(x, x_scale, x_zp, w, w_scales, y_scale, y_zp):
     """``x`` int8 [N, K], ``w`` int8 [M, K] (our layout); y int8 [N, M]. No bias."""
     w_scales = np.asarray(w_scales, np.float32)
-    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
-             _tensor("w", np.ascontiguousarray(w.T)), _tensor("ws", w_scales),
-             _tensor("wz", np.zeros(w_scales.shape, np.int8)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    inits = [*_qparams("x", x_scale, x_zp), _tensor("w", np.ascontiguousarray(w.T)),
+             _tensor("ws", w_scales), _tensor("wz", np.zeros(w_scales.shape, np.int8)),
+             *_qparams("y", y_scale, y_zp)]
     node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
     return _run(node, {"x": x}, inits)
 
 
+def _binary_qparams(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp):
+    return [*_qparams("a", a_scale, a_zp), *_qparams("b", b_scale, b_zp),
+            *_qparams("y", y_scale, y_zp)]
+
+
+def _qlinear_binary(op, a, b, *qparams):
+    """com.microsoft QLinearAdd / QLinearMul; ``qparams``: a, b and y scale and zero point."""
+    node = helper.make_node(op, ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"], domain=MS)
+    return _run(node, {"a": a, "b": b}, _binary_qparams(*qparams))
+
+
 def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
-    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
-             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
-    node = helper.make_node("QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"],
-                            domain=MS)
-    return _run(node, {"a": a, "b": b}, inits)
+    return _qlinear_binary("QLinearAdd", a, b, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp)
 
 
 def qlinear_average_pool(x, x_scale, x_zp, y_scale, y_zp, kernel, *, stride, padding,
                          count_include_pad, ceil_mode=False):
-    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    inits = [*_qparams("x", x_scale, x_zp), *_qparams("y", y_scale, y_zp)]
     node = helper.make_node("QLinearAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
                             domain=MS, kernel_shape=list(kernel), strides=list(stride),
                             pads=list(padding), count_include_pad=int(count_include_pad),
@@ -114,8 +122,7 @@ def average_pool(x, kernel, *, stride, padding, count_include_pad, ceil_mode=Fal
 
 
 def qlinear_global_average_pool(x, x_scale, x_zp, y_scale, y_zp):
-    inits = [_tensor("xs", np.float32(x_scale)), _tensor("xz", np.int8(x_zp)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    inits = [*_qparams("x", x_scale, x_zp), *_qparams("y", y_scale, y_zp)]
     node = helper.make_node("QLinearGlobalAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
                             domain=MS, channels_last=0)
     return nhwc(_run(node, {"x": nchw(x)}, inits))
@@ -146,21 +153,17 @@ __all__ = ["onnx", "qlinear_conv", "qlinear_matmul", "qlinear_add", "qlinear_ave
 
 def qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
     """com.microsoft QLinearMul on NHWC int8 arrays (``b`` may broadcast as NHWC does)."""
-    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
-             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
-    node = helper.make_node("QLinearMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"],
-                            domain=MS)
-    return nhwc(_run(node, {"a": nchw(a), "b": nchw(b)}, inits))
+    return nhwc(_qlinear_binary("QLinearMul", nchw(a), nchw(b), a_scale, a_zp, b_scale, b_zp,
+                                y_scale, y_zp))
 
 
 def qlinear_concat(xs, specs, y_scale, y_zp):
     """com.microsoft QLinearConcat of NHWC int8 arrays along channels; ``specs`` (scale, zp)."""
-    inits = [_tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
+    inits = _qparams("y", y_scale, y_zp)
     names, feed = ["ys", "yz"], {}
     for k, (x, (scale, zp)) in enumerate(zip(xs, specs)):
-        inits += [_tensor(f"s{k}", np.float32(scale)), _tensor(f"z{k}", np.int8(zp))]
-        names += [f"x{k}", f"s{k}", f"z{k}"]
+        inits += _qparams(f"x{k}", scale, zp)
+        names += [f"x{k}", f"x{k}s", f"x{k}z"]
         feed[f"x{k}"] = nchw(x)
     node = helper.make_node("QLinearConcat", names, ["y"], domain=MS, axis=1)
     return nhwc(_run(node, feed, inits))
@@ -168,22 +171,12 @@ def qlinear_concat(xs, specs, y_scale, y_zp):
 
 def quantized_sub(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
     """DequantizeLinear, Sub, QuantizeLinear: what onnxruntime runs for a quantized Sub."""
-    inits = [_tensor("as", np.float32(a_scale)), _tensor("az", np.int8(a_zp)),
-             _tensor("bs", np.float32(b_scale)), _tensor("bz", np.int8(b_zp)),
-             _tensor("ys", np.float32(y_scale)), _tensor("yz", np.int8(y_zp))]
     nodes = [helper.make_node("DequantizeLinear", ["a", "as", "az"], ["fa"]),
              helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["fb"]),
              helper.make_node("Sub", ["fa", "fb"], ["d"]),
              helper.make_node("QuantizeLinear", ["d", "ys", "yz"], ["y"])]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT8, v.shape)
-              for n, v in (("a", a), ("b", b))]
-    graph = helper.make_graph(nodes, "g", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(["y"], {"a": a, "b": b})[0]
+    return _run(nodes, {"a": a, "b": b},
+                _binary_qparams(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp))
 
 
 def pad_int8(x, pads, value, mode="constant"):

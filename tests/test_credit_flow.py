@@ -8,13 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import runtime
 from _fake_device import FakeDevice
-from _host_device import export_small_cnn
+from _host_device import conv_pool_dense, export_small_cnn, images
 from _tools import require_tool
 from firmware_host import wire
 from firmware_host.devices import start_device
@@ -23,36 +21,14 @@ from firmware_host.link import Link
 SIDE = 32  # 32x32x3 int8: the MLPerf Tiny ResNet-8 input, 3,072 bytes
 
 
-def _cifar_sized_cnn() -> onnx.ModelProto:
-    rng = np.random.default_rng(5)
-    nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", strides=[2, 2]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
-    ]
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "cw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "cb"),
-        numpy_helper.from_array(rng.normal(0, 0.3, (10, 8)).astype(np.float32), "fw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fb"),
-    ]
-    graph = helper.make_graph(
-        nodes, "cifar_sized",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIDE, SIDE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
 @pytest.fixture(scope="module")
 def cifar_sized(tmp_path_factory) -> Path:
     import export
 
-    calib = np.random.default_rng(6).uniform(0, 1, (16, 3, SIDE, SIDE)).astype(np.float32)
+    model = conv_pool_dense("cifar_sized", (3, SIDE, SIDE), 8, 10, (0.3, 0.1, 0.3, 0.1), seed=5,
+                            pool="GlobalAveragePool", strides=[2, 2])
     out = tmp_path_factory.mktemp("credit") / "cifar_sized"
-    export.from_onnx(_cifar_sized_cnn(), calib, name="cifar_sized").save(out)
-    return out
+    return export.from_onnx(model, images(16, 6, (3, SIDE, SIDE)), name="cifar_sized").save(out)
 
 
 def _stream(export_dir: Path, device: str, count: int, window: int):

@@ -3,33 +3,22 @@ gets "device busy" in one line and exit 2 while the first goes on undisturbed. T
 on a real pseudo-terminal, the second verify a real child process."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import _host_device as hd
 import export
 from firmware_host.devices import start_device
 from firmware_host.link import DeviceBusy, Link
 from test_verify_host import small_cnn
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("busy")
-    x = np.random.default_rng(5).random((20, 1, 12, 12)).astype(np.float32)
-    np.savez(root / "data.npz", x=x)
-    return export.from_onnx(small_cnn(1), x, name="busy").save(root / "exp"), root / "data.npz"
-
-
-def verify_cli(export_dir, data, url) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyconv.cli", "verify", str(export_dir),
-                           "--input", str(data), "--device", url], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    x = hd.images(20, 5, (1, 12, 12))
+    return (export.from_onnx(small_cnn(1), x, name="busy").save(root / "exp"),
+            hd.save_images(root / "data.npz", x))
 
 
 def test_a_second_verify_on_a_busy_device_exits_2_and_the_first_is_undisturbed(setup):
@@ -38,7 +27,8 @@ def test_a_second_verify_on_a_busy_device_exits_2_and_the_first_is_undisturbed(s
         with Link(device.url) as first:  # the first user, mid-run
             first.sync()
             info = first.info()
-            busy = verify_cli(export_dir, data, device.url)
+            busy = hd.tinyconv("verify", export_dir, "--input", data, "--device", device.url,
+                               timeout=120)
             assert busy.returncode == 2, busy.stdout + busy.stderr
             assert "device busy" in busy.stderr and "Traceback" not in busy.stderr
             assert len(busy.stderr.strip().splitlines()) == 1 and busy.stdout == ""

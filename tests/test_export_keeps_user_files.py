@@ -4,8 +4,6 @@ Each test runs the real command line in a child process on real files, as a user
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +12,9 @@ import pytest
 
 import export
 import runtime
+from _host_device import tinyconv
 from runtime.errors import TinyconvError
 from tests.test_export_cli import small_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tinyconv(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyconv.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
 
 def user_project(tmp_path: Path, exp: Path) -> dict[str, bytes]:
     """An export folder as a user keeps it after a first export: the model (with external

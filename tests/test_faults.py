@@ -27,14 +27,11 @@ RETRIES = 5
 
 @pytest.fixture(scope="module")
 def device_build(tmp_path_factory):
-    out = hd.export_small_cnn(tmp_path_factory.mktemp("faults") / "small_cnn")
-    return out, hd.build_host_device(out)
+    return hd.built_small_cnn(tmp_path_factory.mktemp("faults"))
 
 
 def dataset(tmp_path, count: int, seed: int = 5):
-    path = tmp_path / "images.npz"
-    np.savez(path, x=hd.images(count, seed))
-    return path
+    return hd.save_images(tmp_path / "images.npz", hd.images(count, seed))
 
 
 def run_verify(export_dir, data, url, tmp_path, *extra):

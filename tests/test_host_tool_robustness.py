@@ -34,8 +34,7 @@ def exports(tmp_path_factory):
     fixed = hd.export_small_cnn(root / "fixed")
     float_dir = export.from_onnx(hd.small_cnn(), hd.images(32, seed=99), requant="float",
                                  name="small_cnn_float").save(root / "float")
-    data = root / "images.npz"
-    np.savez(data, x=hd.images(20, seed=4))
+    data = hd.save_images(root / "images.npz", hd.images(20, seed=4))
     return {"fixed": fixed, "float": Path(float_dir)}, data
 
 

@@ -11,21 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import _host_device as hd
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("junk")
-    np.savez(root / "x.npz", x=hd.images(6, 3))
-    return hd.export_small_cnn(root / "small_cnn"), root / "x.npz"
+    return hd.export_small_cnn(root / "small_cnn"), hd.save_images(root / "x.npz", hd.images(6, 3))
 
 
 def junk_peer(stop: threading.Event) -> tuple[socket.socket, str]:
@@ -59,7 +55,7 @@ def test_a_device_sending_junk_is_named_early_and_ends_with_exit_2(exported):
     stop = threading.Event()
     server, url = junk_peer(stop)
     process = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "verify", str(export_dir),
-                                "--input", str(data), "--device", url], cwd=ROOT,
+                                "--input", str(data), "--device", url], cwd=hd.ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     lines = []
@@ -131,10 +127,8 @@ def test_a_boot_banner_before_the_protocol_is_named_but_the_run_passes(exported)
     with hd.HostDevice(hd.build_host_device(export_dir)) as device:
         server, url = banner_then_relay(device.url, 2.0)
         try:
-            done = subprocess.run([sys.executable, "-m", "tinyconv.cli", "verify",
-                                   str(export_dir), "--input", str(data), "--device", url,
-                                   "--timeout", "2"], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=120)
+            done = hd.tinyconv("verify", export_dir, "--input", data, "--device", url,
+                               "--timeout", 2, timeout=120)
         finally:
             server.close()
     assert done.returncode == 0, done.stdout + done.stderr

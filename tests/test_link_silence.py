@@ -34,14 +34,11 @@ import _host_device as hd
 
 @pytest.fixture(scope="module")
 def device_build(tmp_path_factory):
-    out = hd.export_small_cnn(tmp_path_factory.mktemp("silence") / "small_cnn")
-    return out, hd.build_host_device(out)
+    return hd.built_small_cnn(tmp_path_factory.mktemp("silence"))
 
 
 def dataset(tmp_path: Path, count: int, seed: int = 11) -> Path:
-    path = tmp_path / "images.npz"
-    np.savez(path, x=hd.images(count, seed))
-    return path
+    return hd.save_images(tmp_path / "images.npz", hd.images(count, seed))
 
 
 def verify_args(export_dir, data, url, report, *extra) -> list[str]:

@@ -9,16 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from _host_device import tinyconv
 from export.calibrate import calibrate
 from test_calibrate import conv_relu_model
 from tiny_models import tiny_model
-
-
-def cli(*args, env=None):
-    import os
-
-    return subprocess.run([sys.executable, "-m", "tinyconv.cli", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
@@ -30,8 +24,8 @@ def run_files(tmp_path):
 
 
 def test_run_bar_counts_images_with_rate_and_eta(run_files):
-    done = cli("run", run_files / "m", "--input", run_files / "x.npz", "--output",
-               run_files / "y.npz", "--batch-size", "3", env={"FORCE_PROGRESS": "1"})
+    done = tinyconv("run", run_files / "m", "--input", run_files / "x.npz", "--output",
+                    run_files / "y.npz", "--batch-size", "3", env={"FORCE_PROGRESS": "1"})
     assert done.returncode == 0, done.stderr
     last = done.stderr.split("\r")[-1]
     assert "10/10" in last and "img/s" in last and "<" in last  # count, rate, elapsed<ETA
@@ -40,15 +34,15 @@ def test_run_bar_counts_images_with_rate_and_eta(run_files):
 def test_logs_get_one_line_per_stage_and_quiet_silences_it(run_files, tmp_path):
     args = ("run", run_files / "m", "--input", run_files / "x.npz", "--output",
             run_files / "y.npz")
-    done = cli(*args)
+    done = tinyconv(*args)
     assert done.returncode == 0 and "tinyconv run: 10 images ..." in done.stderr
     assert "\r" not in done.stderr  # no bar when stderr is not a terminal
-    quiet = cli(*args, "--quiet")
+    quiet = tinyconv(*args, "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
     onnx.save(conv_relu_model(), tmp_path / "net.onnx")
     np.savez(tmp_path / "cal.npz", x=np.ones((40, 1, 8, 8), np.float32))
-    export = cli("export", tmp_path / "net.onnx", "--calibration", tmp_path / "cal.npz",
-                 "--out", tmp_path / "out")
+    export = tinyconv("export", tmp_path / "net.onnx", "--calibration", tmp_path / "cal.npz",
+                      "--out", tmp_path / "out")
     assert export.returncode == 0, export.stderr
     assert "calibrating (minmax): 40 images ..." in export.stderr
 

@@ -108,6 +108,11 @@ def tie(draw):
     return 2 * (q * (1 << r) + (1 << (r - 1))), 1 << 30, -r
 
 
+def per_channel(data, strategy, channels: int) -> list:
+    """One value of ``strategy`` for each of ``channels`` output channels."""
+    return data.draw(st.lists(strategy, min_size=channels, max_size=channels))
+
+
 def oracle(accs, multipliers, shifts, rounding):
     """The scalar oracle over ``accs [N, C]`` with per-channel constants."""
     return np.array([[reference.requant_scalar(a, m, s, rounding)
@@ -119,10 +124,10 @@ def oracle(accs, multipliers, shifts, rounding):
 @given(data=st.data())
 def test_fixed_apply_equals_scalar_oracle(rounding, data):
     channels = data.draw(st.integers(1, 6))
-    multipliers = data.draw(st.lists(MULTIPLIERS, min_size=channels, max_size=channels))
-    shifts = data.draw(st.lists(SHIFTS, min_size=channels, max_size=channels))
+    multipliers = per_channel(data, MULTIPLIERS, channels)
+    shifts = per_channel(data, SHIFTS, channels)
     rows = data.draw(st.integers(1, 4))
-    accs = [data.draw(st.lists(ACCS, min_size=channels, max_size=channels)) for _ in range(rows)]
+    accs = [per_channel(data, ACCS, channels) for _ in range(rows)]
     rq = Requant.fixed(multipliers, shifts, rounding)
     got = rq.apply(np.array(accs, np.int64))
     np.testing.assert_array_equal(got, oracle(accs, multipliers, shifts, rounding))
@@ -166,13 +171,11 @@ def test_scalar_oracle_hand_computed():
 @given(data=st.data())
 def test_bounded_fixed_equals_scalar_oracle(rounding, data):
     channels = data.draw(st.integers(1, 5))
-    multipliers = data.draw(st.lists(MULTIPLIERS, min_size=channels, max_size=channels))
-    shifts = data.draw(st.lists(st.one_of(SHIFTS, st.integers(-14, 2)),
-                                min_size=channels, max_size=channels))
-    bounds = data.draw(st.lists(st.one_of(st.integers(0, INT32_MAX), st.integers(0, 1 << 22)),
-                                min_size=channels, max_size=channels))
-    biases = data.draw(st.lists(st.integers(-(1 << 24), 1 << 24), min_size=channels,
-                                max_size=channels))
+    multipliers = per_channel(data, MULTIPLIERS, channels)
+    shifts = per_channel(data, st.one_of(SHIFTS, st.integers(-14, 2)), channels)
+    bounds = per_channel(data, st.one_of(st.integers(0, INT32_MAX), st.integers(0, 1 << 22)),
+                         channels)
+    biases = per_channel(data, st.integers(-(1 << 24), 1 << 24), channels)
     zp = data.draw(st.integers(-128, 127))
     low = data.draw(st.integers(-128, 127))
     act = (low, data.draw(st.integers(low, 127)))

@@ -23,8 +23,7 @@ import _host_device as hd
 
 @pytest.fixture(scope="module")
 def device_build(tmp_path_factory):
-    out = hd.export_small_cnn(tmp_path_factory.mktemp("resources") / "small_cnn")
-    return out, hd.build_host_device(out)
+    return hd.built_small_cnn(tmp_path_factory.mktemp("resources"))
 
 
 @pytest.mark.parametrize("window", [1, 3, 8])
@@ -69,8 +68,7 @@ def test_inputs_are_pulled_only_as_the_window_allows(device_build):
 
 def test_ctrl_c_stops_the_device_and_writes_no_report(device_build, tmp_path):
     export_dir, exe = device_build
-    data = tmp_path / "many.npz"
-    np.savez(data, x=hd.images(200_000 // 4, seed=3))  # ~20 s of work: it is interrupted
+    data = hd.save_images(tmp_path / "many.npz", hd.images(200_000 // 4, seed=3))  # ~20 s of work
     report = tmp_path / "report.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyconv.cli", "verify", str(export_dir), "--input", str(data),

@@ -13,13 +13,11 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from _firmware_models import (build_native_runner, compile_kernel_objects, random_inputs,
                               random_model, reference_run, run_native)
-from _host_device import export_small_cnn
+from _host_device import conv_pool_dense, export_small_cnn, images
 from _tools import require_tool
 from export.c_codegen import WEIGHT_COPY_MAX, write_c_sources
 from firmware_host.boards import BOARDS
@@ -29,38 +27,14 @@ BOARD = "lm3s6965evb"
 SIDE = 96
 
 
-def wide_input_cnn(seed: int = 0) -> onnx.ModelProto:
-    """96x96x3 -> conv 3x3 stride 4 (8) -> relu -> global average pool -> dense 2."""
-    rng = np.random.default_rng(seed)
-    nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], strides=[4, 4], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1),
-    ]
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "cw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "cb"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (2, 8)).astype(np.float32), "fw"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 2).astype(np.float32), "fb"),
-    ]
-    graph = helper.make_graph(
-        nodes, "wide_input",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIDE, SIDE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
-def _images(count: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 1, (count, 3, SIDE, SIDE)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def wide_export(tmp_path_factory):
+    """96x96x3 -> conv 3x3 stride 4 (8) -> relu -> global average pool -> dense 2."""
     import export
+    model = conv_pool_dense("wide_input", (3, SIDE, SIDE), 8, 2, (0.3, 0.1, 0.5, 0.1),
+                            pool="GlobalAveragePool", strides=[4, 4], pads=[1, 1, 1, 1])
     out = tmp_path_factory.mktemp("wide") / "export"
-    return export.from_onnx(wide_input_cnn(), _images(16, seed=99), requant="fixed",
+    return export.from_onnx(model, images(16, 99, (3, SIDE, SIDE)), requant="fixed",
                             name="wide_input").save(out)
 
 
@@ -89,7 +63,7 @@ def test_no_frame_sized_buffer_in_the_elf(wide_export, tmp_path):
 def test_a_96x96x3_model_verifies_on_the_board(wide_export):
     require_tool("qemu-system-arm")
     from firmware_host.verify import verify
-    result = verify(wide_export, _images(2, seed=5), device=BOARD, progress=False)
+    result = verify(wide_export, images(2, 5, (3, SIDE, SIDE)), device=BOARD, progress=False)
     assert result.exit_status == 0 and result.target == BOARD
     assert result.images == 2 == result.device_equal_images
 

@@ -85,13 +85,15 @@ def test_equal_quantization_is_a_plain_copy():
 
 # -- float mode against onnxruntime ----------------------------------------------------------------
 
-def test_float_mul_equals_qlinear_mul_on_every_pair_of_codes():
-    rng = np.random.default_rng(2)
+@pytest.mark.parametrize("op, oracle, seed", [("mul", qlinear_mul, 2), ("sub", quantized_sub, 4)])
+def test_float_mul_and_sub_equal_onnxruntime_on_every_pair_of_codes(op, oracle, seed):
+    """QLinearMul; DequantizeLinear + Sub + QuantizeLinear (onnxruntime has no QLinearSub)."""
+    rng = np.random.default_rng(seed)
     a, b = _all_pairs()
     for (sa, za), (sb, zb), (sy, zy) in [_quant(rng, 3) for _ in range(3)]:
-        consts = kernels.mul_constants(sa, za, sb, zb, sy, zy, "float")
-        np.testing.assert_array_equal(kernels.mul(a, b, consts),
-                                      qlinear_mul(a, sa, za, b, sb, zb, sy, zy))
+        consts = getattr(kernels, f"{op}_constants")(sa, za, sb, zb, sy, zy, "float")
+        np.testing.assert_array_equal(getattr(kernels, op)(a, b, consts),
+                                      oracle(a, sa, za, b, sb, zb, sy, zy))
 
 
 def test_float_mul_per_channel_broadcast_equals_qlinear_mul():
@@ -104,15 +106,6 @@ def test_float_mul_per_channel_broadcast_equals_qlinear_mul():
         consts = kernels.mul_constants(sa, za, sb, zb, sy, zy, "float")
         np.testing.assert_array_equal(kernels.mul(a, b, consts),
                                       qlinear_mul(a, sa, za, b, sb, zb, sy, zy))
-
-
-def test_float_sub_equals_onnxruntime_on_every_pair_of_codes():
-    rng = np.random.default_rng(4)
-    a, b = _all_pairs()
-    for (sa, za), (sb, zb), (sy, zy) in [_quant(rng, 3) for _ in range(3)]:
-        consts = kernels.sub_constants(sa, za, sb, zb, sy, zy, "float")
-        np.testing.assert_array_equal(kernels.sub(a, b, consts),
-                                      quantized_sub(a, sa, za, b, sb, zb, sy, zy))
 
 
 def test_float_concat_equals_qlinear_concat_on_every_code():

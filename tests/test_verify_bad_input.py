@@ -3,25 +3,21 @@ item 6): the real `tinyconv verify` in a child process, the host device on a pse
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import _host_device as hd
 import export
 import runtime
 from runtime import kernels
 from test_verify_host import small_cnn
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("nan")
-    x = np.random.default_rng(5).random((600, 1, 12, 12)).astype(np.float32)
+    x = hd.images(600, 5, (1, 12, 12))
     return export.from_onnx(small_cnn(1), x[:64], name="nan").save(root / "exp"), x
 
 
@@ -32,11 +28,9 @@ def test_a_nan_image_is_named_and_the_images_before_it_are_reported(exported, tm
     x = x.copy()
     x[400, 0, 5, 7] = bad_value
     y = np.random.default_rng(1).integers(0, 10, len(x))
-    np.savez(tmp_path / "data.npz", x=x, y=y)
-    done = subprocess.run([sys.executable, "-m", "tinyconv.cli", "verify", str(export_dir),
-                           "--input", str(tmp_path / "data.npz"), "--labels",
-                           "--json", str(tmp_path / "r.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    data = hd.save_images(tmp_path / "data.npz", x, y=y)
+    done = hd.tinyconv("verify", export_dir, "--input", data, "--labels",
+                       "--json", tmp_path / "r.json")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "ABORTED after 400 of 600 images" in done.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import export
 import runtime
 from _fake_device import FakeDevice
+from _host_device import tinyconv
 from firmware_host.devices import start_device
 from firmware_host.link import Link
 from firmware_host.verify import verify
@@ -136,8 +136,7 @@ def test_device_is_stopped_after_use_and_on_errors(exported):
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyconv.cli", "verify", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return tinyconv("verify", *args, timeout=120)
 
 
 def test_cli_exit_codes_and_wrong_model_hash(exported, tmp_path):

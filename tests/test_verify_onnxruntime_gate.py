@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +14,23 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+import _host_device as hd
 import export
 from test_verify_host import small_cnn
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
-    x = np.random.default_rng(5).random((40, 1, 12, 12)).astype(np.float32)
-    np.savez(root / "data.npz", x=x)
+    x = hd.images(40, 5, (1, 12, 12))
     dirs = {mode: export.from_onnx(small_cnn(1), x, requant=mode, name=f"g_{mode}")
             .save(root / mode) for mode in ("fixed", "float")}
     dirs["other"] = export.from_onnx(small_cnn(2), x, name="g_other").save(root / "other")
-    return dirs, root / "data.npz"
+    return dirs, hd.save_images(root / "data.npz", x)
 
 
-def verify_cli(export_dir, data, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyconv.cli", "verify", str(export_dir),
-                           "--input", str(data), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
+def verify_cli(export_dir, data, *args):
+    return hd.tinyconv("verify", export_dir, "--input", data, *args)
 
 
 def tampered_copy(source: Path, dest: Path, keep_stamp: bool) -> Path:

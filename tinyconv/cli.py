@@ -1,11 +1,14 @@
 """The ``tinyconv`` command: one subcommand per step of the flow.
 
-Each subcommand lives in the module that does the work and exposes ``register(subparsers)``,
-which adds its parser and sets ``func`` to a callable taking the parsed arguments and returning
-an exit status. Subcommand modules import heavy or optional dependencies (onnxruntime,
-matplotlib) inside their functions, so ``tinyconv --help`` stays quick and a missing optional
-extra only breaks the subcommand that needs it. Errors a user can act on (TinyconvError, and a
-folder that cannot be written) end as one line on stderr and exit status 2.
+Each subcommand lives in the module that does the work, or in tinyconv/ when it joins layers
+(``export --target`` links firmware; ``run --against tflm`` uses export's TFLite Micro
+comparison), so that no package imports from one above it (tests/test_layering.py). It exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
+parsed arguments and returning an exit status. Subcommand modules import heavy or optional
+dependencies (onnxruntime, matplotlib) inside their functions, so ``tinyconv --help`` stays
+quick and a missing optional extra only breaks the subcommand that needs it. Errors a user can
+act on (TinyconvError, and a folder that cannot be written) end as one line on stderr and exit
+status 2.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ import sys
 from runtime.errors import TinyconvError
 
 SUBCOMMAND_MODULES = (
-    "export.cli",          # export
-    "runtime.cli",         # run
+    "tinyconv.export_cli",   # export
+    "tinyconv.run_cli",      # run
     "firmware_host.build",   # build
     "firmware_host.verify",  # verify
     "tinyconv.demo",       # demo
