@@ -1,0 +1,205 @@
+/* conv2d on Helium: four output pixels at a time, their windows copied as raw int8 into four
+ * im2col columns of k = kh * kw * c values (padding taps hold the input zero point), then per
+ * output channel one pass over its k weights: four VMLADAVA.S8 (one per column) and one VADDVA
+ * (the weights' sum, which times the zero point is subtracted) per 16 weights. The columns take
+ * 4 * k bytes: the pair column's part of tc_conv2d_get_buffer_size, which is also what
+ * CMSIS-NN's MVE arm_convolve_s8 asks for. */
+#include <stddef.h>
+
+#include "tc_asm.h"
+#include "tc_mve.h"
+
+#if TC_USE_MVE
+
+/* hot loop: optimize for speed even in an -Os image */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
+static void tc_mve_copy(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (; n >= 16; n -= 16, dst += 16, src += 16) {
+        vstrbq_s8(dst, vldrbq_s8(src));
+    }
+    if (n > 0) {
+        const mve_pred16_t p = vctp8q((uint32_t)n);
+        vstrbq_p_s8(dst, vldrbq_z_s8(src, p), p);
+    }
+}
+
+static void tc_mve_fill(int8_t *dst, int32_t value, int32_t n)
+{
+    const int8x16_t v = vdupq_n_s8((int8_t)value);
+    for (; n >= 16; n -= 16, dst += 16) {
+        vstrbq_s8(dst, v);
+    }
+    if (n > 0) {
+        vstrbq_p_s8(dst, v, vctp8q((uint32_t)n));
+    }
+}
+
+/* The window of output pixel (oy, ox) of one group as k int8 values. A row of the window that
+ * lies inside the image with contiguous taps (no dilation along x, one group) is one copy. */
+static void tc_mve_column(const tc_conv_params *p, const tc_dims *in, const int8_t *input,
+                          const tc_filter_dims *f, int32_t group, int32_t oy, int32_t ox,
+                          int8_t *col)
+{
+    const int32_t cg = f->c, zp = p->input_zero_point;
+    const int32_t y0 = oy * p->stride_h - p->pad_top;
+    const int32_t x0 = ox * p->stride_w - p->pad_left;
+    const int32_t whole_rows = p->dilation_w == 1 && cg == in->c && x0 >= 0 &&
+                               x0 + f->kw <= in->w;
+    const int8_t *base = input + group * cg;
+    int32_t ky, kx;
+    for (ky = 0; ky < f->kh; ky++) {
+        const int32_t iy = y0 + ky * p->dilation_h;
+        if (iy < 0 || iy >= in->h) {
+            tc_mve_fill(col, zp, f->kw * cg);
+            col += f->kw * cg;
+            continue;
+        }
+        if (whole_rows) {
+            tc_mve_copy(col, base + (iy * in->w + x0) * in->c, f->kw * cg);
+            col += f->kw * cg;
+            continue;
+        }
+        for (kx = 0; kx < f->kw; kx++, col += cg) {
+            const int32_t ix = x0 + kx * p->dilation_w;
+            if (ix >= 0 && ix < in->w) {
+                tc_mve_copy(col, base + (iy * in->w + ix) * in->c, cg);
+            } else {
+                tc_mve_fill(col, zp, cg);
+            }
+        }
+    }
+}
+
+/* rows rows of k weights (from w on) times the four columns at cols, cols + k, cols + 2k and
+ * cols + 3k: out[5r .. 5r + 3] = row r's four dot products, out[5r + 4] = its weights' sum.
+ * Per 16 weights one load of them, four of the columns, four VMLADAVA and one VADDVA, in a
+ * tail-predicated low-overhead loop (DLSTP / LETP: the last partial block needs no extra
+ * code). The accumulators must be even registers; every pointer steps 16 per block, so after a
+ * row each one goes back by k rounded up to 16 (r11) and the weights forward by k. */
+void tc_mve_dot4_rows(const int8_t *w, const int8_t *cols, int32_t k, int32_t *out,
+                      int32_t rows);
+__asm__(
+    TC_ASM_BEGIN("tc_mve_dot4_rows")
+    "  push {r4-r11, lr}\n"
+    "  ldr r4, [sp, #36]\n"
+    "  add r4, r4, r4, lsl #2\n"
+    "  add r4, r3, r4, lsl #2\n"
+    "  sub sp, sp, #8\n"
+    "  str r4, [sp]\n"
+    "  add r5, r1, r2\n"
+    "  add r7, r5, r2\n"
+    "  add r9, r7, r2\n"
+    "  add r11, r2, #15\n"
+    "  bic r11, r11, #15\n"
+    "2:\n"
+    "  movs r4, #0\n"
+    "  movs r6, #0\n"
+    "  mov r8, #0\n"
+    "  mov r10, #0\n"
+    "  mov r12, #0\n"
+    "  dlstp.8 lr, r2\n"
+    "1:\n"
+    "  vldrb.8 q0, [r0], #16\n"
+    "  vldrb.8 q1, [r1], #16\n"
+    "  vmladava.s8 r4, q0, q1\n"
+    "  vldrb.8 q2, [r5], #16\n"
+    "  vmladava.s8 r6, q0, q2\n"
+    "  vldrb.8 q3, [r7], #16\n"
+    "  vmladava.s8 r8, q0, q3\n"
+    "  vldrb.8 q1, [r9], #16\n"
+    "  vmladava.s8 r10, q0, q1\n"
+    "  vaddva.s8 r12, q0\n"
+    "  letp lr, 1b\n"
+    "  stm r3!, {r4, r6, r8, r10, r12}\n"
+    "  sub r1, r1, r11\n"
+    "  sub r5, r5, r11\n"
+    "  sub r7, r7, r11\n"
+    "  sub r9, r9, r11\n"
+    "  sub r0, r0, r11\n"
+    "  add r0, r0, r2\n"
+    "  ldr lr, [sp]\n"
+    "  cmp r3, lr\n"
+    "  bne 2b\n"
+    "  add sp, sp, #8\n"
+    "  pop {r4-r11, pc}\n"
+    TC_ASM_END("tc_mve_dot4_rows"));
+
+#define TC_MVE_CHUNK 8 /* rows per tc_mve_dot4_rows call: 160 bytes of stack */
+
+/* rows weight rows times the four columns; out points at pixel 0's first channel, pixel q's
+ * output is q * stride further; only the first n pixels are stored (the other columns are
+ * computed from whatever they hold). */
+static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *cols,
+                        const tc_requant_params *rq, const int32_t *bias, int32_t ch,
+                        const tc_conv_params *p, int8_t *out, int32_t stride, int32_t n)
+{
+    const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)stride);
+    const mve_pred16_t store = vctp32q((uint32_t)n);
+    const int32_t zp = p->input_zero_point, ozp = p->output_zero_point;
+    int32_t dots[5 * TC_MVE_CHUNK];
+    int32_t r, q, c;
+    for (r = 0; r < rows; r += TC_MVE_CHUNK) {
+        const int32_t chunk = rows - r < TC_MVE_CHUNK ? rows - r : TC_MVE_CHUNK;
+        tc_mve_dot4_rows(w + r * k, cols, k, dots, chunk);
+        for (c = 0; c < chunk; c++, ch++) {
+            const int32_t *d = dots + 5 * c;
+            const int32_t b = (int32_t)((uint32_t)(bias != NULL ? bias[ch] : 0) -
+                                        (uint32_t)zp * (uint32_t)d[4]); /* wraps like int32 */
+            const int32x4_t acc = vaddq_n_s32(vldrwq_s32(d), b);
+            int8_t *o = out + r + c;
+            if (rq->mode == TC_RQ_FIXED_DOUBLE) {
+                const int32x4_t v = tc_mve_finish(acc, vdupq_n_s32(rq->multiplier[ch]),
+                                                  vdupq_n_s32(rq->shift[ch]), ozp, p->act_min,
+                                                  p->act_max);
+                vstrbq_scatter_offset_p_s32(o, offsets, v, store);
+                continue;
+            }
+            for (q = 0; q < n; q++) {
+                const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)b);
+                o[q * stride] = tc_clamp_s8(tc_requantize(a, rq, ch) + ozp, p->act_min,
+                                            p->act_max);
+            }
+        }
+    }
+}
+
+int tc_conv2d_mve(const tc_context *ctx, const tc_conv_params *params,
+                  const tc_requant_params *rq, const tc_dims *in_dims, const int8_t *input,
+                  const tc_filter_dims *filter, const int8_t *weights, const int32_t *bias,
+                  const tc_dims *out_dims, int8_t *output)
+{
+    const int32_t groups = params->groups;
+    const int32_t k = filter->kh * filter->kw * filter->c;
+    const int32_t pixels = out_dims->h * out_dims->w;
+    int8_t *cols;
+    int32_t g, i, q, m_per_group;
+    if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
+        filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
+        params->dilation_h < 1 || params->dilation_w < 1) {
+        return TC_ERR_BAD_ARG;
+    }
+    if (ctx == NULL || ctx->buf == NULL || ctx->size < 4 * k) {
+        return TC_ERR_BAD_ARG;
+    }
+    m_per_group = filter->m / groups;
+    cols = (int8_t *)ctx->buf;
+    for (g = 0; g < groups; g++) {
+        for (i = 0; i < pixels; i += 4) {
+            const int32_t n = pixels - i < 4 ? pixels - i : 4;
+            for (q = 0; q < n; q++) {
+                tc_mve_column(params, in_dims, input, filter, g, (i + q) / out_dims->w,
+                              (i + q) % out_dims->w, cols + q * k);
+            }
+            tc_mve_rows(weights + g * m_per_group * k, m_per_group, k, cols, rq, bias,
+                        g * m_per_group, params, output + i * out_dims->c + g * m_per_group,
+                        out_dims->c, n);
+        }
+    }
+    return TC_OK;
+}
+
+#endif
