@@ -132,36 +132,45 @@ __asm__(
 
 /* rows weight rows times the four columns; out points at pixel 0's first channel, pixel q's
  * output is q * stride further; only the first n pixels are stored (the other columns are
- * computed from whatever they hold). */
+ * computed from whatever they hold). Requantized four channels at a time: a gather of one
+ * pixel's four dot products is a vector with the channels' constants in its lanes. */
 static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *cols,
                         const tc_requant_params *rq, const int32_t *bias, int32_t ch,
                         const tc_conv_params *p, int8_t *out, int32_t stride, int32_t n)
 {
-    const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)stride);
-    const mve_pred16_t store = vctp32q((uint32_t)n);
+    const uint32x4_t gather = vmulq_n_u32(vidupq_n_u32(0, 1), 5);
     const int32_t zp = p->input_zero_point, ozp = p->output_zero_point;
-    int32_t dots[5 * TC_MVE_CHUNK];
-    int32_t r, q, c;
+    int32_t dots[5 * TC_MVE_CHUNK], lanes[4];
+    int32_t r, q, c, i;
     for (r = 0; r < rows; r += TC_MVE_CHUNK) {
         const int32_t chunk = rows - r < TC_MVE_CHUNK ? rows - r : TC_MVE_CHUNK;
         tc_mve_dot4_rows(w + r * k, cols, k, dots, chunk);
-        for (c = 0; c < chunk; c++, ch++) {
+        for (c = 0; c < chunk; c += 4, ch += 4) {
+            const mve_pred16_t pc = vctp32q((uint32_t)(chunk - c));
             const int32_t *d = dots + 5 * c;
-            const int32_t b = (int32_t)((uint32_t)(bias != NULL ? bias[ch] : 0) -
-                                        (uint32_t)zp * (uint32_t)d[4]); /* wraps like int32 */
-            const int32x4_t acc = vaddq_n_s32(vldrwq_s32(d), b);
             int8_t *o = out + r + c;
+            /* bias - zp * sum w, wrapping like int32 */
+            int32x4_t b = vmulq_n_s32(vldrwq_gather_shifted_offset_s32(d + 4, gather), -zp);
+            if (bias != NULL) {
+                b = vaddq_s32(b, vldrwq_z_s32(bias + ch, pc));
+            }
             if (rq->mode == TC_RQ_FIXED_DOUBLE) {
-                const int32x4_t v = tc_mve_finish(acc, vdupq_n_s32(rq->multiplier[ch]),
-                                                  vdupq_n_s32(rq->shift[ch]), ozp, p->act_min,
-                                                  p->act_max);
-                vstrbq_scatter_offset_p_s32(o, offsets, v, store);
+                const tc_mve_requant rc = tc_mve_requant_load(rq, ch, pc);
+                for (q = 0; q < n; q++, d++, o += stride) {
+                    const int32x4_t acc = vaddq_s32(vldrwq_gather_shifted_offset_s32(d, gather),
+                                                    b);
+                    vstrbq_p_s32(o, tc_mve_requant_double(acc, &rc, ozp, p->act_min,
+                                                          p->act_max), pc);
+                }
                 continue;
             }
-            for (q = 0; q < n; q++) {
-                const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)b);
-                o[q * stride] = tc_clamp_s8(tc_requantize(a, rq, ch) + ozp, p->act_min,
-                                            p->act_max);
+            vstrwq_s32(lanes, b);
+            for (i = 0; i < 4 && c + i < chunk; i++) {
+                for (q = 0; q < n; q++) {
+                    const int32_t a = (int32_t)((uint32_t)d[5 * i + q] + (uint32_t)lanes[i]);
+                    o[q * stride + i] = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp,
+                                                    p->act_min, p->act_max);
+                }
             }
         }
     }
@@ -176,7 +185,7 @@ int tc_conv2d_mve(const tc_context *ctx, const tc_conv_params *params,
     const int32_t k = filter->kh * filter->kw * filter->c;
     const int32_t pixels = out_dims->h * out_dims->w;
     int8_t *cols;
-    int32_t g, i, q, m_per_group;
+    int32_t g, i, q, m_per_group, direct;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
@@ -185,16 +194,27 @@ int tc_conv2d_mve(const tc_context *ctx, const tc_conv_params *params,
     if (ctx == NULL || ctx->buf == NULL || ctx->size < 4 * k) {
         return TC_ERR_BAD_ARG;
     }
+    /* one input channel: the scalar kernel's two-pixel SMLAL loop executes fewer instructions */
+    if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
+                      output) == TC_OK) {
+        return TC_OK;
+    }
     m_per_group = filter->m / groups;
     cols = (int8_t *)ctx->buf;
+    /* a 1x1 conv with stride 1 and no padding: four whole pixels of the input are already the
+     * four columns */
+    direct = groups == 1 && filter->kh == 1 && filter->kw == 1 && params->stride_h == 1 &&
+             params->stride_w == 1 && params->pad_top == 0 && params->pad_left == 0 &&
+             out_dims->h == in_dims->h && out_dims->w == in_dims->w;
     for (g = 0; g < groups; g++) {
         for (i = 0; i < pixels; i += 4) {
             const int32_t n = pixels - i < 4 ? pixels - i : 4;
-            for (q = 0; q < n; q++) {
+            const int8_t *c = direct && n == 4 ? input + i * k : cols;
+            for (q = 0; c == cols && q < n; q++) {
                 tc_mve_column(params, in_dims, input, filter, g, (i + q) / out_dims->w,
                               (i + q) % out_dims->w, cols + q * k);
             }
-            tc_mve_rows(weights + g * m_per_group * k, m_per_group, k, cols, rq, bias,
+            tc_mve_rows(weights + g * m_per_group * k, m_per_group, k, c, rq, bias,
                         g * m_per_group, params, output + i * out_dims->c + g * m_per_group,
                         out_dims->c, n);
         }

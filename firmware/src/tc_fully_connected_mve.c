@@ -68,9 +68,8 @@ int tc_fully_connected_mve(const tc_context *ctx, const tc_fc_params *params,
             v = vaddq_s32(v, vldrwq_z_s32(bias + r, p));
         }
         if (rq->mode == TC_RQ_FIXED_DOUBLE) {
-            v = tc_mve_finish(v, vldrwq_z_s32(rq->multiplier + r, p),
-                              vldrwq_z_s32(rq->shift + r, p), ozp, params->act_min,
-                              params->act_max);
+            const tc_mve_requant c = tc_mve_requant_load(rq, r, p);
+            v = tc_mve_requant_double(v, &c, ozp, params->act_min, params->act_max);
             vstrbq_p_s32(output + r, v, p);
             continue;
         }

@@ -35,28 +35,36 @@ int tc_fully_connected_mve(const tc_context *ctx, const tc_fc_params *params,
                            int32_t out_channels, const int8_t *weights, const int32_t *bias,
                            int8_t *output);
 
-/* tc_requant_fixed_double on four lanes, each with its own multiplier and shift. VQRDMULH is
- * TFLite's SaturatingRoundingDoublingHighMul (INT32_MIN * INT32_MIN saturating included);
- * VRSHL by -right rounds half up, so a negative value is first lowered by one (saturating:
- * INT32_MIN needs no rounding), which makes it round half away from zero like
- * RoundingDivideByPOT. -right has its sign bit set exactly when there is a right shift. */
-TC_INLINE int32x4_t tc_mve_requant_double(int32x4_t acc, int32x4_t multiplier, int32x4_t shift)
+/* One group of four channels' fixed double-rounding constants, the shift split in two. */
+typedef struct {
+    int32x4_t multiplier;
+    int32x4_t left;      /* max(shift, 0) */
+    int32x4_t neg_right; /* min(shift, 0) */
+} tc_mve_requant;
+
+/* The constants of channels ch .. ch + 3 (lanes outside p read as 0). */
+TC_INLINE tc_mve_requant tc_mve_requant_load(const tc_requant_params *rq, int32_t ch,
+                                             mve_pred16_t p)
 {
-    const int32x4_t zero = vdupq_n_s32(0);
-    const int32x4_t neg_right = vminq_s32(shift, zero);
-    int32x4_t v = vqrdmulhq_s32(vshlq_s32(acc, vmaxq_s32(shift, zero)), multiplier);
-    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, neg_right), 31));
-    return vrshlq_s32(v, neg_right);
+    tc_mve_requant c;
+    const int32x4_t shift = vldrwq_z_s32(rq->shift + ch, p);
+    c.multiplier = vldrwq_z_s32(rq->multiplier + ch, p);
+    c.left = vmaxq_s32(shift, vdupq_n_s32(0));
+    c.neg_right = vminq_s32(shift, vdupq_n_s32(0));
+    return c;
 }
 
-/* Requantize four accumulators of the channels whose constants are in multiplier / shift
- * (fixed double rounding; vectors as tc_mve_requant_double takes them), add the output zero
- * point and clamp. */
-TC_INLINE int32x4_t tc_mve_finish(int32x4_t acc, int32x4_t multiplier, int32x4_t shift,
-                                  int32_t output_zero_point, int32_t lo, int32_t hi)
+/* tc_requant_fixed_double on four lanes, plus the output zero point, clamped to [lo, hi].
+ * VQRDMULH is TFLite's SaturatingRoundingDoublingHighMul (INT32_MIN * INT32_MIN saturating
+ * included); VRSHL by -right rounds half up, so a negative value is first lowered by one
+ * (saturating: INT32_MIN needs no rounding), which makes it round half away from zero like
+ * RoundingDivideByPOT. neg_right has its sign bit set exactly when there is a right shift. */
+TC_INLINE int32x4_t tc_mve_requant_double(int32x4_t acc, const tc_mve_requant *c,
+                                          int32_t output_zero_point, int32_t lo, int32_t hi)
 {
-    const int32x4_t v = vaddq_n_s32(tc_mve_requant_double(acc, multiplier, shift),
-                                    output_zero_point);
+    int32x4_t v = vqrdmulhq_s32(vshlq_s32(acc, c->left), c->multiplier);
+    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, c->neg_right), 31));
+    v = vaddq_n_s32(vrshlq_s32(v, c->neg_right), output_zero_point);
     return vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
 }
 #endif
