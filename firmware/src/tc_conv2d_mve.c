@@ -16,27 +16,33 @@
 #pragma GCC optimize("O2")
 #endif
 
-static void tc_mve_copy(int8_t *dst, const int8_t *src, int32_t n)
-{
-    for (; n >= 16; n -= 16, dst += 16, src += 16) {
-        vstrbq_s8(dst, vldrbq_s8(src));
-    }
-    if (n > 0) {
-        const mve_pred16_t p = vctp8q((uint32_t)n);
-        vstrbq_p_s8(dst, vldrbq_z_s8(src, p), p);
-    }
-}
+/* n bytes from src to dst, and n copies of a byte to dst: one tail-predicated loop each
+ * (WLSTP skips it for n == 0). */
+void tc_mve_copy(int8_t *dst, const int8_t *src, int32_t n);
+__asm__(
+    TC_ASM_BEGIN("tc_mve_copy")
+    "  push {lr}\n"
+    "  wlstp.8 lr, r2, 2f\n"
+    "1:\n"
+    "  vldrb.8 q0, [r1], #16\n"
+    "  vstrb.8 q0, [r0], #16\n"
+    "  letp lr, 1b\n"
+    "2:\n"
+    "  pop {pc}\n"
+    TC_ASM_END("tc_mve_copy"));
 
-static void tc_mve_fill(int8_t *dst, int32_t value, int32_t n)
-{
-    const int8x16_t v = vdupq_n_s8((int8_t)value);
-    for (; n >= 16; n -= 16, dst += 16) {
-        vstrbq_s8(dst, v);
-    }
-    if (n > 0) {
-        vstrbq_p_s8(dst, v, vctp8q((uint32_t)n));
-    }
-}
+void tc_mve_fill(int8_t *dst, int32_t value, int32_t n);
+__asm__(
+    TC_ASM_BEGIN("tc_mve_fill")
+    "  push {lr}\n"
+    "  vdup.8 q0, r1\n"
+    "  wlstp.8 lr, r2, 2f\n"
+    "1:\n"
+    "  vstrb.8 q0, [r0], #16\n"
+    "  letp lr, 1b\n"
+    "2:\n"
+    "  pop {pc}\n"
+    TC_ASM_END("tc_mve_fill"));
 
 /* The window of output pixel (oy, ox) of one group as k int8 values. A row of the window that
  * lies inside the image with contiguous taps (no dilation along x, one group) is one copy. */
