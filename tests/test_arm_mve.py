@@ -2,7 +2,8 @@
 
 tc_conv2d_mve.c (four im2col columns of raw int8, VMLADAVA / VADDVA in a tail-predicated
 loop, four channels requantized per vector), the 1x1 stride-1 case that reads its columns from
-the input, and tc_fully_connected_mve.c. Channel counts and depths are not multiples of 16 (the
+the input, tc_fully_connected_mve.c and tc_max_pool2d_mve.c (padded, clamped, 18 and 20
+channels: one whole block of 16 and a partial one). Channel counts and depths are not multiples of 16 (the
 loop's last block is partial) and some are below 16 (one partial block only); output channel
 counts are not multiples of four (the last group of channels is predicated), pixel counts not
 multiples of four (the last columns are left out of the store); 1..9 fully connected outputs;
@@ -32,6 +33,7 @@ COUNT = 4
 CONV = ((7, 9, 5), [
     dict(op="conv2d", out=12, kernel=(3, 3), padding=(1, 1, 1, 1), relu=True),  # k = 45
     dict(op="conv2d", out=18, kernel=(1, 1)),  # k = 12: the direct 1x1 path, 63 pixels
+    dict(op="max_pool2d", kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), act_max=100),
     dict(op="conv2d", out=6, kernel=(3, 3), groups=3, dilation=(1, 2),
          padding=(1, 2, 1, 2)),  # grouped and dilated: k = 54
     dict(op="conv2d", out=33, kernel=(1, 1), stride=(2, 2), padding=(0, 1, 0, 1)),  # im2col
@@ -103,6 +105,7 @@ def test_mve_kernels_equal_runtime(spec, mode, rounding, zero_point, arm_tools, 
                                check=True).stdout.split())
     assert "tc_matmul_pair" not in names and "tc_matmul_column" not in names
     ops = {layer.op for layer in model.layers}
+    assert ("tc_max_pool2d_mve" in names) == ("max_pool2d" in ops)
     assert ("tc_fully_connected_mve" in names) == ("fully_connected" in ops)
     assert ("tc_mve_dot4_rows" in names) == ("conv2d" in ops)
 

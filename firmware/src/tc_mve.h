@@ -35,6 +35,9 @@ int tc_fully_connected_mve(const tc_context *ctx, const tc_fc_params *params,
                            int32_t out_channels, const int8_t *weights, const int32_t *bias,
                            int8_t *output);
 
+int tc_max_pool2d_mve(const tc_pool_params *params, const tc_dims *in_dims, const int8_t *input,
+                      const tc_dims *out_dims, int8_t *output);
+
 /* One group of four channels' fixed double-rounding constants, the shift split in two. */
 typedef struct {
     int32x4_t multiplier;
