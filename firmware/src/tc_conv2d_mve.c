@@ -3,7 +3,9 @@
  * output channel one pass over its k weights: four VMLADAVA.S8 (one per column) and one VADDVA
  * (the weights' sum, which times the zero point is subtracted) per 16 weights. The columns take
  * 4 * k bytes: the pair column's part of tc_conv2d_get_buffer_size, which is also what
- * CMSIS-NN's MVE arm_convolve_s8 asks for. */
+ * CMSIS-NN's MVE arm_convolve_s8 asks for. Four interior pixels of one output row are copied
+ * in one call; a 1x1 stride-1 conv without padding needs no copy; a one-channel input goes to
+ * tc_conv2d_1ch.c first, whose scalar loop executes fewer instructions at k = kh * kw. */
 #include <stddef.h>
 
 #include "tc_asm.h"
