@@ -4,6 +4,7 @@
 
 #include "tc_asm.h"
 #include "tc_kernels.h"
+#include "tc_mve.h"
 
 /* hot loop: optimize for speed even in an -Os image */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -321,6 +322,9 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
               const int8_t *weights, const int32_t *bias, const tc_dims *out_dims,
               int8_t *output)
 {
+#if TC_USE_MVE
+    return tc_conv2d_mve(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims, output);
+#endif
     if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
                       output) == TC_OK) {
         return TC_OK;

@@ -4,6 +4,7 @@
 
 #include "tc_kernels.h"
 #include "tc_matmul.h"
+#include "tc_mve.h"
 
 int32_t tc_fully_connected_get_buffer_size(int32_t depth)
 {
@@ -18,6 +19,10 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
 {
     tc_matmul_output o;
     (void)ctx;
+#if TC_USE_MVE
+    return tc_fully_connected_mve(ctx, params, rq, depth, input, out_channels, weights, bias,
+                                  output);
+#endif
     if (depth < 1 || out_channels < 1) {
         return TC_ERR_BAD_ARG;
     }

@@ -1,11 +1,15 @@
 /* max_pool2d: taps in the padding are skipped (ONNX MaxPool), then the activation clamp. */
 #include "tc_kernels.h"
+#include "tc_mve.h"
 
 int tc_max_pool2d(const tc_pool_params *params, const tc_dims *in_dims, const int8_t *input,
                   const tc_dims *out_dims, int8_t *output)
 {
     const int32_t channels = in_dims->c;
     int32_t oy, ox, c, ky, kx;
+#if TC_USE_MVE
+    return tc_max_pool2d_mve(params, in_dims, input, out_dims, output);
+#endif
     if (out_dims->c != channels || params->stride_h < 1 || params->stride_w < 1) {
         return TC_ERR_BAD_ARG;
     }
