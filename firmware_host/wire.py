@@ -18,6 +18,9 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<BBHI")  # version, type, seq, payload length
 CRC = struct.Struct("<I")
 FRAME_OVERHEAD = HEADER.size + CRC.size
+# The shortest reply on the wire: an ERROR with only its code, one COBS byte, the delimiter.
+# A reader may wait for this many bytes of a frame it has begun without delaying any reply.
+MIN_REPLY_BYTES = FRAME_OVERHEAD + 2 + 2
 
 
 class Msg(IntEnum):
@@ -136,6 +139,11 @@ class FrameSplitter:
         self._partial = bytearray()
         self._discarding = False
         self.oversized = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished frame held so far."""
+        return len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes]:
         frames = []
