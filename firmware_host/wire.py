@@ -7,6 +7,7 @@ firmware's tc_crc32.c) makes a corrupted frame detectable instead of plausible.
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -189,11 +190,11 @@ class DeviceInfo:
 
     @property
     def input_size(self) -> int:
-        return int(np.prod(self.input_shape, dtype=np.int64))
+        return math.prod(self.input_shape)  # per image: no numpy call
 
     @property
     def output_size(self) -> int:
-        return int(np.prod(self.output_shape, dtype=np.int64))
+        return math.prod(self.output_shape)
 
 
 def _f32(bits: int) -> float:
