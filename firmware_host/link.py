@@ -242,6 +242,8 @@ class Link:
         """Tell the user early, and give up in bounded time, when the device talks junk."""
         babble = self._babble
         lasting = babble.lasting(time.monotonic())
+        if not lasting:  # the usual case: no junk now (nothing to say, nothing to format)
+            return None
         # never less than three times the longest valid frame takes on the wire (10 bits/byte)
         limit = min(self.silence, max(babble.limit, 30 * self._splitter.max_frame / self.baud))
         what = (f"device {self.url} sends bytes that are not tinyconv frames ({babble.count:,} "
