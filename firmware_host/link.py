@@ -24,13 +24,13 @@ import numpy as np
 import serial
 
 from firmware_host import wire
+from runtime.errors import TinyconvError
 
 try:
     import fcntl
     import termios
 except ImportError:  # Windows: pyserial's in_waiting it is
     fcntl = termios = None
-from runtime.errors import TinyconvError
 
 
 class LinkError(TinyconvError):
