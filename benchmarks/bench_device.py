@@ -5,11 +5,13 @@ ARM toolchain and the ports are there), plus the protocol's wire efficiency for 
     .venv/bin/python benchmarks/bench_device.py [--images 1000] [--targets host,lm3s6965evb]
         [--devices 1,2,4] [--shard-targets host,lm3s6965evb]
 
-The sharded part runs ``verify(..., devices=[target] * N)`` for each N and prints the streaming
-throughput, its speedup over one device, and the CPU the run used (this process plus the
-devices it started, per second of the whole call, start-up included): a figure near the
-machine's core count says the cores, not the devices, limit the scaling. The load average is
-printed too: on a shared machine other processes take cores as well.
+The sharded part runs ``verify(..., devices=[target] * N)`` for each N given (repeat them,
+``--devices 1,2,1,2,1,2``, for medians: on a shared machine single runs spread widely) and
+prints the streaming throughput, its speedup over one device, and the CPU per image while
+streaming: this process (``host``; of it, the references and the tally) and the devices'
+processes (read from /proc). CPU per image barely moves with the machine's load, images/s
+does: the load average before and after each row is printed with it. The medians line says
+how many cores the run kept busy; near the machine's core count, the cores limit the scaling.
 
 The model is a small 28x28x1 CNN (conv 3x3x8, maxpool, conv 3x3x16, maxpool, global average,
 dense 10) exported in fixed mode (float mode on mps2-an386, the board with an FPU). Every run
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -75,30 +79,99 @@ def host_tcp_url(executable: Path) -> tuple[subprocess.Popen, str]:
     return process, process.stdout.readline().decode().strip()
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its children that have ended (the devices)."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+def _children_cpu() -> float:
+    """CPU seconds so far of this process's running children (the devices verify started:
+    QEMU or the host build), from /proc; 0 where there is no /proc."""
+    me, total = str(os.getpid()), 0
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, ..., utime, stime
+        if fields[1] == me:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def metered() -> Iterator[dict]:
+    """CPU seconds of the streaming part of each verify call in the block (start-up, the
+    handshake and the devices' boot left out): ``host`` is this process, all threads;
+    ``references`` and ``tally`` are the parts of it spent in References.compute (its worker
+    thread) and Tally.add; ``devices`` the devices' processes. Measured by wrapping those
+    functions here, so verify itself carries no instrumentation."""
+    from firmware_host import references, shard, summary
+    from firmware_host import verify as verify_module
+
+    cpu = {"host": 0.0, "references": 0.0, "tally": 0.0, "devices": 0.0}
+
+    def thread_timed(key, function):
+        def timed(*args, **kwargs):
+            begin = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                cpu[key] += time.thread_time() - begin
+        return timed
+
+    def stream_timed(function):
+        def timed(*args, **kwargs):
+            host, devices = time.process_time(), _children_cpu()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                cpu["host"] += time.process_time() - host
+                cpu["devices"] += _children_cpu() - devices
+        return timed
+
+    patches = [(references.References, "compute", lambda f: thread_timed("references", f)),
+               (summary.Tally, "add", lambda f: thread_timed("tally", f)),
+               (shard, "_run", stream_timed), (verify_module, "_stream", stream_timed)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, wrap in patches:
+        setattr(owner, name, wrap(getattr(owner, name)))
+    try:
+        yield cpu
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
 def sharded(export_dir: Path, x: np.ndarray, target: str, counts: list[int]) -> None:
-    """Throughput of verify over 1, 2, 4... local instances of ``target``."""
-    base = None
+    """Throughput and CPU per image of verify over 1, 2, 4... local instances of ``target``,
+    in the order given (repeat counts, e.g. 1,2,1,2, to see the spread), then the medians."""
+    rows: dict[int, list] = {}
     for n in counts:
-        cpu, wall = _cpu_seconds(), time.perf_counter()
+        load = os.getloadavg()[0]
         try:
-            result = verify(export_dir, x, devices=[target] * n, progress=False)
+            with metered() as cpu:
+                result = verify(export_dir, x, devices=[target] * n, progress=False)
         except Exception as exc:
             print(f"{target} x{n}: not measured ({type(exc).__name__}: {exc})")
             continue
-        cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - wall
         if result.exit_status != 0:
             print(f"{target} x{n}: device != runtime, figures withheld")
             continue
-        base = base or result.images_per_s
+        ms = {key: 1000 * value / result.images for key, value in cpu.items()}
+        rows.setdefault(n, []).append((result.images_per_s, ms))
+        base = statistics.median(r[0] for r in rows.get(1, rows[n]))
         shares = "/".join(str(d["images"]) for d in result.devices) or str(result.images)
-        print(f"{target:<12} {n:>3} {result.images:>6} {result.images_per_s:>9.1f} "
-              f"{result.images_per_s / base:>7.2f}x {cpu / wall:>9.2f} {shares}")
+        print(f"{target:<12} {n:>2} {result.images:>6} {result.images_per_s:>8.1f} "
+              f"{result.images_per_s / base:>6.2f}x {ms['host']:>6.2f} {ms['references']:>5.2f} "
+              f"{ms['tally']:>5.2f} {ms['devices']:>7.2f} {load:>5.1f}-{os.getloadavg()[0]:<4.1f}"
+              f" {shares}")
+    if any(len(r) > 1 for r in rows.values()):
+        base = statistics.median(r[0] for r in rows.get(1, next(iter(rows.values()))))
+        for n, runs in sorted(rows.items()):
+            rate = statistics.median(r[0] for r in runs)
+            host = statistics.median(r[1]["host"] for r in runs)
+            devices = statistics.median(r[1]["devices"] for r in runs)
+            print(f"{target:<12} {n:>2} median of {len(runs)}: {rate:.1f} images/s, "
+                  f"{rate / base:.2f}x, host {host:.2f} ms/image, devices {devices:.2f} "
+                  f"ms/image: {rate * (host + devices) / 1000:.2f} cores busy")
 
 
 def main() -> int:
@@ -124,7 +197,7 @@ def main() -> int:
         for mode in ("fixed", "float"):
             dirs[mode] = export.from_onnx(cnn_28x28(), x[:64], requant=mode,
                                           name="bench28").save(Path(tmp) / mode)
-        for target in args.targets.split(","):
+        for target in filter(None, args.targets.split(",")):
             mode = "float" if target == "mps2-an386" else "fixed"
             count = args.images if target.startswith("host") else args.qemu_images
             if not target.startswith("host") and not (shutil.which("qemu-system-arm")
@@ -159,11 +232,13 @@ def main() -> int:
                   f"{per_mac:>9.4g} {100 * eff:>12.2f}%")
         if args.devices:  # while the export directories exist
             counts = [int(n) for n in args.devices.split(",")]
-            print(f"\nsharded verify on {os.cpu_count()} cores, load average "
-                  f"{os.getloadavg()[0]:.1f} (CPU: seconds used by this process and its "
-                  f"devices per second of the verify call)")
-            print(f"{'device':<12} {'N':>3} {'images':>6} {'images/s':>9} {'speedup':>8} "
-                  f"{'CPU':>9} images per device")
+            print(f"\nsharded verify on {os.cpu_count()} cores. CPU in ms per image while "
+                  "streaming: host = this process (all threads), of which refs = the "
+                  "references and tally = the score; devices = the device processes, "
+                  "together; load = the 1-minute load average before-after")
+            print(f"{'device':<12} {'N':>2} {'images':>6} {'images/s':>8} {'speedup':>7} "
+                  f"{'host':>6} {'refs':>5} {'tally':>5} {'devices':>7} {'load':>9} "
+                  "images per device")
             for target in args.shard_targets.split(","):
                 count = args.images if target == "host" else args.qemu_images
                 sharded(dirs["float" if target == "mps2-an386" else "fixed"], x[:count],

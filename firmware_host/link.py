@@ -13,6 +13,7 @@ instead of failing every remaining image one timeout after another.
 """
 from __future__ import annotations
 
+import struct
 import sys
 import time
 from collections import OrderedDict, deque
@@ -24,6 +25,12 @@ import serial
 
 from firmware_host import wire
 from runtime.errors import TinyconvError
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # Windows: pyserial's in_waiting it is
+    fcntl = termios = None
 
 
 class LinkError(TinyconvError):
@@ -66,6 +73,19 @@ class InferOutcome:
     @property
     def ok(self) -> bool:
         return self.output is not None
+
+
+def _waiting(port) -> int:
+    """Bytes the port holds now. pyserial's ``socket://`` answers 0 or 1 (a select), which
+    made the link read a reply byte by byte, one syscall pair and one pass through _receive
+    each: FIONREAD counts them (QEMU's UART is such a socket)."""
+    if type(port).__module__.endswith("protocol_socket") and fcntl is not None:
+        try:
+            return struct.unpack("I", fcntl.ioctl(port.fileno(), termios.FIONREAD,
+                                                  b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return port.in_waiting
 
 
 def _to_stderr(message: str) -> None:
@@ -197,7 +217,8 @@ class Link:
         broken device streams bytes without delimiters. Corrupt frames are counted, skipped."""
         if not self._frames:
             try:
-                data = self._port.read(max(1, self._port.in_waiting))
+                data = self._port.read(max(wire.MIN_REPLY_BYTES - self._splitter.pending,
+                                           _waiting(self._port), 1))
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(f"reading from {self.url} failed: {exc}") from None
             self.stats.bytes_received += len(data)
@@ -221,6 +242,8 @@ class Link:
         """Tell the user early, and give up in bounded time, when the device talks junk."""
         babble = self._babble
         lasting = babble.lasting(time.monotonic())
+        if not lasting:  # the usual case: no junk now (nothing to say, nothing to format)
+            return None
         # never less than three times the longest valid frame takes on the wire (10 bits/byte)
         limit = min(self.silence, max(babble.limit, 30 * self._splitter.max_frame / self.baud))
         what = (f"device {self.url} sends bytes that are not tinyconv frames ({babble.count:,} "

@@ -7,6 +7,7 @@ firmware's tc_crc32.c) makes a corrupted frame detectable instead of plausible.
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<BBHI")  # version, type, seq, payload length
 CRC = struct.Struct("<I")
 FRAME_OVERHEAD = HEADER.size + CRC.size
+# The shortest reply on the wire: an ERROR with only its code, one COBS byte, the delimiter.
+# A reader may wait for this many bytes of a frame it has begun without delaying any reply.
+MIN_REPLY_BYTES = FRAME_OVERHEAD + 2 + 2
 
 
 class Msg(IntEnum):
@@ -137,6 +141,11 @@ class FrameSplitter:
         self._discarding = False
         self.oversized = 0
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished frame held so far."""
+        return len(self._partial)
+
     def feed(self, data: bytes) -> list[bytes]:
         frames = []
         parts = bytes(data).split(b"\0")
@@ -181,11 +190,11 @@ class DeviceInfo:
 
     @property
     def input_size(self) -> int:
-        return int(np.prod(self.input_shape, dtype=np.int64))
+        return math.prod(self.input_shape)  # per image: no numpy call
 
     @property
     def output_size(self) -> int:
-        return int(np.prod(self.output_shape, dtype=np.int64))
+        return math.prod(self.output_shape)
 
 
 def _f32(bits: int) -> float:
