@@ -223,6 +223,52 @@ def test_global_average_pool_is_tflm_mean(shape, xq, yq):
     assert _ops(_equal_to_tflm(model, x=_near_ties(net, 32))) == ["MEAN"]
     _equal_to_tflm(model, count=16)
 
+def test_an_average_pool_that_rescales_is_refused():
+    """A pool quantized unlike its input (a pre-quantized model's, an older model.tcm's) has no
+    TFLM operator: TFLM's AVERAGE_POOL_2D refuses to rescale."""
+    net = Net()
+    net.tensor("x", (6, 6, 3), 0.04, -7)
+    net.tensor("y", (2, 2, 3), 0.03, 2)
+    arrays = kernels.avg_pool_constants(0.04, -7, 0.03, 2, (3, 3), "fixed")
+    net.add_layer("avg_pool2d", "pool", ["x"], "y",
+                  {"kernel": [3, 3], "stride": [3, 3], "padding": [0, 0, 0, 0],
+                   "count_include_pad": False, **FULL}, arrays)
+    with pytest.raises(Unwritable, match=r"layer 'pool' \(avg_pool2d\): .*does not rescale"):
+        write(net.model("x", "y"))
+
+
+def test_onnx_average_pools_export_exact_for_tflm(tmp_path):
+    """A PyTorch model with a padded AvgPool2d and a global average (ONNX AveragePool with pads,
+    GlobalAveragePool) exported in fixed mode: report.json says exact, model.tflite is written,
+    and every tensor equals TFLM."""
+    torch = pytest.importorskip("torch")
+    import export
+    import mlperf_tiny as mt
+
+    class Net(torch.nn.Module):
+        input_shape = (5, 10, 9)
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(5, 24, 3, padding=1)
+            self.pool = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+            self.fc = torch.nn.Linear(24, 4)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv(x)))
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    path = mt.torch_to_onnx(Net().eval(), tmp_path / "net.onnx", dynamo=False)
+    calibration = np.random.default_rng(1).normal(size=(8, 5, 10, 9)).astype(np.float32)
+    result = export.from_onnx(path, calibration, requant="fixed")
+    ops = [layer.op for layer in result.model.layers]
+    assert ops == ["conv2d", "avg_pool2d", "global_avg_pool", "fully_connected"]
+    assert result.report["tflm"]["exact"] and result.tflite is not None
+    assert _ops(_equal_to_tflm(result.model, count=8)) == \
+        ["CONV_2D", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED"]
+
+
 # -- elementwise ---------------------------------------------------------------------------------
 
 def _two_inputs(net, shape_b=(4, 4, 6)):
