@@ -7,7 +7,8 @@ Choices (docs/EXPORT.md explains them):
   (so they equal what ``quantize_static`` picks for the same range); a tensor whose calibrated
   range is exactly [0, 0] falls back to [-1, 1] and is listed in the model's warnings;
 - bias int32 with scale ``float32(x_scale) * float32(w_scale[c])``;
-- a fused Relu/Clip becomes ``act_min``/``act_max``; max pool keeps its input's quantization;
+- a fused Relu/Clip becomes ``act_min``/``act_max``; max pool, and in fixed mode average pool,
+  keep their input's quantization;
 - a layer whose worst-case accumulator could exceed int32 is refused, never wrapped silently.
 Requantization and pool/add constants come from runtime/ (``Requant.from_scales`` and the
 kernels' constant functions): nothing here re-derives them.
@@ -103,7 +104,7 @@ class _Quantizer:
         return model
 
     def output_spec(self, layer: FloatLayer, like: TensorSpec | None = None) -> TensorSpec:
-        if like is not None:  # max pool: the output shares its input's quantization
+        if like is not None:  # a pool: the output shares its input's quantization
             self.tensors[layer.output] = TensorSpec(
                 layer.output, tuple(self.graph.shapes[layer.output]), like.scale, like.zero_point)
         return self.spec(layer.output)
@@ -168,7 +169,11 @@ class _Quantizer:
         return Layer("max_pool2d", layer.name, layer.inputs, layer.output, params)
 
     def q_avg_pool2d(self, layer: FloatLayer) -> Layer:
-        x, y = self.spec(layer.inputs[0]), self.output_spec(layer)
+        """fixed: the output keeps its input's quantization, as the TFLite converter keeps it
+        (TFLite Micro's int8 AVERAGE_POOL_2D cannot rescale): a rounding division, no
+        requantization. float: the output's own calibrated range, as onnxruntime's."""
+        x = self.spec(layer.inputs[0])
+        y = self.output_spec(layer, like=x if self.mode == "fixed" else None)
         params = dict(layer.params, **self.act_params(layer, y))
         arrays = kernels.avg_pool_constants(x.scale, x.zero_point, y.scale, y.zero_point,
                                             layer.params["kernel"], self.mode)

@@ -26,6 +26,7 @@ import numpy as np
 from export import tables
 from runtime import kernels
 from runtime.errors import TinyconvError
+from runtime.kernels.pool import mean_multiplier
 from runtime.kernels.softmax import OUTPUT_SCALE, OUTPUT_ZERO_POINT
 from runtime.model import Layer, QuantModel, TensorSpec
 from runtime.requant import Requant, quantize_multiplier
@@ -109,15 +110,6 @@ def activation_range(activation: str, scale: float, zero_point: int) -> tuple[in
     low = max(-128, q(bounds[0]))
     high = 127 if bounds[1] == math.inf else min(127, q(bounds[1]))
     return low, high
-
-
-def mean_multiplier(x_scale: float, y_scale: float, count: int) -> tuple[int, int]:
-    """TFLM's MEAN constants: QuantizeMultiplier(double(x_scale) / double(y_scale)) with the
-    division by ``count`` folded in (see ``_Importer.mean``)."""
-    multiplier, shift = quantize_multiplier(float(np.float32(x_scale)) /
-                                            float(np.float32(y_scale)))
-    r = min(count.bit_length() - 1, 32, 31 + shift)
-    return int((multiplier << r) // count), shift - r
 
 
 def nearest_sources(size: int, out: int, align: bool, half: bool) -> np.ndarray:

@@ -295,17 +295,12 @@ class _Writer:
         self._pool(layer, "AVERAGE_POOL_2D", None)
 
     def global_avg_pool(self, layer: Layer) -> None:
-        """MEAN over H and W. TFLM folds the division by the count into its multiplier
-        (export/tflite_import.py ``mean_multiplier``); runtime/'s global_avg_pool rescales,
-        then divides rounding half away from zero: equal only where the two agree on every
-        possible sum, which ``_mean_agrees`` checks exhaustively."""
+        """MEAN over H and W: runtime/'s fixed global_avg_pool is TFLM's MEAN arithmetic, so
+        the layer's constants must be the ones TFLM derives from the two scales."""
         x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
         expected = kernels.global_avg_pool_constants(x.scale, x.zero_point, y.scale,
                                                      y.zero_point, x.shape[:2], "fixed")
         self.constants_equal(expected, "MEAN constant")
-        if not _mean_agrees(layer, x, y):
-            self.differs("runtime/ rescales then divides by the count; TFLM's MEAN folds the "
-                         "division into its multiplier, and the two round some sums apart")
         self._mean(layer)
 
     def _mean(self, layer: Layer) -> None:
@@ -446,8 +441,9 @@ def _recover_scale(x_scale, y_scale, multiplier: int, shift: int) -> np.float32 
 
 
 def _mean_agrees(layer: Layer, x: TensorSpec, y: TensorSpec) -> bool:
-    """runtime/'s global_avg_pool and TFLM's MEAN agree on every possible centered sum."""
-    from export.tflite_import import mean_multiplier
+    """A rescaling whole-image avg_pool2d (rescale, then divide) and TFLM's MEAN agree on
+    every possible centered sum."""
+    from runtime.kernels.pool import mean_multiplier
     from runtime.requant import Requant
 
     count = x.shape[0] * x.shape[1]

@@ -252,9 +252,9 @@ def global_avg_pool(x, consts, *, act_range=(-128, 127)):
     for n in range(n_):
         for ch in range(c):
             acc = sum(int(x[n, i, j, ch]) - x_zp for i in range(h) for j in range(w))
-            if "multiplier" in consts:
+            if "multiplier" in consts:  # TFLM's MEAN: the count is folded into the multiplier
                 rq = Requant.fixed(consts["multiplier"], consts["shift"])
-                value = _tflite_round_div(_requant_one(acc, rq, 0), count) + y_zp
+                value = _requant_one(acc, rq, 0) + y_zp
             else:
                 value = _round_half_even(_to_f32(acc) * consts["scale"][0]) + y_zp
             y[n, 0, 0, ch] = _clamp(value, *act_range)

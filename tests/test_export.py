@@ -14,7 +14,7 @@ import export
 import runtime
 from export.qonnx import run_qonnx
 from runtime import kernels
-from _export_checks import ort_float, run_one_layer
+from _export_checks import assert_fixed_within_one_lsb_of_float, ort_float
 from _tools import require_tool
 
 SEED = 1234
@@ -138,20 +138,10 @@ def test_float_mode_equals_onnxruntime_on_every_tensor(exports, head, layout):
 
 @pytest.mark.parametrize("head,layout", CASES)
 def test_fixed_mode_within_one_lsb_of_float_per_layer(exports, head, layout):
-    flt, fix = exports[head, layout, "float"].model, exports[head, layout, "fixed"].model
-    for a, b in zip(flt.tensors.values(), fix.tensors.values()):
-        assert (a.name, a.scale, a.zero_point) == (b.name, b.scale, b.zero_point)
-    spec = flt.input_spec
-    x_q = kernels.quantize(to_nhwc(images(N_TEST, layout), layout), spec.scale, spec.zero_point)
-    _, values = runtime.run(flt, x_q, collect=True)
-    differing = 0
-    for index, layer in enumerate(fix.layers):
-        got = run_one_layer(fix, index, values).astype(np.int16)
-        diff = np.abs(got - values[layer.output].astype(np.int16))
-        assert diff.max() <= 1, f"layer {layer.name}: fixed and float differ by {diff.max()}"
-        differing += int(np.count_nonzero(diff))
-    total = sum(t.size for t in fix.tensors.values()) * N_TEST
-    assert differing < 0.05 * total
+    results = {mode: exports[head, layout, mode] for mode in ("float", "fixed")}
+    differing, compared = assert_fixed_within_one_lsb_of_float(
+        results, to_nhwc(images(N_TEST, layout), layout))
+    assert differing < 0.05 * compared
 
 
 @pytest.mark.parametrize("head,layout", CASES)

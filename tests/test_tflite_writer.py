@@ -76,10 +76,12 @@ class Net:
         return model
 
 
-def _equal_to_tflm(model: QuantModel, count: int = 12, seed: int = 1, tensors: int = None):
+def _equal_to_tflm(model: QuantModel, count: int = 12, seed: int = 1, tensors: int = None,
+                   x: np.ndarray = None):
     """Write ``model``, run the file in TFLM, assert every tensor equals runtime/'s."""
     written = write(model)
-    x = np.random.default_rng(seed).integers(-128, 128, (count, *model.input_spec.shape))
+    if x is None:
+        x = np.random.default_rng(seed).integers(-128, 128, (count, *model.input_spec.shape))
     result = compare(model, written.data, x.astype(np.int8), litert=False,
                      indices=written.tensor_index)
     assert result.first is None, result.summary()
@@ -164,38 +166,107 @@ def test_max_pool(padding, ops):
     assert _ops(_equal_to_tflm(net.model("x", "y"))) == ops
 
 
-def test_average_pool_at_the_input_quantization():
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((6, 6, 3), (3, 3), (2, 2), (0, 0, 1, 1)),  # SAME, padding at the end only
+    ((7, 5, 9), (3, 3), (1, 1), (1, 1, 1, 1)),  # SAME, every border window partial
+    ((8, 8, 4), (2, 2), (2, 2), (0, 0, 0, 0)),  # VALID
+    ((9, 7, 2), (5, 3), (2, 1), (2, 1, 2, 1)),  # SAME, a non-square kernel
+    ((8, 8, 5), (8, 8), (1, 1), (0, 0, 0, 0)),  # the whole image: AVERAGE_POOL_2D, no MEAN
+], ids=["same-end", "same-3x3", "valid", "same-5x3", "whole"])
+def test_average_pool_at_the_input_quantization(shape, kernel, stride, padding):
+    """Fixed-mode export keeps an average pool's output at its input's quantization, so
+    runtime/'s rounding division by the taps inside the image is TFLM's AVERAGE_POOL_2D."""
+    net = Net()
+    net.tensor("x", shape, 0.04, -7)
+    oh = (shape[0] + padding[0] + padding[2] - kernel[0]) // stride[0] + 1
+    ow = (shape[1] + padding[1] + padding[3] - kernel[1]) // stride[1] + 1
+    net.tensor("y", (oh, ow, shape[2]), 0.04, -7)
+    arrays = kernels.avg_pool_constants(0.04, -7, 0.04, -7, kernel, "fixed")
+    net.add_layer("avg_pool2d", "pool", ["x"], "y",
+                  {"kernel": list(kernel), "stride": list(stride), "padding": list(padding),
+                   "count_include_pad": False, **FULL}, arrays)
+    assert _ops(_equal_to_tflm(net.model("x", "y"), x=_near_ties(net, 24))) == \
+        ["AVERAGE_POOL_2D"]
+
+
+def _near_ties(net: Net, count: int) -> np.ndarray:
+    """Inputs whose windows hold few distinct values around a per-image level, so that sums
+    land on and next to the rounding ties (uniform noise averages towards the zero point)."""
+    shape = net.tensors["x"].shape
+    rng = np.random.default_rng(7)
+    level = rng.integers(-128, 128, (count, 1, 1, shape[2]))
+    noise = rng.integers(-2, 3, (count, *shape)) * rng.integers(0, 40, (count, 1, 1, 1))
+    return np.clip(level + noise, -128, 127).astype(np.int8)
+
+
+@pytest.mark.parametrize("shape,xq,yq", [
+    ((1, 1, 1), (0.04, -7), (0.02, 5)),
+    ((4, 4, 3), (0.04, -7), (0.02, 5)),  # runtime/'s old rescale-then-divide differed here
+    ((7, 7, 300), (0.05, 3), (0.01, -20)),
+    ((8, 8, 64), (0.02, -128), (0.02, -128)),  # the same quantization
+    ((5, 3, 17), (0.1, 0), (0.003, 10)),  # a large ratio: a left shift
+    ((6, 6, 8), (0.01, 2), (0.08, -1)),  # a small ratio
+    ((8, 8, 2), (0.5, -128), (1e-9, 0)),  # a ratio past int32: saturates at the clamp
+], ids=["1x1", "4x4", "7x7x300", "8x8-same", "5x3-ratio33", "6x6-ratio1/8", "saturating"])
+def test_global_average_pool_is_tflm_mean(shape, xq, yq):
+    """runtime/'s fixed global_avg_pool folds the count into the multiplier as TFLM's MEAN
+    does: equal on every output, for any size, channel count and scale ratio."""
+    net = Net()
+    net.tensor("x", shape, *xq)
+    net.tensor("y", (1, 1, shape[2]), *yq)
+    try:
+        arrays = kernels.global_avg_pool_constants(*xq, *yq, shape[:2], "fixed")
+    except ValueError:
+        pytest.fail(f"{xq} -> {yq}: no constants")
+    net.add_layer("global_avg_pool", "gap", ["x"], "y", FULL, arrays)
+    model = net.model("x", "y")
+    assert _ops(_equal_to_tflm(model, x=_near_ties(net, 32))) == ["MEAN"]
+    _equal_to_tflm(model, count=16)
+
+def test_an_average_pool_that_rescales_is_refused():
+    """A pool quantized unlike its input (a pre-quantized model's, an older model.tcm's) has no
+    TFLM operator: TFLM's AVERAGE_POOL_2D refuses to rescale."""
     net = Net()
     net.tensor("x", (6, 6, 3), 0.04, -7)
-    net.tensor("y", (3, 3, 3), 0.04, -7)
-    arrays = kernels.avg_pool_constants(0.04, -7, 0.04, -7, (3, 3), "fixed")
+    net.tensor("y", (2, 2, 3), 0.03, 2)
+    arrays = kernels.avg_pool_constants(0.04, -7, 0.03, 2, (3, 3), "fixed")
     net.add_layer("avg_pool2d", "pool", ["x"], "y",
-                  {"kernel": [3, 3], "stride": [2, 2], "padding": [0, 0, 1, 1],
+                  {"kernel": [3, 3], "stride": [3, 3], "padding": [0, 0, 0, 0],
                    "count_include_pad": False, **FULL}, arrays)
-    _equal_to_tflm(net.model("x", "y"))
+    with pytest.raises(Unwritable, match=r"layer 'pool' \(avg_pool2d\): .*does not rescale"):
+        write(net.model("x", "y"))
 
 
-def _global_pool_net():
-    net = Net()
-    net.tensor("x", (4, 4, 3), 0.04, -7)
-    net.tensor("y", (1, 1, 3), 0.02, 5)
-    net.add_layer("global_avg_pool", "gap", ["x"], "y", FULL,
-                  kernels.global_avg_pool_constants(0.04, -7, 0.02, 5, (4, 4), "fixed"))
-    return net.model("x", "y")
+def test_onnx_average_pools_export_exact_for_tflm(tmp_path):
+    """A PyTorch model with a padded AvgPool2d and a global average (ONNX AveragePool with pads,
+    GlobalAveragePool) exported in fixed mode: report.json says exact, model.tflite is written,
+    and every tensor equals TFLM."""
+    torch = pytest.importorskip("torch")
+    import export
+    import mlperf_tiny as mt
 
+    class Net(torch.nn.Module):
+        input_shape = (5, 10, 9)
 
-def test_a_global_average_pool_is_refused_because_tflm_rounds_it_otherwise():
-    """runtime/'s global average rescales, then divides; TFLM's MEAN folds the division into
-    its multiplier. The writer refuses; and the file it writes without the check shows, in
-    TFLM itself, that the two differ."""
-    model = _global_pool_net()
-    with pytest.raises(Unwritable, match=r"layer 'gap' \(global_avg_pool\): .*MEAN"):
-        write(model)
-    written = write(model, check=False)
-    assert len(written.differences) == 1
-    x = np.random.default_rng(0).integers(-128, 128, (64, 4, 4, 3)).astype(np.int8)
-    result = compare(model, written.data, x, litert=False, indices=written.tensor_index)
-    assert result.first is not None and result.first.tensor == "y"
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(5, 24, 3, padding=1)
+            self.pool = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+            self.fc = torch.nn.Linear(24, 4)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv(x)))
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    path = mt.torch_to_onnx(Net().eval(), tmp_path / "net.onnx", dynamo=False)
+    calibration = np.random.default_rng(1).normal(size=(8, 5, 10, 9)).astype(np.float32)
+    result = export.from_onnx(path, calibration, requant="fixed")
+    ops = [layer.op for layer in result.model.layers]
+    assert ops == ["conv2d", "avg_pool2d", "global_avg_pool", "fully_connected"]
+    assert result.report["tflm"]["exact"] and result.tflite is not None
+    assert _ops(_equal_to_tflm(result.model, count=8)) == \
+        ["CONV_2D", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED"]
 
 
 # -- elementwise ---------------------------------------------------------------------------------
@@ -463,24 +534,18 @@ def mlperf(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", MLPERF)
-def test_mlperf_tiny_models_equal_tflm_up_to_the_average_pool(mlperf, name):
-    """Every conv, depthwise conv, add, fully connected and softmax equals TFLM. The average
-    pools are the exception: export's fixed mode rescales the sum, then divides (TFLite's
-    integer Mean), which no TFLM operator computes; the writer refuses them, and TFLM on the
-    nearest operator (MEAN / AVERAGE_POOL_2D + QUANTIZE) shows the difference lies there."""
-    result, x = mlperf[name]
+def test_mlperf_tiny_models_equal_tflm_on_every_tensor(mlperf, name):
+    """Every layer of the four fixed-mode ONNX exports equals TFLM, average pools included
+    (their output keeps the input's quantization, as the TFLite converter keeps it): export
+    writes model.tflite and report.json says exact."""
+    result, _ = mlperf[name]
     model = result.model
-    pools = [layer for layer in model.layers if layer.op == "avg_pool2d"]
     entry = result.report["tflm"]
     assert entry["arena_bytes"] > entry["head_bytes"] >= model.arena_size // 2
-    if not pools:
-        assert entry["exact"] and result.tflite is not None
-        _equal_to_tflm(model, count=3)
-        return
-    assert not entry["exact"] and result.tflite is None
-    with pytest.raises(Unwritable, match=rf"^layer '{pools[0].name}' \(avg_pool2d\): "):
-        write(model)
-    written = write(model, check=False)
-    comparison = compare(model, written.data, x, litert=False, indices=written.tensor_index)
-    assert comparison.first is not None and comparison.first.tensor == pools[0].output
-    assert comparison.first.largest == 1
+    assert entry["exact"] and result.tflite is not None
+    for layer in model.layers:
+        if layer.op == "avg_pool2d":
+            assert not layer.arrays["rescale"][0]
+    _equal_to_tflm(model, count=3)
+    pools = [layer.op for layer in model.layers if layer.op == "avg_pool2d"]
+    assert len(pools) == (0 if name == "autoencoder" else 1)

@@ -1,4 +1,5 @@
-/* global_avg_pool: fixed mode is TFLite's int8 MEAN over H and W, float mode onnxruntime's
+/* global_avg_pool: fixed mode is TFLite Micro's int8 MEAN over H and W (the division by the
+ * count is folded into the multiplier at export), float mode onnxruntime's
  * QLinearGlobalAveragePool. */
 #include "tc_kernels.h"
 
@@ -25,8 +26,7 @@ int tc_global_avg_pool(const tc_mean_params *mean, int32_t act_min, int32_t act_
         } else
 #endif
         {
-            value = tc_rounding_divide(
-                        tc_requant_fixed_double(acc, mean->multiplier, mean->shift), count) +
+            value = tc_requant_fixed_double(acc, mean->multiplier, mean->shift) +
                     mean->output_zero_point;
         }
         output[c] = tc_clamp_s8(value, act_min, act_max);

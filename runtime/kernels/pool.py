@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.requant import Requant, clamp_to_int8, float_constants
+from runtime.requant import Requant, clamp_to_int8, float_constants, quantize_multiplier
 from runtime.kernels.common import (INT8_MIN, INT8_MAX, _int8, _pair, _pads, _zero_point,
                                     _act_range, _clamp_to_int8, _pad_nhwc, _windows, _spatial,
                                     _const, _is_fixed, _scalar_i32, _scalar_f32, _check_mode,
@@ -57,8 +57,8 @@ def _rounding_divide(acc: np.ndarray, count) -> np.ndarray:
 
 
 def _fixed_mean(acc_centered: np.ndarray, count, consts: dict) -> np.ndarray:
-    """TFLite's int8 MEAN: rescale the zero-centered sum, then divide by the count rounding
-    half away from zero, then add the output zero point."""
+    """A rescaling ``avg_pool2d`` (TFLite's older integer mean): rescale the zero-centered sum,
+    then divide by the count rounding half away from zero, then add the output zero point."""
     rq = Requant.fixed(_const(consts, "multiplier", np.int32), _const(consts, "shift", np.int32))
     return _rounding_divide(rq.apply(acc_centered), count) + int(consts["output_zero_point"][0])
 
@@ -261,14 +261,28 @@ def global_avg_pool_constants(x_scale, x_zero_point, y_scale, y_zero_point, spat
               "output_zero_point": _scalar_i32(_zero_point("y_zero_point", y_zero_point)),
               "count": _scalar_i32(count)}
     if mode == "fixed":
-        consts["multiplier"], consts["shift"] = _fixed_rescale(x_scale, y_scale)
+        multiplier, shift = mean_multiplier(x_scale, y_scale, count)
+        consts["multiplier"], consts["shift"] = _scalar_i32(multiplier), _scalar_i32(shift)
     else:
         consts["scale"] = _global_scale(x_scale, y_scale, count)
     return consts
 
 
+def mean_multiplier(x_scale, y_scale, count: int) -> tuple[int, int]:
+    """TFLite Micro's int8 MEAN constants: QuantizeMultiplier(double(x_scale) / double(y_scale))
+    with the division by ``count`` folded into the multiplier. The multiplier is widened by
+    ``r`` bits (at most log2(count), 32, and what keeps the shift >= -31) before the integer
+    division, so ``sum * multiplier * 2**(shift - 31)`` is the mean in one requantization:
+    no division on the device, and exactly TFLM's result."""
+    multiplier, shift = quantize_multiplier(float(np.float32(x_scale)) /
+                                            float(np.float32(y_scale)))
+    r = min(int(count).bit_length() - 1, 32, 31 + shift)
+    return int((multiplier << r) // int(count)), shift - r
+
+
 def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.ndarray:
-    """Mean over H and W -> ``[N, 1, 1, C]``. ``fixed``: TFLite's int8 MEAN; ``float``:
+    """Mean over H and W -> ``[N, 1, 1, C]``. ``fixed``: TFLite Micro's int8 MEAN (the
+    zero-centered sum requantized once by ``mean_multiplier``'s constants); ``float``:
     onnxruntime's QLinearGlobalAveragePool."""
     x = _int8("x", x, 4)
     low, high = _act_range(act_range)
@@ -280,7 +294,9 @@ def global_avg_pool(x, consts: dict, *, act_range=(INT8_MIN, INT8_MAX)) -> np.nd
     y_zp = int(_const(consts, "output_zero_point", np.int32)[0])
     raw = _spatial_sum(x)
     if _is_fixed(consts):
-        out = _fixed_mean(raw - x_zp * count, count, consts)
+        rq = Requant.fixed(_const(consts, "multiplier", np.int32),
+                           _const(consts, "shift", np.int32))
+        out = rq.apply(raw - x_zp * count) + y_zp
     else:
         out = _float_global(raw, count, _const(consts, "scale", np.float32)[0], x_zp, y_zp)
     return _clamp_to_int8(out, low, high)
