@@ -35,7 +35,7 @@ from runtime.errors import ModelFileError, TinyconvError
 from runtime.model_checks import OPS, check_model  # noqa: F401 (OPS: the ops a model may use)
 from runtime.requant import Requant
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a fixed-mode global_avg_pool's multiplier has the count folded in
 MAGIC = b"TINYCONV"
 _PREAMBLE = struct.Struct("<8sHHI")
 _ALIGN = 16
@@ -274,6 +274,11 @@ def from_bytes(data: bytes, source: str = "model") -> QuantModel:
                     dtype.newbyteorder("=")).reshape(shape)
             layers.append(Layer(item["op"], item["name"], item["inputs"], item["output"],
                                 item["params"], arrays))
+        if version < 2 and header["requant_mode"] != "float" and any(
+                layer.op == "global_avg_pool" for layer in layers):
+            raise ModelFileError(f"{source}: written by an older tinyconv (format version "
+                                 f"{version}), whose fixed-mode global average pool constants "
+                                 "this one reads differently; export the model again")
         model = QuantModel(header["name"], header["requant_mode"], tensors, layers,
                            header["input"], header["output"], header["arena_size"],
                            header.get("metadata", {}))

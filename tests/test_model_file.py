@@ -121,3 +121,22 @@ def test_one_mac_count_for_report_and_device():
     header, source = render(model)
     assert f"#define TC_TOTAL_MACS {sum(expected.values())}UL" in header
     assert [int(m) for m in re.findall(r"\.macs = (\d+)u", source)] == list(expected.values())
+
+
+def _as_version(data: bytes, version: int) -> bytes:
+    body = bytearray(data[:-4])
+    struct.pack_into("<H", body, 8, version)
+    return _reseal(bytes(body))
+
+
+def test_version_1_fixed_global_average_pool_is_refused():
+    """Version 1 stored a fixed-mode global average pool's multiplier without the count (the
+    device divided after it): read with today's kernel it would compute the wrong thing."""
+    model = tiny_model("fixed")
+    assert any(layer.op == "global_avg_pool" for layer in model.layers)
+    _one_line_error(_as_version(model.to_bytes(), 1), "export the model again")
+
+
+def test_version_1_without_the_changed_layer_still_loads():
+    model = tiny_model("float")  # float mode's pool constants did not change
+    assert from_bytes(_as_version(model.to_bytes(), 1)).hash == model.hash
