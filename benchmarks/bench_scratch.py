@@ -1,13 +1,14 @@
 """Kernel scratch per conv layer: tinyconv's beside CMSIS-NN's buffer size for the same layer.
 
     .venv/bin/python benchmarks/bench_scratch.py [--models bench resnet8 dscnn mobilenet
-        autoencoder]
+        autoencoder] [--root TINYCONV_TREE]
 
 "bench" is the model of benchmarks/bench_kernels_arm.py (28x28x1, random int8 weights); the
 others are the Keras models of tests/mlperf_tiny.py (logits), exported in fixed mode as
 benchmarks/bench_footprint.py does. tinyconv's figure is what export/c_codegen.py sizes
 TC_SCRATCH_SIZE for (the largest layer's); CMSIS-NN's is its wrapper's get_buffer_size for
-the DSP build (tests/cmsis_nn_sizes.py states the rules).
+the DSP build (tests/cmsis_nn_sizes.py states the rules). ``--root`` sizes the scratch with
+another checkout's exporter (e.g. the one before a change).
 """
 from __future__ import annotations
 
@@ -21,10 +22,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]
 
 import cmsis_nn_sizes  # noqa: E402
-from export.c_codegen import layer_scratch  # noqa: E402
+
+
+def layer_scratch(model) -> list[int]:
+    """Each layer's scratch as the exporter on sys.path sizes it (older ones lack
+    c_codegen.layer_scratch; their _layer_entry returns the same figure)."""
+    from export import c_codegen
+    if hasattr(c_codegen, "layer_scratch"):
+        return c_codegen.layer_scratch(model)
+    return [c_codegen._layer_entry(model, i, layer, c_codegen._Writer())[1]
+            for i, layer in enumerate(model.layers)]
 
 
 def tinyconv_kernel(model, layer, scratch: int) -> str:
@@ -74,7 +84,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+",
                         default=["bench", "resnet8", "dscnn", "mobilenet", "autoencoder"])
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the tinyconv checkout whose exporter sizes the scratch")
     args = parser.parse_args()
+    sys.path.insert(0, str(args.root.resolve()))
     print(f"{'model':<11} {'layer':<34} {'tinyconv kernel':<17} {'bytes':>6} "
           f"{'CMSIS-NN kernel (DSP)':<24} {'bytes':>6} {'ratio':>6}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_scratch_") as tmp:
@@ -84,7 +97,7 @@ def main() -> int:
                 ratio = f"{ours / theirs:6.2f}" if theirs else "   inf" if ours else "     -"
                 print(f"{name:<11} {what:<34} {kernel:<17} {ours:>6} {cmsis_kernel:<24} "
                       f"{theirs:>6} {ratio}", flush=True)
-            print(f"{name:<11} {'TC_SCRATCH_SIZE (largest layer)':<34} {'':<17} "
+            print(f"{name:<11} {'TC_SCRATCH_SIZE (all layers)':<34} {'':<17} "
                   f"{max(layer_scratch(model)):>6}", flush=True)
     return 0
 

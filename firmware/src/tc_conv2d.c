@@ -1,5 +1,13 @@
 /* conv2d, grouped or not: im2col two output pixels at a time into a pair column, then
- * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first. */
+ * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first.
+ *
+ * Scratch beside CMSIS-NN's (benchmarks/bench_scratch.py): the pair column is the size of
+ * arm_convolve_s8's buffer, and the row ring export asks for is no larger than the column, so
+ * a 3x3 layer needs at most 2x CMSIS-NN's (1.7x on the bench's layers). A 1x1 layer keeps its
+ * pair column (2 x channels int16) where CMSIS-NN's arm_convolve_1x1_s8_fast needs none: its
+ * inputs are sign-extended once per pixel pair and read by every output channel, where
+ * CMSIS-NN sign-extends them again for each channel in the dot loop. The per-channel constants
+ * and the 1x1 int16 weights come from export in flash, not from scratch. */
 #include <stddef.h>
 
 #include "tc_asm.h"
