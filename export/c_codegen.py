@@ -1,8 +1,10 @@
 """C code generation: a ``QuantModel`` written out as ``model_data.h`` / ``model_data.c``.
 
 The generated files are the device's copy of the model: ``const`` weights (OHWI), biases and
-requantization constants copied verbatim from the model (never re-derived), a ``const`` layer
-table that ``firmware/src/tc_model.c`` walks, and the macros of the firmware contract (name,
+requantization constants copied verbatim from the model (never re-derived), the conv kernels'
+per-channel constants derived from them once (export/conv_constants.py: flash instead of
+kernel scratch), a ``const`` layer table that ``firmware/src/tc_model.c`` walks, and the
+macros of the firmware contract (name,
 hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
 them into any C99 project; the layer table's struct is defined in the header itself and carries
 a version number that ``tc_model.c`` checks at compile time.

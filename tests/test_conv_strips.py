@@ -1,5 +1,5 @@
-"""The conv kernel's row ring in strips (firmware/src/tc_conv2d.c), natively and under QEMU,
-== runtime/.
+"""The conv kernel's row ring in strips and its 1x1 pair path (firmware/src/tc_conv2d.c),
+natively and under QEMU, == runtime/.
 
 The ring holds kh input rows of a strip of T output columns (T even, the widest the scratch
 holds), each strip walked from the top output row to the bottom one; an odd last output
@@ -8,7 +8,9 @@ stay within 2x CMSIS-NN's buffer (T = 2 for 3x3 windows); a layer whose model ha
 (sized by a larger layer) takes wider strips. The specs reach, as ``test_specs_reach_the_strips``
 checks: T = 2 on output widths 1 (no strip: im2col only), 2, 3, 4 and 5, stride 2 across with
 uneven padding, and T = 12 on widths 12, 13, 14 and 15 (one strip plus the odd column, two
-strips, two strips plus the odd column)."""
+strips, two strips plus the odd column). A 1x1 layer whose windows all lie inside the image
+fills the pair column straight from the input instead (stride 1 and 2, an odd pixel count, a
+pair spanning two rows); one with padding before or after takes the ring or im2col."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,6 +41,16 @@ SPECS = {
     "t12_1513": ((4, 15, 8), [conv(4, padding=(1, 1, 1, 1), relu=True),  # width 15
                               conv(4, padding=(1, 1, 1, 1)),  # width 15
                               conv(4, padding=(1, 0, 1, 0))]),  # width 13
+    # 1x1, 8 channels: 35 pixels (pairs spanning rows, a last single one), stride 2 both
+    # ways, then padding before (not the 1x1 path)
+    "pointwise": ((5, 7, 8), [conv(8, kernel=(1, 1), relu=True),
+                              conv(12, kernel=(1, 1), stride=(2, 2)),
+                              conv(8, kernel=(1, 1), padding=(1, 0, 0, 1))]),
+    # stride 2 down only (12 pixels), then padding reached only after the image (not the 1x1
+    # path), then stride 2 across
+    "pointwise_pad_after": ((7, 3, 4), [conv(8, kernel=(1, 1), stride=(2, 1), relu=True),
+                                        conv(4, kernel=(1, 1), padding=(0, 0, 1, 1)),
+                                        conv(8, kernel=(1, 1), stride=(1, 2))]),
 }
 INPUTS = 8
 

@@ -244,6 +244,32 @@ static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, cons
     }
 }
 
+/* The pair column of two 1x1 windows inside the image, at a and b (raw inputs, groups groups
+ * of four channels): no ring, no bounds checks. */
+static void tc_pointwise_pair_column(int16_t *col, const int8_t *a, const int8_t *b,
+                                     int32_t groups)
+{
+    int16_t *const end = col + 8 * groups;
+    for (; col != end; col += 8, a += 4, b += 4) {
+#if TC_USE_DSP
+        const int32_t va = tc_read_s32(a), vb = tc_read_s32(b);
+        tc_write_s32(col, __sxtb16(va));
+        tc_write_s32(col + 2, tc_sxtb16_ror8(va));
+        tc_write_s32(col + 4, __sxtb16(vb));
+        tc_write_s32(col + 6, tc_sxtb16_ror8(vb));
+#else
+        col[0] = a[0];
+        col[1] = a[1];
+        col[2] = a[2];
+        col[3] = a[3];
+        col[4] = b[0];
+        col[5] = b[1];
+        col[6] = b[2];
+        col[7] = b[3];
+#endif
+    }
+}
+
 /* The dot products of the pair column into out0 and out1 (NULL: pixel 0 only), with the
  * int16 weights when export gave them. */
 TC_INLINE void tc_conv_matmul(const int8_t *w, const int16_t *w16, int32_t rows, int32_t k,
@@ -313,7 +339,8 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     const int32_t pixels = out_dims->h * out_dims->w;
     const int16_t *w16 = NULL;
     int16_t *col;
-    int32_t g, i, m_per_group, raw, strip;
+    const int32_t k_out = out_dims->c;
+    int32_t g, i, m_per_group, raw, strip, pointwise = 0;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
@@ -332,6 +359,10 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
                 : 0;
     if (raw && groups == 1 && filter->kh == 1 && filter->kw == 1) {
         w16 = params->weights_s16;
+        /* every window inside the image (no padding before, none reached after) */
+        pointwise = params->pad_top == 0 && params->pad_left == 0 &&
+                    (out_dims->h - 1) * params->stride_h < in_dims->h &&
+                    (out_dims->w - 1) * params->stride_w < in_dims->w;
     }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
@@ -343,6 +374,19 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
         o.act_min = params->act_min;
         o.act_max = params->act_max;
         o.fast = rq->fast != NULL ? rq->fast + o.first_channel : NULL;
+        if (pointwise) { /* one group: pixels i and i + 1 in raster order */
+            for (i = 0; i < pixels; i += 2) {
+                const int32_t j = i + 1 < pixels ? i + 1 : i;
+                const int8_t *a = input + ((i / out_dims->w) * params->stride_h * in_dims->w +
+                                           (i % out_dims->w) * params->stride_w) * k;
+                const int8_t *b = input + ((j / out_dims->w) * params->stride_h * in_dims->w +
+                                           (j % out_dims->w) * params->stride_w) * k;
+                tc_pointwise_pair_column(col, a, b, k >> 2);
+                tc_conv_matmul(w, w16, m_per_group, k, col, &o, output + i * k_out,
+                               j > i ? output + j * k_out : NULL);
+            }
+            continue;
+        }
         if (strip > 0) { /* one group */
             tc_conv2d_strips(params, in_dims, input, filter, w, w16, &o, out_dims, output, col,
                              strip);

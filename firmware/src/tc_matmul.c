@@ -222,8 +222,9 @@ __asm__(
 #if TC_USE_DSP && defined(__thumb2__)
 /* Cortex-M4, weights already int16 (export's row pairs, tc_matmul.h): 10.75 instructions
  * per 16 MACs. One LDM brings a group of both pixels, one LDM the group of both rows, eight
- * SMLADs; no SXTB16 per pass. Four groups per pass, entered (through an address worked out once, BX) at
- * the group that leaves a whole number of passes; the column's end read from the frame.
+ * SMLADs; no SXTB16 per pass. Four groups per pass, entered (through an address worked out
+ * once, BX) at the group that leaves a whole number of passes; the column's end read from the
+ * frame.
  * Frame: acc, pairs left, column start, column end, bias, entry address. Needs
  * pairs >= 1, k a multiple of four >= 4 and 4-byte aligned column and weights. */
 void tc_dot_rows_s16_asm(const int16_t *w16, int32_t pairs, int32_t k, const int16_t *col,
