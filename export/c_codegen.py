@@ -110,10 +110,10 @@ extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
 """
 
 
-# Bytes of kernel scratch a layer may ask for to hold its weights in a faster form (int16
-# pointwise weights, the one-channel kernel's doubled weights): past this the kernels run
-# without the copy, so that no scratch grows with a layer's weights (MobileNet's 256x256
-# pointwise layer would want 128 KB).
+# Bytes a layer's weights may take in a second, faster form: the int16 pointwise weights
+# (flash, Cortex-M4-class images only) and the one-channel kernel's doubled weights (scratch).
+# Past this the kernels run without the copy, so that no scratch grows with a layer's weights
+# and the flash stays near the weights' own (MobileNet's 256x256 pointwise layer: 128 KB).
 WEIGHT_COPY_MAX = 4096
 
 

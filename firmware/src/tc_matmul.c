@@ -474,7 +474,7 @@ int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t
 static const int32_t tc_zero_bias[TC_PAIR_CHUNK];
 
 /* tc_matmul_pair, and with w16 != NULL (Cortex-M4 only) the row pairs' dot products from the
- * int16 weights of tc_weights_to_s16_pairs. */
+ * int16 weights export wrote (tc_matmul_pair_s16). */
 TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int32_t rows,
                                   int32_t k, const int16_t *col, const tc_matmul_output *o,
                                   int8_t *out0, int8_t *out1)
