@@ -6,7 +6,8 @@ the C statement of which channels may take the fast double rounding and with whi
 this compiles it natively and compares every field ==, with the folded bias computed in C by
 wrapping uint32 arithmetic, on random layers and on the edges: right shifts 0, 1, 21 and 22, a
 left shift, accumulator bounds just below and at 2^29, single rounding, float mode, extreme
-zero points and biases that wrap."""
+zero points and biases that wrap. And the 1x1 int16 weights export writes are linked only into
+the images whose dot loop reads them."""
 from __future__ import annotations
 
 import subprocess
@@ -108,3 +109,31 @@ def test_export_constants_equal_the_c_definition(mode, rounding, tmp_path):
     if mode == "fixed" and rounding == "double":
         assert 0 < expected[:, 0].sum() < len(expected)  # both kinds of channel
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("board,holds", [("mps2-an386", True), ("lm3s6965evb", False),
+                                         ("microbit", False), ("host", False)])
+def test_int16_pointwise_weights_only_in_dsp_images(board, holds, arm_tools, tmp_path):
+    """The 1x1 layer's int16 weights are in the Cortex-M4 image's flash, and not in the
+    Cortex-M3, Cortex-M0 or host image (whose dot loops do not read them)."""
+    from _firmware_models import random_inputs, random_model
+    from _selftest import SELFTEST, write_selftest_inputs
+
+    from export.c_codegen import write_c_sources
+    from firmware_host.build import build_firmware
+    rng = np.random.default_rng(2)
+    model = random_model(rng, (4, 4, 8), [dict(op="conv2d", out=8, kernel=(1, 1))], "fixed")
+    write_c_sources(model, tmp_path)
+    assert "tc_l0_weights_s16" in (tmp_path / "model_data.c").read_text()
+    write_selftest_inputs(tmp_path / "selftest", random_inputs(rng, model, 1))
+    if board == "host":
+        image, nm = build_firmware(tmp_path, board, out_dir=tmp_path / board), "nm"
+    else:
+        image = build_firmware(tmp_path, board, app=str(SELFTEST),
+                               extra_include=tmp_path / "selftest",
+                               out_dir=tmp_path / "selftest" / board)
+        nm = "arm-none-eabi-nm"
+    symbols = subprocess.run([require_tool(nm), str(image)], capture_output=True, text=True,
+                             check=True).stdout
+    assert ("tc_l0_weights_s16" in symbols) == holds
+    assert "tc_l0_fast" in symbols and "tc_l0_folded_bias" in symbols
