@@ -1,10 +1,12 @@
 """C code generation: a ``QuantModel`` written out as ``model_data.h`` / ``model_data.c``.
 
 The generated files are the device's copy of the model: ``const`` weights (OHWI), biases and
-requantization constants copied verbatim from the model (never re-derived; the one exception is
-a fully connected layer's bias with its input zero point folded in, ``_fc_folded_bias``), a
-``const`` layer table that ``firmware/src/tc_model.c`` walks, and the macros of the firmware
-contract (name, hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
+requantization constants copied verbatim from the model (never re-derived), the conv kernels'
+per-channel constants derived from them once (export/conv_constants.py: flash instead of
+kernel scratch; a fully connected layer's bias with its input zero point folded in comes from
+there too), a ``const`` layer table that ``firmware/src/tc_model.c`` walks, and the
+macros of the firmware contract (name,
+hash, shapes, quantization, arena size). They depend on ``<stdint.h>`` only, so a user can drop
 them into any C99 project; the layer table's struct is defined in the header itself and carries
 a version number that ``tc_model.c`` checks at compile time.
 
@@ -21,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from export import conv_constants
 from runtime.errors import TinyconvError
 from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
-LAYER_TABLE_VERSION = 2
+LAYER_TABLE_VERSION = 3
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
             "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7, "lookup": 8,
             "concat": 9, "pad": 10, "mul": 11, "resize_nearest": 12, "sub": 13}
@@ -96,16 +99,22 @@ typedef struct {{
     const float *scale;         /* float mode: [out_c] */
     int32_t iparams[{iparams}];
     const float *fparams;
+    /* conv2d: per channel the fast requantization's {{fast, multiplier, offset, right}}
+     * (tc_requant_fast) and the bias with the input zero point folded in; 1x1: the weights as
+     * int16 row pairs for a DSP core's dot loop, or 0 */
+    const int32_t *fast;
+    const int32_t *folded_bias;
+    const int16_t *weights_s16;
 }} tc_layer_t;
 
 extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
 """
 
 
-# Bytes of kernel scratch a layer may ask for to hold its weights in a faster form (int16
-# pointwise weights, the one-channel kernel's doubled weights): past this the kernels run
-# without the copy, so that no scratch grows with a layer's weights (MobileNet's 256x256
-# pointwise layer would want 128 KB).
+# Bytes a layer's weights may take in a second, faster form: the int16 pointwise weights
+# (flash, Cortex-M4-class images only) and the one-channel kernel's doubled weights (scratch).
+# Past this the kernels run without the copy, so that no scratch grows with a layer's weights
+# and the flash stays near the weights' own (MobileNet's 256x256 pointwise layer: 128 KB).
 WEIGHT_COPY_MAX = 4096
 
 
@@ -198,7 +207,8 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
          "input_zero_point": src.zero_point, "output_zero_point": dst.zero_point,
          "act_min": int(p.get("act_min", -128)), "act_max": int(p.get("act_max", 127)),
          "macs": layer_macs(model, layer), "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
-         "scale": "0", "iparams": [0] * IPARAM_COUNT, "fparams": "0"}
+         "scale": "0", "iparams": [0] * IPARAM_COUNT, "fparams": "0", "fast": "0",
+         "folded_bias": "0", "weights_s16": "0"}
     prefix = f"tc_l{index}"
     scratch = 0
 
@@ -245,35 +255,14 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
         else:
-            # tc_conv2d_get_buffer_size: two int16 im2col columns, then per output channel 16
-            # bytes of fast requantization constants and the 4-byte bias with the input zero
-            # point folded in
-            scratch = -(-(2 * kh * kw * cg * 2) // 4) * 4 + 20 * m
-            # tc_conv2d_get_ring_size: kh int16 input rows (4-byte tag each) as wide as an
-            # output row's windows reach
-            if groups == 1 and int(dil[0]) == int(dil[1]) == 1 and cg % 4 == 0:
-                scratch += kh * (4 + ((out_w - 1) * e["stride_w"] + kw) * cg * 2)
-                # tc_conv2d_get_pointwise_size: the int16 weights, asked for only up to
-                # WEIGHT_COPY_MAX (the kernel still takes them whenever the model's scratch,
-                # sized by its largest layer, has room)
-                pointwise = (m & ~1) * cg * 2 if kh == kw == 1 else 0
-                if pointwise <= WEIGHT_COPY_MAX:
-                    scratch += pointwise
-            if groups == 1 and cg == 1:
-                # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose
-                # weights it refuses): per channel the doubled weights and a code address, 8
-                # words of requantization constants ending in a code address, tc_requant_fast
-                # and the folded bias; a 13-word job; kh packed rows of the pairs' windows, tagged
-                width = ((out_w + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * int(dil[1]) + 1
-                one_ch = 4 * (m * (kh * kw + 1) + 13 + 8 * m + 5 * m + kh * (1 + width))
-                if one_ch <= max(scratch, WEIGHT_COPY_MAX):  # else the generic path runs
-                    scratch = max(scratch, one_ch)
+            scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]
         e["op"] = OP_CODES["fully_connected"]  # no scratch: tc_fully_connected_get_buffer_size
         if src.zero_point != 0:  # folded into the bias: the device multiplies raw inputs
-            weights_and_bias(weights, weights.shape[0], _fc_folded_bias(layer, src.zero_point),
+            weights_and_bias(weights, weights.shape[0], conv_constants.folded_bias(
+                weights, a.get("bias"), src.zero_point),
                              "bias - input zero point * row sums of the weights")
             e["input_zero_point"] = 0
         else:
@@ -312,20 +301,54 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
     return e, scratch
 
 
-def _fc_folded_bias(layer: Layer, input_zero_point: int) -> np.ndarray:
-    """``bias[c] - input_zero_point * sum_k w[c, k]``: sum w * (x - zp) = that + sum w * x, so
-    tc_fully_connected multiplies the raw int8 inputs and needs no widened copy of them. The
-    int32 sum wraps the same way either way (the device's result is unchanged); exact int64 here
-    so that a bias that does not fit int32 is refused rather than wrapped. The accumulator bound
-    of model.validate() (|bias| + 255 * sum |w| <= INT32_MAX) already implies it fits."""
-    weights = layer.arrays["weights"].astype(np.int64)
-    bias = layer.arrays.get("bias")
-    folded = (np.zeros(len(weights), np.int64) if bias is None else bias.astype(np.int64)) \
-        - int(input_zero_point) * weights.sum(axis=1)
-    if folded.min() < -2**31 or folded.max() > 2**31 - 1:
-        raise ValueError(f"the bias with the input zero point folded in "
-                         f"({int(folded[np.abs(folded).argmax()])}) does not fit int32")
-    return folded.astype(np.int32)
+def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_point: int,
+                    output_zero_point: int) -> int:
+    """A (non-depthwise) conv2d's constants computed at export (export/conv_constants.py) and
+    its kernel scratch in bytes: tc_conv2d_get_buffer_size, plus the row ring where the kernel
+    takes it, or the one-channel kernel's tc_conv2d_1ch_get_buffer_size."""
+    weights, bias = layer.arrays["weights"], layer.arrays.get("bias")
+    m, kh, kw, cg = weights.shape
+    e["fast"] = w.array("int32_t", f"{prefix}_fast",
+                        conv_constants.fast_requant(weights, bias, layer.requant(),
+                                                    output_zero_point), _c_int,
+                        f"{layer.name}: fast requantization {{fast, multiplier, offset, right}}")
+    e["folded_bias"] = w.array("int32_t", f"{prefix}_folded_bias",
+                               conv_constants.folded_bias(weights, bias, input_zero_point),
+                               _c_int, f"{layer.name}: bias - input zero point * sum w")
+    ring = e["groups"] == 1 and e["dilation_h"] == e["dilation_w"] == 1 and cg % 4 == 0
+    # the pair column: two int16 im2col columns
+    scratch = column = -(-(2 * kh * kw * cg * 2) // 4) * 4
+    if ring:
+        # tc_conv2d_get_ring_size: kh int16 input rows (4-byte tag each) of a strip of output
+        # columns, the widest even one (up to out_w & ~1) whose ring is no larger than the
+        # column
+        columns = (column // kh - 4) // (cg * 2)
+        strip = min(((columns - kw) // e["stride_w"] + 1) & ~1 if columns >= kw else 0,
+                    e["out_w"] & ~1)
+        if strip > 0:
+            scratch += kh * (4 + ((strip - 1) * e["stride_w"] + kw) * cg * 2)
+        pairs = conv_constants.weights_s16_pairs(weights)
+        if kh == kw == 1 and 0 < pairs.nbytes <= WEIGHT_COPY_MAX:
+            name = w.array("int16_t", f"{prefix}_weights_s16", pairs, str,
+                           f"{layer.name}: int16 weight row pairs, pair-swapped")
+            w.chunks[-1] = f"#if TC_DSP_WEIGHTS\n{w.chunks[-1]}#endif\n"
+            e["weights_s16"] = f"TC_DSP_ONLY({name})"
+    if e["groups"] == 1 and cg == 1:
+        # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose weights
+        # it refuses): per channel the doubled weights and a code address, a 13-word job, 8
+        # words of requantization constants per channel; kh packed rows of the pairs' windows,
+        # tagged
+        width = (((e["out_w"] + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * e["dilation_w"]
+                 + 1)
+        one_ch = 4 * (m * (kh * kw + 1) + 13 + 8 * m + kh * (1 + width))
+        if one_ch <= max(scratch, WEIGHT_COPY_MAX):  # else the generic path runs
+            scratch = max(scratch, one_ch)
+    return scratch
+
+
+def layer_scratch(model: QuantModel) -> list[int]:
+    """Each layer's kernel scratch in bytes, as the generated TC_SCRATCH_SIZE takes it."""
+    return [_layer_entry(model, i, layer, _Writer())[1] for i, layer in enumerate(model.layers)]
 
 
 def _tensor_op(model: QuantModel, layer: Layer, e: dict, w: _Writer, prefix: str) -> None:
@@ -483,6 +506,15 @@ def render(model: QuantModel) -> tuple[str, str]:
 #include <stdint.h>
 
 #include "model_data.h"
+
+/* int16 copies of weights only where a dot loop reads them: Thumb-2 with the DSP extension */
+#if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define TC_DSP_WEIGHTS 1
+#define TC_DSP_ONLY(x) x
+#else
+#define TC_DSP_WEIGHTS 0
+#define TC_DSP_ONLY(x) 0
+#endif
 
 """ + "\n".join(w.chunks) + "\nconst tc_layer_t tc_layers[TC_NUM_LAYERS] = {\n" + \
         "\n".join(rows) + "\n};\n"

@@ -152,8 +152,11 @@ int main(void)
 {
     static int8_t input[4 * 47], weights[129], output[4 * 5];
     const int32_t multiplier = 1 << 30, shift = -8;
-    tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &multiplier, &shift, 0};
-    tc_conv_params p = {0, 0, 1, 1, 1, 0, 1, 1, 1, -128, 127};
+    /* export's constants for bias 0, zero points 0: fast, multiplier, 2^(8 - 1), right 8 */
+    static const tc_requant_fast fast = {1, 1 << 30, 128, 8};
+    static const int32_t folded = 0;
+    tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &multiplier, &shift, 0, &fast, &folded};
+    tc_conv_params p = {0, 0, 1, 1, 1, 0, 1, 1, 1, -128, 127, 0};
     tc_filter_dims f = {1, 3, 43, 1};
     tc_dims in = {4, 47, 1}, out = {4, 5, 1};
     tc_context ctx = {scratch, (int32_t)sizeof scratch};

@@ -21,11 +21,11 @@ from _firmware_models import (CFLAGS, FIRMWARE_SRC, HARNESS, random_inputs, rand
                               require_tool)
 from _selftest import assert_not_saturated, run_on_board
 
-from export.c_codegen import _fc_folded_bias, write_c_sources
+from export.c_codegen import write_c_sources
+from export.conv_constants import folded_bias
 from firmware_host.build import build_firmware
 from firmware_host.qemu import run_semihosted
 from runtime import kernels
-from runtime.model import Layer
 from runtime.requant import Requant
 
 PROBE = HARNESS.parent / "fc_probe.c"
@@ -192,11 +192,16 @@ def test_export_folds_the_input_zero_point_into_the_bias(tmp_path):
     assert "#define TC_SCRATCH_SIZE 4" in (tmp_path / "model_data.h").read_text()
 
 
-def test_a_folded_bias_past_int32_is_refused():
+def test_a_folded_bias_past_int32_wraps_and_the_sums_still_agree():
+    """The device adds the folded bias to an int32 sum that wraps: a folded bias past int32 is
+    stored wrapped, and bias + sum w * (x - zp) (which fits) comes out the same mod 2^32."""
     w = np.full((2, 3), 127, np.int8)
-    layer = Layer("fully_connected", "fc9", ["a"], "b", {},
-                  {"weights": w, "bias": np.array([0, 2**31 - 382], np.int32)})
-    assert _fc_folded_bias(layer, -1).tolist() == [381, 2**31 - 1]
-    with pytest.raises(ValueError, match=r"^the bias with the input zero point folded in "
-                                         r"\(2147484028\) does not fit int32$"):
-        _fc_folded_bias(layer, -2)
+    bias = np.array([0, 2**31 - 382], np.int32)
+    assert folded_bias(w, bias, -1).tolist() == [381, 2**31 - 1]
+    folded = folded_bias(w, bias, -2)
+    assert folded.tolist() == [762, 2**31 + 380 - 2**32]  # by hand: 2**31 - 382 + 2 * 381
+    x = np.array([-128, -128, -128], np.int64)
+    exact = bias.astype(np.int64) + (w.astype(np.int64) * (x + 2)).sum(axis=1)
+    device = (folded.astype(np.int64) + (w.astype(np.int64) * x).sum(axis=1) + 2**31) % 2**32 \
+        - 2**31
+    assert device.tolist() == exact.tolist()

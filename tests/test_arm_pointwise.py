@@ -1,12 +1,12 @@
 """The Cortex-M4 1x1 conv path under QEMU, == runtime/ on both boards.
 
-A 1x1 conv with one group and a channel count that is a multiple of four reads its pair
-columns from the row ring and, on the Cortex-M4, its row pairs from the weights converted to
-int16 once per layer (tc_weights_to_s16_pairs, tc_dot_rows_s16_asm). These chains reach that
-path's branches: 1, 2, 3 and 4 groups of four (the four-group loop entered at each place),
-an odd output channel count (the last row from the int8 weights), more than 32 output channels
-(a second chunk of rows, whose int16 weights start r0 * k in), an odd pixel count and odd
-widths (pairs across two output rows and a last single pixel take the im2col), padding and
+A 1x1 conv with one group and a channel count that is a multiple of four builds its pair
+columns straight from the input (when padded: from the row ring or im2col) and, on the M4,
+reads its row pairs from the int16 weights export wrote into flash (tc_dot_rows_s16_asm).
+These chains reach that path's branches: 1, 2, 3 and 4 groups of four (the four-group loop
+entered at each place), an odd output channel count (the last row from the int8 weights), more
+than 32 output channels (a second chunk of rows, whose int16 weights start r0 * k in), an odd
+pixel count and odd widths (pairs across two output rows, a last single pixel), padding and
 stride 2; and 1x1 convs beside it (channel counts not a multiple of four) that keep the
 generic path. Each with the SSAT store (act_max = 127) and a ReLU6-like two-sided clamp, in
 fixed and float mode. The M3 runs the same models on its own paths."""

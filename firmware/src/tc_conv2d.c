@@ -1,5 +1,13 @@
 /* conv2d, grouped or not: im2col two output pixels at a time into a pair column, then
- * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first. */
+ * tc_matmul_pair; one-channel inputs go to tc_conv2d_1ch.c first.
+ *
+ * Scratch beside CMSIS-NN's (benchmarks/bench_scratch.py): the pair column is the size of
+ * arm_convolve_s8's buffer, and the row ring export asks for is no larger than the column, so
+ * a 3x3 layer needs at most 2x CMSIS-NN's (1.7x on the bench's layers). A 1x1 layer keeps its
+ * pair column (2 x channels int16) where CMSIS-NN's arm_convolve_1x1_s8_fast needs none: its
+ * inputs are sign-extended once per pixel pair and read by every output channel, where
+ * CMSIS-NN sign-extends them again for each channel in the dot loop. The per-channel constants
+ * and the 1x1 int16 weights come from export in flash, not from scratch. */
 #include <stddef.h>
 
 #include "tc_asm.h"
@@ -12,9 +20,9 @@
 #endif
 #include "tc_matmul.h"
 
-/* The pair column, then (optional: without them every output takes the generic requantization
- * and the column holds x - zero point) per output channel the constants of the fast
- * requantization and the bias with the input zero point folded in. */
+/* The pair column: CMSIS-NN's arm_convolve_s8_get_buffer_size for the same filter. The
+ * per-channel constants (fast requantization, bias with the input zero point folded in) come
+ * from export in flash (rq->fast, rq->folded_bias), not from scratch. */
 static int32_t tc_conv2d_column_size(const tc_filter_dims *filter)
 {
     return (2 * filter->kh * filter->kw * filter->c * (int32_t)sizeof(int16_t) + 3) & ~3;
@@ -22,8 +30,7 @@ static int32_t tc_conv2d_column_size(const tc_filter_dims *filter)
 
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter)
 {
-    return tc_conv2d_column_size(filter) +
-           filter->m * (int32_t)(sizeof(tc_requant_fast) + sizeof(int32_t));
+    return tc_conv2d_column_size(filter);
 }
 
 /* The column of one output pixel of one group (kh x kw taps of cg channels each) into slot
@@ -80,42 +87,53 @@ static void tc_conv_column(const tc_conv_params *p, const tc_dims *in, const int
     }
 }
 
-/* The row ring (after the pair column and the requantization constants, when the buffer holds
- * it): kh input rows converted to int16 once per layer, in the order of the pair column's
- * groups, padded on the left and right with the zero point and as wide as the windows of an
- * output row reach, each with a tag saying which input row it holds. The pair column of two
- * pixels of one output row is then a copy of whole groups of four from two places of the same
- * converted rows: no conversion and no bounds checks per window. Only for one group, no
- * dilation and a channel count that is a multiple of four (raw inputs). */
-static int32_t tc_conv2d_ring_width(const tc_conv_params *p, const tc_filter_dims *f,
-                                    const tc_dims *out)
+/* The row ring (after the pair column, when the buffer holds it): the output is walked in
+ * vertical strips of T columns (T even), each strip from the top row to the bottom one, and the
+ * ring holds kh input rows of the strip's windows, converted to int16 once per strip in the
+ * order of the pair column's groups, padded with the zero point, each with a tag saying which
+ * input row it holds. The pair column of two pixels of one output row is then a copy of whole
+ * groups of four from two places of the same converted rows: no conversion and no bounds
+ * checks per window. Only for one group, no dilation and a channel count that is a multiple of
+ * four (raw inputs). T is the widest the buffer holds; tc_conv2d_get_ring_size asks for the
+ * widest whose ring is no larger than the pair column, so that column and ring together stay
+ * within 2x CMSIS-NN's arm_convolve_s8 buffer (T = 2 for a 3x3 window: kh x (kw + 1)
+ * columns). Each strip converts the kw - stride_w columns it shares with the next one again:
+ * on the bench's 3x3 layers that costs < 1 % over a ring of whole rows, which needed
+ * 3.3 KB on a 32x32x16 layer where CMSIS-NN needs 576 B. */
+static int32_t tc_ring_width(const tc_conv_params *p, const tc_filter_dims *f, int32_t strip)
 {
-    return (out->w - 1) * p->stride_w + f->kw;
+    return (strip - 1) * p->stride_w + f->kw;
+}
+
+static int32_t tc_ring_bytes(const tc_conv_params *p, const tc_filter_dims *f, int32_t strip)
+{
+    return f->kh * ((int32_t)sizeof(int32_t) +
+                    tc_ring_width(p, f, strip) * f->c * (int32_t)sizeof(int16_t));
+}
+
+/* The widest even strip whose ring fits in bytes (at most the output's paired columns,
+ * out.w & ~1); 0 when the shape takes no ring or not even two columns fit. */
+static int32_t tc_ring_strip(const tc_conv_params *p, const tc_filter_dims *f,
+                             const tc_dims *out, int32_t bytes)
+{
+    int32_t columns, strip;
+    if (p->groups != 1 || p->dilation_h != 1 || p->dilation_w != 1 || (f->c & 3) != 0 ||
+        out->w < 2 || bytes <= 0) {
+        return 0;
+    }
+    columns = (bytes / f->kh - (int32_t)sizeof(int32_t)) / (f->c * (int32_t)sizeof(int16_t));
+    if (columns < f->kw) {
+        return 0;
+    }
+    strip = ((columns - f->kw) / p->stride_w + 1) & ~1;
+    return strip < (out->w & ~1) ? strip : (out->w & ~1);
 }
 
 int32_t tc_conv2d_get_ring_size(const tc_conv_params *p, const tc_filter_dims *f,
                                 const tc_dims *out)
 {
-    if (p->groups != 1 || p->dilation_h != 1 || p->dilation_w != 1 || (f->c & 3) != 0 ||
-        out->w < 1) {
-        return 0;
-    }
-    return f->kh * ((int32_t)sizeof(int32_t) +
-                    tc_conv2d_ring_width(p, f, out) * f->c * (int32_t)sizeof(int16_t));
-}
-
-/* A 1x1 conv on the ring (Cortex-M4): after the ring, the row pairs' weights as int16
- * (tc_weights_to_s16_pairs), when the buffer holds them too. Only for 1x1 windows, where the
- * dot loop is most of the cost. This copy grows with the weights, so export asks for it only
- * up to 4 KB (c_codegen.WEIGHT_COPY_MAX: a 32->32 layer, 2 KB, yes; MobileNet's 256->256,
- * 128 KB, no); without it tc_matmul_pair sign-extends the weights (SXTB16) as it reads them. */
-int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *p, const tc_filter_dims *f,
-                                     const tc_dims *out)
-{
-    if (f->kh != 1 || f->kw != 1 || tc_conv2d_get_ring_size(p, f, out) == 0) {
-        return 0;
-    }
-    return (f->m & ~1) * f->c * (int32_t)sizeof(int16_t);
+    const int32_t strip = tc_ring_strip(p, f, out, tc_conv2d_column_size(f));
+    return strip > 0 ? tc_ring_bytes(p, f, strip) : 0;
 }
 
 /* groups * 4 int8 values into int16 in the order of the pair column's groups */
@@ -123,10 +141,19 @@ static void tc_groups_to_s16(int16_t *dst, const int8_t *src, int32_t groups)
 {
     int16_t *const end = dst + 4 * groups;
 #if TC_USE_DSP
-    for (; dst != end; dst += 4, src += 4) {
+    if (groups & 1) {
         const int32_t v = tc_read_s32(src);
         tc_write_s32(dst, __sxtb16(v));
         tc_write_s32(dst + 2, tc_sxtb16_ror8(v));
+        dst += 4;
+        src += 4;
+    }
+    for (; dst != end; dst += 8, src += 8) { /* two groups a pass: strips convert short rows */
+        const int32_t v = tc_read_s32(src), u = tc_read_s32(src + 4);
+        tc_write_s32(dst, __sxtb16(v));
+        tc_write_s32(dst + 2, tc_sxtb16_ror8(v));
+        tc_write_s32(dst + 4, __sxtb16(u));
+        tc_write_s32(dst + 6, tc_sxtb16_ror8(u));
     }
 #else
     for (; dst != end; dst += 4, src += 4) {
@@ -149,11 +176,15 @@ static void tc_fill_s16(int16_t *dst, int32_t n, int32_t value)
 /* Input row iy, columns x_first .. x_first + width - 1, into a ring row (the zero point
  * outside the image). */
 static void tc_ring_fill(int16_t *row, const tc_dims *in, const int8_t *input,
-                         const tc_conv_params *p, int32_t iy, int32_t width)
+                         const tc_conv_params *p, int32_t iy, int32_t x_first, int32_t width)
 {
-    const int32_t c = in->c, x_first = -p->pad_left;
+    const int32_t c = in->c;
     int32_t left = x_first < 0 ? -x_first : 0;
     int32_t right = x_first + width > in->w ? x_first + width - in->w : 0;
+    if ((left | right) == 0 && iy >= 0 && iy < in->h) { /* most rows of a strip */
+        tc_groups_to_s16(row, input + (iy * in->w + x_first) * c, width * c >> 2);
+        return;
+    }
     if (iy < 0 || iy >= in->h || left + right >= width) {
         tc_fill_s16(row, width * c, p->input_zero_point);
         return;
@@ -194,23 +225,106 @@ static void tc_pair_copy_groups(int16_t *dst, const int16_t *a, const int16_t *b
 }
 #endif
 
-/* The pair column of output pixels (oy, ox) and (oy, ox + 1) from the ring, converting the
- * rows it needs that it does not hold yet. */
+/* The pair column of output pixels (oy, ox) and (oy, ox + 1) of the strip starting at output
+ * column x0 from the ring, converting the rows it needs that it does not hold yet. */
 static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, const int8_t *input,
                                 const tc_filter_dims *f, int32_t *tags, int16_t *rows,
-                                int32_t width, int32_t oy, int32_t ox, int16_t *col)
+                                int32_t width, int32_t x0, int32_t oy, int32_t ox, int16_t *col)
 {
     const int32_t c = in->c, run = f->kw * c, y0 = oy * p->stride_h - p->pad_top;
-    const int32_t offset = ox * p->stride_w * c, step = p->stride_w * c;
+    const int32_t offset = (ox - x0) * p->stride_w * c, step = p->stride_w * c;
     int32_t ky;
     for (ky = 0; ky < f->kh; ky++) {
         const int32_t iy = y0 + ky, slot = (iy + p->pad_top) % f->kh;
         int16_t *row = rows + slot * width * c;
         if (tags[slot] != iy) {
-            tc_ring_fill(row, in, input, p, iy, width);
+            tc_ring_fill(row, in, input, p, iy, x0 * p->stride_w - p->pad_left, width);
             tags[slot] = iy;
         }
         tc_pair_copy_groups(col + 2 * ky * run, row + offset, row + offset + step, run >> 2);
+    }
+}
+
+/* The pair column of two 1x1 windows inside the image, at a and b (raw inputs, groups groups
+ * of four channels): no ring, no bounds checks. */
+static void tc_pointwise_pair_column(int16_t *col, const int8_t *a, const int8_t *b,
+                                     int32_t groups)
+{
+    int16_t *const end = col + 8 * groups;
+    for (; col != end; col += 8, a += 4, b += 4) {
+#if TC_USE_DSP
+        const int32_t va = tc_read_s32(a), vb = tc_read_s32(b);
+        tc_write_s32(col, __sxtb16(va));
+        tc_write_s32(col + 2, tc_sxtb16_ror8(va));
+        tc_write_s32(col + 4, __sxtb16(vb));
+        tc_write_s32(col + 6, tc_sxtb16_ror8(vb));
+#else
+        col[0] = a[0];
+        col[1] = a[1];
+        col[2] = a[2];
+        col[3] = a[3];
+        col[4] = b[0];
+        col[5] = b[1];
+        col[6] = b[2];
+        col[7] = b[3];
+#endif
+    }
+}
+
+/* The dot products of the pair column into out0 and out1 (NULL: pixel 0 only), with the
+ * int16 weights when export gave them. */
+TC_INLINE void tc_conv_matmul(const int8_t *w, const int16_t *w16, int32_t rows, int32_t k,
+                              const int16_t *col, const tc_matmul_output *o, int8_t *out0,
+                              int8_t *out1)
+{
+#if TC_HAVE_MATMUL_S16
+    if (w16 != NULL) {
+        tc_matmul_pair_s16(w, w16, rows, k, col, o, out0, out1);
+        return;
+    }
+#else
+    (void)w16;
+#endif
+    tc_matmul_pair(w, rows, k, col, o, out0, out1);
+}
+
+/* One group, raw inputs, a ring of strips `strip` columns wide after the pair column: pairs
+ * of one row within a strip from the ring; an odd last output column in pairs of two rows by
+ * im2col. */
+static void tc_conv2d_strips(const tc_conv_params *params, const tc_dims *in_dims,
+                             const int8_t *input, const tc_filter_dims *filter,
+                             const int8_t *weights, const int16_t *w16, const tc_matmul_output *o,
+                             const tc_dims *out_dims, int8_t *output, int16_t *col,
+                             int32_t strip)
+{
+    const int32_t m = filter->m, k = filter->kh * filter->kw * filter->c;
+    const int32_t ow = out_dims->w, oh = out_dims->h, paired = ow & ~1;
+    int32_t *const tags = (int32_t *)(void *)((char *)col + tc_conv2d_column_size(filter));
+    int16_t *const rows = (int16_t *)(void *)(tags + filter->kh);
+    int32_t x0, oy, ox, i;
+    for (x0 = 0; x0 < paired; x0 += strip) {
+        const int32_t end = x0 + strip < paired ? x0 + strip : paired;
+        const int32_t width = tc_ring_width(params, filter, end - x0);
+        for (i = 0; i < filter->kh; i++) {
+            tags[i] = INT32_MIN;
+        }
+        for (oy = 0; oy < oh; oy++) {
+            int8_t *const out_row = output + oy * ow * m;
+            for (ox = x0; ox < end; ox += 2) {
+                tc_ring_pair_column(params, in_dims, input, filter, tags, rows, width, x0, oy,
+                                    ox, col);
+                tc_conv_matmul(weights, w16, m, k, col, o, out_row + ox * m,
+                               out_row + (ox + 1) * m);
+            }
+        }
+    }
+    for (oy = 0; ow & 1 && oy < oh; oy += 2) {
+        int8_t *const out0 = output + (oy * ow + ow - 1) * m;
+        tc_conv_column(params, in_dims, input, filter, 0, oy, ow - 1, col, 0, 1);
+        if (oy + 1 < oh) {
+            tc_conv_column(params, in_dims, input, filter, 0, oy + 1, ow - 1, col, 1, 1);
+        }
+        tc_conv_matmul(weights, w16, m, k, col, o, out0, oy + 1 < oh ? out0 + ow * m : NULL);
     }
 }
 
@@ -224,15 +338,10 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     const int32_t groups = params->groups;
     const int32_t k = filter->kh * filter->kw * filter->c;
     const int32_t pixels = out_dims->h * out_dims->w;
+    const int16_t *w16 = NULL;
     int16_t *col;
-    tc_requant_fast *fast = NULL;
-    int32_t *folded_bias = NULL;
-    int32_t *tags = NULL;
-    int16_t *rows = NULL;
-#if TC_HAVE_MATMUL_S16
-    int16_t *w16 = NULL;
-#endif
-    int32_t g, i, m_per_group, raw, width = 0;
+    const int32_t k_out = out_dims->c;
+    int32_t g, i, m_per_group, raw, strip, pointwise = 0;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
@@ -245,72 +354,56 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     }
     m_per_group = filter->m / groups;
     col = (int16_t *)ctx->buf;
-    if (ctx->size >= tc_conv2d_get_buffer_size(filter)) {
-        fast = (tc_requant_fast *)(void *)((char *)ctx->buf + tc_conv2d_column_size(filter));
-        folded_bias = (int32_t *)(void *)(fast + filter->m);
-    }
-    raw = folded_bias != NULL && (filter->c & 3) == 0;
-    if (raw && tc_conv2d_get_ring_size(params, filter, out_dims) > 0 &&
-        ctx->size >= tc_conv2d_get_buffer_size(filter) +
-                         tc_conv2d_get_ring_size(params, filter, out_dims)) {
-        tags = folded_bias + filter->m;
-        rows = (int16_t *)(void *)(tags + filter->kh);
-        width = tc_conv2d_ring_width(params, filter, out_dims);
-        for (i = 0; i < filter->kh; i++) {
-            tags[i] = INT32_MIN;
-        }
-#if TC_HAVE_MATMUL_S16
-        if (tc_conv2d_get_pointwise_size(params, filter, out_dims) > 0 &&
-            ctx->size >= tc_conv2d_get_buffer_size(filter) +
-                             tc_conv2d_get_ring_size(params, filter, out_dims) +
-                             tc_conv2d_get_pointwise_size(params, filter, out_dims)) {
-            w16 = rows + filter->kh * width * filter->c;
-            tc_weights_to_s16_pairs(weights, filter->m, k, w16);
-        }
-#endif
+    raw = rq->folded_bias != NULL && (filter->c & 3) == 0;
+    strip = raw ? tc_ring_strip(params, filter, out_dims,
+                                ctx->size - tc_conv2d_column_size(filter))
+                : 0;
+    if (raw && groups == 1 && filter->kh == 1 && filter->kw == 1) {
+        w16 = params->weights_s16;
+        /* every window inside the image (no padding before, none reached after) */
+        pointwise = params->pad_top == 0 && params->pad_left == 0 &&
+                    (out_dims->h - 1) * params->stride_h < in_dims->h &&
+                    (out_dims->w - 1) * params->stride_w < in_dims->w;
     }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
         tc_matmul_output o;
-        o.bias = bias;
+        o.bias = raw ? rq->folded_bias : bias;
         o.rq = rq;
         o.first_channel = g * m_per_group;
         o.output_zero_point = params->output_zero_point;
         o.act_min = params->act_min;
         o.act_max = params->act_max;
-        o.fast = NULL;
-        if (fast != NULL) {
-            tc_matmul_prepare_fast(w, m_per_group, k, &o, params->input_zero_point, fast,
-                                   folded_bias);
-            o.fast = fast;
+        o.fast = rq->fast != NULL ? rq->fast + o.first_channel : NULL;
+        if (pointwise) { /* one group: pixels i and i + 1 in raster order */
+            for (i = 0; i < pixels; i += 2) {
+                const int32_t j = i + 1 < pixels ? i + 1 : i;
+                const int8_t *a = input + ((i / out_dims->w) * params->stride_h * in_dims->w +
+                                           (i % out_dims->w) * params->stride_w) * k;
+                const int8_t *b = input + ((j / out_dims->w) * params->stride_h * in_dims->w +
+                                           (j % out_dims->w) * params->stride_w) * k;
+                tc_pointwise_pair_column(col, a, b, k >> 2);
+                tc_conv_matmul(w, w16, m_per_group, k, col, &o, output + i * k_out,
+                               j > i ? output + j * k_out : NULL);
+            }
+            continue;
         }
-        if (raw) {
-            o.bias = folded_bias;
+        if (strip > 0) { /* one group */
+            tc_conv2d_strips(params, in_dims, input, filter, w, w16, &o, out_dims, output, col,
+                             strip);
+            continue;
         }
         for (i = 0; i < pixels; i += 2) {
             const int32_t oy = i / out_dims->w, ox = i % out_dims->w;
             int8_t *out0 = output + i * out_dims->c + g * m_per_group;
-            if (rows != NULL && ox + 1 < out_dims->w) {
-                tc_ring_pair_column(params, in_dims, input, filter, tags, rows, width, oy, ox,
-                                    col);
-#if TC_HAVE_MATMUL_S16
-                if (w16 != NULL) {
-                    tc_matmul_pair_s16(w, w16, m_per_group, k, col, &o, out0,
-                                       out0 + out_dims->c);
-                    continue;
-                }
-#endif
-                tc_matmul_pair(w, m_per_group, k, col, &o, out0, out0 + out_dims->c);
-                continue;
-            }
             tc_conv_column(params, in_dims, input, filter, g, oy, ox, col, 0, raw);
             if (i + 1 < pixels) {
                 const int32_t oy1 = ox + 1 < out_dims->w ? oy : oy + 1;
                 const int32_t ox1 = ox + 1 < out_dims->w ? ox + 1 : 0;
                 tc_conv_column(params, in_dims, input, filter, g, oy1, ox1, col, 1, raw);
-                tc_matmul_pair(w, m_per_group, k, col, &o, out0, out0 + out_dims->c);
+                tc_conv_matmul(w, w16, m_per_group, k, col, &o, out0, out0 + out_dims->c);
             } else {
-                tc_matmul_pair(w, m_per_group, k, col, &o, out0, NULL);
+                tc_conv_matmul(w, w16, m_per_group, k, col, &o, out0, NULL);
             }
         }
     }

@@ -36,6 +36,9 @@ typedef struct {
     int32_t dilation_h, dilation_w;
     int32_t groups;            /* conv2d: 1 or any divisor; depthwise: input channels */
     int32_t act_min, act_max;  /* clamp after requantization, within [-128, 127] */
+    /* conv2d 1x1 on a DSP core, optional (NULL: the dot loop sign-extends the int8 weights):
+     * the weights as int16 row pairs, pair-swapped (tc_matmul.h), written at export */
+    const int16_t *weights_s16;
 } tc_conv_params;
 
 typedef struct {
@@ -77,17 +80,14 @@ typedef struct {
     int32_t act_min, act_max;
 } tc_add_params;
 
-/* conv2d, including grouped convolution (filter.c = in.c / groups). */
+/* conv2d, including grouped convolution (filter.c = in.c / groups). Without rq->fast and
+ * rq->folded_bias every output takes the generic requantization and there is no row ring. */
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
 /* Optional extra bytes after tc_conv2d_get_buffer_size (0 when the shape has no use for them):
  * a ring of kh input rows converted to int16 once per layer, from which the im2col is a copy
  * (one group, no dilation, input channels a multiple of four). */
 int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                 const tc_dims *out_dims);
-/* Optional extra bytes after the ring (0 when unused): for a 1x1 conv with a ring, the weights
- * as int16, which the Cortex-M4 dot loop reads without converting them. */
-int32_t tc_conv2d_get_pointwise_size(const tc_conv_params *params, const tc_filter_dims *filter,
-                                     const tc_dims *out_dims);
 /* conv2d of a one-channel input (groups 1, kh <= 16): two adjacent output pixels per 64-bit
  * multiply-accumulate (tc_conv2d_1ch.c). The buffer size is 0 for other shapes. Returns
  * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the weights (a

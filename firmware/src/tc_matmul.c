@@ -100,26 +100,6 @@ static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row,
     }
 }
 
-void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
-                            const tc_matmul_output *o, int32_t input_zero_point,
-                            tc_requant_fast *fast, int32_t *folded_bias)
-{
-    int32_t r, i;
-    for (r = 0; r < rows; r++) {
-        const int32_t ch = o->first_channel + r;
-        const int64_t bias = o->bias ? o->bias[ch] : 0;
-        int64_t bound = bias < 0 ? -bias : bias;
-        int32_t sum = 0;
-        for (i = 0; i < k; i++) {
-            const int32_t w = weights[r * k + i];
-            bound += 255 * (w < 0 ? -w : w);
-            sum += w;
-        }
-        fast[r] = tc_requant_fast_prepare(o->rq, ch, bound, o->output_zero_point);
-        folded_bias[ch] = (int32_t)((uint32_t)bias - (uint32_t)input_zero_point * (uint32_t)sum);
-    }
-}
-
 /* The row-pair loop of tc_dot_rows around an inner loop over the groups of four of the pair
  * column: acc[4 * i .. 4 * i + 3] (row 2i x pixel A, 2i x B, 2i+1 x A, 2i+1 x B) = bias[2i],
  * bias[2i], bias[2i+1], bias[2i+1] + the groups of rows 2i and 2i+1 of w (row r at w + r * k)
@@ -240,10 +220,11 @@ __asm__(
 #endif
 
 #if TC_USE_DSP && defined(__thumb2__)
-/* Cortex-M4, weights already int16 (tc_weights_to_s16_pairs): 10.75 instructions per 16 MACs.
- * One LDM brings a group of both pixels, one LDM the group of both rows, eight SMLADs; no
- * SXTB16 per pass. Four groups per pass, entered (through an address worked out once, BX) at
- * the group that leaves a whole number of passes; the column's end read from the frame.
+/* Cortex-M4, weights already int16 (export's row pairs, tc_matmul.h): 10.75 instructions
+ * per 16 MACs. One LDM brings a group of both pixels, one LDM the group of both rows, eight
+ * SMLADs; no SXTB16 per pass. Four groups per pass, entered (through an address worked out
+ * once, BX) at the group that leaves a whole number of passes; the column's end read from the
+ * frame.
  * Frame: acc, pairs left, column start, column end, bias, entry address. Needs
  * pairs >= 1, k a multiple of four >= 4 and 4-byte aligned column and weights. */
 void tc_dot_rows_s16_asm(const int16_t *w16, int32_t pairs, int32_t k, const int16_t *col,
@@ -314,21 +295,6 @@ __asm__(
     "  add sp, sp, #24\n"
     "  pop {r4-r11, pc}\n"
     TC_ASM_END("tc_dot_rows_s16_asm"));
-
-void tc_weights_to_s16_pairs(const int8_t *weights, int32_t rows, int32_t k, int16_t *w16)
-{
-    int32_t r, g;
-    for (r = 0; r + 2 <= rows; r += 2) {
-        const int8_t *w0 = weights + r * k, *w1 = w0 + k;
-        for (g = 0; g < k; g += 4, w16 += 8) {
-            const int32_t a = tc_read_s32(w0 + g), b = tc_read_s32(w1 + g);
-            tc_write_s32(w16, __sxtb16(a));
-            tc_write_s32(w16 + 2, tc_sxtb16_ror8(a));
-            tc_write_s32(w16 + 4, __sxtb16(b));
-            tc_write_s32(w16 + 6, tc_sxtb16_ror8(b));
-        }
-    }
-}
 #endif
 
 /* The k % 4 tail of two rows times the two pixels of a pair column: acc[row * 2 + pixel]. */
@@ -508,7 +474,7 @@ int32_t tc_store_fast_rows(const int32_t *acc, const tc_requant_fast *f, int32_t
 static const int32_t tc_zero_bias[TC_PAIR_CHUNK];
 
 /* tc_matmul_pair, and with w16 != NULL (Cortex-M4 only) the row pairs' dot products from the
- * int16 weights of tc_weights_to_s16_pairs. */
+ * int16 weights export wrote (tc_matmul_pair_s16). */
 TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int32_t rows,
                                   int32_t k, const int16_t *col, const tc_matmul_output *o,
                                   int8_t *out0, int8_t *out1)

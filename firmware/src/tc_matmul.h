@@ -59,13 +59,6 @@ typedef struct {
     const tc_requant_fast *fast; /* NULL, or per channel, indexed from first_channel */
 } tc_matmul_output;
 
-/* Fill fast[0 .. rows - 1] for rows x k weights (tc_requant_fast_prepare with each channel's
- * accumulator bound |bias| + 255 * sum |w|), and folded_bias[first_channel + r] = bias[r] -
- * input_zero_point * sum w[r] (wrapping like int32), the bias of a column of raw inputs. */
-void tc_matmul_prepare_fast(const int8_t *weights, int32_t rows, int32_t k,
-                            const tc_matmul_output *o, int32_t input_zero_point,
-                            tc_requant_fast *fast, int32_t *folded_bias);
-
 /* Write n values src[i] - zero_point as elements j .. j + n - 1 of pixel 0 or 1 of a pair
  * column of k values; src == NULL writes zeros (padding). */
 void tc_pair_fill(int16_t *col, int32_t k, int32_t pixel, int32_t j, const int8_t *src,
@@ -119,14 +112,11 @@ void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_
 
 #if TC_USE_DSP && defined(__thumb2__)
 #define TC_HAVE_MATMUL_S16 1
-/* The first rows & ~1 rows of rows x k int8 weights (k a multiple of four) as int16, per row
- * pair and group of four: row 2i's four, row 2i + 1's four, each pair-swapped like the column:
- * (rows & ~1) * k int16, 4-byte aligned. Done once per layer, it takes the SXTB16s out of the
- * dot loop. */
-void tc_weights_to_s16_pairs(const int8_t *weights, int32_t rows, int32_t k, int16_t *w16);
-
-/* tc_matmul_pair with the row pairs read from w16 (tc_weights_to_s16_pairs of weights; an odd
- * last row still from weights); k a multiple of four. */
+/* tc_matmul_pair with the row pairs read from w16, the first rows & ~1 rows of the weights as
+ * int16, per row pair and group of four: row 2i's four, row 2i + 1's four, each pair-swapped
+ * like the column ((rows & ~1) * k int16, 4-byte aligned; export writes them,
+ * export/conv_constants.py): no SXTB16 in the dot loop. An odd last row is still read from
+ * weights; k a multiple of four. */
 void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows, int32_t k,
                         const int16_t *col, const tc_matmul_output *o, int8_t *out0,
                         int8_t *out1);

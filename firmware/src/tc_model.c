@@ -6,7 +6,7 @@
 #include "tc_kernels.h"
 #include "tc_model.h"
 
-#if TC_LAYER_TABLE_VERSION != 2
+#if TC_LAYER_TABLE_VERSION != 3
 #error "model_data.h has a layer table this tc_model.c does not know: re-export the model"
 #endif
 #if TC_REQUANT_MODE == TC_REQUANT_FLOAT && !TC_ENABLE_FLOAT_REQUANT
@@ -44,6 +44,8 @@ static tc_requant_params tc_layer_requant(const tc_layer_t *l)
     rq.multiplier = l->multiplier;
     rq.shift = l->shift;
     rq.scale = l->scale;
+    rq.fast = (const tc_requant_fast *)(const void *)l->fast;
+    rq.folded_bias = l->folded_bias;
     return rq;
 }
 
@@ -163,6 +165,7 @@ static int tc_run_layer(const tc_layer_t *l)
         p.groups = l->groups;
         p.act_min = l->act_min;
         p.act_max = l->act_max;
+        p.weights_s16 = l->weights_s16;
         f.m = l->out_c;
         f.kh = l->kernel_h;
         f.kw = l->kernel_w;

@@ -37,12 +37,25 @@
 #define TC_RQ_FIXED_SINGLE 1
 #define TC_RQ_FLOAT 2
 
+/* One output channel's constants for tc_requant_double_fast; fast == 0 when the channel is
+ * outside the proven range and must take tc_requantize. */
+typedef struct {
+    int32_t fast;
+    int32_t multiplier;
+    int32_t offset; /* 2^(right - 1) + (output zero point << right) */
+    int32_t right;
+} tc_requant_fast;
+
 /* Per-output-channel constants; per-tensor models repeat one value. */
 typedef struct {
     int32_t mode;               /* TC_RQ_* */
     const int32_t *multiplier;  /* fixed: Q31 multiplier per channel */
     const int32_t *shift;       /* fixed: > 0 is a left shift, in [-31, 30] */
     const float *scale;         /* float: float32 multiplier per channel */
+    /* conv2d, optional (NULL: every output takes tc_requantize and columns hold x - zero
+     * point): computed at export (export/conv_constants.py), per channel */
+    const tc_requant_fast *fast; /* the fast requantization's constants */
+    const int32_t *folded_bias;  /* bias - input zero point * sum w: the bias of raw inputs */
 } tc_requant_params;
 
 /* Arithmetic right shift of a negative value is implementation-defined in C99; every compiler
@@ -146,15 +159,6 @@ TC_INLINE int32_t tc_mulh_round(int32_t a, int32_t b)
  * tc_requant_fixed_double (docs/ARITHMETIC.md, "The fast double rounding"). */
 #define TC_RQ_FAST_ACC_LIMIT ((int64_t)1 << 29)
 #define TC_RQ_FAST_MAX_RIGHT 21
-
-/* One output channel's constants for tc_requant_double_fast; fast == 0 when the channel is
- * outside the proven range and must take tc_requantize. */
-typedef struct {
-    int32_t fast;
-    int32_t multiplier;
-    int32_t offset; /* 2^(right - 1) + (output zero point << right) */
-    int32_t right;
-} tc_requant_fast;
 
 /* bound: an upper bound on |acc| over every accumulator the channel can produce. */
 static inline tc_requant_fast tc_requant_fast_prepare(const tc_requant_params *rq, int32_t ch,

@@ -17,7 +17,7 @@ int main(void)
         long out;
         if (strcmp(kind, "fast") == 0) {
             const int32_t mult = (int32_t)a, shift = (int32_t)b;
-            const tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &mult, &shift, NULL};
+            const tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &mult, &shift, NULL, NULL, NULL};
             tc_requant_fast f;
             long zp;
             if (scanf("%ld", &zp) != 1) {

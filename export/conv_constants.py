@@ -1,0 +1,74 @@
+"""Per-channel constants of the firmware's conv2d kernels, computed once at export.
+
+The pair-column and one-channel conv kernels (firmware/src/tc_conv2d.c, tc_conv2d_1ch.c)
+requantize most outputs with ``tc_requant_double_fast`` and read columns of raw inputs, whose
+input zero point lives in the bias instead. Both need per-channel constants that depend only on
+the layer's own constants; computing them here puts them in flash (model_data.c) instead of in
+kernel scratch, and the device no longer spends a pass over the weights on them at every
+inference. The layout is the C one: ``tc_requant_fast`` {fast, multiplier, offset, right} per
+channel (firmware/src/tc_requant.h), then the folded biases.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.requant import Requant
+
+# firmware/src/tc_requant.h: the accumulator bound and right shift within which the fast double
+# rounding equals TFLite's (docs/ARITHMETIC.md, "The fast double rounding")
+FAST_ACC_LIMIT = 1 << 29
+FAST_MAX_RIGHT = 21
+# int8 inputs minus a zero point in [-128, 127] lie within +-255
+_INPUT_SPAN = 255
+
+
+def _wrap32(values) -> np.ndarray:
+    """int32 two's-complement wrap of integer values (as the device's uint32 arithmetic)."""
+    v = np.asarray(values, dtype=np.int64) & 0xFFFFFFFF
+    return np.where(v >= 1 << 31, v - (1 << 32), v).astype(np.int32)
+
+
+def fast_requant(weights: np.ndarray, bias, rq: Requant, output_zero_point: int) -> np.ndarray:
+    """``tc_requant_fast`` per output channel, shape (m, 4) int32: {fast, multiplier, offset,
+    right}. A channel is fast when the model rounds twice (TFLite's scheme), its right shift is
+    in [1, 21] and every accumulator it can produce, |bias| + 255 * sum|w|, stays below 2^29;
+    the others keep fast = 0 and take the generic requantization."""
+    m = weights.shape[0]
+    w = weights.reshape(m, -1).astype(np.int64)
+    b = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
+    bound = np.abs(b) + _INPUT_SPAN * np.abs(w).sum(axis=1)
+    double = rq.mode == "fixed" and rq.rounding == "double"
+    if double:
+        multiplier = np.broadcast_to(np.asarray(rq.multiplier, np.int64), (m,))
+        shift = np.broadcast_to(np.asarray(rq.shift, np.int64), (m,))
+    else:
+        multiplier = shift = np.zeros(m, np.int64)
+    fast = double & (shift <= -1) & (shift >= -FAST_MAX_RIGHT) & (bound < FAST_ACC_LIMIT)
+    right = np.where(fast, -shift, 1)
+    offset = (np.int64(1) << (right - 1)) + np.int64(output_zero_point) * (np.int64(1) << right)
+    return np.stack([fast.astype(np.int64), multiplier, _wrap32(offset), right], axis=1
+                    ).astype(np.int32)
+
+
+def folded_bias(weights: np.ndarray, bias, input_zero_point: int) -> np.ndarray:
+    """bias - input_zero_point * sum(w) per output channel, wrapped like int32: the bias of a
+    column that holds the raw inputs (and the zero point in the padding)."""
+    m = weights.shape[0]
+    b = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
+    return _wrap32(b - np.int64(input_zero_point) * weights.reshape(m, -1).astype(np.int64)
+                   .sum(axis=1))
+
+
+def weights_s16_pairs(weights: np.ndarray) -> np.ndarray:
+    """The weights of a conv whose windows hold a multiple of four values, as the Cortex-M4 dot
+    loop over row pairs reads them (tc_matmul.h, tc_matmul_pair_s16): for each pair of output
+    channels and group of four values, the first channel's four then the second's, each in the
+    pair-swapped order x0 x2 x1 x3 of the column (what SXTB16 of a word, then of the word
+    rotated by 8, gives). An odd last channel is left out (the loop reads it as int8); no
+    channel pair or a window not made of groups of four gives an empty array."""
+    m = weights.shape[0] & ~1
+    k = int(np.prod(weights.shape[1:]))
+    if m == 0 or k % 4:
+        return np.zeros(0, np.int16)
+    w = weights[:m].reshape(m // 2, 2, k // 4, 4)[..., [0, 2, 1, 3]]
+    return w.transpose(0, 2, 1, 3).astype(np.int16).reshape(-1)

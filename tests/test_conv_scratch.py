@@ -1,0 +1,61 @@
+"""Each conv layer's kernel scratch, as export sizes it, against CMSIS-NN's buffer size for the
+same layer (tests/cmsis_nn_sizes.py, the independent reference): at most twice as large.
+
+The layers: those of benchmarks/bench_kernels_arm.py and the conv shapes of the MLPerf Tiny
+models (ResNet-8, DS-CNN, MobileNetV1 0.25; tests/mlperf_tiny.py builds the real ones, too
+slowly for this check). Exceptions, each stated in its kernel's header comment: a 1x1 conv
+keeps its int16 pair column (2 x channels int16, CMSIS-NN's arm_convolve_s8 buffer for the
+layer) where CMSIS-NN's 1x1 kernel needs none, so it is held to that instead; the one-channel
+kernel (tc_conv2d_1ch.c) and the depthwise kernel are not held to it (docs/PERFORMANCE.md)."""
+from __future__ import annotations
+
+import cmsis_nn_sizes
+import numpy as np
+import pytest
+from _firmware_models import random_model
+
+from export.c_codegen import layer_scratch
+
+
+def conv(out, kernel=(3, 3), **kw) -> dict:
+    return dict(op="conv2d", out=out, kernel=kernel, **kw)
+
+
+SAME = dict(padding=(1, 1, 1, 1))
+MODELS = {
+    "bench": ((28, 28, 1), [conv(8, **SAME), conv(16, **SAME), dict(op="max_pool2d"),
+                            conv(32, **SAME), conv(32, groups=32, **SAME),
+                            conv(32, kernel=(1, 1))]),
+    "resnet8": ((32, 32, 3), [conv(16, **SAME), conv(16, **SAME), conv(16, **SAME),
+                              conv(32, stride=(2, 2), padding=(0, 0, 1, 1)), conv(32, **SAME)]),
+    "resnet8_deep": ((8, 8, 32), [conv(64, **SAME), conv(64, **SAME),
+                                  conv(64, kernel=(1, 1), stride=(2, 2))]),
+    "resnet8_shortcut": ((16, 16, 16), [conv(32, kernel=(1, 1), stride=(2, 2))]),
+    "dscnn": ((49, 10, 1), [conv(64, kernel=(10, 4), stride=(2, 2), padding=(4, 1, 5, 1)),
+                            conv(64, groups=64, **SAME), conv(64, kernel=(1, 1))]),
+    "mobilenet": ((96, 96, 3), [conv(8, stride=(2, 2), padding=(0, 0, 1, 1)),
+                                conv(8, groups=8, **SAME), conv(16, kernel=(1, 1))]),
+    "mobilenet_deep": ((6, 6, 128), [conv(128, groups=128, **SAME),
+                                     conv(256, kernel=(1, 1)), conv(256, kernel=(1, 1))]),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_conv_scratch_within_twice_cmsis_nn(name):
+    shape, layers = MODELS[name]
+    model = random_model(np.random.default_rng(3), shape, layers, "fixed")
+    checked = 0
+    for layer, ours in zip(model.layers, layer_scratch(model)):
+        if layer.op != "conv2d":
+            continue
+        m, kh, kw, cg = layer.arrays["weights"].shape
+        kernel, theirs = cmsis_nn_sizes.layer_size(model, layer)
+        if kernel.startswith("depthwise") or (cg == 1 and layer.params["groups"] == 1 and
+                                              ours > cmsis_nn_sizes.convolve_s8(kh, kw, 1)):
+            continue  # the depthwise and one-channel kernels: not held to it
+        if kh == kw == 1:
+            assert theirs == 0, layer.name
+            theirs = cmsis_nn_sizes.convolve_s8(1, 1, cg)
+        assert ours <= 2 * theirs, (layer.name, ours, kernel, theirs)
+        checked += 1
+    assert checked > 0
