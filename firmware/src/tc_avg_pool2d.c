@@ -2,15 +2,6 @@
  * QLinearAveragePool (which runs a whole-image window without padding as a global pool). */
 #include "tc_kernels.h"
 
-static void tc_window(int32_t start, int32_t taps, int32_t size, int32_t *first, int32_t *end)
-{
-    *first = start < 0 ? -start : 0;
-    *end = size - start < taps ? size - start : taps;
-    if (*end < *first) {
-        *end = *first;
-    }
-}
-
 /* Taps of a window starting at start that lie before end (the end of the counted padding). */
 static int32_t tc_counted(int32_t start, int32_t taps, int32_t end)
 {
@@ -66,12 +57,12 @@ int tc_avg_pool2d(const tc_pool_params *params, const tc_mean_params *mean,
     for (oy = 0; oy < out_dims->h; oy++) {
         const int32_t y0 = oy * params->stride_h - params->pad_top;
         int32_t ky0, ky1;
-        tc_window(y0, params->kernel_h, in_dims->h, &ky0, &ky1);
+        tc_pool_window(y0, params->kernel_h, in_dims->h, &ky0, &ky1);
         for (ox = 0; ox < out_dims->w; ox++) {
             const int32_t x0 = ox * params->stride_w - params->pad_left;
             int8_t *out = output + (oy * out_dims->w + ox) * channels;
             int32_t kx0, kx1, valid, count;
-            tc_window(x0, params->kernel_w, in_dims->w, &kx0, &kx1);
+            tc_pool_window(x0, params->kernel_w, in_dims->w, &kx0, &kx1);
             valid = (ky1 - ky0) * (kx1 - kx0);
             count = params->count_include_pad
                         ? tc_counted(y0, params->kernel_h, rows_end) *

@@ -123,6 +123,18 @@ int tc_fully_connected(const tc_context *ctx, const tc_fc_params *params,
                        int8_t *output);
 
 /* Max pool: output quantization equals the input's; taps in the padding are ignored. */
+/* The taps [first, end) of a pool window starting at start (negative: in the padding) that lie
+ * inside a dimension of size taps long; an empty range for a window wholly in the padding. */
+static inline void tc_pool_window(int32_t start, int32_t taps, int32_t size, int32_t *first,
+                                  int32_t *end)
+{
+    *first = start < 0 ? -start : 0;
+    *end = size - start < taps ? size - start : taps;
+    if (*end < *first) {
+        *end = *first;
+    }
+}
+
 int tc_max_pool2d(const tc_pool_params *params, const tc_dims *in_dims, const int8_t *input,
                   const tc_dims *out_dims, int8_t *output);
 

@@ -15,15 +15,13 @@ int tc_max_pool2d(const tc_pool_params *params, const tc_dims *in_dims, const in
     }
     for (oy = 0; oy < out_dims->h; oy++) {
         const int32_t y0 = oy * params->stride_h - params->pad_top;
-        const int32_t ky0 = y0 < 0 ? -y0 : 0;
-        const int32_t ky1 = in_dims->h - y0 < params->kernel_h ? in_dims->h - y0
-                                                                : params->kernel_h;
+        int32_t ky0, ky1;
+        tc_pool_window(y0, params->kernel_h, in_dims->h, &ky0, &ky1);
         for (ox = 0; ox < out_dims->w; ox++) {
             const int32_t x0 = ox * params->stride_w - params->pad_left;
-            const int32_t kx0 = x0 < 0 ? -x0 : 0;
-            const int32_t kx1 = in_dims->w - x0 < params->kernel_w ? in_dims->w - x0
-                                                                    : params->kernel_w;
+            int32_t kx0, kx1;
             int8_t *out = output + (oy * out_dims->w + ox) * channels;
+            tc_pool_window(x0, params->kernel_w, in_dims->w, &kx0, &kx1);
             for (c = 0; c < channels; c++) {
                 int32_t best = -128;
                 for (ky = ky0; ky < ky1; ky++) {
