@@ -20,7 +20,15 @@
  * left of the first), so one SMLAL per tap serves both outputs of a pair; on the Cortex-M4 they
  * are the int16 columns above and the pair's two outputs are clamped as halfwords.
  *
- * Other shapes take a direct loop over the taps that fall inside the image. */
+ * Other shapes take a direct loop over the taps that fall inside the image.
+ *
+ * Scratch beside CMSIS-NN: the column buffer, 12 B per input column of one channel's three
+ * rows (216 B on the bench's 14x14x32 layer, 84-636 B on the MLPerf Tiny models), whatever the
+ * channel count. CMSIS-NN's arm_depthwise_conv_3x3_s8 needs none (it reads the NHWC input in
+ * place, one channel lane at a time) and its generic arm_depthwise_conv_s8_opt kh * kw * c
+ * int16 (576 B on the bench layer). The buffer is what makes a 3x3 window three consecutive
+ * columns and lets the M3 serve two outputs with one SMLAL per tap; reading the NHWC input in
+ * place would stride by c bytes per tap and lose the pair packing. */
 #include <stddef.h>
 
 #include "tc_asm.h"
