@@ -4,7 +4,9 @@ verdict too: the whole output in float requantization mode, layer by layer on ru
 layer inputs for the first LAYER_SAMPLE images of every batch in fixed mode) and onnxruntime on
 the float ``model.onnx`` (what quantization cost). For a model exported from a .tflite file,
 TFLM on ``model.tflite`` gates instead of onnxruntime (runtime/ == TFLM on every output element)
-and LiteRT's optimized kernels are reported.
+and LiteRT's optimized kernels are reported. A fixed-mode ONNX model whose export wrote a
+``model.tflite`` (export does so only when TFLM computes the model exactly) is checked against
+TFLM in the same way, and onnxruntime gates as well.
 
 verify computes them for one batch on a worker thread while the device works on the previous
 one, so everything here is per batch and holds no state beyond the loaded models.
@@ -73,11 +75,13 @@ class References:
             self.q_stamped = check_matches(self.q_onnx, model, q_path)
             if model.requant_mode != "float":
                 self.layers = LayerRunner(self.q_onnx, model)
-        self.tflm = self.litert = None  # TFLite source: its interpreters on model.tflite
+        self.tflm = self.litert = None  # their interpreters on model.tflite, when there is one
         self.tflite_notes: list[str] = []
         self.tflite = model.metadata.get("source_format") == "tflite"
         if self.tflite:
             self._load_tflite(export_dir / "model.tflite")
+        elif _export_wrote(export_dir, "model.tflite"):
+            self._load_tflite(export_dir / "model.tflite", required=False)
 
     @property
     def ort_gates(self) -> bool:
@@ -85,8 +89,12 @@ class References:
         apart): for a model from a .tflite file it is reported, TFLM gates instead."""
         return not self.tflite
 
-    def _load_tflite(self, path: Path) -> None:
-        """TFLM (gating) and LiteRT (reported) on the export's model.tflite."""
+    def _load_tflite(self, path: Path, required: bool = True) -> None:
+        """TFLM (gating) and LiteRT (reported) on the export's model.tflite: the source of a
+        TFLite model (``required``), or the file export wrote for a fixed-mode ONNX model
+        because TFLM computes it exactly (export/tflm_arena.py), so TFLM gates there too,
+        beside onnxruntime (no LiteRT then); without the tflite-micro package that check is
+        skipped, and the report says so."""
         from export.tflite_reference import OutputReference
 
         if not path.exists():
@@ -96,8 +104,13 @@ class References:
         try:
             self.tflm = OutputReference(data, self.model, "tflm")
         except ImportError:
+            if not required:
+                self.tflite_notes.append("tflite-micro is not installed: no TFLM comparison")
+                return
             raise TinyconvError("verifying a TFLite model needs the tflite-micro package "
                                 "(pip install tflite-micro)") from None
+        if not required:  # onnxruntime is this model's second implementation already
+            return
         try:
             self.litert = OutputReference(data, self.model, "litert")
         except ImportError:
@@ -142,3 +155,16 @@ class References:
             y = self.float_session.run(None, {name: batch.x_f})[0]
             out["float"] = float_output_to_nhwc(self.model, y)
         return out
+
+
+def _export_wrote(export_dir: Path, name: str) -> bool:
+    """``name`` is one of the artifacts export listed in its manifest (a file the user put
+    there is not an oracle)."""
+    import json
+
+    from export.api import MANIFEST
+
+    try:
+        return name in json.loads((export_dir / MANIFEST).read_text())["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
