@@ -6,7 +6,7 @@ the float ``model.onnx`` (what quantization cost). For a model exported from a .
 TFLM on ``model.tflite`` gates instead of onnxruntime (runtime/ == TFLM on every output element)
 and LiteRT's optimized kernels are reported. A fixed-mode ONNX model whose export wrote a
 ``model.tflite`` (export does so only when TFLM computes the model exactly) is checked against
-TFLM in the same way, and onnxruntime gates as well.
+TFLM on the first LAYER_SAMPLE images of every batch, and onnxruntime gates as well.
 
 verify computes them for one batch on a worker thread while the device works on the previous
 one, so everything here is per batch and holds no state beyond the loaded models.
@@ -147,7 +147,11 @@ class References:
             out["ort"] = run_qonnx(self.q_onnx, self.model, batch.x_f)
         if self.tflm is not None:
             x_f = np.asarray(batch.x_f, np.float32).reshape(batch.x_q.shape)
-            out["tflm"] = self.tflm(x_f, batch.x_q)
+            # a TFLite source: every image; beside onnxruntime: LAYER_SAMPLE images a batch
+            # (TFLM's reference kernels cost more host CPU than runtime/ and onnxruntime
+            # together, which a farm of QEMU boards cannot spare)
+            n = len(batch.x_q) if self.tflite else LAYER_SAMPLE
+            out["tflm"] = self.tflm(x_f[:n], batch.x_q[:n])
             if self.litert is not None:
                 out["litert"] = self.litert(x_f, batch.x_q)
         if self.float_session is not None:

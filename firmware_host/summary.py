@@ -80,7 +80,9 @@ class VerifyResult:
         """The comparisons that decide the verdict, in words."""
         gates = ["device == runtime/ on every image"]
         if self.tflm_images is not None:
-            gates.append("runtime/ == TFLM (model.tflite) on every element of every image")
+            which = "every image" if self.tflm_images == self.images else \
+                f"{self.tflm_images} sampled images"
+            gates.append(f"runtime/ == TFLM (model.tflite) on every element of {which}")
         if self.ort_images is not None and self.requant_mode == "float" and self.ort_gating:
             gates.append("device == onnxruntime (model.q.onnx) on every image")
         if self.ort_layer_images is not None and self.ort_gating:
@@ -299,7 +301,7 @@ class Tally:
                 elif r.requant_mode == "float":
                     r.ort_failed_images += 1
                     problems.append("device != onnxruntime")
-            if "tflm" in refs:
+            if "tflm" in refs and i < len(refs["tflm"]):  # a sample beside onnxruntime
                 r.tflm_images += 1
                 diff = int(np.max(np.abs(want.astype(np.int16) - refs["tflm"][i].astype(
                     np.int16))))
@@ -341,7 +343,7 @@ class Tally:
                "runtime": refs["runtime"][i].ravel().tolist(), **_answered_by(outcome)}
         if "ort" in refs:
             rec["onnxruntime"] = refs["ort"][i].ravel().tolist()
-        if "tflm" in refs:
+        if "tflm" in refs and i < len(refs["tflm"]):
             rec["tflm"] = refs["tflm"][i].ravel().tolist()
         if batch.labels is not None:
             rec["label"] = int(batch.labels[i])
