@@ -1,7 +1,7 @@
 /* fully_connected on Helium: the raw int8 input times two weight rows at a time (VMLADAVA.S8,
- * 16 MACs per instruction), each row's sum (VADDVA) times the input zero point subtracted,
- * four channels requantized together. No scratch: every weight is read once, so the row sums
- * cost what a precomputed copy would. */
+ * 16 MACs per instruction), four channels requantized together. No scratch. Export folds the
+ * input zero point into the bias; a direct caller with another zero point gets each row's sum
+ * (VADDVA) times it subtracted, at the cost of a second pass over the weights. */
 #include <stddef.h>
 
 #include "tc_mve.h"
@@ -12,19 +12,28 @@
 #pragma GCC optimize("O2")
 #endif
 
+/* The sum of a row of depth weights: only for a caller whose input zero point is not 0 (export
+ * folds it into the bias, so a model's layers never need it). */
+static int32_t tc_mve_row_sum(const int8_t *w, int32_t depth)
+{
+    int32_t sum = 0;
+    for (; depth > 0; depth -= 16, w += 16) {
+        sum = vaddvaq_s8(sum, vldrbq_z_s8(w, vctp8q((uint32_t)depth)));
+    }
+    return sum;
+}
+
 /* x . w0 and x . w1 over depth values, less input_zero_point times each row's sum. */
 static void tc_mve_dot2(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t depth,
                         int32_t input_zero_point, int32_t *acc)
 {
-    int32_t a0 = 0, a1 = 0, s0 = 0, s1 = 0;
+    const int8_t *const row0 = w0, *const row1 = w1;
+    const int32_t n = depth;
+    int32_t a0 = 0, a1 = 0;
     for (; depth >= 16; depth -= 16) {
         const int8x16_t vx = vldrbq_s8(x);
-        const int8x16_t v0 = vldrbq_s8(w0);
-        const int8x16_t v1 = vldrbq_s8(w1);
-        a0 = vmladavaq_s8(a0, vx, v0);
-        s0 = vaddvaq_s8(s0, v0);
-        a1 = vmladavaq_s8(a1, vx, v1);
-        s1 = vaddvaq_s8(s1, v1);
+        a0 = vmladavaq_s8(a0, vx, vldrbq_s8(w0));
+        a1 = vmladavaq_s8(a1, vx, vldrbq_s8(w1));
         x += 16;
         w0 += 16;
         w1 += 16;
@@ -32,15 +41,16 @@ static void tc_mve_dot2(const int8_t *x, const int8_t *w0, const int8_t *w1, int
     if (depth > 0) {
         const mve_pred16_t p = vctp8q((uint32_t)depth);
         const int8x16_t vx = vldrbq_z_s8(x, p);
-        const int8x16_t v0 = vldrbq_z_s8(w0, p);
-        const int8x16_t v1 = vldrbq_z_s8(w1, p);
-        a0 = vmladavaq_s8(a0, vx, v0);
-        s0 = vaddvaq_s8(s0, v0);
-        a1 = vmladavaq_s8(a1, vx, v1);
-        s1 = vaddvaq_s8(s1, v1);
+        a0 = vmladavaq_s8(a0, vx, vldrbq_z_s8(w0, p));
+        a1 = vmladavaq_s8(a1, vx, vldrbq_z_s8(w1, p));
     }
-    acc[0] = (int32_t)((uint32_t)a0 - (uint32_t)input_zero_point * (uint32_t)s0);
-    acc[1] = (int32_t)((uint32_t)a1 - (uint32_t)input_zero_point * (uint32_t)s1);
+    if (input_zero_point != 0) {
+        const uint32_t zp = (uint32_t)input_zero_point;
+        a0 = (int32_t)((uint32_t)a0 - zp * (uint32_t)tc_mve_row_sum(row0, n));
+        a1 = (int32_t)((uint32_t)a1 - zp * (uint32_t)tc_mve_row_sum(row1, n));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
 }
 
 int tc_fully_connected_mve(const tc_context *ctx, const tc_fc_params *params,
