@@ -318,6 +318,13 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
     ring = e["groups"] == 1 and e["dilation_h"] == e["dilation_w"] == 1 and cg % 4 == 0
     # the pair column: two int16 im2col columns
     scratch = column = -(-(2 * kh * kw * cg * 2) // 4) * 4
+    # tc_conv2d_get_column_size: a 1x1 conv whose windows are all inside the image keeps its
+    # column in the output's unwritten part, or needs none
+    pointwise = e["groups"] == 1 and kh == kw == 1 and e["pad_top"] == e["pad_left"] == 0 \
+        and (e["out_h"] - 1) * e["stride_h"] < e["in_h"] \
+        and (e["out_w"] - 1) * e["stride_w"] < e["in_w"]
+    if pointwise:
+        scratch = 0
     if ring:
         # tc_conv2d_get_ring_size: kh int16 input rows (4-byte tag each) of a strip of output
         # columns, the widest even one (up to out_w & ~1) whose ring is no larger than the
@@ -325,7 +332,7 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
         columns = (column // kh - 4) // (cg * 2)
         strip = min(((columns - kw) // e["stride_w"] + 1) & ~1 if columns >= kw else 0,
                     e["out_w"] & ~1)
-        if strip > 0:
+        if strip > 0 and not pointwise:
             scratch += kh * (4 + ((strip - 1) * e["stride_w"] + kw) * cg * 2)
         pairs = conv_constants.weights_s16_pairs(weights)
         if kh == kw == 1 and 0 < pairs.nbytes <= WEIGHT_COPY_MAX:

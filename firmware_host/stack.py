@@ -127,6 +127,8 @@ _SP_UP = {"pop", "ldmia", "ldm", "vpop", "vldmia"}
 def _sp_change(function: str, mnemonic: str, operands: str) -> int:
     """Bytes this instruction moves sp down (negative: up), 0 if it leaves sp alone."""
     base = mnemonic.split(".")[0]
+    if re.match(r"sp,\s*\{", operands) and base.startswith(("ldm", "stm", "vldm", "vstm")):
+        return 0  # no writeback: sp stays
     m = re.match(r"sp!?,\s*(\{.*\})$", operands)
     if base in ("push", "pop", "vpush", "vpop") or (m and base in _SP_DOWN | _SP_UP):
         reglist = m.group(1) if m else operands

@@ -328,6 +328,74 @@ static void tc_conv2d_strips(const tc_conv_params *params, const tc_dims *in_dim
     }
 }
 
+/* A 1x1 conv without padding (one group, any stride): pixels i and i + 1 in raster order, no
+ * scratch. The pair column lives in the last bytes of the output (4-byte aligned), which no
+ * pixel before them writes: every pair whose outputs end before it uses it. The last few
+ * pixels take the caller's buffer when it happens to hold the column (TC_SCRATCH_SIZE is the
+ * largest layer's), else tc_matmul_vector, the fully connected kernel, on the raw inputs. */
+static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv_params *params,
+                                            const tc_requant_params *rq,
+                                            const tc_dims *in_dims, const int8_t *input,
+                                            const tc_filter_dims *filter,
+                                            const int8_t *weights, const tc_matmul_output *o,
+                                            const tc_dims *out_dims, int8_t *output)
+{
+    const int32_t k = filter->c, m = filter->m, ow = out_dims->w, column =
+        tc_conv2d_column_size(filter);
+    const int32_t pixels = out_dims->h * ow, raw = (k & 3) == 0 && rq->folded_bias != NULL;
+    const int32_t zp = rq->folded_bias != NULL ? 0 : params->input_zero_point;
+    const int32_t step = params->stride_w * k;
+    const int32_t row_step = params->stride_h * in_dims->w * k - (ow - 1) * step;
+    const int16_t *const w16 = raw ? params->weights_s16 : NULL;
+    int32_t tail = pixels * m - column, i, ox = 0;
+    const int8_t *x = input;
+    int16_t *col;
+    tail -= (int32_t)((uintptr_t)(output + tail) & 3u);
+    col = tail >= 0 ? (int16_t *)(void *)(output + tail) : NULL;
+    for (i = 0; i < pixels; i += 2) {
+        const int8_t *const a = x, *b = x;
+        int8_t *const out0 = output + i * m, *out1 = NULL;
+        x += ++ox < ow ? step : row_step;
+        ox = ox < ow ? ox : 0;
+        if (i + 1 < pixels) {
+            b = x;
+            out1 = out0 + m;
+            x += ++ox < ow ? step : row_step;
+            ox = ox < ow ? ox : 0;
+        }
+        if (tail < (i + 2) * m) { /* the pair's outputs reach the column's place */
+            tail = INT32_MAX;
+            col = ctx != NULL && ctx->buf != NULL && ctx->size >= column &&
+                  ((uintptr_t)ctx->buf & 3u) == 0 ? (int16_t *)ctx->buf : NULL;
+        }
+        if (col == NULL) {
+            tc_matmul_vector(weights, m, k, a, zp, o, out0);
+            if (out1 != NULL) {
+                tc_matmul_vector(weights, m, k, b, zp, o, out1);
+            }
+            continue;
+        }
+        if (raw) {
+            tc_pointwise_pair_column(col, a, b, k >> 2);
+        } else {
+            tc_pair_fill(col, k, 0, 0, a, k, zp);
+            tc_pair_fill(col, k, 1, 0, b, k, zp);
+        }
+        tc_conv_matmul(weights, w16, m, k, col, o, out0, out1);
+    }
+}
+
+int32_t tc_conv2d_get_column_size(const tc_conv_params *params, const tc_filter_dims *filter,
+                                  const tc_dims *in_dims, const tc_dims *out_dims)
+{
+    /* every 1x1 window inside the image: no padding before, none reached after */
+    const int pointwise = params->groups == 1 && filter->kh == 1 && filter->kw == 1 &&
+                          params->pad_top == 0 && params->pad_left == 0 &&
+                          (out_dims->h - 1) * params->stride_h < in_dims->h &&
+                          (out_dims->w - 1) * params->stride_w < in_dims->w;
+    return pointwise ? 0 : tc_conv2d_column_size(filter);
+}
+
 /* The pair-column path, for every shape. */
 static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_params *params,
                                          const tc_requant_params *rq, const tc_dims *in_dims,
@@ -340,12 +408,24 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     const int32_t pixels = out_dims->h * out_dims->w;
     const int16_t *w16 = NULL;
     int16_t *col;
-    const int32_t k_out = out_dims->c;
-    int32_t g, i, m_per_group, raw, strip, pointwise = 0;
+    int32_t g, i, m_per_group, raw, strip;
+    tc_matmul_output o;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
         return TC_ERR_BAD_ARG;
+    }
+    o.rq = rq;
+    o.output_zero_point = params->output_zero_point;
+    o.act_min = params->act_min;
+    o.act_max = params->act_max;
+    if (tc_conv2d_get_column_size(params, filter, in_dims, out_dims) == 0) {
+        o.bias = rq->folded_bias != NULL ? rq->folded_bias : bias;
+        o.first_channel = 0;
+        o.fast = rq->fast;
+        tc_conv2d_pointwise(ctx, params, rq, in_dims, input, filter, weights, &o, out_dims,
+                            output);
+        return TC_OK;
     }
     /* the pair column is read with word loads: 4-byte alignment */
     if (ctx == NULL || ctx->buf == NULL || ctx->size < tc_conv2d_column_size(filter) ||
@@ -360,34 +440,12 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
                 : 0;
     if (raw && groups == 1 && filter->kh == 1 && filter->kw == 1) {
         w16 = params->weights_s16;
-        /* every window inside the image (no padding before, none reached after) */
-        pointwise = params->pad_top == 0 && params->pad_left == 0 &&
-                    (out_dims->h - 1) * params->stride_h < in_dims->h &&
-                    (out_dims->w - 1) * params->stride_w < in_dims->w;
     }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
-        tc_matmul_output o;
         o.bias = raw ? rq->folded_bias : bias;
-        o.rq = rq;
         o.first_channel = g * m_per_group;
-        o.output_zero_point = params->output_zero_point;
-        o.act_min = params->act_min;
-        o.act_max = params->act_max;
         o.fast = rq->fast != NULL ? rq->fast + o.first_channel : NULL;
-        if (pointwise) { /* one group: pixels i and i + 1 in raster order */
-            for (i = 0; i < pixels; i += 2) {
-                const int32_t j = i + 1 < pixels ? i + 1 : i;
-                const int8_t *a = input + ((i / out_dims->w) * params->stride_h * in_dims->w +
-                                           (i % out_dims->w) * params->stride_w) * k;
-                const int8_t *b = input + ((j / out_dims->w) * params->stride_h * in_dims->w +
-                                           (j % out_dims->w) * params->stride_w) * k;
-                tc_pointwise_pair_column(col, a, b, k >> 2);
-                tc_conv_matmul(w, w16, m_per_group, k, col, &o, output + i * k_out,
-                               j > i ? output + j * k_out : NULL);
-            }
-            continue;
-        }
         if (strip > 0) { /* one group */
             tc_conv2d_strips(params, in_dims, input, filter, w, w16, &o, out_dims, output, col,
                              strip);

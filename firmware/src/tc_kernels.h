@@ -83,6 +83,10 @@ typedef struct {
 /* conv2d, including grouped convolution (filter.c = in.c / groups). Without rq->fast and
  * rq->folded_bias every output takes the generic requantization and there is no row ring. */
 int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
+/* What a layer needs of that: tc_conv2d_get_buffer_size, but 0 for a 1x1 conv without padding
+ * (one group), which keeps its column in the output's unwritten part or needs none. */
+int32_t tc_conv2d_get_column_size(const tc_conv_params *params, const tc_filter_dims *filter,
+                                  const tc_dims *in_dims, const tc_dims *out_dims);
 /* Optional extra bytes after tc_conv2d_get_buffer_size (0 when the shape has no use for them):
  * a ring of kh input rows converted to int16 once per layer, from which the im2col is a copy
  * (one group, no dilation, input channels a multiple of four). */
