@@ -267,15 +267,15 @@ int tc_conv2d_mve(const tc_context *ctx, const tc_conv_params *params,
         params->dilation_h < 1 || params->dilation_w < 1) {
         return TC_ERR_BAD_ARG;
     }
-    /* a 1x1 conv without padding: the input's pixels are the columns, no copy, no scratch */
-    direct = tc_conv2d_get_column_size(params, filter, in_dims, out_dims) == 0;
-    if (!direct && (ctx == NULL || ctx->buf == NULL || ctx->size < 4 * k)) {
-        return TC_ERR_BAD_ARG;
-    }
     /* one input channel: the scalar kernel's two-pixel SMLAL loop executes fewer instructions */
     if (tc_conv2d_1ch(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
                       output) == TC_OK) {
         return TC_OK;
+    }
+    /* a 1x1 conv without padding: the input's pixels are the columns, no copy, no scratch */
+    direct = tc_conv2d_get_column_size(params, filter, in_dims, out_dims) == 0;
+    if (!direct && (ctx == NULL || ctx->buf == NULL || ctx->size < 4 * k)) {
+        return TC_ERR_BAD_ARG;
     }
     m_per_group = filter->m / groups;
     cols = direct ? NULL : (int8_t *)ctx->buf;
