@@ -3,9 +3,9 @@ same layer (tests/cmsis_nn_sizes.py, the independent reference): at most twice a
 
 The layers: those of benchmarks/bench_kernels_arm.py and the conv shapes of the MLPerf Tiny
 models (ResNet-8, DS-CNN, MobileNetV1 0.25; tests/mlperf_tiny.py builds the real ones, too
-slowly for this check). Exceptions, each stated in its kernel's header comment: a 1x1 conv
-keeps its int16 pair column (2 x channels int16, CMSIS-NN's arm_convolve_s8 buffer for the
-layer) where CMSIS-NN's 1x1 kernel needs none, so it is held to that instead; the one-channel
+slowly for this check). A 1x1 conv without padding needs none, as
+CMSIS-NN's 1x1 kernels (tc_conv2d.c keeps its column in the output's unwritten part).
+Exceptions, each stated in its kernel's header comment: the one-channel
 kernel (tc_conv2d_1ch.c) and the depthwise kernel are not held to it (docs/PERFORMANCE.md)."""
 from __future__ import annotations
 
@@ -53,9 +53,6 @@ def test_conv_scratch_within_twice_cmsis_nn(name):
         if kernel.startswith("depthwise") or (cg == 1 and layer.params["groups"] == 1 and
                                               ours > cmsis_nn_sizes.convolve_s8(kh, kw, 1)):
             continue  # the depthwise and one-channel kernels: not held to it
-        if kh == kw == 1:
-            assert theirs == 0, layer.name
-            theirs = cmsis_nn_sizes.convolve_s8(1, 1, cg)
         assert ours <= 2 * theirs, (layer.name, ours, kernel, theirs)
         checked += 1
     assert checked > 0

@@ -246,19 +246,32 @@ static void tc_ring_pair_column(const tc_conv_params *p, const tc_dims *in, cons
 }
 
 /* The pair column of two 1x1 windows inside the image, at a and b (raw inputs, groups groups
- * of four channels): no ring, no bounds checks. */
+ * of four channels, groups >= 1): no ring, no bounds checks. */
+#if TC_USE_DSP && defined(__thumb2__)
+/* Cortex-M4: per group two word loads, four SXTB16 and one STM. */
+void tc_pointwise_pair_column(int16_t *col, const int8_t *a, const int8_t *b, int32_t groups);
+__asm__(
+    TC_ASM_BEGIN("tc_pointwise_pair_column")
+    "  push {r4-r7}\n"
+    "1:\n"
+    "  ldr r4, [r1], #4\n"
+    "  ldr r6, [r2], #4\n"
+    "  sxtb16 r5, r4, ror #8\n"
+    "  sxtb16 r4, r4\n"
+    "  sxtb16 r7, r6, ror #8\n"
+    "  sxtb16 r6, r6\n"
+    "  stm r0!, {r4-r7}\n"
+    "  subs r3, r3, #1\n"
+    "  bne 1b\n"
+    "  pop {r4-r7}\n"
+    "  bx lr\n"
+    TC_ASM_END("tc_pointwise_pair_column"));
+#else
 static void tc_pointwise_pair_column(int16_t *col, const int8_t *a, const int8_t *b,
                                      int32_t groups)
 {
     int16_t *const end = col + 8 * groups;
     for (; col != end; col += 8, a += 4, b += 4) {
-#if TC_USE_DSP
-        const int32_t va = tc_read_s32(a), vb = tc_read_s32(b);
-        tc_write_s32(col, __sxtb16(va));
-        tc_write_s32(col + 2, tc_sxtb16_ror8(va));
-        tc_write_s32(col + 4, __sxtb16(vb));
-        tc_write_s32(col + 6, tc_sxtb16_ror8(vb));
-#else
         col[0] = a[0];
         col[1] = a[1];
         col[2] = a[2];
@@ -267,9 +280,9 @@ static void tc_pointwise_pair_column(int16_t *col, const int8_t *a, const int8_t
         col[5] = b[1];
         col[6] = b[2];
         col[7] = b[3];
-#endif
     }
 }
+#endif
 
 /* The dot products of the pair column into out0 and out1 (NULL: pixel 0 only), with the
  * int16 weights when export gave them. */
@@ -368,7 +381,11 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
             col = ctx != NULL && ctx->buf != NULL && ctx->size >= column &&
                   ((uintptr_t)ctx->buf & 3u) == 0 ? (int16_t *)ctx->buf : NULL;
         }
-        if (col == NULL) {
+        if ((TC_PAIR_RAW_FAST || col == NULL) && zp == 0) {
+            tc_matmul_pair_raw(weights, w16, m, k, a, b, o, out0, out1);
+            continue;
+        }
+        if (col == NULL) { /* a direct caller's zero point, no folded bias */
             tc_matmul_vector(weights, m, k, a, zp, o, out0);
             if (out1 != NULL) {
                 tc_matmul_vector(weights, m, k, b, zp, o, out1);

@@ -392,6 +392,185 @@ static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int
     acc[1] = a1;
 }
 
+/* The dot loops without a column: acc as tc_dot_rows_asm's, from the raw int8 inputs of
+ * pixel 0 at a and pixel 1 at b (word loads: any alignment on Thumb-2). Same frame as
+ * tc_dot_rows_asm; b is the seventh argument. One group of four per pass, no k % 4 tail. */
+#define TC_DOT_RAW_PROLOGUE(name) \
+    TC_ASM_BEGIN(name) \
+    "  push {r4-r11, lr}\n" \
+    "  ldrd r12, lr, [sp, #36]\n" \
+    "  sub sp, sp, #24\n" \
+    "  str lr, [sp, #0]\n" \
+    "  str r1, [sp, #4]\n" \
+    "  str r2, [sp, #8]\n" \
+    "  str r3, [sp, #12]\n" \
+    "  str r12, [sp, #20]\n" \
+    "  add r1, r0, r2\n" \
+    "  bic r2, r2, #3\n" \
+    "  add r2, r3, r2\n" \
+    "  str r2, [sp, #16]\n" \
+    "2:\n" \
+    "  ldr lr, [sp, #20]\n" \
+    "  ldrd r4, r6, [lr], #8\n" \
+    "  str lr, [sp, #20]\n" \
+    "  mov r5, r4\n" \
+    "  mov r7, r6\n" \
+    "  ldrd r2, r3, [sp, #12]\n" \
+    "  ldr r11, [sp, #68]\n" \
+    "1:\n"
+/* after the groups r0 and r1 point k & ~3 bytes into their rows (int8 weights); with int16
+ * weights r0 already points at the next pair's */
+#define TC_DOT_RAW_EPILOGUE(name, next_rows) \
+    "  cmp r2, r3\n" \
+    "  bne 1b\n" \
+    "  ldr lr, [sp, #0]\n" \
+    "  stm lr!, {r4-r7}\n" \
+    "  str lr, [sp, #0]\n" \
+    next_rows \
+    "  ldr r12, [sp, #4]\n" \
+    "  subs r12, r12, #1\n" \
+    "  str r12, [sp, #4]\n" \
+    "  bne 2b\n" \
+    "  add sp, sp, #24\n" \
+    "  pop {r4-r11, pc}\n" \
+    TC_ASM_END(name)
+#define TC_DOT_RAW_NEXT_ROWS \
+    "  ldr r12, [sp, #8]\n" \
+    "  and r2, r12, #3\n" \
+    "  add r0, r1, r2\n" \
+    "  add r1, r0, r12\n"
+#if TC_USE_DSP && defined(__thumb2__)
+/* Cortex-M4, the int16 row pairs export wrote (tc_matmul_pair_s16's): per group the two
+ * pixels' words, SXTB16 into the pair-swapped order the weights have, two LDRDs of weights
+ * and eight SMLADs: 17 instructions per 16 MACs. k a multiple of four. */
+void tc_dot_rows_raw_s16_asm(const int16_t *w16, int32_t pairs, int32_t k, const int8_t *a,
+                             const int32_t *bias, int32_t *acc, const int8_t *b);
+__asm__(
+    TC_DOT_RAW_PROLOGUE("tc_dot_rows_raw_s16_asm")
+    "  ldr r10, [r11], #4\n"
+    "  ldr r1, [r2], #4\n"
+    "  sxtb16 r12, r1\n"
+    "  sxtb16 r1, r1, ror #8\n"
+    "  sxtb16 r9, r10\n"
+    "  sxtb16 r10, r10, ror #8\n"
+    "  ldrd r8, lr, [r0], #8\n"
+    "  smlad r4, r8, r12, r4\n"
+    "  smlad r4, lr, r1, r4\n"
+    "  smlad r5, r8, r9, r5\n"
+    "  smlad r5, lr, r10, r5\n"
+    "  ldrd r8, lr, [r0], #8\n"
+    "  smlad r6, r8, r12, r6\n"
+    "  smlad r6, lr, r1, r6\n"
+    "  smlad r7, r8, r9, r7\n"
+    "  smlad r7, lr, r10, r7\n"
+    TC_DOT_RAW_EPILOGUE("tc_dot_rows_raw_s16_asm", ""));
+#define TC_HAVE_DOT_RAW_ASM 0
+#elif defined(__thumb2__)
+/* Cortex-M3: one LDRSB per input and weight, as tc_dot_rows_asm's LDRSH per column value:
+ * 33 instructions per 16 MACs, the column's own cost without filling it. */
+void tc_dot_rows_raw_asm(const int8_t *w, int32_t pairs, int32_t k, const int8_t *a,
+                         const int32_t *bias, int32_t *acc, const int8_t *b);
+#define TC_DOT_RAW_M3_STEP(i) \
+    "  ldrsb r8, [r2, #" #i "]\n" \
+    "  ldrsb r9, [r11, #" #i "]\n" \
+    "  ldrsb r10, [r0, #" #i "]\n" \
+    "  mla r4, r10, r8, r4\n" \
+    "  mla r5, r10, r9, r5\n" \
+    "  ldrsb r10, [r1, #" #i "]\n" \
+    "  mla r6, r10, r8, r6\n" \
+    "  mla r7, r10, r9, r7\n"
+__asm__(
+    TC_DOT_RAW_PROLOGUE("tc_dot_rows_raw_asm")
+    TC_DOT_RAW_M3_STEP(1)
+    TC_DOT_RAW_M3_STEP(2)
+    TC_DOT_RAW_M3_STEP(3)
+    "  ldrsb r9, [r11], #4\n"
+    "  ldrsb r8, [r2], #4\n"
+    "  ldrsb r10, [r0], #4\n"
+    "  mla r4, r10, r8, r4\n"
+    "  mla r5, r10, r9, r5\n"
+    "  ldrsb r10, [r1], #4\n"
+    "  mla r6, r10, r8, r6\n"
+    "  mla r7, r10, r9, r7\n"
+    TC_DOT_RAW_EPILOGUE("tc_dot_rows_raw_asm", TC_DOT_RAW_NEXT_ROWS));
+#define TC_HAVE_DOT_RAW_ASM 1
+#else
+#define TC_HAVE_DOT_RAW_ASM 0
+#endif
+
+/* Rows r .. rows - 1 (two at a time, an odd last one alone) times the raw int8 inputs of
+ * pixels a and b from input i on, added to acc[2r + pixel] (which start at their bias). */
+static void tc_dot_raw_c(const int8_t *w, int32_t r, int32_t rows, int32_t k, int32_t i0,
+                         const int8_t *a, const int8_t *b, int32_t *acc)
+{
+    int32_t i;
+    for (; r < rows; r += 2) {
+        const int8_t *const u = w + r * k, *const v = r + 1 < rows ? u + k : u;
+        int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+        i = i0;
+#if TC_USE_DSP
+        for (; i + 4 <= k; i += 4) {
+            const int32_t xa = tc_read_s32(a + i), xb = tc_read_s32(b + i);
+            const int32_t a02 = __sxtb16(xa), a13 = tc_sxtb16_ror8(xa);
+            const int32_t b02 = __sxtb16(xb), b13 = tc_sxtb16_ror8(xb);
+            int32_t wv = tc_read_s32(u + i), w02 = __sxtb16(wv), w13 = tc_sxtb16_ror8(wv);
+            s00 = __smlad(w13, a13, __smlad(w02, a02, s00));
+            s01 = __smlad(w13, b13, __smlad(w02, b02, s01));
+            wv = tc_read_s32(v + i);
+            w02 = __sxtb16(wv);
+            w13 = tc_sxtb16_ror8(wv);
+            s10 = __smlad(w13, a13, __smlad(w02, a02, s10));
+            s11 = __smlad(w13, b13, __smlad(w02, b02, s11));
+        }
+#endif
+        for (; i < k; i++) {
+            const int32_t x = a[i], y = b[i];
+            s00 += u[i] * x;
+            s01 += u[i] * y;
+            s10 += v[i] * x;
+            s11 += v[i] * y;
+        }
+        acc[2 * r] += s00;
+        acc[2 * r + 1] += s01;
+        if (r + 1 < rows) {
+            acc[2 * r + 2] += s10;
+            acc[2 * r + 3] += s11;
+        }
+    }
+}
+
+/* acc[2r + pixel] = bias[r] + row r of the rows rows times the raw int8 inputs a (pixel 0)
+ * and b (pixel 1): no column. w16: export's int16 row pairs, or NULL. */
+static void tc_dot_rows_raw(const int8_t *w, const int16_t *w16, int32_t rows, int32_t k,
+                            const int8_t *a, const int8_t *b, const int32_t *bias, int32_t *acc)
+{
+    int32_t r = 0;
+#if TC_USE_DSP && defined(__thumb2__)
+    if (w16 != NULL && rows >= 2) { /* the assembly starts its rows at their bias */
+        tc_dot_rows_raw_s16_asm(w16, rows >> 1, k, a, bias, acc, b);
+        r = rows & ~1;
+    }
+#else
+    (void)w16;
+#endif
+#if TC_HAVE_DOT_RAW_ASM
+    if (rows >= 2 && k >= 4) {
+        tc_dot_rows_raw_asm(w, rows >> 1, k, a, bias, acc, b);
+        r = rows & ~1;
+        if (k & 3) {
+            tc_dot_raw_c(w, 0, r, k, k & ~3, a, b, acc);
+        }
+    }
+#endif
+    if (r < rows) {
+        const int32_t first = r;
+        for (; r < rows; r++) {
+            acc[2 * r] = acc[2 * r + 1] = bias[r];
+        }
+        tc_dot_raw_c(w, first, rows, k, 0, a, b, acc);
+    }
+}
+
 /* tc_store_fast_rows (tc_matmul.h): tc_requant_double_fast per output, M4 SMMULR, M3 SMULL
  * plus the rounding bit; the assembly reads tc_requant_fast as four consecutive words. */
 typedef char tc_fast_is_four_words[sizeof(tc_requant_fast) == 16 ? 1 : -1];
@@ -476,8 +655,9 @@ static const int32_t tc_zero_bias[TC_PAIR_CHUNK];
 /* tc_matmul_pair, and with w16 != NULL (Cortex-M4 only) the row pairs' dot products from the
  * int16 weights export wrote (tc_matmul_pair_s16). */
 TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int32_t rows,
-                                  int32_t k, const int16_t *col, const tc_matmul_output *o,
-                                  int8_t *out0, int8_t *out1)
+                                  int32_t k, const int16_t *col, const int8_t *a,
+                                  const int8_t *b, const tc_matmul_output *o, int8_t *out0,
+                                  int8_t *out1)
 {
     const int32_t *bias = o->bias ? o->bias + o->first_channel : NULL;
     const int32_t lo = o->act_min, hi = o->act_max;
@@ -491,6 +671,10 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
     for (r0 = 0; r0 < rows; r0 += TC_PAIR_CHUNK) {
         const int32_t n = rows - r0 < TC_PAIR_CHUNK ? rows - r0 : TC_PAIR_CHUNK;
         const int32_t *chunk_bias = bias != NULL ? bias + r0 : tc_zero_bias;
+        if (col == NULL) {
+            tc_dot_rows_raw(weights + r0 * k, w16 != NULL ? w16 + r0 * k : NULL, n, k, a, b,
+                            chunk_bias, acc);
+        } else
 #if TC_USE_DSP && defined(__thumb2__)
         if (w16 != NULL && n >= 2) {
             tc_dot_rows_s16_asm(w16 + r0 * k, n >> 1, k, col, chunk_bias, acc);
@@ -499,7 +683,7 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
         {
             tc_dot_rows(weights + r0 * k, n >> 1, k, col, chunk_bias, acc);
         }
-        if (n & 1) {
+        if (col != NULL && (n & 1)) {
             acc[2 * n - 2] = acc[2 * n - 1] = chunk_bias[n - 1];
             tc_dot_pair_1x2(weights + (r0 + n - 1) * k, col, k, acc + 2 * (n - 1));
         }
@@ -519,7 +703,14 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1)
 {
-    tc_matmul_pair_any(weights, NULL, rows, k, col, o, out0, out1);
+    tc_matmul_pair_any(weights, NULL, rows, k, col, NULL, NULL, o, out0, out1);
+}
+
+void tc_matmul_pair_raw(const int8_t *weights, const int16_t *w16, int32_t rows, int32_t k,
+                        const int8_t *a, const int8_t *b, const tc_matmul_output *o,
+                        int8_t *out0, int8_t *out1)
+{
+    tc_matmul_pair_any(weights, w16, rows, k, NULL, a, b, o, out0, out1);
 }
 
 #if TC_USE_DSP && defined(__thumb2__)
@@ -527,7 +718,7 @@ void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows,
                         const int16_t *col, const tc_matmul_output *o, int8_t *out0,
                         int8_t *out1)
 {
-    tc_matmul_pair_any(weights, w16, rows, k, col, o, out0, out1);
+    tc_matmul_pair_any(weights, w16, rows, k, col, NULL, NULL, o, out0, out1);
 }
 #endif
 

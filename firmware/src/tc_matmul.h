@@ -110,6 +110,20 @@ TC_INLINE void tc_pair_fill_groups(int16_t *col, int32_t pixel, int32_t j, const
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1);
 
+/* tc_matmul_pair without a column: the k raw int8 inputs of pixel 0 at a and of pixel 1 at b
+ * (any alignment; the input zero point folded into the bias); w16 as tc_matmul_pair_s16's, or
+ * NULL. On the Cortex-M3 as fast as a column (LDRSB where the column loop has LDRSH), so a
+ * 1x1 conv takes it for every pixel (TC_PAIR_RAW_FAST); elsewhere slower than a column, and
+ * taken by a 1x1 conv's last pixels when there is no room for one. */
+void tc_matmul_pair_raw(const int8_t *weights, const int16_t *w16, int32_t rows, int32_t k,
+                        const int8_t *a, const int8_t *b, const tc_matmul_output *o,
+                        int8_t *out0, int8_t *out1);
+#if !TC_USE_DSP && defined(__thumb2__)
+#define TC_PAIR_RAW_FAST 1
+#else
+#define TC_PAIR_RAW_FAST 0
+#endif
+
 #if TC_USE_DSP && defined(__thumb2__)
 #define TC_HAVE_MATMUL_S16 1
 /* tc_matmul_pair with the row pairs read from w16, the first rows & ~1 rows of the weights as

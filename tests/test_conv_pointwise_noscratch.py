@@ -1,0 +1,106 @@
+"""A 1x1 conv without padding needs no scratch (like CMSIS-NN's arm_convolve_1x1_s8), natively
+and under QEMU, == runtime/.
+
+tc_conv2d.c keeps such a layer's pair column in the last bytes of its output, which no pixel
+before them writes; the pixels whose outputs reach that place take the caller's buffer when the
+model's scratch (sized by another layer) holds the column, else tc_matmul_pair_raw on the raw
+inputs. Helium (tc_conv2d_mve.c) reads the four pixels where they lie, at any stride. The specs
+reach: widths 1 to 5, stride 2 both ways and one way, pairs across two rows and a last single
+pixel, channel counts not a multiple of four (no folded-bias fast column), an output smaller
+than one column (every pixel without a column), a model whose scratch holds the column (from a
+3x3 layer) and one whose scratch does not, and rows of extreme weights (+-127, -128)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _firmware_models import (build_native_runner, compile_kernel_objects, random_inputs,
+                              random_model, reference_run, run_native)
+from _selftest import run_on_board
+
+from export.c_codegen import layer_scratch, write_c_sources
+
+
+def pw(out, **kw) -> dict:
+    return dict(op="conv2d", out=out, kernel=(1, 1), **kw)
+
+
+SPECS = {
+    # no other layer: TC_SCRATCH_SIZE is 4, the last pixels of each layer go without a column
+    "odd": ((3, 5, 12), [pw(12, relu=True),  # width 5, 15 pixels
+                         pw(10, stride=(2, 2)),  # 2 x 3
+                         pw(6),  # k = 10
+                         pw(5, stride=(1, 2)),  # 2 x 2, k = 6
+                         pw(7)]),  # k = 5
+    "tiny": ((4, 1, 40), [pw(36, stride=(2, 1), relu=True),  # width 1, 2 pixels: no room
+                          pw(12, stride=(2, 1))]),  # one pixel, k = 36
+    "wide": ((2, 4, 4), [pw(16, relu=True),  # width 4, k = 4
+                         pw(8)]),  # k = 16
+    # a 3x3 layer sizes the scratch: the 1x1 layers' last pixels take it
+    "scratch": ((4, 3, 8), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1)),
+                            pw(32, relu=True),  # width 3
+                            pw(8, stride=(2, 2))]),  # 2 x 2, k = 32
+}
+INPUTS = 4
+
+
+def make_case(spec: str, mode: str, extreme: bool = False):
+    rng = np.random.default_rng(5)
+    shape, layers = SPECS[spec]
+    model = random_model(rng, shape, layers, mode, name="pw0")
+    if extreme:  # rows of +127, of -128 and alternating: the widest sums the kernels take
+        layer = model.layers[-1]
+        w = layer.arrays["weights"].copy()
+        w[0], w[1] = 127, -128
+        w[2].reshape(-1)[::2] = -128
+        w[2].reshape(-1)[1::2] = 127
+        layer.arrays["weights"] = w
+    return model, random_inputs(rng, model, INPUTS)
+
+
+CASES = [(s, False) for s in SPECS] + [("odd", True)]
+IDS = [s + ("-extreme" if e else "") for s, e in CASES]
+
+
+def test_pointwise_layers_need_no_scratch():
+    for spec in SPECS:
+        model, _ = make_case(spec, "fixed")
+        for layer, scratch in zip(model.layers, layer_scratch(model)):
+            if layer.arrays["weights"].shape[1:3] == (1, 1):
+                assert scratch == 0, (spec, layer.name, scratch)
+
+
+@pytest.fixture(scope="module")
+def kernel_objects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kernels")
+    return {mode: compile_kernel_objects(root / mode, mode == "float")
+            for mode in ("fixed", "float")}
+
+
+def check(expected, got):
+    assert len(np.unique(expected)) > 8, "outputs saturated"
+    assert np.array_equal(got, expected), f"{(got != expected).sum()} of {got.size} differ"
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+@pytest.mark.parametrize("spec,extreme", CASES, ids=IDS)
+def test_pointwise_native_equals_runtime(spec, extreme, mode, kernel_objects, tmp_path):
+    model, x = make_case(spec, mode, extreme)
+    write_c_sources(model, tmp_path)
+    exe = build_native_runner(tmp_path, kernel_objects[mode], mode == "float")
+    got = run_native(exe, model, x).reshape(len(x), -1)
+    check(reference_run(model, x).reshape(len(x), -1), got)
+
+
+@pytest.mark.parametrize("spec,extreme", CASES, ids=IDS)
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386", "mps3-an547", "microbit"])
+def test_pointwise_on_board_equals_runtime(board, spec, extreme, arm_tools, tmp_path):
+    model, x = make_case(spec, "fixed", extreme)
+    got, expected = run_on_board(model, x, board, tmp_path)
+    check(expected, got)
+
+
+@pytest.mark.parametrize("board", ["mps2-an386", "mps3-an547"])
+def test_pointwise_float_on_board_equals_runtime(board, arm_tools, tmp_path):
+    model, x = make_case("odd", "float")
+    got, expected = run_on_board(model, x, board, tmp_path)
+    check(expected, got)
