@@ -34,7 +34,7 @@ SPECS = {
     "tiny": ((4, 1, 40), [pw(36, stride=(2, 1), relu=True),  # width 1, 2 pixels: no room
                           pw(12, stride=(2, 1))]),  # one pixel, k = 36
     "wide": ((2, 4, 4), [pw(16, relu=True),  # width 4, k = 4
-                         pw(8)]),  # k = 16
+                         pw(7)]),  # k = 16, an odd row count
     # a 3x3 layer sizes the scratch: the 1x1 layers' last pixels take it
     "scratch": ((4, 3, 8), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1)),
                             pw(32, relu=True),  # width 3

@@ -304,7 +304,7 @@ TC_INLINE void tc_conv_matmul(const int8_t *w, const int16_t *w16, int32_t rows,
 /* One group, raw inputs, a ring of strips `strip` columns wide after the pair column: pairs
  * of one row within a strip from the ring; an odd last output column in pairs of two rows by
  * im2col. */
-static void tc_conv2d_strips(const tc_conv_params *params, const tc_dims *in_dims,
+static TC_NOINLINE void tc_conv2d_strips(const tc_conv_params *params, const tc_dims *in_dims,
                              const int8_t *input, const tc_filter_dims *filter,
                              const int8_t *weights, const int16_t *w16, const tc_matmul_output *o,
                              const tc_dims *out_dims, int8_t *output, int16_t *col,
@@ -350,7 +350,7 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
                                             const tc_requant_params *rq,
                                             const tc_dims *in_dims, const int8_t *input,
                                             const tc_filter_dims *filter,
-                                            const int8_t *weights, const tc_matmul_output *o,
+                                            const int8_t *weights, const int32_t *bias,
                                             const tc_dims *out_dims, int8_t *output)
 {
     const int32_t k = filter->c, m = filter->m, ow = out_dims->w, column =
@@ -363,6 +363,15 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
     int32_t tail = pixels * m - column, i, ox = 0;
     const int8_t *x = input;
     int16_t *col;
+    tc_matmul_output out;
+    const tc_matmul_output *const o = &out;
+    out.bias = rq->folded_bias != NULL ? rq->folded_bias : bias;
+    out.rq = rq;
+    out.first_channel = 0;
+    out.output_zero_point = params->output_zero_point;
+    out.act_min = params->act_min;
+    out.act_max = params->act_max;
+    out.fast = rq->fast;
     tail -= (int32_t)((uintptr_t)(output + tail) & 3u);
     col = tail >= 0 ? (int16_t *)(void *)(output + tail) : NULL;
     for (i = 0; i < pixels; i += 2) {
@@ -426,21 +435,13 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     const int16_t *w16 = NULL;
     int16_t *col;
     int32_t g, i, m_per_group, raw, strip;
-    tc_matmul_output o;
     if (groups < 1 || filter->c * groups != in_dims->c || filter->m % groups != 0 ||
         filter->m != out_dims->c || params->stride_h < 1 || params->stride_w < 1 ||
         params->dilation_h < 1 || params->dilation_w < 1) {
         return TC_ERR_BAD_ARG;
     }
-    o.rq = rq;
-    o.output_zero_point = params->output_zero_point;
-    o.act_min = params->act_min;
-    o.act_max = params->act_max;
     if (tc_conv2d_get_column_size(params, filter, in_dims, out_dims) == 0) {
-        o.bias = rq->folded_bias != NULL ? rq->folded_bias : bias;
-        o.first_channel = 0;
-        o.fast = rq->fast;
-        tc_conv2d_pointwise(ctx, params, rq, in_dims, input, filter, weights, &o, out_dims,
+        tc_conv2d_pointwise(ctx, params, rq, in_dims, input, filter, weights, bias, out_dims,
                             output);
         return TC_OK;
     }
@@ -460,8 +461,13 @@ static TC_NOINLINE int tc_conv2d_columns(const tc_context *ctx, const tc_conv_pa
     }
     for (g = 0; g < groups; g++) {
         const int8_t *w = weights + g * m_per_group * k;
+        tc_matmul_output o;
         o.bias = raw ? rq->folded_bias : bias;
+        o.rq = rq;
         o.first_channel = g * m_per_group;
+        o.output_zero_point = params->output_zero_point;
+        o.act_min = params->act_min;
+        o.act_max = params->act_max;
         o.fast = rq->fast != NULL ? rq->fast + o.first_channel : NULL;
         if (strip > 0) { /* one group */
             tc_conv2d_strips(params, in_dims, input, filter, w, w16, &o, out_dims, output, col,

@@ -656,8 +656,8 @@ static const int32_t tc_zero_bias[TC_PAIR_CHUNK];
  * int16 weights export wrote (tc_matmul_pair_s16). */
 TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int32_t rows,
                                   int32_t k, const int16_t *col, const int8_t *a,
-                                  const int8_t *b, const tc_matmul_output *o, int8_t *out0,
-                                  int8_t *out1)
+                                  const int8_t *b, int32_t raw, const tc_matmul_output *o,
+                                  int8_t *out0, int8_t *out1)
 {
     const int32_t *bias = o->bias ? o->bias + o->first_channel : NULL;
     const int32_t lo = o->act_min, hi = o->act_max;
@@ -671,7 +671,7 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
     for (r0 = 0; r0 < rows; r0 += TC_PAIR_CHUNK) {
         const int32_t n = rows - r0 < TC_PAIR_CHUNK ? rows - r0 : TC_PAIR_CHUNK;
         const int32_t *chunk_bias = bias != NULL ? bias + r0 : tc_zero_bias;
-        if (col == NULL) {
+        if (raw) { /* a constant where this is inlined */
             tc_dot_rows_raw(weights + r0 * k, w16 != NULL ? w16 + r0 * k : NULL, n, k, a, b,
                             chunk_bias, acc);
         } else
@@ -683,7 +683,7 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
         {
             tc_dot_rows(weights + r0 * k, n >> 1, k, col, chunk_bias, acc);
         }
-        if (col != NULL && (n & 1)) {
+        if (!raw && (n & 1)) {
             acc[2 * n - 2] = acc[2 * n - 1] = chunk_bias[n - 1];
             tc_dot_pair_1x2(weights + (r0 + n - 1) * k, col, k, acc + 2 * (n - 1));
         }
@@ -703,14 +703,14 @@ TC_INLINE void tc_matmul_pair_any(const int8_t *weights, const int16_t *w16, int
 void tc_matmul_pair(const int8_t *weights, int32_t rows, int32_t k, const int16_t *col,
                     const tc_matmul_output *o, int8_t *out0, int8_t *out1)
 {
-    tc_matmul_pair_any(weights, NULL, rows, k, col, NULL, NULL, o, out0, out1);
+    tc_matmul_pair_any(weights, NULL, rows, k, col, NULL, NULL, 0, o, out0, out1);
 }
 
 void tc_matmul_pair_raw(const int8_t *weights, const int16_t *w16, int32_t rows, int32_t k,
                         const int8_t *a, const int8_t *b, const tc_matmul_output *o,
                         int8_t *out0, int8_t *out1)
 {
-    tc_matmul_pair_any(weights, w16, rows, k, NULL, a, b, o, out0, out1);
+    tc_matmul_pair_any(weights, w16, rows, k, NULL, a, b, 1, o, out0, out1);
 }
 
 #if TC_USE_DSP && defined(__thumb2__)
@@ -718,7 +718,7 @@ void tc_matmul_pair_s16(const int8_t *weights, const int16_t *w16, int32_t rows,
                         const int16_t *col, const tc_matmul_output *o, int8_t *out0,
                         int8_t *out1)
 {
-    tc_matmul_pair_any(weights, w16, rows, k, col, NULL, NULL, o, out0, out1);
+    tc_matmul_pair_any(weights, w16, rows, k, col, NULL, NULL, 0, o, out0, out1);
 }
 #endif
 
