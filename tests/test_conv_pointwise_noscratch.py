@@ -6,9 +6,10 @@ before them writes; the pixels whose outputs reach that place take the caller's 
 model's scratch (sized by another layer) holds the column, else tc_matmul_pair_raw on the raw
 inputs. Helium (tc_conv2d_mve.c) reads the four pixels where they lie, at any stride. The specs
 reach: widths 1 to 5, stride 2 both ways and one way, pairs across two rows and a last single
-pixel, channel counts not a multiple of four (no folded-bias fast column), an output smaller
-than one column (every pixel without a column), a model whose scratch holds the column (from a
-3x3 layer) and one whose scratch does not, and rows of extreme weights (+-127, -128)."""
+pixel, channel counts not a multiple of four (no fast column), odd row counts and more than 32
+rows, an output smaller than one column (every pixel without a column), a model whose scratch
+holds the column (from a 3x3 layer) and models whose scratch does not, and rows of extreme
+weights (+-127, -128)."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,8 @@ SPECS = {
                          pw(6),  # k = 10
                          pw(5, stride=(1, 2)),  # 2 x 2, k = 6
                          pw(7)]),  # k = 5
-    "tiny": ((4, 1, 40), [pw(36, stride=(2, 1), relu=True),  # width 1, 2 pixels: no room
-                          pw(12, stride=(2, 1))]),  # one pixel, k = 36
+    # 2 pixels of width 1, output smaller than a column; 37 rows: two chunks, an odd last row
+    "tiny": ((2, 1, 40), [pw(37)]),
     "wide": ((2, 4, 4), [pw(16, relu=True),  # width 4, k = 4
                          pw(7)]),  # k = 16, an odd row count
     # a 3x3 layer sizes the scratch: the 1x1 layers' last pixels take it
@@ -59,6 +60,9 @@ def make_case(spec: str, mode: str, extreme: bool = False):
 
 CASES = [(s, False) for s in SPECS] + [("odd", True)]
 IDS = [s + ("-extreme" if e else "") for s, e in CASES]
+# on the boards (each a firmware build): the M3 and M0 take the in-place loop for every pixel
+# or their C one, the M4 its column and the in-place loop for the last pixels, the M55 Helium
+BOARD_CASES = [("odd", True), ("tiny", False)]
 
 
 def test_pointwise_layers_need_no_scratch():
@@ -91,7 +95,7 @@ def test_pointwise_native_equals_runtime(spec, extreme, mode, kernel_objects, tm
     check(reference_run(model, x).reshape(len(x), -1), got)
 
 
-@pytest.mark.parametrize("spec,extreme", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,extreme", BOARD_CASES, ids=["odd-extreme", "tiny"])
 @pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386", "mps3-an547", "microbit"])
 def test_pointwise_on_board_equals_runtime(board, spec, extreme, arm_tools, tmp_path):
     model, x = make_case(spec, "fixed", extreme)
@@ -99,8 +103,9 @@ def test_pointwise_on_board_equals_runtime(board, spec, extreme, arm_tools, tmp_
     check(expected, got)
 
 
-@pytest.mark.parametrize("board", ["mps2-an386", "mps3-an547"])
-def test_pointwise_float_on_board_equals_runtime(board, arm_tools, tmp_path):
-    model, x = make_case("odd", "float")
-    got, expected = run_on_board(model, x, board, tmp_path)
+@pytest.mark.parametrize("spec,mode", [("scratch", "fixed"), ("odd", "float")])
+def test_pointwise_m4_equals_runtime(spec, mode, arm_tools, tmp_path):
+    """The M4 with the model's scratch holding the column; float requantization."""
+    model, x = make_case(spec, mode)
+    got, expected = run_on_board(model, x, "mps2-an386", tmp_path)
     check(expected, got)
