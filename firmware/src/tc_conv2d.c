@@ -3,11 +3,16 @@
  *
  * Scratch beside CMSIS-NN's (benchmarks/bench_scratch.py): the pair column is the size of
  * arm_convolve_s8's buffer, and the row ring export asks for is no larger than the column, so
- * a 3x3 layer needs at most 2x CMSIS-NN's (1.7x on the bench's layers). A 1x1 layer keeps its
- * pair column (2 x channels int16) where CMSIS-NN's arm_convolve_1x1_s8_fast needs none: its
- * inputs are sign-extended once per pixel pair and read by every output channel, where
- * CMSIS-NN sign-extends them again for each channel in the dot loop. The per-channel constants
- * and the 1x1 int16 weights come from export in flash, not from scratch. */
+ * a 3x3 layer needs at most 2x CMSIS-NN's (1.7x on the bench's layers). A 1x1 layer without
+ * padding (one group, any stride) needs none, like CMSIS-NN's arm_convolve_1x1_s8(_fast): its
+ * pair column lives in the last bytes of its own output, which no earlier pixel writes, so
+ * the inputs are still sign-extended once per pixel pair and read by every output channel
+ * (CMSIS-NN sign-extends them again for each channel). The few pixels whose outputs reach that
+ * place use the caller's buffer when it holds a column (TC_SCRATCH_SIZE is the largest
+ * layer's), else tc_matmul_pair_raw, which reads the raw inputs in place (slower per MAC on a
+ * DSP core). The Cortex-M3 takes tc_matmul_pair_raw for every pixel: its LDRSB loop costs what
+ * the column loop's LDRSH does, without the fill. The per-channel constants and the 1x1 int16
+ * weights come from export in flash, not from scratch. */
 #include <stddef.h>
 
 #include "tc_asm.h"

@@ -5,8 +5,9 @@
  *         return tc_x_mve(...);
  *     #endif
  * so on the M55 the scalar body is dead code and drops out of the image. The MVE kernels read
- * int8 inputs and weights as they are (VMLADAVA.S8: 16 MACs per instruction) and make up for
- * the input zero point with the weights' sums (VADDVA), as CMSIS-NN's MVE kernels do; fixed
+ * int8 inputs and weights as they are (VMLADAVA.S8: 16 MACs per instruction); the input zero
+ * point is in export's folded bias, or for a direct caller without one made up for with the
+ * weights' sums (VADDVA), as CMSIS-NN's MVE kernels do; fixed
  * (double rounding) requantization runs on four lanes at once, float and single rounding
  * stay scalar. */
 #ifndef TC_MVE_H
