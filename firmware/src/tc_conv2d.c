@@ -308,7 +308,8 @@ TC_INLINE void tc_conv_matmul(const int8_t *w, const int16_t *w16, int32_t rows,
 
 /* One group, raw inputs, a ring of strips `strip` columns wide after the pair column: pairs
  * of one row within a strip from the ring; an odd last output column in pairs of two rows by
- * im2col. */
+ * im2col. Out of line: inlined, any change of tc_conv2d_columns moved the Cortex-M0's register
+ * allocation of its loops (+1 % on the 3x3 layers). */
 static TC_NOINLINE void tc_conv2d_strips(const tc_conv_params *params, const tc_dims *in_dims,
                              const int8_t *input, const tc_filter_dims *filter,
                              const int8_t *weights, const int16_t *w16, const tc_matmul_output *o,
@@ -350,7 +351,9 @@ static TC_NOINLINE void tc_conv2d_strips(const tc_conv_params *params, const tc_
  * scratch. The pair column lives in the last bytes of the output (4-byte aligned), which no
  * pixel before them writes: every pair whose outputs end before it uses it. The last few
  * pixels take the caller's buffer when it happens to hold the column (TC_SCRATCH_SIZE is the
- * largest layer's), else tc_matmul_vector, the fully connected kernel, on the raw inputs. */
+ * largest layer's), else tc_matmul_pair_raw on the raw inputs (tc_matmul_vector for a direct
+ * caller's zero point without a folded bias). The Cortex-M3 takes tc_matmul_pair_raw for every
+ * pair (TC_PAIR_RAW_FAST). */
 static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv_params *params,
                                             const tc_requant_params *rq,
                                             const tc_dims *in_dims, const int8_t *input,
