@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from export import conv_constants
+from export.plan import lifetimes
 from runtime.errors import TinyconvError
 from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
@@ -255,7 +256,9 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
             scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
         else:
-            scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point)
+            scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point,
+                                      layer.inputs[0] != model.input and
+                                      lifetimes(model)[layer.inputs[0]][1] == index)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]
@@ -302,7 +305,7 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
 
 
 def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_point: int,
-                    output_zero_point: int) -> int:
+                    output_zero_point: int, spare_input: bool = False) -> int:
     """A (non-depthwise) conv2d's constants computed at export (export/conv_constants.py) and
     its kernel scratch in bytes: tc_conv2d_get_buffer_size, plus the row ring where the kernel
     takes it, or the one-channel kernel's tc_conv2d_1ch_get_buffer_size."""
@@ -325,6 +328,9 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
         and (e["out_w"] - 1) * e["stride_w"] < e["in_w"]
     if pointwise:
         scratch = 0
+        # iparams[0] (tc_conv_params.input_spare): no later layer reads the input, so the
+        # pixels already read may hold the column when the output has no room left for it
+        e["iparams"][0] = int(spare_input)
     if ring:
         # tc_conv2d_get_ring_size: kh int16 input rows (4-byte tag each) of a strip of output
         # columns, the widest even one (up to out_w & ~1) whose ring is no larger than the

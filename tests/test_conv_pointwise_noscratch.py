@@ -3,13 +3,14 @@ and under QEMU, == runtime/.
 
 tc_conv2d.c keeps such a layer's pair column in the last bytes of its output, which no pixel
 before them writes; the pixels whose outputs reach that place take the caller's buffer when the
-model's scratch (sized by another layer) holds the column, else tc_matmul_pair_raw on the raw
-inputs. Helium (tc_conv2d_mve.c) reads the four pixels where they lie, at any stride. The specs
+model's scratch (sized by another layer) holds the column, else the input's pixels already
+read when no later layer reads the input, else tc_matmul_pair_raw on the raw inputs. Helium (tc_conv2d_mve.c) reads the four pixels where they lie, at any stride. The specs
 reach: widths 1 to 5, stride 2 both ways and one way, pairs across two rows and a last single
 pixel, channel counts not a multiple of four (no fast column), odd row counts and more than 32
 rows, an output smaller than one column (every pixel without a column), a model whose scratch
-holds the column (from a 3x3 layer) and models whose scratch does not, and rows of extreme
-weights (+-127, -128)."""
+holds the column (from a 3x3 layer) and models whose scratch does not, an input that nothing
+reads later (its pixels already read hold the column) and one an add reads again, and rows of
+extreme weights (+-127, -128)."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,6 +37,11 @@ SPECS = {
     "tiny": ((2, 1, 40), [pw(37)]),
     "wide": ((2, 4, 4), [pw(16, relu=True),  # width 4, k = 4
                          pw(7)]),  # k = 16, an odd row count
+    # the second layer's input is read by nothing after it: once the output has no room, the
+    # input pixels already read hold the column (tc_conv_params.input_spare)
+    "spare": ((3, 3, 8), [pw(64, relu=True), pw(64)]),
+    # the second layer's input is read again by the add: not spare
+    "residual": ((3, 3, 8), [pw(16, relu=True), pw(16), dict(op="add", **{"with": 1})]),
     # a 3x3 layer sizes the scratch: the 1x1 layers' last pixels take it
     "scratch": ((4, 3, 8), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1)),
                             pw(32, relu=True),  # width 3
@@ -62,15 +68,27 @@ CASES = [(s, False) for s in SPECS] + [("odd", True)]
 IDS = [s + ("-extreme" if e else "") for s, e in CASES]
 # on the boards (each a firmware build): the M3 and M0 take the in-place loop for every pixel
 # or their C one, the M4 its column and the in-place loop for the last pixels, the M55 Helium
-BOARD_CASES = [("odd", True), ("tiny", False)]
+BOARD_CASES = [("odd", True), ("tiny", False), ("spare", False)]
 
 
 def test_pointwise_layers_need_no_scratch():
     for spec in SPECS:
         model, _ = make_case(spec, "fixed")
         for layer, scratch in zip(model.layers, layer_scratch(model)):
-            if layer.arrays["weights"].shape[1:3] == (1, 1):
+            if layer.op == "conv2d" and layer.arrays["weights"].shape[1:3] == (1, 1):
                 assert scratch == 0, (spec, layer.name, scratch)
+
+
+def test_only_a_dead_input_is_spare():
+    """iparams[0] (tc_conv_params.input_spare) is set for a 1x1 layer whose input no later
+    layer reads, and for no other: not the model's input, not a tensor an add reads later."""
+    from export.c_codegen import _layer_entry, _Writer
+    expect = {"spare": [0, 1], "residual": [0, 0], "odd": [0, 1, 1, 1, 1]}
+    for spec, flags in expect.items():
+        model, _ = make_case(spec, "fixed")
+        got = [_layer_entry(model, i, layer, _Writer())[0]["iparams"][0]
+               for i, layer in enumerate(model.layers) if layer.op == "conv2d"]
+        assert got == flags, (spec, got)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +113,7 @@ def test_pointwise_native_equals_runtime(spec, extreme, mode, kernel_objects, tm
     check(reference_run(model, x).reshape(len(x), -1), got)
 
 
-@pytest.mark.parametrize("spec,extreme", BOARD_CASES, ids=["odd-extreme", "tiny"])
+@pytest.mark.parametrize("spec,extreme", BOARD_CASES, ids=["odd-extreme", "tiny", "spare"])
 @pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386", "mps3-an547", "microbit"])
 def test_pointwise_on_board_equals_runtime(board, spec, extreme, arm_tools, tmp_path):
     model, x = make_case(spec, "fixed", extreme)

@@ -351,9 +351,10 @@ static TC_NOINLINE void tc_conv2d_strips(const tc_conv_params *params, const tc_
  * scratch. The pair column lives in the last bytes of the output (4-byte aligned), which no
  * pixel before them writes: every pair whose outputs end before it uses it. The last few
  * pixels take the caller's buffer when it happens to hold the column (TC_SCRATCH_SIZE is the
- * largest layer's), else tc_matmul_pair_raw on the raw inputs (tc_matmul_vector for a direct
- * caller's zero point without a folded bias). The Cortex-M3 takes tc_matmul_pair_raw for every
- * pair (TC_PAIR_RAW_FAST). */
+ * largest layer's), else, when no later layer reads the input (params->input_spare), the input
+ * pixels already read once they make room, else tc_matmul_pair_raw on the raw inputs
+ * (tc_matmul_vector for a direct caller's zero point without a folded bias). The Cortex-M3
+ * takes tc_matmul_pair_raw for every pair (TC_PAIR_RAW_FAST). */
 static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv_params *params,
                                             const tc_requant_params *rq,
                                             const tc_dims *in_dims, const int8_t *input,
@@ -371,6 +372,7 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
     int32_t tail = pixels * m - column, i, ox = 0;
     const int8_t *x = input;
     int16_t *col;
+    int8_t *spare = NULL;
     tc_matmul_output out;
     const tc_matmul_output *const o = &out;
     out.bias = rq->folded_bias != NULL ? rq->folded_bias : bias;
@@ -397,6 +399,12 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
             tail = INT32_MAX;
             col = ctx != NULL && ctx->buf != NULL && ctx->size >= column &&
                   ((uintptr_t)ctx->buf & 3u) == 0 ? (int16_t *)ctx->buf : NULL;
+            spare = col == NULL ? params->input_spare : NULL;
+            spare = spare != NULL ? spare + ((4u - ((uintptr_t)spare & 3u)) & 3u) : NULL;
+        }
+        if (spare != NULL && a - spare >= column) { /* input pixels no one reads again */
+            col = (int16_t *)(void *)spare;
+            spare = NULL;
         }
         if ((TC_PAIR_RAW_FAST || col == NULL) && zp == 0) {
             tc_matmul_pair_raw(weights, w16, m, k, a, b, o, out0, out1);

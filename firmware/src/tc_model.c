@@ -166,6 +166,7 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_min = l->act_min;
         p.act_max = l->act_max;
         p.weights_s16 = l->weights_s16;
+        p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* conv2d 1x1 */
         f.m = l->out_c;
         f.kh = l->kernel_h;
         f.kw = l->kernel_w;
