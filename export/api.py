@@ -117,6 +117,36 @@ def _owned_artifacts(target: Path) -> set[str]:
     return set()
 
 
+def check_output(path, *, reads=(), export_dir=None) -> None:
+    """Refuse an output file that is one the command reads (``reads``: the dataset, by any
+    name, links included) or an artifact of the export in use: the command would otherwise
+    replace the user's data, or the model it just ran, with its results."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for source in reads:
+        if _same(path, source):
+            raise TinyconvError(f"{path} is the --input {source}: write the output elsewhere")
+    if export_dir is None:
+        return
+    export_dir = Path(export_dir)
+    export_dir = export_dir if export_dir.is_dir() else export_dir.parent
+    try:
+        names = set(json.loads((export_dir / MANIFEST).read_text())["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = set()
+    for name in sorted({*names, *_LEGACY, "model.tflite", MANIFEST} - {""}):
+        if isinstance(name, str) and _same(path, export_dir / name):
+            raise TinyconvError(f"{path} is the export's {name}: write the output elsewhere")
+
+
+def _same(a: Path, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
 def _clashes(target: Path, names, owned: set[str]) -> None:
     for name in names:
         if name not in owned and os.path.lexists(target / name):

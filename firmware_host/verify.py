@@ -100,7 +100,11 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     if limit is not None and limit < 1:
         raise TinyconvError(f"--limit must be at least 1, got {limit}")
     if json_path is not None:
+        from export.api import check_output
+
         check_writable(json_path)
+        check_output(json_path, reads=[inputs] if isinstance(inputs, (str, Path)) else [],
+                     export_dir=export_dir)
     model = runtime.load(export_dir)
     refs = References(export_dir, model)
     total, batches, label_note = _input_batches(inputs, labels, limit, model)

@@ -110,6 +110,7 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     onnx_path = export_dir / "model.onnx"
     if not onnx_path.is_file():
         raise TinyconvError(f"{export_dir}: no model.onnx (is it a tinyconv export directory?)")
+    page.check_out_dir(out_dir)  # before the re-exports: minutes of work, then a refusal
     model = runtime.load(export_dir)
     x, y = load_inputs(Path(inputs), labels)
     if y is not None:
