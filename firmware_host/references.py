@@ -59,6 +59,9 @@ class References:
         self.layers = None  # LayerRunner, fixed mode only
         self.q_stamped = False  # model.q.onnx names model.tcm's hash and its own digest
         q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
+        if not q_path.exists() and _export_wrote(export_dir, q_path.name):
+            raise TinyconvError(f"{q_path} is missing, but the export wrote it and onnxruntime "
+                                "on it gates the verdict: restore it or export again")
         try:
             if q_path.exists():
                 self.q_onnx = onnx.load(str(q_path))
@@ -98,8 +101,9 @@ class References:
         from export.tflite_reference import OutputReference
 
         if not path.exists():
-            raise TinyconvError(f"{path} is missing: a model exported from a .tflite file is "
-                                "verified against TFLM on it (export it again)")
+            why = ("a model exported from a .tflite file is verified against TFLM on it"
+                   if required else "the export wrote it, and TFLM on it gates the verdict")
+            raise TinyconvError(f"{path} is missing: {why} (restore it or export again)")
         data = path.read_bytes()
         try:
             self.tflm = OutputReference(data, self.model, "tflm")
