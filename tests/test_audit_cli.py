@@ -1,0 +1,39 @@
+"""User mistakes on the command line are refused before anything is written (audit).
+
+Found by trying them: `tinyconv demo --out .` in a project folder replaced the project's own
+test.npz with the digits test split; `tinyconv export ... --target nosuch` wrote the whole export
+and only then named the unknown board (exit 2 with the files left behind). Each test failed
+before the fix. The real command line, in process, on real files."""
+from __future__ import annotations
+
+import numpy as np
+
+import _host_device as hd
+from tinyconv.cli import main
+
+
+def test_demo_out_never_replaces_a_users_file(tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    np.savez(project / "test.npz", x=np.ones((2, 3), np.float32))
+    (project / "notes.txt").write_text("keep me\n")
+    before = {p.name: p.read_bytes() for p in project.iterdir()}
+    assert main(["demo", "--out", str(project), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "test.npz" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in project.iterdir()} == before
+
+
+def test_export_names_an_unknown_board_before_writing(tmp_path, capsys):
+    import onnx
+
+    onnx.save(hd.small_cnn(), tmp_path / "net.onnx")
+    hd.save_images(tmp_path / "calib.npz", hd.images(8))
+    out = tmp_path / "out"
+    assert main(["export", str(tmp_path / "net.onnx"), "--calibration",
+                 str(tmp_path / "calib.npz"), "--out", str(out), "--target", "nosuch",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'nosuch'" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "net.onnx"]
