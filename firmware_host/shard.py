@@ -192,17 +192,23 @@ def verify_many(export_dir, model, refs: References, total: int, batches, label_
                                   "failures": o.failures, "ok": o.ok}
                                  for o in getattr(exc, "unfinished", ())]
             exc.result = result
+            _report(result, runs, write_report)
             raise
-        finally:
-            result.devices = [run.as_dict() for run in runs]
-            result.link = _sum_links(runs)
-            for run in runs:
-                if run.died is not None:
-                    result.notes.append(
-                        f"device {run.label} stopped after {run.images} images ({run.died}); "
-                        f"its {len(run.handed_over)} unanswered images went to the others")
-            write_report(result)
+        # an interrupted run (Ctrl-C) writes no report, as a single device's does: a report of
+        # the images done so far would say exit_status 0 for a run that was not finished
+        _report(result, runs, write_report)
     return result
+
+
+def _report(result: VerifyResult, runs: list[DeviceRun], write_report) -> None:
+    result.devices = [run.as_dict() for run in runs]
+    result.link = _sum_links(runs)
+    for run in runs:
+        if run.died is not None:
+            result.notes.append(
+                f"device {run.label} stopped after {run.images} images ({run.died}); "
+                f"its {len(run.handed_over)} unanswered images went to the others")
+    write_report(result)
 
 
 def _sum_links(runs: list[DeviceRun]) -> dict:
