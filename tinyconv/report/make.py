@@ -14,7 +14,7 @@ from onnx import numpy_helper
 import runtime
 from runtime.dataset import class_labels, label_classes
 from runtime.errors import TinyconvError
-from runtime.inputs import float_output_to_nhwc, quantize_input
+from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 from tinyconv.report import figures, page, quality
 from tinyconv.report.verified import verify_rows
@@ -37,7 +37,7 @@ def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray |
             if "x" not in data.files:
                 raise TinyconvError(f"{path}: no array 'x' (it has "
                                     f"{', '.join(data.files) or 'none'})")
-            x = np.asarray(data["x"], dtype=np.float32)
+            x = np.asarray(data["x"])
             if not want_labels:
                 return x, None
             if "y" not in data.files:
@@ -48,6 +48,24 @@ def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray |
     except ValueError as exc:
         raise TinyconvError(f"{path}: not a readable .npz file ({exc})") from None
     return x, y
+
+
+def checked_inputs(model: QuantModel, x: np.ndarray, path) -> np.ndarray:
+    """What run and verify take (float, NCHW or NHWC), in model.onnx's layout; the report
+    compares with the float model, so int8 codes do not do. An empty file, another dtype, a
+    wrong shape or NaN is one line, as in run and verify, not an error inside onnxruntime."""
+    if x.ndim == 0:
+        raise TinyconvError(f"{path}: array 'x' is a scalar, not a batch")
+    if len(x) == 0:
+        raise TinyconvError(f"{path}: array 'x' holds no inputs")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TinyconvError(f"{path}: 'x' is {x.dtype}; the report compares int8 with the float "
+                            "model and takes float inputs, as in training")
+    try:
+        quantize_input(model, x)
+    except TinyconvError as exc:
+        raise TinyconvError(f"{path}: {exc}") from None
+    return float_input(model, x)
 
 
 def first_conv_filters(onnx_path: Path, model: QuantModel) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +131,14 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     page.check_out_dir(out_dir)  # before the re-exports: minutes of work, then a refusal
     model = runtime.load(export_dir)
     x, y = load_inputs(Path(inputs), labels)
+    x = checked_inputs(model, x, inputs)
     if y is not None:
         y, note = class_labels(y, len(x), label_classes(model), str(inputs))
         if note:
             say(f"report: note: {note}")
     verification = [] if verify_json is None else verify_rows(Path(verify_json), model.hash)
-    cal = x if calibration is None else load_inputs(Path(calibration), False)[0]
+    cal = x if calibration is None else np.asarray(load_inputs(Path(calibration), False)[0],
+                                                   np.float32)
     warnings = [] if calibration is not None else [
         "The int8 re-exports are calibrated on the test inputs (--input), which they are then "
         "scored on: their accuracy is optimistic. Pass --calibration with separate data."]
