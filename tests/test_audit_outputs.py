@@ -87,3 +87,18 @@ def test_report_out_may_not_wipe_a_folder_that_only_has_an_index_html(project, t
     refused(capsys, ["report", exp, "--input", data, "--out", site, "--images", "1"],
             site / "index.html", site / "notes.txt", says="notes.txt")
     assert sorted(p.name for p in site.iterdir()) == ["index.html", "notes.txt"]
+
+
+def test_an_output_through_a_symlink_writes_its_target_and_keeps_the_link(project, tmp_path,
+                                                                            capsys):
+    """`--output latest.npz` where latest.npz -> runs/today.npz: before, the link was replaced
+    by a plain file and runs/today.npz kept its old contents."""
+    exp, data = project
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "today.npz").write_bytes(b"old")
+    (tmp_path / "latest.npz").symlink_to(Path("runs") / "today.npz")
+    assert main(["run", str(exp), "--input", str(data), "--output",
+                 str(tmp_path / "latest.npz"), "-q"]) == 0
+    assert (tmp_path / "latest.npz").is_symlink()
+    assert (tmp_path / "runs" / "today.npz").read_bytes()[:2] == b"PK"  # the .npz (a zip)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["today.npz"]
