@@ -37,3 +37,13 @@ def test_export_names_an_unknown_board_before_writing(tmp_path, capsys):
     assert "unknown board 'nosuch'" in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "net.onnx"]
+
+
+def test_bench_bad_options_are_one_line(tmp_path):
+    """`bench runtime --repeat 0` ended in "min() arg is an empty sequence" and `bench
+    arm-kernels --boards nosuch` in a TinyconvError traceback; both failed before the fix."""
+    for args, says in ((("runtime", "--repeat", "0"), "--repeat must be at least 1"),
+                       (("arm-kernels", "--boards", "nosuch"), "unknown board(s) nosuch")):
+        done = hd.tinyconv("bench", *args, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert says in done.stderr.strip().splitlines()[-1]
