@@ -106,6 +106,8 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
         check_output(json_path, reads=[inputs] if isinstance(inputs, (str, Path)) else [],
                      export_dir=export_dir)
     model = runtime.load(export_dir)
+    if export_dir.is_file():  # a .tcm file, as run takes: its export's references lie beside it
+        export_dir = export_dir.parent
     refs = References(export_dir, model)
     total, batches, label_note = _input_batches(inputs, labels, limit, model)
     if total == 0:

@@ -93,3 +93,20 @@ def test_a_replaced_model_onnx_is_one_line_in_verify_and_report(project, other_m
         one_error(capsys, ["verify", copy, "--input", data], "model.onnx")
     one_error(capsys, ["report", copy, "--input", data, "--out", tmp_path / "r"], "model.onnx")
     assert not (tmp_path / "r").exists()
+
+
+def test_verify_given_the_tcm_file_keeps_every_gate(project, capsys):
+    """`run` takes DIR or DIR/model.tcm; so does verify, but with the file and a device URL it
+    looked for model.q.onnx and model.tflite under "model.tcm/", found none and said PASS on
+    device == runtime alone (failed before)."""
+    exp, data = project
+    device = hd.HostDevice(hd.build_host_device(exp))
+    try:
+        for given in (exp, exp / "model.tcm"):
+            assert main(["verify", str(given), "--input", str(data), "--device",
+                         device.restart(), "-q"]) == 0
+            gates = [line for line in capsys.readouterr().out.splitlines()
+                     if "verdict gated by" in line]
+            assert len(gates) == 1 and "TFLM" in gates[0] and "onnxruntime" in gates[0], gates
+    finally:
+        device.stop()

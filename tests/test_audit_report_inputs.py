@@ -53,3 +53,16 @@ def test_nhwc_images_are_pictured_like_the_same_images_in_nchw(exported, tmp_pat
                      "--out", str(out), "--images", "1", "-q"]) == 0
         pages[layout] = {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert pages["nchw"] and pages["nchw"] == pages["nhwc"]
+
+
+def test_bad_calibration_is_one_line_before_any_re_export(exported, tmp_path, capsys):
+    """Before, a calibration file of the wrong image size made every re-export fail, each said
+    in the table, and the report was written with exit 0."""
+    np.savez(tmp_path / "data.npz", x=hd.images(4))
+    np.savez(tmp_path / "cal.npz", x=BAD["wrong size"][0])
+    out = tmp_path / "report"
+    assert main(["report", str(exported), "--input", str(tmp_path / "data.npz"),
+                 "--calibration", str(tmp_path / "cal.npz"), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cal.npz" in err and "per sample" in err, err
+    assert not out.exists()

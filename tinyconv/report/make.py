@@ -137,8 +137,8 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
         if note:
             say(f"report: note: {note}")
     verification = [] if verify_json is None else verify_rows(Path(verify_json), model.hash)
-    cal = x if calibration is None else np.asarray(load_inputs(Path(calibration), False)[0],
-                                                   np.float32)
+    cal = x if calibration is None else checked_inputs(
+        model, load_inputs(Path(calibration), False)[0], calibration)
     warnings = [] if calibration is not None else [
         "The int8 re-exports are calibrated on the test inputs (--input), which they are then "
         "scored on: their accuracy is optimistic. Pass --calibration with separate data."]
