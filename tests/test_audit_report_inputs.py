@@ -66,3 +66,21 @@ def test_bad_calibration_is_one_line_before_any_re_export(exported, tmp_path, ca
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "cal.npz" in err and "per sample" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc"])
+def test_a_damaged_npz_is_one_line_as_in_run_and_verify(exported, tmp_path, capsys, damage):
+    """zipfile.BadZipFile escaped report's reader as a traceback (failed before)."""
+    np.savez(tmp_path / "good.npz", x=hd.images(4))
+    data = bytearray((tmp_path / "good.npz").read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    (tmp_path / "data.npz").write_bytes(bytes(data))
+    for argv in (["report", str(exported), "--out", str(tmp_path / "r")],
+                 ["run", str(exported), "--output", str(tmp_path / "y.npz")]):
+        assert main([*argv, "--input", str(tmp_path / "data.npz"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "cannot read" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "good.npz"]

@@ -3,6 +3,7 @@ pictures, write ``index.html`` and the PNGs into the report directory in one ato
 from __future__ import annotations
 
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,7 +44,7 @@ def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray |
             if "y" not in data.files:
                 raise TinyconvError(f"{path}: --labels given but there is no array 'y'")
             y = np.asarray(data["y"])  # checked by make_report (runtime.dataset)
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile) as exc:  # a truncated or damaged file
         raise TinyconvError(f"cannot read {path}: {exc}") from None
     except ValueError as exc:
         raise TinyconvError(f"{path}: not a readable .npz file ({exc})") from None
