@@ -1,4 +1,5 @@
-"""User mistakes on the command line are refused before anything is written (audit).
+"""User mistakes on the command line are refused before anything is written, and a user's
+file is never rewritten (audit).
 
 Found by trying them: `tinyconv demo --out .` in a project folder replaced the project's own
 test.npz with the digits test split; `tinyconv export ... --target nosuch` wrote the whole export
@@ -6,9 +7,14 @@ and only then named the unknown board (exit 2 with the files left behind). Each 
 before the fix. The real command line, in process, on real files."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
+import pytest
 
 import _host_device as hd
+from _tools import require_tool
 from tinyconv.cli import main
 
 
@@ -47,3 +53,21 @@ def test_bench_bad_options_are_one_line(tmp_path):
         done = hd.tinyconv("bench", *args, timeout=120)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert says in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("theirs", ['[1, 2]\n', '{"experiment": 7}\n'])
+def test_build_leaves_a_users_report_json_alone(tmp_path, capsys, theirs):
+    """build accepts a hand-made directory holding a model.tcm; it recorded the firmware size
+    into any report.json there: a user's list ended in an AttributeError traceback, a user's
+    object was rewritten with a "firmware" entry (both failed before)."""
+    require_tool("arm-none-eabi-gcc")
+    exp = hd.export_small_cnn(tmp_path / "exp")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(exp / "model.tcm", mine / "model.tcm")
+    (mine / "report.json").write_text(theirs)
+    assert main(["build", str(mine), "--target", "lm3s6965evb", "-q"]) == 0, \
+        capsys.readouterr().err
+    assert (mine / "report.json").read_text() == theirs
+    assert main(["build", str(exp), "--target", "lm3s6965evb", "-q"]) == 0  # an export's own
+    assert "lm3s6965evb" in json.loads((exp / "report.json").read_text())["firmware"]
