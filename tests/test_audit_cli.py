@@ -30,6 +30,15 @@ def test_demo_out_never_replaces_a_users_file(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in project.iterdir()} == before
 
 
+def test_demo_negative_seed_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """numpy's "expected non-negative integer" traceback, after --out was created (failed
+    before)."""
+    assert main(["demo", "--seed", "-1", "--out", str(tmp_path / "demo"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "demo").exists()
+
+
 def test_export_names_an_unknown_board_before_writing(tmp_path, capsys):
     import onnx
 
