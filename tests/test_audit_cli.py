@@ -80,3 +80,16 @@ def test_build_leaves_a_users_report_json_alone(tmp_path, capsys, theirs):
     assert (mine / "report.json").read_text() == theirs
     assert main(["build", str(exp), "--target", "lm3s6965evb", "-q"]) == 0  # an export's own
     assert "lm3s6965evb" in json.loads((exp / "report.json").read_text())["firmware"]
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--silence"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_verify_waits_are_finite(tmp_path, capsys, option, value):
+    """`--timeout nan` compared False with every wait, so a device that died was waited for
+    forever (inf likewise); refused before anything starts (failed before: the value was
+    accepted)."""
+    np.savez(tmp_path / "data.npz", x=hd.images(2))
+    assert main(["verify", str(tmp_path / "no-export"), "--input", str(tmp_path / "data.npz"),
+                 option, value, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "(finite)" in err and len(err.strip().splitlines()) == 1, err
