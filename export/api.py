@@ -188,6 +188,7 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     """
     if name is None:
         name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
+    _check_name(name)
     source_model = load_model(source)
     quantization, integers = {}, None
     if is_quantized(source_model):  # onnxruntime's scales and integers are kept as they are
@@ -217,6 +218,8 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
     integers, TFLite Micro's constants (export/tflite_import.py). No calibration."""
     from export.tflite_import import read, to_qonnx_or_reason
 
+    if name is not None:
+        _check_name(name)
     imported = read(source, name)
     model = imported.model
     model.validate()  # wiring first: a corrupt file may read a tensor nothing writes
@@ -229,6 +232,18 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
     report["model_q_onnx"] = "written" if q_onnx is not None else f"not written: {reason}"
     report["tflm"], _ = tflm_entry(model, source=imported.data)
     return ExportResult(None, q_onnx, model, report, None, imported.data)
+
+
+MAX_NAME_BYTES = 255  # what the device's INFO reply carries (a one-byte length)
+
+
+def _check_name(name: str) -> None:
+    """A longer name would be cut short on the wire, and past 4,095 bytes the firmware does not
+    even compile (C99's longest string literal): refused before any work."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise TinyconvError(f"the model name must be 1 to {MAX_NAME_BYTES} bytes (UTF-8), "
+                            f"got {size}")
 
 
 def filters_model(weights: np.ndarray, bias: np.ndarray | None, input_shape, *,

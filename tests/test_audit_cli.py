@@ -93,3 +93,19 @@ def test_verify_waits_are_finite(tmp_path, capsys, option, value):
                  option, value, "-q"]) == 2
     err = capsys.readouterr().err
     assert "(finite)" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_refuses_a_name_the_device_cannot_carry(tmp_path, capsys):
+    """`--name` of 5,000 characters: export wrote everything, then every build failed on C99's
+    4,095-byte string limit (and past 255 bytes INFO cuts the name short): failed before."""
+    import onnx
+
+    onnx.save(hd.small_cnn(), tmp_path / "net.onnx")
+    hd.save_images(tmp_path / "calib.npz", hd.images(8))
+    for name, ok in (("n" * 5000, False), ("é" * 128, False), ("é" * 127, True)):
+        out = tmp_path / f"out{len(name)}"
+        status = main(["export", str(tmp_path / "net.onnx"), "--calibration",
+                       str(tmp_path / "calib.npz"), "--out", str(out), "--name", name, "-q"])
+        err = capsys.readouterr().err
+        assert (status, out.exists()) == ((0, True) if ok else (2, False)), err
+        assert ok or "255 bytes" in err
