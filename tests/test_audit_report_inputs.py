@@ -84,3 +84,14 @@ def test_a_damaged_npz_is_one_line_as_in_run_and_verify(exported, tmp_path, caps
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "cannot read" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "good.npz"]
+
+
+def test_an_unknown_device_is_named_before_the_re_exports(exported, tmp_path, capsys):
+    """`--device nosuch` was named only after every re-export had run (minutes on a real
+    model); the stage lines show whether any work came first (failed before)."""
+    np.savez(tmp_path / "data.npz", x=hd.images(4))
+    assert main(["report", str(exported), "--input", str(tmp_path / "data.npz"),
+                 "--out", str(tmp_path / "r"), "--device", "nosuch"]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown device 'nosuch'" in err and "calibrating" not in err + out, err
+    assert not (tmp_path / "r").exists()

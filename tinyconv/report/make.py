@@ -130,6 +130,10 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     if not onnx_path.is_file():
         raise TinyconvError(f"{export_dir}: no model.onnx (is it a tinyconv export directory?)")
     page.check_out_dir(out_dir)  # before the re-exports: minutes of work, then a refusal
+    if device is not None:
+        from firmware_host.devices import resolve_device
+
+        resolve_device(device, export_dir)  # a typo, likewise
     model = runtime.load(export_dir)
     x, y = load_inputs(Path(inputs), labels)
     x = checked_inputs(model, x, inputs)
