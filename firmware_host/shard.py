@@ -42,6 +42,10 @@ def expand_devices(devices, count: int | None) -> list[str]:
     """``--device A --device B`` as given, or ``--devices N``: N local instances of the one
     device named (a path or URL names one device, so it cannot be repeated)."""
     devices = list(devices or ["host"])
+    named = [d for d in devices if d not in LOCAL_DEVICES]  # a path, URL or labgrid place
+    twice = next((d for d in named if named.count(d) > 1), None)
+    if twice is not None:  # two links on one port would read each other's replies
+        raise TinyconvError(f"--device {twice} is given twice; it names one device")
     if count is None:
         return devices
     if count < 1:

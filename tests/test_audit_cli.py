@@ -109,3 +109,17 @@ def test_export_refuses_a_name_the_device_cannot_carry(tmp_path, capsys):
         err = capsys.readouterr().err
         assert (status, out.exists()) == ((0, True) if ok else (2, False)), err
         assert ok or "255 bytes" in err
+
+
+def test_one_port_named_twice_is_refused(tmp_path, capsys):
+    """Two links on one port (a ser2net port that takes several connections) would read each
+    other's replies, whose sequence numbers both count from 1; before, the second connection
+    was tried (here: refused by the port, another error)."""
+    np.savez(tmp_path / "data.npz", x=hd.images(2))
+    exp = hd.export_small_cnn(tmp_path / "exp")
+    capsys.readouterr()
+    url = "socket://127.0.0.1:9"
+    assert main(["verify", str(exp), "--input", str(tmp_path / "data.npz"), "--device", url,
+                 "--device", url, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "given twice" in err and len(err.strip().splitlines()) == 1, err
