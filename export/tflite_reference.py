@@ -115,8 +115,6 @@ def _readable(reader: str):
     (struct.error, IndexError, RuntimeError from the interpreter): one line for the user."""
     try:
         yield
-    except ImportError:
-        raise
     except (RuntimeError, *_MALFORMED) as exc:
         raise TinyconvError(f"model.tflite cannot be read by {reader} ({type(exc).__name__}: "
                             f"{exc}); restore it or export again") from None
@@ -184,8 +182,9 @@ def litert_output(data: bytes, model: QuantModel, x_float, x_q,
     index = tensor_indices(data, model)[model.output] if index is None else index
     from ai_edge_litert.interpreter import Interpreter
 
-    with warnings.catch_warnings(), _readable("LiteRT"):  # "preserve_all_tensors is for
-        warnings.simplefilter("ignore")                   # debugging": it is
+    # "preserve_all_tensors is for debugging": it is
+    with warnings.catch_warnings(), _readable("LiteRT"):
+        warnings.simplefilter("ignore")
         interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
                                   num_threads=1)
         interpreter.allocate_tensors()

@@ -102,3 +102,14 @@ def test_an_output_through_a_symlink_writes_its_target_and_keeps_the_link(projec
     assert (tmp_path / "latest.npz").is_symlink()
     assert (tmp_path / "runs" / "today.npz").read_bytes()[:2] == b"PK"  # the .npz (a zip)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["today.npz"]
+
+
+def test_report_out_through_a_symlink_is_refused_not_replaced(project, tmp_path, capsys):
+    """Before, the link was moved aside and a real folder put in its place (the link lost, its
+    target never written) after all the work; now one line naming the target, at once."""
+    exp, data = project
+    (tmp_path / "reports" / "today").mkdir(parents=True)
+    (tmp_path / "latest").symlink_to(Path("reports") / "today")
+    refused(capsys, ["report", exp, "--input", data, "--out", tmp_path / "latest"],
+            says="symbolic link")
+    assert (tmp_path / "latest").is_symlink()

@@ -146,7 +146,10 @@ def check_out_dir(path: Path) -> None:
     path = Path(path)
     if not os.path.lexists(path):
         return
-    if not path.is_dir() or path.is_symlink():
+    if path.is_symlink():
+        raise TinyconvError(f"{path} is a symbolic link, which the report would replace: give "
+                            f"its target ({os.path.realpath(path)}) as --out")
+    if not path.is_dir():
         raise TinyconvError(f"{path} exists and is not a tinyconv report directory; "
                             "choose another --out")
     entries = sorted(path.iterdir())
