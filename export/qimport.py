@@ -2,9 +2,10 @@
 
 Such a model is turned back into the float model it stands for (weights dequantized, Q/DQ pairs
 and QLinear* ops replaced by their float ops) plus two tables the quantizer then uses *as they
-are*: the (scale, zero point) of every activation tensor, and the integer weights and biases
-with their scales. So the float path (clean, map, plan, write) is the only path, and the
-integers onnxruntime chose are kept bit for bit.
+are*: the (scale, zero point) of every activation tensor, and the integer constants (weights,
+biases, an elementwise Add / Mul's operand) with their scales and zero points. So the float
+path (clean, map, plan, write) is the only path, and the integers onnxruntime chose are kept
+bit for bit; each quantized node stays a layer of its own, with its own requantization.
 
 onnxruntime drops Relu/Clip from QDQ graphs when activations are asymmetric: the clamp is then
 in the quantization range of the conv's output, which is exactly how tinyconv applies it too.
@@ -17,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from runtime.errors import TinyconvError
 
-# (scale input, zero point input) of X, then Y, of com.microsoft's one-input QLinear ops
+# com.microsoft's one-input QLinear ops -> the float op each stands for
 _UNARY = {"QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu",
           "QLinearSoftmax": "Softmax"}
 _QOPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm",

@@ -1,7 +1,8 @@
 """Real models as users bring them, quantized by onnxruntime's ``quantize_static`` with every op
 it writes for them: QLinearSoftmax, QLinearConcat, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
-and (a Keras model through tf2onnx, not pre-processed) the batch norm's QLinearMul / QLinearAdd
-of constants and the Dense's QLinearMatMul + QLinearAdd. tinyconv keeps onnxruntime's integers;
+and (MLPerf Tiny's ResNet-8 and DS-CNN with their Softmax, Keras through tf2onnx, not
+pre-processed) the batch norms' QLinearMul / QLinearAdd of constants and the Dense's
+QLinearMatMul + QLinearAdd. tinyconv keeps onnxruntime's integers;
 in float mode a QOperator model then computes exactly what onnxruntime computes on it."""
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def models(tmp_path_factory):
                                            "QOperator", True), x)
     paths["resnet8_QDQ"] = (quantize(keras, folder / "r8_qdq.onnx", calibration, "QDQ", False),
                             x)
+    # DS-CNN: depthwise convs, each batch norm a constant's QLinearMul + QLinearAdd; per tensor
+    keras = folder / "dscnn.onnx"
+    mlperf_tiny.to_onnx(mlperf_tiny.keras_dscnn(softmax=True), keras)
+    paths["dscnn_QOperator"] = (
+        quantize(keras, folder / "ds_qop.onnx", mlperf_tiny.inputs("dscnn", 16, seed=1),
+                 "QOperator", False), mlperf_tiny.inputs("dscnn", 20, seed=5))
     return paths
 
 
@@ -130,7 +137,8 @@ def int8_tensors(model: onnx.ModelProto) -> dict[str, str]:
             if n.op_type.startswith("QLinear") or n.op_type in ("QGemm", "QuantizeLinear")}
 
 
-QOPERATOR = ["torch_QOperator_True", "torch_QOperator_False", "resnet8_QOperator"]
+QOPERATOR = ["torch_QOperator_True", "torch_QOperator_False", "resnet8_QOperator",
+             "dscnn_QOperator"]
 
 
 def test_onnxruntime_writes_the_ops_under_test(models):
