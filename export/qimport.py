@@ -21,6 +21,8 @@ from runtime.errors import TinyconvError
 # com.microsoft's one-input QLinear ops -> the float op each stands for
 _UNARY = {"QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu",
           "QLinearSoftmax": "Softmax"}
+# float ops whose int8 output onnxruntime saturates at the low end of its range
+_CLAMPED = ("Conv", "Gemm", "MatMul", "Add", "Mul", "AveragePool", "GlobalAveragePool")
 _QOPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm",
          "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearMul",
          "QLinearConcat", *_UNARY}
@@ -103,10 +105,31 @@ class _Dequantizer:
                 self.new_nodes.append(node)
                 continue
             handler(node, outputs)
+        self.restore_relus()
         del self.graph.node[:]
         self.graph.node.extend(self.new_nodes)
         del self.graph.value_info[:]
         return self.model
+
+    def restore_relus(self) -> None:
+        """onnxruntime drops a Relu into the range of the tensor before it (zero point -128:
+        nothing below 0 is representable). The float model gets it back, so that model.onnx
+        computes what the quantized one stands for; tinyconv fuses it into the layer, where
+        its clamp is code -128 and changes no integer."""
+        readers: dict[str, list] = {}
+        for node in self.new_nodes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node.op_type)
+        nodes = []
+        for node in self.new_nodes:
+            nodes.append(node)
+            y = node.output[0]
+            if (node.op_type not in _CLAMPED or self.quant.get(y, (0, 0))[1] != -128
+                    or {"Relu", "Clip"} & set(readers.get(y, []))):
+                continue
+            node.output[0] = y + "_before_relu"
+            nodes.append(helper.make_node("Relu", [node.output[0]], [y], name=node.name + "_relu"))
+        self.new_nodes = nodes
 
     # -- one handler per quantized op -----------------------------------------------------------
 

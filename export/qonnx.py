@@ -170,6 +170,7 @@ class _Writer:
                                          layer.name + "_y", layer.name))
         self.node("QuantizeLinear", [layer.name + "_y", *self.qparams(y)],
                   [self.out_name(layer)], layer.name + "_quantize")
+
     def constant_node(self, layer, x, y):
         """An imported QLinearAdd / QLinearMul of a constant, as the source had it."""
         attrs = layer.params["attributes"]

@@ -44,7 +44,8 @@ _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 def table(op: str, attrs: dict, x_q: tuple[float, int], y_q: tuple[float, int], mode: str,
           slope: np.ndarray | None = None) -> np.ndarray:
-    """int8[256] (or int8[C, 256] for a per-channel ``slope``) indexed by ``x + 128``.
+    """int8[256] (or int8[C, 256] for a per-channel ``slope`` or constant) indexed by
+    ``x + 128``.
 
     ``x_q``/``y_q`` are (scale, zero point); ``slope`` is PRelu's float slope (C values)."""
     if op in CONSTANT_OPS:

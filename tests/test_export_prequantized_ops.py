@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -64,16 +65,22 @@ def torch_images(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(count, 3, SIDE, SIDE)).astype(np.float32)
 
 
-def quantize(source, path, x, fmt: str, per_channel: bool):
-    quantize_static(str(source), str(path), Reader(x), quant_format=getattr(QuantFormat, fmt),
-                    per_channel=per_channel, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
-    return path
+class Quantized(NamedTuple):
+    path: object  # the model quantize_static wrote
+    x: np.ndarray  # test inputs in its input layout
+    source: object  # the float model it quantized
+
+
+def quantize(source, path, calibration, x, fmt: str, per_channel: bool) -> Quantized:
+    quantize_static(str(source), str(path), Reader(calibration),
+                    quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return Quantized(path, x, source)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """name -> (quantized model path, test images in the model's input layout)."""
+    """name -> Quantized."""
     import torch
     folder = tmp_path_factory.mktemp("prequant_ops")
     source = folder / "torch.onnx"
@@ -83,9 +90,9 @@ def models(tmp_path_factory):
     paths = {}
     for fmt in ("QOperator", "QDQ"):
         for per_channel in (True, False):
-            paths[f"torch_{fmt}_{per_channel}"] = (
-                quantize(source, folder / f"torch_{fmt}_{per_channel}.onnx",
-                         torch_images(16, 1), fmt, per_channel), torch_images(40, 5))
+            paths[f"torch_{fmt}_{per_channel}"] = quantize(
+                source, folder / f"torch_{fmt}_{per_channel}.onnx", torch_images(16, 1),
+                torch_images(40, 5), fmt, per_channel)
     # ResNet-8 with its final Softmax, as tf2onnx writes it and without quant_pre_process: the
     # batch norms stay Mul + Add, the Dense stays MatMul + Add
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -93,23 +100,22 @@ def models(tmp_path_factory):
     mlperf_tiny.to_onnx(mlperf_tiny.keras_resnet8(softmax=True), keras)
     calibration = mlperf_tiny.inputs("resnet8", 16, seed=1)
     x = mlperf_tiny.inputs("resnet8", 40, seed=5)
-    paths["resnet8_QOperator"] = (quantize(keras, folder / "r8_qop.onnx", calibration,
-                                           "QOperator", True), x)
-    paths["resnet8_QDQ"] = (quantize(keras, folder / "r8_qdq.onnx", calibration, "QDQ", False),
-                            x)
+    paths["resnet8_QOperator"] = quantize(keras, folder / "r8_qop.onnx", calibration, x,
+                                          "QOperator", True)
+    paths["resnet8_QDQ"] = quantize(keras, folder / "r8_qdq.onnx", calibration, x, "QDQ", False)
     # DS-CNN: depthwise convs, each batch norm a constant's QLinearMul + QLinearAdd; per tensor
     keras = folder / "dscnn.onnx"
     mlperf_tiny.to_onnx(mlperf_tiny.keras_dscnn(softmax=True), keras)
-    paths["dscnn_QOperator"] = (
-        quantize(keras, folder / "ds_qop.onnx", mlperf_tiny.inputs("dscnn", 16, seed=1),
-                 "QOperator", False), mlperf_tiny.inputs("dscnn", 20, seed=5))
+    paths["dscnn_QOperator"] = quantize(
+        keras, folder / "ds_qop.onnx", mlperf_tiny.inputs("dscnn", 16, seed=1),
+        mlperf_tiny.inputs("dscnn", 20, seed=5), "QOperator", False)
     return paths
 
 
 @pytest.fixture(scope="module")
 def exports(models):
     return {name: export.from_onnx(path, None, requant="float")
-            for name, (path, _) in models.items()}
+            for name, (path, _, _) in models.items()}
 
 
 def run(result, x):
@@ -143,9 +149,9 @@ QOPERATOR = ["torch_QOperator_True", "torch_QOperator_False", "resnet8_QOperator
 
 def test_onnxruntime_writes_the_ops_under_test(models):
     """So that the tests below cannot pass by onnxruntime no longer writing these ops."""
-    ops = {n.op_type for n in onnx.load(models["torch_QOperator_True"][0]).graph.node}
+    ops = {n.op_type for n in onnx.load(models["torch_QOperator_True"].path).graph.node}
     assert NEW_OPS <= ops
-    keras = onnx.load(models["resnet8_QOperator"][0])
+    keras = onnx.load(models["resnet8_QOperator"].path)
     inits = {i.name for i in keras.graph.initializer}
     ops = [(n.op_type, n.input[3] in inits) for n in keras.graph.node
            if n.op_type in ("QLinearMul", "QLinearAdd")]
@@ -157,7 +163,7 @@ def test_onnxruntime_writes_the_ops_under_test(models):
 def test_qoperator_equals_onnxruntime_on_every_tensor(models, exports, name):
     """The output, and every int8 activation onnxruntime computes that tinyconv also holds
     (a constant's QLinearAdd / QLinearMul is one layer: both sides have its output)."""
-    path, x = models[name]
+    path, x, _ = models[name]
     result = exports[name]
     source = onnx.load(path)
     y_q, y = run(result, x)
@@ -198,7 +204,7 @@ def test_every_table_equals_onnxruntime_on_all_256_codes(models, exports, name):
     """Each lookup layer (QLinearSigmoid, QLinearLeakyRelu, a constant's QLinearAdd /
     QLinearMul) against the source's own node, run by onnxruntime on every int8 code of every
     channel."""
-    source = onnx.load(models[name][0])
+    source = onnx.load(models[name].path)
     nodes = {n.name: n for n in source.graph.node}
     checked = 0
     for layer in exports[name].model.layers:
@@ -228,7 +234,7 @@ def test_qdq_within_steps_of_onnxruntime(models, exports, name):
     calibrated to 1/255, tinyconv's is 1/256 (a warning says so): up to one more step.
     Measured here: at most 3.7 steps of 1/256, mean 0.3; the bound keeps a margin, the mean
     catches a systematic error (a wrong scale or zero point moves most outputs)."""
-    path, x = models[name]
+    path, x, _ = models[name]
     result = exports[name]
     y_q, y = run(result, x)
     assert np.array_equal(y_q, run_qonnx(result.quant_onnx, result.model, x))
@@ -237,6 +243,20 @@ def test_qdq_within_steps_of_onnxruntime(models, exports, name):
     for fused in (True, False):
         steps = np.abs(session(path, fused).run(None, {"input": x})[0] - y) / OUTPUT_SCALE
         assert steps.max() <= 5.001 and steps.mean() <= 0.5, (fused, steps.max(), steps.mean())
+
+
+@pytest.mark.parametrize("name", QOPERATOR + ["torch_QDQ_True", "resnet8_QDQ"])
+def test_model_onnx_is_the_float_model_the_quantized_one_stands_for(models, exports, name):
+    """model.onnx has the Relus onnxruntime folded into the quantization ranges back: it
+    follows the float model that was quantized as closely as the int8 model does (without
+    them ResNet-8's probabilities are off by up to 0.98), and adding them changes no integer
+    (the tests above)."""
+    path, x, source = models[name]
+    original = session(source).run(None, {"input": x})[0]
+    quantized = session(path).run(None, {"input": x})[0]
+    dequantized = session(exports[name].float_model.SerializeToString()).run(
+        None, {"input": x})[0]
+    assert np.abs(dequantized - original).max() <= 2 * np.abs(quantized - original).max() + 0.01
 
 
 def test_swish_of_a_quantized_sigmoid_stays_two_layers(exports):
@@ -248,7 +268,7 @@ def test_swish_of_a_quantized_sigmoid_stays_two_layers(exports):
 
 def test_unsupported_com_microsoft_op_is_one_line(models, tmp_path):
     """QLinearReduceMean (onnxruntime has it; tinyconv does not import it) through the CLI."""
-    source = onnx.load(models["torch_QOperator_True"][0])
+    source = onnx.load(models["torch_QOperator_True"].path)
     for node in source.graph.node:
         if node.op_type == "QLinearSigmoid":
             node.op_type = "QLinearReduceMean"
@@ -268,7 +288,7 @@ def test_unsupported_com_microsoft_op_is_one_line(models, tmp_path):
 def test_verify_on_the_host_device(models, tmp_path):
     """tinyconv export + verify, as a user runs them: the host device equals runtime/ and
     onnxruntime on model.q.onnx for every image."""
-    path, x = models["torch_QOperator_True"]
+    path, x, _ = models["torch_QOperator_True"]
     out = tmp_path / "export"
     done = tinyconv("export", path, "--out", out, "--requant", "float", "-q")
     assert done.returncode == 0, done.stderr
