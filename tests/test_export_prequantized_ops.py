@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quantize_static)
 
@@ -285,10 +285,12 @@ def test_unsupported_com_microsoft_op_is_one_line(models, tmp_path):
     assert name in lines[0] and "QLinearReduceMean" in lines[0]
 
 
-def test_verify_on_the_host_device(models, tmp_path):
+@pytest.mark.parametrize("name", ["torch_QOperator_True", "resnet8_QOperator"])
+def test_verify_on_the_host_device(models, tmp_path, name):
     """tinyconv export + verify, as a user runs them: the host device equals runtime/ and
-    onnxruntime on model.q.onnx for every image."""
-    path, x, _ = models["torch_QOperator_True"]
+    onnxruntime on model.q.onnx for every image (ResNet-8: per-channel tables on feature maps
+    and on the Dense's vector)."""
+    path, x, _ = models[name]
     out = tmp_path / "export"
     done = tinyconv("export", path, "--out", out, "--requant", "float", "-q")
     assert done.returncode == 0, done.stderr
