@@ -193,7 +193,7 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     quantization, integers = {}, None
     if is_quantized(source_model):  # onnxruntime's scales and integers are kept as they are
         source_model, quantization, integers = dequantize_model(source_model)
-    float_model = clean_model(source_model)
+    float_model = clean_model(source_model, prequantized=integers is not None)
     graph = to_graph(float_model, integers)
     graph.set_quantization(quantization)
     if calibration is None and not quantization:
