@@ -30,12 +30,14 @@
  * Export writes the table only while it stays within 4 KB of flash (c_codegen.WEIGHT_COPY_MAX)
  * and the packed rows fit the model's other layers' scratch or 4 KB; otherwise the kernel
  * refuses and tc_conv2d's generic path runs (DS-CNN's 10x4 x 64 first layer).
- * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer takes 348 B (the packed rows) where
- * arm_convolve_s8 takes 48 B, 7.25x, over the 2x of issue 13. The packed rows are what lets
- * one SMLAL serve two pixels (2.5 instructions per MAC against the generic path's 10); walked
- * in vertical strips narrow enough for 96 B (6 pixels), the per-strip calls and the columns
- * packed twice cost about 5 % more instructions, so the rows keep the layer's width. The fast
- * requantization constants and the folded biases come from export (rq->fast,
+ * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer takes 348 B (the packed rows; 988 B
+ * when the table was built in scratch) where arm_convolve_s8 takes 48 B: 7.25x, over the 2x of
+ * issue 13. The packed rows are what lets one SMLAL serve two pixels (2.52 instructions per MAC
+ * against the generic path's 10). Walked in vertical strips (a measurement build), the rows
+ * would fit 96 B with strips of 6 pixels, but the layer then took 2.86 instructions per MAC on
+ * the M3 (+13.5 %: a fill call, a row-loop call and the shared columns packed again per strip
+ * and row), 2.77 with strips of 8 and 2.60 with 14, so the rows keep the layer's width. The
+ * fast requantization constants and the folded biases come from export (rq->fast,
  * rq->folded_bias). */
 #include <stddef.h>
 
