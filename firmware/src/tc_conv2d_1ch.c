@@ -6,20 +6,24 @@
  * While |A_p| < 2^22 the lanes separate exactly: A_p is the low 23 bits sign-extended and
  * A_q = floor(sum / 2^23) + [A_p < 0]. The weights are doubled (the fast requantization
  * multiplies 2 * acc), so the condition is 256 * sum|w| < 2^22 per output channel
- * (|x| <= 128); a layer that breaks it is refused and takes tc_conv2d's generic path.
+ * (|x| <= 128); export writes no table for a layer that breaks it, which then takes
+ * tc_conv2d's generic path.
  *
  * Export writes the layer's table to flash (export/conv_constants.py one_channel_table, in
  * words; tc_conv_params.table_1ch, NULL when export found the layer unfit):
  *   flags   1 when every channel takes the fast requantization (the assembly may run)
  *   stream  per channel: the kh * kw doubled weights (row-major), then a code address (below)
- *   floor   8 words the store loads after channel 0: only the last, a code address, counts
+ *   pushed  8 * M: the bytes of sums the row loop has pushed when the stream ends
+ *   floor   the 8 words the store loads after channel 0: 3 * M, the pair step in bytes, five
+ *           zeros, a code address
  *   consts  per channel: right shift, C (twice), multiplier, offset, a code address, with
  *           C = 2 * bias * multiplier + 2^31 as two words, so that one SMLAL of A by the
  *           multiplier onto C gives the rounding high multiply of 2 * (bias + A / 2)
  *           (tc_requant_double_fast)
  * A code address is a link-time constant, so the table is a static initializer of
  * model_data.c on Thumb-2 (0 elsewhere, where no assembly runs). The row loop's state (the job)
- * is one static struct, whose address the assembly loads as a literal.
+ * is on the stack: the loop keeps its address on its own stack, 8 * M bytes above the pushed
+ * sums when the stream ends.
  * Scratch (tc_conv2d_1ch_get_buffer_size): kh packed input rows, int32 words; which input row
  * a slot holds is kept on the stack.
  * A packed row holds P[j] = x[j - pad_left] + x[j - pad_left + stride_w] * 2^23 for the
