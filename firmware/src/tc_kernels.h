@@ -28,6 +28,13 @@ typedef struct {
     int32_t m, kh, kw, c;
 } tc_filter_dims;
 
+/* A word of a table export writes to flash for a kernel: a constant or, on Thumb-2, the address
+ * of code the kernel's threaded loop jumps to (model_data.h's tc_layer_word, same layout). */
+typedef union {
+    int32_t value;
+    const unsigned char *code;
+} tc_kernel_word;
+
 typedef struct {
     int32_t input_zero_point;
     int32_t output_zero_point;
@@ -39,6 +46,9 @@ typedef struct {
     /* conv2d 1x1 on a DSP core, optional (NULL: the dot loop sign-extends the int8 weights):
      * the weights as int16 row pairs, pair-swapped (tc_matmul.h), written at export */
     const int16_t *weights_s16;
+    /* one-channel conv2d, optional (NULL: the generic path): the layer's table, written at
+     * export (tc_conv2d_1ch.c) */
+    const tc_kernel_word *table_1ch;
 } tc_conv_params;
 
 typedef struct {
@@ -89,9 +99,10 @@ int32_t tc_conv2d_get_buffer_size(const tc_filter_dims *filter);
 int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                 const tc_dims *out_dims);
 /* conv2d of a one-channel input (groups 1, kh <= 16): two adjacent output pixels per 64-bit
- * multiply-accumulate (tc_conv2d_1ch.c). The buffer size is 0 for other shapes. Returns
- * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the weights (a
- * channel with 256 * sum|w| >= 2^22) do not suit it; tc_conv2d then takes its generic path. */
+ * multiply-accumulate (tc_conv2d_1ch.c), from the table export wrote (params->table_1ch; none
+ * when a channel has 256 * sum|w| >= 2^22). The buffer size is 0 for other shapes. Returns
+ * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the missing
+ * table do not suit it; tc_conv2d then takes its generic path. */
 int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                       const tc_dims *out_dims);
 int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
