@@ -32,7 +32,7 @@
 #include <stddef.h>
 
 #include "tc_asm.h"
-#include "tc_kernels.h"
+#include "tc_depthwise.h"
 
 /* hot loop: optimize for speed even in an -Os image */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -41,10 +41,6 @@
 
 #define TC_DW_COL 6 /* int16 per column */
 
-int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
-{
-    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3);
-}
 
 /* First tap index t with 0 <= start + t * step, and one past the last with start + t * step
  * < size, clipped to [0, taps]. */
@@ -258,6 +254,13 @@ __asm__(
 #define TC_DW_FUSED 0
 #define TC_DW_SMLAL 0
 #endif
+
+/* The column buffer where the Thumb-2 column loops run; elsewhere the 3x3 layers are read in
+ * place (tc_depthwise_inplace.c) and need none. */
+int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
+{
+    return TC_DW_ASM ? TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3) : 0;
+}
 
 /* the Cortex-M3 loops leave the bias out */
 #define TC_DW_BIAS_IN_LOOP (!(TC_DW_ASM && !TC_DW_PACKED))
@@ -1014,11 +1017,14 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
         params->dilation_h < 1 || params->dilation_w < 1) {
         return TC_ERR_BAD_ARG;
     }
-    if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0 &&
-        ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
-        ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
-        return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
-                                out_dims, output);
+    if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0) {
+        if (TC_DW_ASM && ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
+            ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
+            return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
+                                    out_dims, output);
+        }
+        return tc_depthwise_3x3_inplace(params, rq, in_dims, input, filter, weights, bias,
+                                        out_dims, output);
     }
     return tc_depthwise_direct(params, rq, in_dims, input, filter, weights, bias, out_dims,
                                output);

@@ -1,0 +1,170 @@
+/* Depthwise 3x3 (no horizontal dilation) with no scratch: the NHWC input is read in place.
+ *
+ * Channel-major like the column kernel (tc_depthwise_conv2d.c): one output channel at a time,
+ * row by row. A row's three tap rows are three input-row pointers; a tap row outside the
+ * image gets zero weights (and a pointer to a row inside, never read for effect), so the
+ * loops need no vertical test. Values are raw int8 and the zero-point term lives in the row's
+ * bias (bias - zp * sum of the weights in the image rows): a padding column reads as the zero
+ * point and cancels. Interior outputs slide a window of three columns (stride 1: one new
+ * column per output); the outputs whose window crosses the left or right edge take the
+ * per-tap test.
+ *
+ * Scratch beside CMSIS-NN: none, as arm_depthwise_conv_3x3_s8 (and less than
+ * arm_depthwise_conv_s8_opt's c * 9 int16 on the shapes that one takes). It is the path of
+ * the cores without the Thumb-2 column loops (the Cortex-M0 and the host build), and of any
+ * core when the column buffer is not there: on the Cortex-M3/M4/M7/M55 the column kernel
+ * still runs where export sized its buffer, because this loop, one LDRSB per tap value and
+ * no pair packing, costs more instructions per MAC there. */
+#include "tc_depthwise.h"
+
+/* hot loop: optimize for speed even in an -Os image */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
+/* The layer's constants and one channel's row: tap-row pointers, weights and bias. */
+typedef struct {
+    int32_t in_w, cs, sw, pl, out_w, os, zp, lo, hi, ozp, m;
+    const tc_requant_params *rq;
+    tc_requant_fast f;
+} tc_dwi_layer;
+
+typedef struct {
+    const int8_t *row[3];
+    int32_t w[3][3]; /* [tap row][kx] */
+    int32_t bias;
+} tc_dwi_row;
+
+static int8_t tc_dwi_out(const tc_dwi_layer *l, int32_t acc)
+{
+    int32_t v;
+    if (l->f.fast) {
+        v = tc_requant_double_fast((int32_t)((uint32_t)acc << 1), &l->f);
+    } else {
+        v = tc_requantize(acc, l->rq, l->m) + l->ozp;
+    }
+    return tc_clamp_s8(v, l->lo, l->hi);
+}
+
+/* One output whose window may reach into the horizontal padding. */
+static int32_t tc_dwi_edge(const tc_dwi_layer *l, const tc_dwi_row *r, int32_t ix)
+{
+    int32_t acc = r->bias, s, kx;
+    for (kx = 0; kx < 3; kx++) {
+        const int32_t x = ix + kx;
+        for (s = 0; s < 3; s++) {
+            acc += r->w[s][kx] * (x >= 0 && x < l->in_w ? r->row[s][x * l->cs] : l->zp);
+        }
+    }
+    return acc;
+}
+
+/* Outputs ox0 <= ox < ox1 of a row, each window inside the image, stride 1: the window's
+ * columns slide, one new column loaded per output. */
+static void tc_dwi_interior_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int32_t ox0,
+                               int32_t ox1, int8_t *out)
+{
+    const int32_t cs = l->cs;
+    const int32_t w00 = r->w[0][0], w01 = r->w[0][1], w02 = r->w[0][2];
+    const int32_t w10 = r->w[1][0], w11 = r->w[1][1], w12 = r->w[1][2];
+    const int32_t w20 = r->w[2][0], w21 = r->w[2][1], w22 = r->w[2][2];
+    const int32_t off = (ox0 - l->pl) * cs;
+    const int8_t *x0 = r->row[0] + off, *x1 = r->row[1] + off, *x2 = r->row[2] + off;
+    /* the window's first two columns, as their weighted sums for the three kx */
+    int32_t a0 = x0[0], a1 = x1[0], a2 = x2[0], b0 = x0[cs], b1 = x1[cs], b2 = x2[cs];
+    int32_t ox;
+    for (ox = ox0; ox < ox1; ox++, out += l->os) {
+        const int32_t c0 = x0[2 * cs], c1 = x1[2 * cs], c2 = x2[2 * cs];
+        const int32_t acc = r->bias + w00 * a0 + w10 * a1 + w20 * a2 + w01 * b0 + w11 * b1 +
+                            w21 * b2 + w02 * c0 + w12 * c1 + w22 * c2;
+        *out = tc_dwi_out(l, acc);
+        a0 = b0;
+        a1 = b1;
+        a2 = b2;
+        b0 = c0;
+        b1 = c1;
+        b2 = c2;
+        x0 += cs;
+        x1 += cs;
+        x2 += cs;
+    }
+}
+
+static void tc_dwi_row_run(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *out)
+{
+    int32_t ox = 0, ox1;
+    /* interior: ix = ox * sw - pl >= 0 and ix + 2 < in_w */
+    int32_t lo = (l->pl + l->sw - 1) / l->sw;
+    int32_t hi = l->in_w - 3 + l->pl < 0 ? 0 : (l->in_w - 3 + l->pl) / l->sw + 1;
+    lo = lo < l->out_w ? lo : l->out_w;
+    hi = hi < lo ? lo : (hi < l->out_w ? hi : l->out_w);
+    for (; ox < lo; ox++) {
+        out[ox * l->os] = tc_dwi_out(l, tc_dwi_edge(l, r, ox * l->sw - l->pl));
+    }
+    if (l->sw == 1) {
+        tc_dwi_interior_s1(l, r, lo, hi, out + lo * l->os);
+        ox = hi;
+    }
+    for (ox1 = hi; ox < ox1; ox++) {
+        const int32_t cs = l->cs, ix = ox * l->sw - l->pl;
+        int32_t acc = r->bias, s;
+        for (s = 0; s < 3; s++) {
+            const int8_t *x = r->row[s] + ix * cs;
+            acc += r->w[s][0] * x[0] + r->w[s][1] * x[cs] + r->w[s][2] * x[2 * cs];
+        }
+        out[ox * l->os] = tc_dwi_out(l, acc);
+    }
+    for (; ox < l->out_w; ox++) {
+        out[ox * l->os] = tc_dwi_out(l, tc_dwi_edge(l, r, ox * l->sw - l->pl));
+    }
+}
+
+int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *rq,
+                             const tc_dims *in_dims, const int8_t *input,
+                             const tc_filter_dims *filter, const int8_t *weights,
+                             const int32_t *bias, const tc_dims *out_dims, int8_t *output)
+{
+    const int32_t multiplier = filter->m / in_dims->c, in_row = in_dims->w * in_dims->c;
+    tc_dwi_layer l;
+    int32_t m;
+    l.in_w = in_dims->w;
+    l.cs = in_dims->c;
+    l.sw = p->stride_w;
+    l.pl = p->pad_left;
+    l.out_w = out_dims->w;
+    l.os = out_dims->c;
+    l.zp = p->input_zero_point;
+    l.lo = p->act_min;
+    l.hi = p->act_max;
+    l.ozp = p->output_zero_point;
+    l.rq = rq;
+    for (m = 0; m < filter->m; m++) {
+        const int8_t *w = weights + m * 9, *src = input + m / multiplier;
+        const int32_t b = bias ? bias[m] : 0;
+        int32_t wabs = 0, k, oy;
+        tc_dwi_row r;
+        for (k = 0; k < 9; k++) {
+            wabs += w[k] < 0 ? -w[k] : w[k];
+        }
+        l.m = m;
+        l.f = tc_requant_fast_prepare(rq, m, (b < 0 ? -(int64_t)b : b) + (int64_t)wabs * 255,
+                                      l.ozp);
+        for (oy = 0; oy < out_dims->h; oy++) {
+            const int32_t y0 = oy * p->stride_h - p->pad_top;
+            int32_t ky, sum = 0;
+            for (ky = 0; ky < 3; ky++) {
+                const int32_t y = y0 + ky * p->dilation_h;
+                const int inside = y >= 0 && y < in_dims->h;
+                int32_t kx;
+                r.row[ky] = src + (inside ? y : 0) * in_row;
+                for (kx = 0; kx < 3; kx++) {
+                    r.w[ky][kx] = inside ? w[ky * 3 + kx] : 0;
+                    sum += r.w[ky][kx];
+                }
+            }
+            r.bias = (int32_t)((uint32_t)b - (uint32_t)l.zp * (uint32_t)sum);
+            tc_dwi_row_run(&l, &r, output + oy * out_dims->w * out_dims->c + m);
+        }
+    }
+    return TC_OK;
+}
