@@ -6,15 +6,18 @@ column kernel on the same models (its buffer is in their TC_SCRATCH_SIZE only). 
 widths 1 to 5, odd widths, stride 2 either way, no padding, padding 2 (outputs whose window
 starts in the padding), asymmetric padding, input height 1 (two tap rows outside the image),
 channel counts 3 and 5, channel multiplier 2, vertical dilation, extreme weights and inputs,
-both requantization modes, and the generated header's scratch on both kinds of core."""
+both requantization modes, and the generated header's scratch on both kinds of core; and the
+Cortex-M0's 32-bit high multiply (tc_mulh_round_halves) against Python's integers."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
-from _firmware_models import (build_native_runner, compile_kernel_objects, random_inputs,
-                              random_model, reference_run, run_native)
+from _firmware_models import (CFLAGS, FIRMWARE_SRC, build_native_runner,
+                              compile_kernel_objects, random_inputs, random_model, reference_run,
+                              require_tool, run_native)
 from _selftest import assert_not_saturated, run_on_board
 
 from export.c_codegen import write_c_sources
@@ -134,3 +137,36 @@ def test_extreme_weights_on_board_equal_runtime(board, arm_tools, tmp_path):
     got, expected = run_on_board(model, x, board, tmp_path)
     assert_not_saturated(expected, model, more_than=5)
     np.testing.assert_array_equal(got, expected)
+
+
+PROBE = r"""
+#include <stdio.h>
+#include "tc_requant.h"
+int main(void)
+{
+    long a, b;
+    while (scanf("%ld %ld", &a, &b) == 2) {
+        const int32_t m = (int32_t)b;
+        printf("%ld\n", (long)tc_mulh_round_halves((int32_t)a, m >> 16, m & 0xffff));
+    }
+    return 0;
+}
+"""
+
+
+def test_high_multiply_in_halves_equals_the_64_bit_one(tmp_path):
+    """The Cortex-M0's rounding high multiply from 32-bit products, against Python's integers:
+    (a * b + 2^31) >> 32 over edge values and random pairs of the whole int32 range."""
+    (tmp_path / "probe.c").write_text(PROBE)
+    exe = tmp_path / "probe"
+    subprocess.run([require_tool("gcc"), *CFLAGS, "-O2", "-I", str(FIRMWARE_SRC),
+                    str(tmp_path / "probe.c"), "-o", str(exe)], check=True)
+    rng = np.random.default_rng(9)
+    edges = [-2**31, -2**31 + 1, -2**30, -65537, -65536, -32769, -32768, -1, 0, 1, 32767,
+             32768, 65535, 65536, 2**30, 2**31 - 1]
+    a = np.concatenate([np.repeat(edges, len(edges)), rng.integers(-2**31, 2**31, 20000)])
+    b = np.concatenate([np.tile(edges, len(edges)), rng.integers(-2**31, 2**31, 20000)])
+    out = subprocess.run([str(exe)], input="".join(f"{x} {y}\n" for x, y in zip(a, b)),
+                         capture_output=True, text=True, check=True).stdout.split()
+    expected = [(int(x) * int(y) + 2**31) >> 32 for x, y in zip(a, b)]
+    assert [int(v) for v in out] == expected

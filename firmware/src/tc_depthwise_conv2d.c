@@ -21,8 +21,8 @@
  * are the int16 columns above and the pair's two outputs are clamped as halfwords.
  *
  * Other shapes take a direct loop over the taps that fall inside the image. Cores without
- * these Thumb-2 loops (the Cortex-M0, the host build), and any core given no column buffer,
- * read a 3x3 layer in place instead (tc_depthwise_inplace.c).
+ * these Thumb-2 loops (the Cortex-M0, the host build) read a 3x3 layer in place instead
+ * (tc_depthwise_inplace.c).
  *
  * Scratch beside CMSIS-NN: the column buffer, 12 B per input column of one channel's three
  * rows (216 B on the bench's 14x14x32 layer, 84-636 B on the MLPerf Tiny models), whatever the
@@ -989,7 +989,7 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
         return TC_ERR_BAD_ARG;
     }
     if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0) {
-#if TC_DW_ASM
+#if TC_DW_ASM /* without its buffer: the direct loop, so the in-place code is not linked */
         if (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
             ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
             return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
@@ -997,9 +997,9 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
         }
 #else
         (void)ctx;
-#endif
         return tc_depthwise_3x3_inplace(params, rq, in_dims, input, filter, weights, bias,
                                         out_dims, output);
+#endif
     }
     return tc_depthwise_direct(params, rq, in_dims, input, filter, weights, bias, out_dims,
                                output);

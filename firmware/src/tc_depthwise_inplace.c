@@ -5,16 +5,16 @@
  * image gets zero weights (and a pointer to a row inside, never read for effect), so the
  * loops need no vertical test. Values are raw int8 and the zero-point term lives in the row's
  * bias (bias - zp * sum of the weights in the image rows): a padding column reads as the zero
- * point and cancels. Interior outputs slide a window of three columns (stride 1: one new
- * column per output); the outputs whose window crosses the left or right edge take the
- * per-tap test.
+ * point and cancels. At stride 1 a row slides a window of three columns, one new column
+ * per output (the zero point where it lies in the padding); at other strides the outputs
+ * whose window lies inside the image load it whole and the others take a per-tap test.
  *
  * Scratch beside CMSIS-NN: none, as arm_depthwise_conv_3x3_s8 (and less than
  * arm_depthwise_conv_s8_opt's c * 9 int16 on the shapes that one takes). It is the path of
- * the cores without the Thumb-2 column loops (the Cortex-M0 and the host build), and of any
- * core when the column buffer is not there: on the Cortex-M3/M4/M7/M55 the column kernel
- * still runs where export sized its buffer, because this loop, one LDRSB per tap value and
- * no pair packing, costs more instructions per MAC there. */
+ * the cores without the Thumb-2 column loops (the Cortex-M0 and the host build); the
+ * Cortex-M3/M4/M7/M55 keep the column kernel and its buffer, because this loop, one LDRSB per
+ * tap value and no pair packing, costs more instructions per MAC there (11.8 against 3.58 and
+ * 3.04 on the bench layer). */
 #include "tc_depthwise.h"
 
 /* hot loop: optimize for speed even in an -Os image */
@@ -25,9 +25,19 @@
 /* The layer's constants and one channel's row: tap-row pointers, weights and bias. */
 typedef struct {
     int32_t in_w, cs, sw, pl, out_w, os, zp, lo, hi, ozp, m;
+    int32_t first, end; /* the outputs whose window lies inside the image, once per layer */
     const tc_requant_params *rq;
     tc_requant_fast f;
+    int32_t mul_hi, mul_lo; /* the multiplier's halves (tc_mulh_round_halves) */
 } tc_dwi_layer;
+
+/* The Cortex-M0 multiplies in 32 bits (tc_mulh_round_halves); other cores as
+ * tc_requant_double_fast. */
+#if defined(__arm__) && !defined(__thumb2__)
+#define TC_DWI_HALVES 1
+#else
+#define TC_DWI_HALVES 0
+#endif
 
 typedef struct {
     const int8_t *row[3];
@@ -35,11 +45,17 @@ typedef struct {
     int32_t bias;
 } tc_dwi_row;
 
-static int8_t tc_dwi_out(const tc_dwi_layer *l, int32_t acc)
+TC_INLINE int8_t tc_dwi_out(const tc_dwi_layer *l, int32_t acc)
 {
     int32_t v;
     if (l->f.fast) {
-        v = tc_requant_double_fast((int32_t)((uint32_t)acc << 1), &l->f);
+        const int32_t acc2 = (int32_t)((uint32_t)acc << 1);
+#if TC_DWI_HALVES
+        const int32_t high = tc_mulh_round_halves(acc2, l->mul_hi, l->mul_lo);
+        v = (high + l->f.offset + (high >> 31)) >> l->f.right;
+#else
+        v = tc_requant_double_fast(acc2, &l->f);
+#endif
     } else {
         v = tc_requantize(acc, l->rq, l->m) + l->ozp;
     }
@@ -59,24 +75,41 @@ static int32_t tc_dwi_edge(const tc_dwi_layer *l, const tc_dwi_row *r, int32_t i
     return acc;
 }
 
-/* Outputs ox0 <= ox < ox1 of a row, each window inside the image, stride 1: the window's
- * columns slide, one new column loaded per output. */
-static void tc_dwi_interior_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int32_t ox0,
-                               int32_t ox1, int8_t *out)
+/* A whole row at stride 1: the window's columns slide, one new column per output, read as the
+ * zero point where it lies in the padding. */
+static void tc_dwi_row_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *out)
 {
-    const int32_t cs = l->cs;
+    const int32_t cs = l->cs, in_w = l->in_w, zp = l->zp;
     const int32_t w00 = r->w[0][0], w01 = r->w[0][1], w02 = r->w[0][2];
     const int32_t w10 = r->w[1][0], w11 = r->w[1][1], w12 = r->w[1][2];
     const int32_t w20 = r->w[2][0], w21 = r->w[2][1], w22 = r->w[2][2];
-    const int32_t off = (ox0 - l->pl) * cs;
-    const int8_t *x0 = r->row[0] + off, *x1 = r->row[1] + off, *x2 = r->row[2] + off;
-    /* the window's first two columns, as their weighted sums for the three kx */
-    int32_t a0 = x0[0], a1 = x1[0], a2 = x2[0], b0 = x0[cs], b1 = x1[cs], b2 = x2[cs];
-    int32_t ox;
-    for (ox = ox0; ox < ox1; ox++, out += l->os) {
-        const int32_t c0 = x0[2 * cs], c1 = x1[2 * cs], c2 = x2[2 * cs];
-        const int32_t acc = r->bias + w00 * a0 + w10 * a1 + w20 * a2 + w01 * b0 + w11 * b1 +
-                            w21 * b2 + w02 * c0 + w12 * c1 + w22 * c2;
+    const int8_t *x0 = r->row[0], *x1 = r->row[1], *x2 = r->row[2];
+    int32_t x = -l->pl, o = x * cs, ox;
+    /* the window's first two columns */
+    int32_t a0 = zp, a1 = zp, a2 = zp, b0 = zp, b1 = zp, b2 = zp;
+    if ((uint32_t)x < (uint32_t)in_w) {
+        a0 = x0[o];
+        a1 = x1[o];
+        a2 = x2[o];
+    }
+    x++;
+    o += cs;
+    if ((uint32_t)x < (uint32_t)in_w) {
+        b0 = x0[o];
+        b1 = x1[o];
+        b2 = x2[o];
+    }
+    for (ox = 0; ox < l->out_w; ox++, out += l->os) {
+        int32_t c0 = zp, c1 = zp, c2 = zp, acc;
+        x++;
+        o += cs;
+        if ((uint32_t)x < (uint32_t)in_w) {
+            c0 = x0[o];
+            c1 = x1[o];
+            c2 = x2[o];
+        }
+        acc = r->bias + w00 * a0 + w10 * a1 + w20 * a2 + w01 * b0 + w11 * b1 + w21 * b2 +
+              w02 * c0 + w12 * c1 + w22 * c2;
         *out = tc_dwi_out(l, acc);
         a0 = b0;
         a1 = b1;
@@ -84,26 +117,15 @@ static void tc_dwi_interior_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int32
         b0 = c0;
         b1 = c1;
         b2 = c2;
-        x0 += cs;
-        x1 += cs;
-        x2 += cs;
     }
 }
 
 static void tc_dwi_row_run(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *out)
 {
+    const int32_t lo = l->first, hi = l->end;
     int32_t ox = 0, ox1;
-    /* interior: ix = ox * sw - pl >= 0 and ix + 2 < in_w */
-    int32_t lo = (l->pl + l->sw - 1) / l->sw;
-    int32_t hi = l->in_w - 3 + l->pl < 0 ? 0 : (l->in_w - 3 + l->pl) / l->sw + 1;
-    lo = lo < l->out_w ? lo : l->out_w;
-    hi = hi < lo ? lo : (hi < l->out_w ? hi : l->out_w);
     for (; ox < lo; ox++) {
         out[ox * l->os] = tc_dwi_out(l, tc_dwi_edge(l, r, ox * l->sw - l->pl));
-    }
-    if (l->sw == 1) {
-        tc_dwi_interior_s1(l, r, lo, hi, out + lo * l->os);
-        ox = hi;
     }
     for (ox1 = hi; ox < ox1; ox++) {
         const int32_t cs = l->cs, ix = ox * l->sw - l->pl;
@@ -138,6 +160,11 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
     l.hi = p->act_max;
     l.ozp = p->output_zero_point;
     l.rq = rq;
+    /* interior: ix = ox * sw - pl >= 0 and ix + 2 < in_w */
+    l.first = (l.pl + l.sw - 1) / l.sw;
+    l.end = l.in_w - 3 + l.pl < 0 ? 0 : (l.in_w - 3 + l.pl) / l.sw + 1;
+    l.first = l.first < l.out_w ? l.first : l.out_w;
+    l.end = l.end < l.first ? l.first : (l.end < l.out_w ? l.end : l.out_w);
     for (m = 0; m < filter->m; m++) {
         const int8_t *w = weights + m * 9, *src = input + m / multiplier;
         const int32_t b = bias ? bias[m] : 0;
@@ -149,6 +176,8 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
         l.m = m;
         l.f = tc_requant_fast_prepare(rq, m, (b < 0 ? -(int64_t)b : b) + (int64_t)wabs * 255,
                                       l.ozp);
+        l.mul_hi = l.f.multiplier >> 16;
+        l.mul_lo = l.f.multiplier & 0xffff;
         for (oy = 0; oy < out_dims->h; oy++) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;
             int32_t ky, sum = 0;
@@ -163,7 +192,11 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
                 }
             }
             r.bias = (int32_t)((uint32_t)b - (uint32_t)l.zp * (uint32_t)sum);
-            tc_dwi_row_run(&l, &r, output + oy * out_dims->w * out_dims->c + m);
+            if (l.sw == 1) {
+                tc_dwi_row_s1(&l, &r, output + oy * out_dims->w * out_dims->c + m);
+            } else {
+                tc_dwi_row_run(&l, &r, output + oy * out_dims->w * out_dims->c + m);
+            }
         }
     }
     return TC_OK;
