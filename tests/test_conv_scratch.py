@@ -6,7 +6,9 @@ models (ResNet-8, DS-CNN, MobileNetV1 0.25; tests/mlperf_tiny.py builds the real
 slowly for this check). Exceptions, each stated in its kernel's header comment: a 1x1 conv
 keeps its int16 pair column (2 x channels int16, CMSIS-NN's arm_convolve_s8 buffer for the
 layer) where CMSIS-NN's 1x1 kernel needs none, so it is held to that instead; the one-channel
-kernel (tc_conv2d_1ch.c) and the depthwise kernel are not held to it (docs/PERFORMANCE.md)."""
+kernel (tc_conv2d_1ch.c) and the depthwise kernel are not held to it (docs/PERFORMANCE.md); the
+depthwise column buffer is in Thumb-2 images only, the M0 and the host read in place with none
+(tests/test_depthwise_inplace.py)."""
 from __future__ import annotations
 
 import cmsis_nn_sizes
