@@ -62,17 +62,24 @@ TC_INLINE int8_t tc_dwi_out(const tc_dwi_layer *l, int32_t acc)
     return tc_clamp_s8(v, l->lo, l->hi);
 }
 
+/* bias + the taps' sum (|sum| <= 9 * 128 * 255) in uint32, as the row bias is formed: export
+ * refuses layers whose accumulator could leave int32, and C gets no signed overflow. */
+static int32_t tc_dwi_add(int32_t bias, int32_t sum)
+{
+    return (int32_t)((uint32_t)bias + (uint32_t)sum);
+}
+
 /* One output whose window may reach into the horizontal padding. */
 static int32_t tc_dwi_edge(const tc_dwi_layer *l, const tc_dwi_row *r, int32_t ix)
 {
-    int32_t acc = r->bias, s, kx;
+    int32_t sum = 0, s, kx;
     for (kx = 0; kx < 3; kx++) {
         const int32_t x = ix + kx;
         for (s = 0; s < 3; s++) {
-            acc += r->w[s][kx] * (x >= 0 && x < l->in_w ? r->row[s][x * l->cs] : l->zp);
+            sum += r->w[s][kx] * (x >= 0 && x < l->in_w ? r->row[s][x * l->cs] : l->zp);
         }
     }
-    return acc;
+    return tc_dwi_add(r->bias, sum);
 }
 
 /* A whole row at stride 1: the window's columns slide, one new column per output, read as the
@@ -108,8 +115,8 @@ static void tc_dwi_row_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *ou
             c1 = x1[o];
             c2 = x2[o];
         }
-        acc = r->bias + w00 * a0 + w10 * a1 + w20 * a2 + w01 * b0 + w11 * b1 + w21 * b2 +
-              w02 * c0 + w12 * c1 + w22 * c2;
+        acc = tc_dwi_add(r->bias, w00 * a0 + w10 * a1 + w20 * a2 + w01 * b0 + w11 * b1 +
+                                      w21 * b2 + w02 * c0 + w12 * c1 + w22 * c2);
         *out = tc_dwi_out(l, acc);
         a0 = b0;
         a1 = b1;
@@ -122,19 +129,18 @@ static void tc_dwi_row_s1(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *ou
 
 static void tc_dwi_row_run(const tc_dwi_layer *l, const tc_dwi_row *r, int8_t *out)
 {
-    const int32_t lo = l->first, hi = l->end;
-    int32_t ox = 0, ox1;
-    for (; ox < lo; ox++) {
+    int32_t ox = 0;
+    for (; ox < l->first; ox++) {
         out[ox * l->os] = tc_dwi_out(l, tc_dwi_edge(l, r, ox * l->sw - l->pl));
     }
-    for (ox1 = hi; ox < ox1; ox++) {
+    for (; ox < l->end; ox++) {
         const int32_t cs = l->cs, ix = ox * l->sw - l->pl;
-        int32_t acc = r->bias, s;
+        int32_t sum = 0, s;
         for (s = 0; s < 3; s++) {
             const int8_t *x = r->row[s] + ix * cs;
-            acc += r->w[s][0] * x[0] + r->w[s][1] * x[cs] + r->w[s][2] * x[2 * cs];
+            sum += r->w[s][0] * x[0] + r->w[s][1] * x[cs] + r->w[s][2] * x[2 * cs];
         }
-        out[ox * l->os] = tc_dwi_out(l, acc);
+        out[ox * l->os] = tc_dwi_out(l, tc_dwi_add(r->bias, sum));
     }
     for (; ox < l->out_w; ox++) {
         out[ox * l->os] = tc_dwi_out(l, tc_dwi_edge(l, r, ox * l->sw - l->pl));
