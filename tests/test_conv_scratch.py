@@ -9,7 +9,8 @@ layer) where CMSIS-NN's 1x1 kernel needs none, so it is held to that instead; th
 kernel (tc_conv2d_1ch.c) is held to its packed rows alone (one int32 per input column an output
 row's windows read, per window row: nothing that grows with the channels or the weights; 7.25x
 CMSIS-NN's on the bench layer, the reason in its header comment); the depthwise kernel is not
-held to it (docs/PERFORMANCE.md)."""
+held to it (docs/PERFORMANCE.md): its column buffer is in Thumb-2 images only, the M0 and the
+host read in place with none (tests/test_depthwise_inplace.py)."""
 from __future__ import annotations
 
 import cmsis_nn_sizes

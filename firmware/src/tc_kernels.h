@@ -116,8 +116,9 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
 
 /* Depthwise conv2d: groups == in.c, filter.m = in.c * channel multiplier, filter.c == 1.
  * 3x3 kernels without horizontal dilation use the channel-major fast path when ctx holds
- * tc_depthwise_conv2d_get_buffer_size(out.w, stride_w) bytes (4-byte aligned); any other shape,
- * or a smaller buffer, takes the direct loop. */
+ * tc_depthwise_conv2d_get_buffer_size(out.w, stride_w) bytes (4-byte aligned; Thumb-2 cores);
+ * the other cores read their input in place (no buffer); any other shape, or a Thumb-2 core
+ * given a smaller buffer, takes the direct loop. */
 int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w);
 int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
                         const tc_requant_params *rq,

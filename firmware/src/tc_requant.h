@@ -155,6 +155,22 @@ TC_INLINE int32_t tc_mulh_round(int32_t a, int32_t b)
 #endif
 }
 
+/* tc_mulh_round(a, b) from b's halves bh = b >> 16 and bl = b & 0xffff, in 32-bit multiplies:
+ * for the Cortex-M0, which has no 64-bit one (__aeabi_lmul is a call of ~40 instructions).
+ * Exact: a * b + 2^31 = ah * bh * 2^32 + (ah * bl + al * bh) * 2^16 + al * bl + 2^31, each
+ * partial product fits int32, and the parts below 2^16 of the middle ones, the high half of
+ * al * bl and the rounding 2^15 are summed before the shift (al * bl's low half cannot carry
+ * past 2^32). */
+TC_INLINE int32_t tc_mulh_round_halves(int32_t a, int32_t bh, int32_t bl)
+{
+    const int32_t ah = a >> 16;
+    const uint32_t al = (uint32_t)a & 0xffffu;
+    const int32_t m1 = ah * bl, m2 = (int32_t)al * bh;
+    const uint32_t low = ((uint32_t)m1 & 0xffffu) + ((uint32_t)m2 & 0xffffu) +
+                         ((al * (uint32_t)bl) >> 16) + 0x8000u;
+    return ah * bh + (m1 >> 16) + (m2 >> 16) + (int32_t)(low >> 16);
+}
+
 /* The largest |accumulator| and right shift for which tc_requant_double_fast equals
  * tc_requant_fixed_double (docs/ARITHMETIC.md, "The fast double rounding"). */
 #define TC_RQ_FAST_ACC_LIMIT ((int64_t)1 << 29)
