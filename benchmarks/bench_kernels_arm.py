@@ -63,6 +63,11 @@ def main() -> int:
                              "microbit's 16 KB of RAM)")
     args = parser.parse_args()
     boards = tuple(args.boards.split(","))
+    from firmware_host.boards import BOARDS
+
+    if not set(boards) <= set(BOARDS):
+        parser.error(f"unknown board(s) {', '.join(sorted(set(boards) - set(BOARDS)))}; "
+                     f"choose from {', '.join(BOARDS)}")
     rng = np.random.default_rng(0)
     model = random_model(rng, (args.side, args.side, 1), SPEC[1], args.mode, name="bench")
     x = random_inputs(rng, model, INPUTS)

@@ -117,6 +117,36 @@ def _owned_artifacts(target: Path) -> set[str]:
     return set()
 
 
+def check_output(path, *, reads=(), export_dir=None) -> None:
+    """Refuse an output file that is one the command reads (``reads``: the dataset, by any
+    name, links included) or an artifact of the export in use: the command would otherwise
+    replace the user's data, or the model it just ran, with its results."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for source in reads:
+        if _same(path, source):
+            raise TinyconvError(f"{path} is the --input {source}: write the output elsewhere")
+    if export_dir is None:
+        return
+    export_dir = Path(export_dir)
+    export_dir = export_dir if export_dir.is_dir() else export_dir.parent
+    try:
+        names = set(json.loads((export_dir / MANIFEST).read_text())["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = set()
+    for name in sorted({*names, *_LEGACY, "model.tflite", MANIFEST} - {""}):
+        if isinstance(name, str) and _same(path, export_dir / name):
+            raise TinyconvError(f"{path} is the export's {name}: write the output elsewhere")
+
+
+def _same(a: Path, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
 def _clashes(target: Path, names, owned: set[str]) -> None:
     for name in names:
         if name not in owned and os.path.lexists(target / name):
@@ -158,11 +188,12 @@ def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool 
     """
     if name is None:
         name = Path(source).stem if isinstance(source, (str, os.PathLike)) else "model"
+    _check_name(name)
     source_model = load_model(source)
     quantization, integers = {}, None
     if is_quantized(source_model):  # onnxruntime's scales and integers are kept as they are
         source_model, quantization, integers = dequantize_model(source_model)
-    float_model = clean_model(source_model)
+    float_model = clean_model(source_model, prequantized=integers is not None)
     graph = to_graph(float_model, integers)
     graph.set_quantization(quantization)
     if calibration is None and not quantization:
@@ -187,6 +218,8 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
     integers, TFLite Micro's constants (export/tflite_import.py). No calibration."""
     from export.tflite_import import read, to_qonnx_or_reason
 
+    if name is not None:
+        _check_name(name)
     imported = read(source, name)
     model = imported.model
     model.validate()  # wiring first: a corrupt file may read a tensor nothing writes
@@ -199,6 +232,18 @@ def from_tflite(source, *, name: str | None = None) -> ExportResult:
     report["model_q_onnx"] = "written" if q_onnx is not None else f"not written: {reason}"
     report["tflm"], _ = tflm_entry(model, source=imported.data)
     return ExportResult(None, q_onnx, model, report, None, imported.data)
+
+
+MAX_NAME_BYTES = 255  # what the device's INFO reply carries (a one-byte length)
+
+
+def _check_name(name: str) -> None:
+    """A longer name would be cut short on the wire, and past 4,095 bytes the firmware does not
+    even compile (C99's longest string literal): refused before any work."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise TinyconvError(f"the model name must be 1 to {MAX_NAME_BYTES} bytes (UTF-8), "
+                            f"got {size}")
 
 
 def filters_model(weights: np.ndarray, bias: np.ndarray | None, input_shape, *,

@@ -29,7 +29,7 @@ from runtime.errors import TinyconvError
 from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
 
-LAYER_TABLE_VERSION = 3
+LAYER_TABLE_VERSION = 4
 OP_CODES = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "max_pool2d": 3,
             "avg_pool2d": 4, "global_avg_pool": 5, "add": 6, "softmax": 7, "lookup": 8,
             "concat": 9, "pad": 10, "mul": 11, "resize_nearest": 12, "sub": 13}
@@ -83,6 +83,13 @@ _HEADER_TYPES = """\
  * concat: iparams[0] inputs, bias {{arena offset, channels, table index or -1}} per input,
  * weights the 256-entry tables; resize_nearest: bias the out_h row then out_w column indices;
  * pad: iparams[0] the value, iparams[1] the mode (0 constant, 1 reflect, 2 edge); mul: iparams[5] the size of b (a's, out_c or 1). */
+/* A word of a kernel's table: a constant or, on Thumb-2, the address of code in the kernel's
+ * threaded loop (tc_kernels.h's tc_kernel_word) */
+typedef union {{
+    int32_t value;
+    const unsigned char *code;
+}} tc_layer_word;
+
 typedef struct {{
     int32_t op, rq_mode;
     uint32_t input_offset, input2_offset, output_offset;
@@ -106,6 +113,7 @@ typedef struct {{
     const int32_t *fast;
     const int32_t *folded_bias;
     const int16_t *weights_s16;
+    const tc_layer_word *table_1ch; /* one-channel conv2d: its kernel's table, or 0 */
 }} tc_layer_t;
 
 extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
@@ -113,7 +121,7 @@ extern const tc_layer_t tc_layers[TC_NUM_LAYERS];
 
 
 # Bytes a layer's weights may take in a second, faster form: the int16 pointwise weights
-# (flash, Cortex-M4-class images only) and the one-channel kernel's doubled weights (scratch).
+# (flash, Cortex-M4-class images only) and the one-channel kernel's table (flash).
 # Past this the kernels run without the copy, so that no scratch grows with a layer's weights
 # and the flash stays near the weights' own (MobileNet's 256x256 pointwise layer: 128 KB).
 WEIGHT_COPY_MAX = 4096
@@ -209,7 +217,7 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
          "act_min": int(p.get("act_min", -128)), "act_max": int(p.get("act_max", 127)),
          "macs": layer_macs(model, layer), "weights": "0", "bias": "0", "multiplier": "0", "shift": "0",
          "scale": "0", "iparams": [0] * IPARAM_COUNT, "fparams": "0", "fast": "0",
-         "folded_bias": "0", "weights_s16": "0"}
+         "folded_bias": "0", "weights_s16": "0", "table_1ch": "0"}
     prefix = f"tc_l{index}"
     scratch = 0
 
@@ -254,7 +262,10 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
         if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
-            scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
+            # for the Thumb-2 column loops (3x3, no horizontal dilation); other cores and
+            # shapes read the input in place (render: _scratch_define)
+            if kh == kw == 3 and int(dil[1]) == 1:
+                scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
         else:
             scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point,
                                       layer.inputs[0] != model.input and
@@ -347,20 +358,47 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
             w.chunks[-1] = f"#if TC_DSP_WEIGHTS\n{w.chunks[-1]}#endif\n"
             e["weights_s16"] = f"TC_DSP_ONLY({name})"
     if e["groups"] == 1 and cg == 1:
-        # tc_conv2d_1ch_get_buffer_size (the generic size above stays for a layer whose weights
-        # it refuses): per channel the doubled weights and a code address, a 13-word job, 8
-        # words of requantization constants per channel; kh packed rows of the pairs' windows,
-        # tagged
-        width = (((e["out_w"] + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * e["dilation_w"]
-                 + 1)
-        one_ch = 4 * (m * (kh * kw + 1) + 13 + 8 * m + kh * (1 + width))
-        if one_ch <= max(scratch, WEIGHT_COPY_MAX):  # else the generic path runs
-            scratch = max(scratch, one_ch)
+        scratch = _one_channel(layer, e, w, prefix, scratch)
     return scratch
 
 
+def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int) -> int:
+    """A one-channel conv2d's table in flash (conv_constants.one_channel_table) and the scratch
+    with its kernel's packed rows (tc_conv2d_1ch_get_buffer_size: kh rows of the pairs'
+    windows); the generic path's scratch alone when export keeps the kernel off the layer."""
+    weights = layer.arrays["weights"]
+    m, kh, kw, _ = weights.shape
+    width = ((e["out_w"] + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * e["dilation_w"] + 1
+    rows = 4 * kh * width
+    if rows > max(scratch, WEIGHT_COPY_MAX):  # the generic path runs
+        return scratch
+    table = conv_constants.one_channel_table(
+        weights, conv_constants.fast_requant(weights, layer.arrays.get("bias"),
+                                             layer.requant(), e["output_zero_point"]),
+        conv_constants.folded_bias(weights, layer.arrays.get("bias"), e["input_zero_point"]),
+        e["act_max"], e["stride_w"])
+    if table is None or 4 * len(table) > WEIGHT_COPY_MAX:
+        return scratch
+    words = [f"TC_CODE({v})" if isinstance(v, str) else f"{{{_c_int(v)}}}" for v in table]
+    e["table_1ch"] = w.array("tc_layer_word", f"{prefix}_1ch", words, str,
+                             f"{layer.name}: one-channel kernel's table")
+    return max(scratch, rows)
+
+
+def _scratch_define(scratch: int, in_place: int) -> str:
+    """TC_SCRATCH_SIZE; where only the depthwise column buffer makes it larger, that size for
+    the Thumb-2 cores whose column loops use it, and the rest for the others (the Cortex-M0,
+    the host), whose depthwise 3x3 reads its input in place."""
+    if scratch == in_place:
+        return f"#define TC_SCRATCH_SIZE {scratch}"
+    return (f"#if defined(__thumb2__) /* the depthwise 3x3 column buffer */\n"
+            f"#define TC_SCRATCH_SIZE {scratch}\n#else\n#define TC_SCRATCH_SIZE {in_place}\n"
+            "#endif")
+
+
 def layer_scratch(model: QuantModel) -> list[int]:
-    """Each layer's kernel scratch in bytes, as the generated TC_SCRATCH_SIZE takes it."""
+    """Each layer's kernel scratch in bytes, as the generated TC_SCRATCH_SIZE takes it on the
+    Thumb-2 cores (elsewhere a depthwise layer's is 0: _scratch_define)."""
     return [_layer_entry(model, i, layer, _Writer())[1] for i, layer in enumerate(model.layers)]
 
 
@@ -435,7 +473,7 @@ def render(model: QuantModel) -> tuple[str, str]:
     _check_arena(model)
     w = _Writer()
     entries = []
-    scratch = 4
+    scratch = in_place = 4
     for index, layer in enumerate(model.layers):
         try:
             entry, need = _layer_entry(model, index, layer, w)
@@ -444,7 +482,10 @@ def render(model: QuantModel) -> tuple[str, str]:
             raise _fail(model, f"layer {layer.name!r} ({layer.op}): {detail}") from None
         entries.append((layer, entry))
         scratch = max(scratch, need)
+        if entry["op"] != OP_CODES["depthwise_conv2d"]:
+            in_place = max(in_place, need)
     scratch = -(-scratch // 4) * 4
+    in_place = -(-in_place // 4) * 4
     inp, out = model.input_spec, model.output_spec
     mode_macro = "TC_REQUANT_FLOAT" if model.requant_mode == "float" else "TC_REQUANT_FIXED"
     total_macs = model.total_macs
@@ -471,7 +512,7 @@ def render(model: QuantModel) -> tuple[str, str]:
 #define TC_INPUT_OFFSET {inp.offset}
 #define TC_OUTPUT_OFFSET {out.offset}
 /* Scratch memory (bytes) the conv2d / fully_connected kernels need */
-#define TC_SCRATCH_SIZE {scratch}
+{_scratch_define(scratch, in_place)}
 
 #define TC_INPUT_SIZE {inp.size}
 #define TC_OUTPUT_SIZE {out.size}
@@ -527,6 +568,15 @@ def render(model: QuantModel) -> tuple[str, str]:
 #else
 #define TC_DSP_WEIGHTS 0
 #define TC_DSP_ONLY(x) 0
+#endif
+
+/* code addresses in the one-channel conv's tables: Thumb-2 only, where its assembly is */
+#if defined(__thumb2__)
+extern const unsigned char tc_1ch_next[], tc_1ch_last[], tc_1ch_pair_end[], tc_1ch_store[],
+    tc_1ch_store_clamp[];
+#define TC_CODE(label) {{.code = label}}
+#else
+#define TC_CODE(label) {{0}}
 #endif
 
 """ + "\n".join(w.chunks) + "\nconst tc_layer_t tc_layers[TC_NUM_LAYERS] = {\n" + \

@@ -72,3 +72,35 @@ def weights_s16_pairs(weights: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int16)
     w = weights[:m].reshape(m // 2, 2, k // 4, 4)[..., [0, 2, 1, 3]]
     return w.transpose(0, 2, 1, 3).astype(np.int16).reshape(-1)
+
+
+# firmware/src/tc_conv2d_1ch.c: two pixels' sums share one word 2^23 apart, exact while
+# 256 * sum|w| < 2^22 per channel
+ONE_CHANNEL_SUM_LIMIT = (1 << 22) // 256
+
+
+def one_channel_table(weights: np.ndarray, fast: np.ndarray, folded: np.ndarray,
+                      act_max: int, stride_w: int) -> list | None:
+    """The one-channel conv kernel's table (tc_conv2d_1ch.c), word by word: an int, or the name
+    of the kernel's code label whose address the word holds. flags (1: every channel fast),
+    per channel the doubled weights and tc_1ch_next (tc_1ch_last for the last), 8 * M (the
+    bytes of the sums the row loop pushes), the floor {3 * M, 8 * stride_w, five zeros,
+    tc_1ch_pair_end}, then per channel {right, C, C, multiplier, offset, store} with
+    C = 2 * folded bias * multiplier + 2^31 split into its low and high words. None when a
+    channel's 256 * sum|w| reaches 2^22 (the lanes would mix: the kernel is not used)."""
+    m = weights.shape[0]
+    w = weights.reshape(m, -1).astype(np.int64)
+    if int(np.abs(w).sum(axis=1).max()) >= ONE_CHANNEL_SUM_LIMIT:
+        return None
+    table: list = [int(np.all(fast[:, 0] != 0))]
+    for ch in range(m):
+        table += [2 * int(v) for v in w[ch]]
+        table.append("tc_1ch_next" if ch + 1 < m else "tc_1ch_last")
+    table += [8 * m, 3 * m, 8 * stride_w] + [0] * 5 + ["tc_1ch_pair_end"]
+    store = "tc_1ch_store" if act_max == 127 else "tc_1ch_store_clamp"
+    for ch in range(m):
+        _, multiplier, offset, right = (int(v) for v in fast[ch])
+        c = int(_wrap32(int(folded[ch]) * 2)) * multiplier + (1 << 31)
+        low, high = int(_wrap32(c)), c >> 32
+        table += [right, low, high, low, high, multiplier, offset, store]
+    return table

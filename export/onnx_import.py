@@ -431,8 +431,9 @@ def _drop_unused_initializers(graph) -> None:
     graph.input.extend(graph_inputs)
 
 
-def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The float model as tinyconv imports it (written as ``model.onnx``)."""
+def clean_model(model: onnx.ModelProto, prequantized: bool = False) -> onnx.ModelProto:
+    """The float model as tinyconv imports it (written as ``model.onnx``). A ``prequantized``
+    source (export.qimport) keeps its Mul / Add by constants: each requantizes on its own."""
     if _opset(model) < MIN_OPSET:
         try:
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
@@ -461,8 +462,9 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _input_reshapes(graph)
     _fold_batchnorm(graph)
     _fuse_decomposed_prelu(graph)
-    _fold_channel_affine(graph)
-    _fold_linear_affine(graph)
+    if not prequantized:
+        _fold_channel_affine(graph)
+        _fold_linear_affine(graph)
     del graph.value_info[:]
     free_batch(model)
     _drop_unused_initializers(graph)
@@ -556,7 +558,9 @@ def _check_ceil_windows(node, in_hw, kernel, stride, padding, out_hw) -> None:
 class _Mapper:
     def __init__(self, model: onnx.ModelProto, ints: dict | None = None):
         self.model = model
-        self.ints = ints or {}  # already-quantized source: float initializer -> (int, scales)
+        # already-quantized source: float initializer -> (integers, scales, zero points)
+        self.ints = ints or {}
+        self.prequantized = ints is not None  # its every tensor has its own quantization
         graph = model.graph
         self.params = _initializers(graph)
         self.consumers: dict[str, list] = {}
@@ -707,7 +711,10 @@ class _Mapper:
         """Integer weights and bias of an already-quantized source, in the device layout."""
         if node.input[1] not in self.ints:
             return {}
-        w_q, w_scales = self.ints[node.input[1]]
+        w_q, w_scales, w_zp = self.ints[node.input[1]]
+        if np.any(w_zp != 0):
+            raise TinyconvError(f"node {node.name!r} ({node.op_type}): weights with a non-zero "
+                                "zero point; tinyconv needs symmetric weights")
         bias = node.input[2] if len(node.input) > 2 else ""
         bias_q = self.ints[bias][0] if bias in self.ints else np.zeros(channels, np.int32)
         return {"weights_q": np.ascontiguousarray(to_device_layout(w_q)).astype(np.int8),
@@ -819,7 +826,7 @@ class _Mapper:
         b = self.const(node, 1)
         add = self.only_consumer(node.output[0])
         bias, output = np.zeros(b.shape[-1], np.float32), node.output[0]
-        if add is not None and add.op_type == "Add":
+        if add is not None and add.op_type == "Add" and not self.prequantized:
             other = 1 if add.input[0] == node.output[0] else 0
             if add.input[other] in self.params:
                 bias = self.const(add, other)
@@ -830,6 +837,8 @@ class _Mapper:
         self._fully_connected(node, b, bias, output)
 
     def op_Add(self, node):
+        if self.prequantized and any(i in self.ints for i in node.input):
+            return self.constant_lookup(node)
         if any(i in self.params for i in node.input):
             raise self.unsupported(node, " with a constant operand (only residual Add of two "
                                    "activations, MatMul + Add, or a per-channel bias right "
@@ -843,6 +852,8 @@ class _Mapper:
         raise self.unsupported(node, " not directly after Conv/Gemm/pool/Add")
 
     def op_Mul(self, node):
+        if self.prequantized and any(i in self.ints for i in node.input):
+            return self.constant_lookup(node)
         if any(i in self.params for i in node.input):
             raise self.unsupported(node, " that is not a per-channel constant scale right "
                                          "after a Conv whose output it alone reads (folded into "
@@ -872,7 +883,8 @@ class _Mapper:
         output = node.output[0]
         mul = self.only_consumer(output)
         if (node.op_type == "Sigmoid" and mul is not None and mul.op_type == "Mul"
-                and sorted(mul.input) == sorted([node.input[0], output])):
+                and sorted(mul.input) == sorted([node.input[0], output])
+                and not self.prequantized):  # a source's requantized sigmoid output stays
             params["function"], output = "Swish", mul.output[0]  # x * sigmoid(x): SiLU
             self.fused.add(mul.name)
         if node.op_type == "PRelu":
@@ -889,6 +901,24 @@ class _Mapper:
             params["slope"] = [float(v) for v in (values[:1] if np.all(values == values[0])
                                                   else values)]
         self.emit(node, "lookup", [node.input[0]], output, params=params)
+
+    def constant_lookup(self, node):
+        """A source's QLinearAdd / QLinearMul of an activation and an int8 constant: per
+        channel an int8 -> int8 function, so a table (export/tables.py CONSTANT_OPS)."""
+        k = 0 if node.input[0] in self.ints else 1
+        x, (codes, scale, zp) = node.input[1 - k], self.ints[node.input[k]]
+        shape = _shape(self.model, x)
+        vector = (_per_channel(codes, shape[1]) if len(shape) == 4 else
+                  _last_axis(codes, shape[-1]) if len(shape) == 2 else None)
+        if vector is None or codes.dtype != np.int8 or scale.size != 1 or zp.size != 1:
+            raise self.unsupported(node, f" of an int8 constant of shape {list(codes.shape)} "
+                                   "(only a per-tensor quantized scalar or per-channel vector)")
+        flat = vector if np.any(vector != vector[0]) else vector[:1]
+        attrs = {"constant": [int(v) for v in flat], "scale": float(scale[0]),
+                 "zero_point": int(zp[0])}
+        self.emit(node, "lookup", [x], node.output[0],
+                  params={"function": "QLinear" + node.op_type, "attributes": attrs})
+
     def op_Softmax(self, node):
         """Softmax over the channels: axis 1 (or -1) of an [N, K] vector, axis 1 of an NCHW
         feature map (the device's last, NHWC, axis)."""

@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graph import Boundary
-from export.tables import LOOKUP_OPS, function_nodes
+from export.tables import CONSTANT_OPS, LOOKUP_OPS, function_nodes
 from runtime.model import QuantModel, TensorSpec
 
 SUFFIX = "_quantized"
@@ -155,6 +155,8 @@ class _Writer:
         export/tables.py ran in onnxruntime to make a float-mode table."""
         x, y = (self.model.tensors[n] for n in (layer.inputs[0], layer.output))
         function = layer.params["function"]
+        if function in CONSTANT_OPS:
+            return self.constant_node(layer, x, y)
         self.opset = max(self.opset, LOOKUP_OPS[function])
         inputs = [layer.name + "_x"]
         if "slope" in layer.params:
@@ -168,6 +170,20 @@ class _Writer:
                                          layer.name + "_y", layer.name))
         self.node("QuantizeLinear", [layer.name + "_y", *self.qparams(y)],
                   [self.out_name(layer)], layer.name + "_quantize")
+
+    def constant_node(self, layer, x, y):
+        """An imported QLinearAdd / QLinearMul of a constant, as the source had it."""
+        attrs = layer.params["attributes"]
+        codes = np.array(attrs["constant"], np.int8)
+        if codes.size > 1 and len(x.shape) == 3:
+            codes = codes.reshape(-1, 1, 1)
+        b = [self.const(layer.name + "_constant", codes),
+             self.const(layer.name + "_constant_scale", np.float32(attrs["scale"])),
+             self.const(layer.name + "_constant_zero_point", np.int8(attrs["zero_point"]))]
+        self.node(layer.params["function"], [qname(x.name), *self.qparams(x), *b,
+                                             *self.qparams(y)],
+                  [self.out_name(layer)], layer.name, domain="com.microsoft")
+
     def w_softmax(self, layer):
         """com.microsoft QLinearSoftmax over the channels (axis 1 of NCHW or [N, K]): exactly
         runtime/'s float mode, which mirrors it."""

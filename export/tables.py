@@ -33,6 +33,9 @@ LOOKUP_OPS = {"Sigmoid": 13, "Tanh": 13, "HardSigmoid": 13, "HardSwish": 14, "Le
 # Functions that are a pattern of ONNX nodes rather than one op: Swish (SiLU) is x * Sigmoid(x).
 _PATTERNS = {"Swish": "Sigmoid"}
 ONNX_OPS = tuple(op for op in LOOKUP_OPS if op not in _PATTERNS)
+# An already-quantized source's Add / Mul of an activation and an int8 constant (one per
+# channel): ``attrs`` holds ``constant`` (codes), ``scale`` and ``zero_point``.
+CONSTANT_OPS = ("QLinearAdd", "QLinearMul")
 TFLM_OPS = ("Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "PRelu")
 # TFLite's fixed output quantization of LOGISTIC and TANH, which its algorithms assume.
 FIXED_OUTPUT = {"Sigmoid": (1.0 / 256.0, -128), "Tanh": (1.0 / 128.0, 0)}
@@ -41,14 +44,34 @@ _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 def table(op: str, attrs: dict, x_q: tuple[float, int], y_q: tuple[float, int], mode: str,
           slope: np.ndarray | None = None) -> np.ndarray:
-    """int8[256] (or int8[C, 256] for a per-channel ``slope``) indexed by ``x + 128``.
+    """int8[256] (or int8[C, 256] for a per-channel ``slope`` or constant) indexed by
+    ``x + 128``.
 
     ``x_q``/``y_q`` are (scale, zero point); ``slope`` is PRelu's float slope (C values)."""
+    if op in CONSTANT_OPS:
+        return constant_table(op, attrs, x_q, y_q, mode)
     if mode == "fixed" and op in TFLM_OPS:
         if op == "PRelu":
             return tflm_prelu(x_q, y_q, *quantize_slope(slope))
         return _TFLM[op](attrs, x_q, y_q)
     return float_table(op, attrs, x_q, y_q, slope)
+
+
+def constant_table(op: str, attrs: dict, x_q, y_q, mode: str) -> np.ndarray:
+    """QLinearAdd / QLinearMul of every code and each channel's int8 constant, computed by
+    runtime/'s own add and mul kernels: onnxruntime's arithmetic in float mode (so the table
+    equals the source's node), TFLite's ADD / MUL in fixed mode."""
+    from runtime import kernels
+
+    b = np.asarray(attrs["constant"], np.int8).reshape(-1, 1)
+    a = np.broadcast_to(CODES, (b.shape[0], 256)).copy()
+    b = np.broadcast_to(b, a.shape).copy()
+    quant = (*x_q, attrs["scale"], attrs["zero_point"], *y_q)
+    if op == "QLinearAdd":
+        y = kernels.add(a, b, kernels.add_constants(*quant, mode))
+    else:
+        y = kernels.mul(a[None, None], b[None, None], kernels.mul_constants(*quant, mode))[0, 0]
+    return y[0].copy() if y.shape[0] == 1 else y
 
 
 def quantize_slope(slope: np.ndarray) -> tuple[np.ndarray, float, int]:

@@ -13,12 +13,13 @@ interpreters keep every tensor (TFLM's ``kPreserveAllTensors``, LiteRT's
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 import runtime
-from export.tflite_import import TFLITE_PREFIX
+from export.tflite_import import _MALFORMED, TFLITE_PREFIX
 from runtime.errors import TinyconvError
 from runtime.inputs import quantize_input
 from runtime.model import QuantModel
@@ -75,10 +76,11 @@ def tensor_indices(data: bytes, model: QuantModel) -> dict[str, int]:
         return {name: _index(name) for name in names}
     import tflite
 
-    graph = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
     where: dict[str, int] = {}
-    for i in range(graph.TensorsLength()):
-        where.setdefault((graph.Tensors(i).Name() or b"").decode("utf-8", "replace"), i)
+    with _readable("the flatbuffer reader"):
+        graph = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
+        for i in range(graph.TensorsLength()):
+            where.setdefault((graph.Tensors(i).Name() or b"").decode("utf-8", "replace"), i)
     missing = [name for name in names if name not in where]
     if missing:
         raise TinyconvError(f"tensor {missing[0]!r} is not in the .tflite file: --against tflm "
@@ -101,9 +103,21 @@ def tflm_interpreter(data: bytes):
     times the file) is too small for a small model's tensors."""
     from tflite_micro.python.tflite_micro import runtime as tflm
 
-    return tflm.Interpreter.from_bytes(
-        data, arena_size=max(10 * len(data), 1 << 20),
-        intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+    with _readable("TFLite Micro"):
+        return tflm.Interpreter.from_bytes(
+            data, arena_size=max(10 * len(data), 1 << 20),
+            intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+
+
+@contextmanager
+def _readable(reader: str):
+    """A truncated or overwritten model.tflite fails deep inside the flatbuffer readers
+    (struct.error, IndexError, RuntimeError from the interpreter): one line for the user."""
+    try:
+        yield
+    except (RuntimeError, *_MALFORMED) as exc:
+        raise TinyconvError(f"model.tflite cannot be read by {reader} ({type(exc).__name__}: "
+                            f"{exc}); restore it or export again") from None
 
 
 def tflm_tensors(data: bytes, model: QuantModel, x_float, x_q,
@@ -137,11 +151,11 @@ class OutputReference:
         else:
             from ai_edge_litert.interpreter import Interpreter
 
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _readable("LiteRT"):
                 warnings.simplefilter("ignore")
                 self.interpreter = Interpreter(model_content=data, num_threads=1,
                                                experimental_preserve_all_tensors=True)
-            self.interpreter.allocate_tensors()
+                self.interpreter.allocate_tensors()
             self.details = self.interpreter.get_input_details()[0]
         self.index = tensor_indices(data, model)[model.output]
 
@@ -168,11 +182,12 @@ def litert_output(data: bytes, model: QuantModel, x_float, x_q,
     index = tensor_indices(data, model)[model.output] if index is None else index
     from ai_edge_litert.interpreter import Interpreter
 
-    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
+    # "preserve_all_tensors is for debugging": it is
+    with warnings.catch_warnings(), _readable("LiteRT"):
         warnings.simplefilter("ignore")
         interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
                                   num_threads=1)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     details = interpreter.get_input_details()[0]
     out = []
     for i in range(len(x_q)):

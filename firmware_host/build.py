@@ -274,12 +274,19 @@ def build_firmware(export_dir: str | os.PathLike, target: str, *, app: str | Non
 
 
 def _record_in_report(export_dir: Path, target: str, sizes: dict) -> None:
-    """Keep the measured image size next to export's planned flash/RAM in report.json."""
+    """Keep the measured image size next to export's planned flash/RAM in report.json: only
+    in the report export wrote for this model (its hash), not in a report.json of the user's
+    beside a model.tcm in a hand-made directory."""
+    from runtime.model import load
+
     path = export_dir / "report.json"
     try:
         report = json.loads(path.read_text())
-    except (OSError, ValueError):
+        ours = isinstance(report, dict) and report.get("hash") == load(export_dir).hash
+    except (OSError, ValueError, TinyconvError):
         return  # no export report to extend (a hand-made model directory)
+    if not ours:
+        return
     report.setdefault("firmware", {})[target] = sizes
     try:
         write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())

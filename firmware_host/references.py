@@ -59,6 +59,9 @@ class References:
         self.layers = None  # LayerRunner, fixed mode only
         self.q_stamped = False  # model.q.onnx names model.tcm's hash and its own digest
         q_path, f_path = export_dir / "model.q.onnx", export_dir / "model.onnx"
+        if not q_path.exists() and _export_wrote(export_dir, q_path.name):
+            raise TinyconvError(f"{q_path} is missing, but the export wrote it and onnxruntime "
+                                "on it gates the verdict: restore it or export again")
         try:
             if q_path.exists():
                 self.q_onnx = onnx.load(str(q_path))
@@ -71,6 +74,8 @@ class References:
                                                           providers=["CPUExecutionProvider"])
         except Exception as exc:  # a broken ONNX file is the user's, not ours
             raise TinyconvError(f"{export_dir}: cannot load the ONNX models ({exc})") from None
+        if self.float_session is not None:
+            self._probe_float(f_path)
         if self.q_onnx is not None:
             self.q_stamped = check_matches(self.q_onnx, model, q_path)
             if model.requant_mode != "float":
@@ -82,6 +87,20 @@ class References:
             self._load_tflite(export_dir / "model.tflite")
         elif _export_wrote(export_dir, "model.tflite"):
             self._load_tflite(export_dir / "model.tflite", required=False)
+
+    def _probe_float(self, path: Path) -> None:
+        """model.onnx carries no stamp: one input through it now, so that a file edited or
+        replaced after export is one line before any device starts, not onnxruntime's error
+        in the middle of the run."""
+        x = float_input(self.model, np.zeros((1, *self.model.input_spec.shape), np.int8))
+        try:
+            y = self.float_session.run(None, {self.float_session.get_inputs()[0].name: x})[0]
+            float_output_to_nhwc(self.model, y)
+        except Exception as exc:
+            raise TinyconvError(f"{path} does not run on the input model.tcm takes, or gives "
+                                f"another output ({type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0]}): restore it or export "
+                                "again") from None
 
     @property
     def ort_gates(self) -> bool:
@@ -98,8 +117,9 @@ class References:
         from export.tflite_reference import OutputReference
 
         if not path.exists():
-            raise TinyconvError(f"{path} is missing: a model exported from a .tflite file is "
-                                "verified against TFLM on it (export it again)")
+            why = ("a model exported from a .tflite file is verified against TFLM on it"
+                   if required else "the export wrote it, and TFLM on it gates the verdict")
+            raise TinyconvError(f"{path} is missing: {why} (restore it or export again)")
         data = path.read_bytes()
         try:
             self.tflm = OutputReference(data, self.model, "tflm")

@@ -42,6 +42,10 @@ def expand_devices(devices, count: int | None) -> list[str]:
     """``--device A --device B`` as given, or ``--devices N``: N local instances of the one
     device named (a path or URL names one device, so it cannot be repeated)."""
     devices = list(devices or ["host"])
+    named = [d for d in devices if d not in LOCAL_DEVICES]  # a path, URL or labgrid place
+    twice = next((d for d in named if named.count(d) > 1), None)
+    if twice is not None:  # two links on one port would read each other's replies
+        raise TinyconvError(f"--device {twice} is given twice; it names one device")
     if count is None:
         return devices
     if count < 1:
@@ -192,17 +196,23 @@ def verify_many(export_dir, model, refs: References, total: int, batches, label_
                                   "failures": o.failures, "ok": o.ok}
                                  for o in getattr(exc, "unfinished", ())]
             exc.result = result
+            _report(result, runs, write_report)
             raise
-        finally:
-            result.devices = [run.as_dict() for run in runs]
-            result.link = _sum_links(runs)
-            for run in runs:
-                if run.died is not None:
-                    result.notes.append(
-                        f"device {run.label} stopped after {run.images} images ({run.died}); "
-                        f"its {len(run.handed_over)} unanswered images went to the others")
-            write_report(result)
+        # an interrupted run (Ctrl-C) writes no report, as a single device's does: a report of
+        # the images done so far would say exit_status 0 for a run that was not finished
+        _report(result, runs, write_report)
     return result
+
+
+def _report(result: VerifyResult, runs: list[DeviceRun], write_report) -> None:
+    result.devices = [run.as_dict() for run in runs]
+    result.link = _sum_links(runs)
+    for run in runs:
+        if run.died is not None:
+            result.notes.append(
+                f"device {run.label} stopped after {run.images} images ({run.died}); "
+                f"its {len(run.handed_over)} unanswered images went to the others")
+    write_report(result)
 
 
 def _sum_links(runs: list[DeviceRun]) -> dict:

@@ -100,8 +100,14 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     if limit is not None and limit < 1:
         raise TinyconvError(f"--limit must be at least 1, got {limit}")
     if json_path is not None:
+        from export.api import check_output
+
         check_writable(json_path)
+        check_output(json_path, reads=[inputs] if isinstance(inputs, (str, Path)) else [],
+                     export_dir=export_dir)
     model = runtime.load(export_dir)
+    if export_dir.is_file():  # a .tcm file, as run takes: its export's references lie beside it
+        export_dir = export_dir.parent
     refs = References(export_dir, model)
     total, batches, label_note = _input_batches(inputs, labels, limit, model)
     if total == 0:
@@ -286,10 +292,13 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    if args.window < 1 or args.retries < 0 or (args.timeout is not None and args.timeout <= 0) \
-            or (args.silence is not None and args.silence <= 0):
+    def seconds_bad(value) -> bool:  # nan and inf would wait for a dead device forever
+        return value is not None and not 0 < value < float("inf")
+
+    if args.window < 1 or args.retries < 0 or seconds_bad(args.timeout) \
+            or seconds_bad(args.silence):
         raise TinyconvError("--window must be >= 1, --retries >= 0, --timeout > 0 and "
-                            "--silence > 0")
+                            "--silence > 0 (finite)")
     if not args.input.exists():
         raise TinyconvError(f"input file {args.input} does not exist")
     refuse_int8_values(NpzArray(args.input, "x").dtype, args.int8_codes, args.input)

@@ -209,8 +209,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` all or nothing, with the permissions a plain open() gives.
 
     An OS error (a directory in the way, no permission, a full disk) is the user's problem, so
-    it is a TinyconvError; a crash never leaves a half-written file under ``path``."""
+    it is a TinyconvError; a crash never leaves a half-written file under ``path``. A symbolic
+    link is followed (its target is written), never replaced by a file."""
     path = check_writable(path)
+    if path.is_symlink():
+        path = check_writable(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

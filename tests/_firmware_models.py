@@ -25,6 +25,7 @@ FIRMWARE_SRC = ROOT / "firmware" / "src"
 # in its own directory: tests/c/ holds another helper's stub model_data.h
 HARNESS = Path(__file__).resolve().parent / "c" / "runner" / "model_harness.c"
 KERNEL_SOURCES = ("tc_conv2d.c", "tc_conv2d_1ch.c", "tc_depthwise_conv2d.c",
+                  "tc_depthwise_inplace.c",
                   "tc_fully_connected.c", "tc_max_pool2d.c", "tc_avg_pool2d.c",
                   "tc_global_avg_pool.c", "tc_add.c", "tc_lookup.c", "tc_softmax.c",
                   "tc_matmul.c", "tc_concat.c", "tc_pad.c", "tc_mul.c", "tc_resize.c", "tc_sub.c",

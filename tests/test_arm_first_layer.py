@@ -146,13 +146,15 @@ def test_first_layer_native_equals_runtime(spec, mode, rounding, kernel_objects,
 
 BOUND_PROBE = r"""
 #include <stdio.h>
+#include "model_data.h"
 #include "tc_kernels.h"
 static int32_t scratch[4096];
 int main(void)
 {
     static int8_t input[4 * 47], weights[129], output[4 * 5];
+    const tc_layer_t *l = &tc_layers[0];
     const int32_t multiplier = 1 << 30, shift = -8;
-    /* export's constants for bias 0, zero points 0: fast, multiplier, 2^(8 - 1), right 8 */
+    /* bias 0, zero points 0: fast, multiplier, 2^(8 - 1), right 8 */
     static const tc_requant_fast fast = {1, 1 << 30, 128, 8};
     static const int32_t folded = 0;
     tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &multiplier, &shift, 0, &fast, &folded};
@@ -160,31 +162,38 @@ int main(void)
     tc_filter_dims f = {1, 3, 43, 1};
     tc_dims in = {4, 47, 1}, out = {4, 5, 1};
     tc_context ctx = {scratch, (int32_t)sizeof scratch};
-    int i, at, past, small;
-    for (i = 0; i < 129; i++) weights[i] = 127;
-    at = tc_conv2d_1ch(&ctx, &p, &rq, &in, input, &f, weights, 0, &out, output);
-    weights[20] = -128;
+    int i, taken, none, small;
+    p.table_1ch = (const tc_kernel_word *)(const void *)l->table_1ch;
     for (i = 0; i < 20; i++) output[i] = 55;
-    past = tc_conv2d_1ch(&ctx, &p, &rq, &in, input, &f, weights, 0, &out, output);
-    for (i = 0; i < 20; i++) if (output[i] != 55) past = -1;
-    weights[20] = 127;
     ctx.size = tc_conv2d_1ch_get_buffer_size(&p, &f, &out) - 4;
     small = tc_conv2d_1ch(&ctx, &p, &rq, &in, input, &f, weights, 0, &out, output);
-    printf("%d %d %d\n", at, past, small);
+    ctx.size = (int32_t)sizeof scratch;
+    p.table_1ch = 0;
+    none = tc_conv2d_1ch(&ctx, &p, &rq, &in, input, &f, weights, 0, &out, output);
+    for (i = 0; i < 20; i++) if (output[i] != 55) none = -1;
+    p.table_1ch = (const tc_kernel_word *)(const void *)l->table_1ch;
+    taken = tc_conv2d_1ch(&ctx, &p, &rq, &in, input, &f, weights, 0, &out, output);
+    printf("%d %d %d %d\n", l->table_1ch != 0, small, none, taken);
     return 0;
 }
 """
 
 
-def test_lane_bound_and_scratch_decide_the_path(tmp_path):
-    """sum|w| = 16383 is taken; 16384, or a buffer one word short, is refused (generic path)
-    without writing any output."""
+@pytest.mark.parametrize("spec", ["bound", "past_bound"])
+def test_lane_bound_and_scratch_decide_the_path(spec, tmp_path):
+    """Export writes the kernel's table at sum|w| = 16383 and none at 16384; without a table,
+    or with a buffer one word short, the kernel refuses (generic path) without writing any
+    output."""
     cc = require_tool("gcc")
+    model, _ = make_case(spec, "fixed")
+    write_c_sources(model, tmp_path)
     src = tmp_path / "bound.c"
     src.write_text(BOUND_PROBE)
     exe = tmp_path / "bound"
-    subprocess.run([cc, *CFLAGS, "-O2", "-I", str(FIRMWARE_SRC), str(src),
-                    str(FIRMWARE_SRC / "tc_conv2d_1ch.c"), str(FIRMWARE_SRC / "tc_matmul.c"),
-                    "-o", str(exe)], check=True)
+    subprocess.run([cc, *CFLAGS, "-O2", "-I", str(FIRMWARE_SRC), "-I", str(tmp_path), str(src),
+                    str(tmp_path / "model_data.c"), str(FIRMWARE_SRC / "tc_conv2d_1ch.c"),
+                    str(FIRMWARE_SRC / "tc_matmul.c"), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["0", "2", "2"]  # TC_OK, TC_ERR_UNSUPPORTED twice
+    table = "1" if spec == "bound" else "0"
+    # TC_ERR_UNSUPPORTED (2) short of buffer and without a table; TC_OK (0) with the table
+    assert out == [table, "2", "2", "0" if spec == "bound" else "2"]

@@ -89,8 +89,10 @@ def test_fixed_mode_image_has_no_floating_point(board, fixed_model, float_model)
 def test_protocol_firmware_builds_with_size(board, fixed_model):
     if not (FIRMWARE_DIR / "src" / "main.c").exists():
         pytest.fail("firmware/src/main.c is missing")
-    _, directory, _ = fixed_model
-    (directory / "report.json").write_text(json.dumps({"totals": {"flash": 1}}))
+    model, directory, _ = fixed_model
+    model.save(directory / "model.tcm")  # build records sizes only in this model's own report
+    (directory / "report.json").write_text(json.dumps({"totals": {"flash": 1},
+                                                       "hash": model.hash}))
     elf = build_firmware(directory, board)
     assert elf == directory / "firmware" / board / "firmware.elf"
     sizes = firmware_size(elf)

@@ -110,7 +110,8 @@ V6M_WIDE = {"bl", "dmb", "dsb", "isb", "mrs", "msr"}
 def _wide_instructions(elf) -> tuple[set[str], str]:
     text = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
                           text=True, check=True).stdout
-    return set(re.findall(r"^\s*[0-9a-f]+:\s+[0-9a-f]{4} [0-9a-f]{4}\s+(\w+)", text,
+    # a tab before the mnemonic: constants in .text dump as spaced halfwords, no tab
+    return set(re.findall(r"^\s*[0-9a-f]+:\s+[0-9a-f]{4} [0-9a-f]{4} *\t(\w+)", text,
                           re.M)), text
 
 

@@ -3,10 +3,14 @@ same layer (tests/cmsis_nn_sizes.py, the independent reference): at most twice a
 
 The layers: those of benchmarks/bench_kernels_arm.py and the conv shapes of the MLPerf Tiny
 models (ResNet-8, DS-CNN, MobileNetV1 0.25; tests/mlperf_tiny.py builds the real ones, too
-slowly for this check). A 1x1 conv without padding needs none, as
-CMSIS-NN's 1x1 kernels (tc_conv2d.c keeps its column in the output's unwritten part).
-Exceptions, each stated in its kernel's header comment: the one-channel
-kernel (tc_conv2d_1ch.c) and the depthwise kernel are not held to it (docs/PERFORMANCE.md)."""
+slowly for this check). A 1x1 conv without padding needs none, as CMSIS-NN's 1x1 kernels
+(tc_conv2d.c keeps its column in the output's unwritten part). Exceptions, each stated in its
+kernel's header comment: the one-channel kernel (tc_conv2d_1ch.c) is held to its packed rows
+alone (one int32 per input column an output row's windows read, per window row: nothing that
+grows with the channels or the weights; 7.25x CMSIS-NN's on the bench layer, the reason in its
+header comment); the depthwise kernel is not held to it (docs/PERFORMANCE.md): its column
+buffer is in Thumb-2 images only, the M0 and the host read in place with none
+(tests/test_depthwise_inplace.py)."""
 from __future__ import annotations
 
 import cmsis_nn_sizes
@@ -50,9 +54,15 @@ def test_conv_scratch_within_twice_cmsis_nn(name):
             continue
         m, kh, kw, cg = layer.arrays["weights"].shape
         kernel, theirs = cmsis_nn_sizes.layer_size(model, layer)
-        if kernel.startswith("depthwise") or (cg == 1 and layer.params["groups"] == 1 and
-                                              ours > cmsis_nn_sizes.convolve_s8(kh, kw, 1)):
-            continue  # the depthwise and one-channel kernels: not held to it
+        if kernel.startswith("depthwise"):
+            continue  # the depthwise kernel: not held to it
+        if cg == 1 and layer.params["groups"] == 1:
+            out_w = model.tensors[layer.output].shape[1]
+            columns = ((out_w - 1) * layer.params["stride"][1] +
+                       (kw - 1) * layer.params["dilation"][1] + 1)
+            assert ours <= max(2 * theirs, 4 * kh * columns), (layer.name, ours)
+            checked += 1
+            continue
         assert ours <= 2 * theirs, (layer.name, ours, kernel, theirs)
         checked += 1
     assert checked > 0

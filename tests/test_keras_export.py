@@ -167,13 +167,12 @@ def test_keras_model_quantized_by_onnxruntime(converted, tmp_path):
     """onnxruntime's own int8 path for the tf2onnx file: quant_pre_process (which folds the Mul
     and Add into the Conv and turns MatMul + Add into Gemm), then quantize_static in QOperator
     format; tinyconv keeps its integers and, in float mode, computes exactly what onnxruntime
-    computes on that file. Without the pre-processing the batch norm's QLinearMul is refused by
-    name."""
+    computes on that file. Without the pre-processing too: the batch norm's QLinearMul and
+    QLinearAdd of constants, and the Dense's QLinearMatMul + QLinearAdd, are kept as they are
+    (tests/test_export_prequantized_ops.py)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from runtime.errors import TinyconvError
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -191,12 +190,11 @@ def test_keras_model_quantized_by_onnxruntime(converted, tmp_path):
         quantize_static(str(path), str(tmp_path / name), Reader(),
                         quant_format=QuantFormat.QOperator, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True)
-    result = export.from_onnx(tmp_path / "q.onnx", None, requant="float")
     x = images(N_TEST, seed=5)
-    want = ort_float(onnx.load(str(tmp_path / "q.onnx")), x)
-    spec, out = result.model.input_spec, result.model.output_spec
-    y = runtime.run(result.model, kernels.quantize(x, spec.scale, spec.zero_point))
-    assert np.array_equal((y.astype(np.float32) - out.zero_point) * np.float32(out.scale), want)
-    if converted.flavour == "flatten":  # the batch norm tf2onnx left as Mul + Add
-        with pytest.raises(TinyconvError, match="QLinearMul"):
-            export.from_onnx(tmp_path / "raw_q.onnx", None)
+    for name in ("q.onnx", "raw_q.onnx"):
+        result = export.from_onnx(tmp_path / name, None, requant="float")
+        want = ort_float(onnx.load(str(tmp_path / name)), x)
+        spec, out = result.model.input_spec, result.model.output_spec
+        y = runtime.run(result.model, kernels.quantize(x, spec.scale, spec.zero_point))
+        assert np.array_equal((y.astype(np.float32) - out.zero_point) * np.float32(out.scale),
+                              want)

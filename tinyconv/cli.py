@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from runtime.errors import TinyconvError
 
@@ -55,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a cancelled CI job, ``kill``), unwound like Ctrl-C: the devices
+    this process started (QEMU runs in its own session and would outlive it) are stopped, and
+    temporary files are removed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the unwinding itself is bounded
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.progress import set_quiet
 
     set_quiet(getattr(args, "quiet", False))
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        return _run(args)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except TinyconvError as exc:
@@ -73,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"tinyconv {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"tinyconv {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"tinyconv {args.command}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 if __name__ == "__main__":

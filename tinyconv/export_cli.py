@@ -48,6 +48,10 @@ def run(args) -> int:
     from export.api import from_onnx, from_tflite
     from export.tflite_import import is_tflite
 
+    if args.target:
+        from firmware_host.boards import board
+
+        board(args.target)  # a typo is named before the export, not after it is written
     if is_tflite(args.model):
         _check_tflite_options(args)
         result = from_tflite(args.model, name=args.name)

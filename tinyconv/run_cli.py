@@ -56,6 +56,9 @@ def main(args) -> int:
     if args.against and not args.per_layer:
         raise TinyconvError("--against tflm compares layer by layer: add --per-layer")
     check_writable(args.output)
+    from export.api import check_output
+
+    check_output(args.output, reads=[args.input], export_dir=args.model_dir)
     inputs = NpzArray(args.input, "x")
     if len(inputs) == 0:
         raise TinyconvError(f"{args.input}: array 'x' holds no inputs")

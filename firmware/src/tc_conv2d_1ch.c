@@ -6,30 +6,43 @@
  * While |A_p| < 2^22 the lanes separate exactly: A_p is the low 23 bits sign-extended and
  * A_q = floor(sum / 2^23) + [A_p < 0]. The weights are doubled (the fast requantization
  * multiplies 2 * acc), so the condition is 256 * sum|w| < 2^22 per output channel
- * (|x| <= 128); a layer that breaks it is refused and takes tc_conv2d's generic path.
+ * (|x| <= 128); export writes no table for a layer that breaks it, which then takes
+ * tc_conv2d's generic path.
  *
- * Scratch (tc_conv2d_1ch_get_buffer_size), int32 words:
+ * Export writes the layer's table to flash (export/conv_constants.py one_channel_table, in
+ * words; tc_conv_params.table_1ch, NULL when export found the layer unfit):
+ *   flags   1 when every channel takes the fast requantization (the assembly may run)
  *   stream  per channel: the kh * kw doubled weights (row-major), then a code address (below)
- *   job     the state of the Cortex-M row loop, right after the stream
+ *   pushed  8 * M: the bytes of sums the row loop has pushed when the stream ends
+ *   floor   the 8 words the store loads after channel 0: 3 * M, the pair step in bytes, five
+ *           zeros, a code address
  *   consts  per channel: right shift, C (twice), multiplier, offset, a code address, with
  *           C = 2 * bias * multiplier + 2^31 as two words, so that one SMLAL of A by the
  *           multiplier onto C gives the rounding high multiply of 2 * (bias + A / 2)
  *           (tc_requant_double_fast)
- *   ring    kh packed input rows, each with a tag saying which input row it holds
+ * A code address is a link-time constant, so the table is a static initializer of
+ * model_data.c on Thumb-2 (0 elsewhere, where no assembly runs). The row loop's state (the job)
+ * is on the stack: the loop keeps its address on its own stack, 8 * M bytes above the pushed
+ * sums when the stream ends.
+ * Scratch (tc_conv2d_1ch_get_buffer_size): kh packed input rows, int32 words; which input row
+ * a slot holds is kept on the stack.
  * A packed row holds P[j] = x[j - pad_left] + x[j - pad_left + stride_w] * 2^23 for the
  * columns j the windows of pixel p read (padding columns hold the input zero point, folded
  * into the bias), so the pair starting at output column ox reads P[ox * stride_w + kx * dil].
  * An odd last pixel is a pair whose q output is stored first at the same place, then
  * overwritten by p.
- * The stream grows with the weights, so export sizes the scratch for this kernel only while its
- * need stays within 4 KB or the model's other layers' (c_codegen.WEIGHT_COPY_MAX); with less
- * buffer it refuses and tc_conv2d's generic path runs (DS-CNN's 10x4 x 64 first layer).
- * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer takes 988 B (stream 320, job 52,
- * constants 256, packed rows 360) where arm_convolve_s8 takes 48 B, 20x. The stream and the
- * constants hold code addresses, known only once the image is linked, so they are built here
- * and not in flash at export; the packed rows are what lets one SMLAL serve two pixels (2.54
- * instructions per MAC against the generic path's 10). The fast requantization constants and
- * the folded biases come from export (rq->fast, rq->folded_bias). */
+ * Export writes the table only while it stays within 4 KB of flash (c_codegen.WEIGHT_COPY_MAX)
+ * and the packed rows fit the model's other layers' scratch or 4 KB; otherwise the kernel
+ * refuses and tc_conv2d's generic path runs (DS-CNN's 10x4 x 64 first layer).
+ * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer takes 348 B (the packed rows; 988 B
+ * when the table was built in scratch) where arm_convolve_s8 takes 48 B: 7.25x, over the 2x of
+ * issue 13. The packed rows are what lets one SMLAL serve two pixels (2.52 instructions per MAC
+ * against the generic path's 10). Walked in vertical strips (a measurement build), the rows
+ * would fit 96 B with strips of 6 pixels, but the layer then took 2.86 instructions per MAC on
+ * the M3 (+13.5 %: a fill call, a row-loop call and the shared columns packed again per strip
+ * and row), 2.77 with strips of 8 and 2.60 with 14, so the rows keep the layer's width. The
+ * fast requantization constants and the folded biases come from export (rq->fast,
+ * rq->folded_bias). */
 #include <stddef.h>
 
 #include "tc_asm.h"
@@ -42,28 +55,23 @@
 #endif
 
 #define TC_1CH_LANE 23
-#define TC_1CH_SUM_LIMIT (((int32_t)1 << 22) / 256) /* sum|w| of a channel must stay below */
-#define TC_1CH_CONSTS 8                             /* words per channel */
-#define TC_1CH_MAX_ASM_M 64                         /* 8 * M bytes of stack in the row loop */
-#define TC_1CH_MAX_KH 16                            /* row pointers on the stack */
+#define TC_1CH_CONSTS 8      /* words per channel */
+#define TC_1CH_FLOOR 8       /* words below channel 0's constants */
+#define TC_1CH_MAX_ASM_M 64  /* 8 * M bytes of stack in the row loop */
+#define TC_1CH_MAX_KH 16     /* row pointers and slot tags on the stack */
 
-/* The Cortex-M row loop's state (the assembly reads it at fixed offsets). The stream ends
- * where it starts and the constants start where it ends: its last word is also what the
- * store's last load (below the constants) takes as the address to go to. */
+/* The Cortex-M row loop's state, on the C caller's stack; the assembly reads it at fixed
+ * offsets from rows, whose address it keeps on its own stack. */
 typedef struct {
-    const int32_t *consts_end; /* the store walks the constants down from here */
+    const tc_kernel_word *consts_end; /* the store walks the constants down from here */
     int32_t act_max;
     int8_t *out_p, *out_q;     /* output channel M - 1 of the pair's pixels */
     int32_t act_min;
     const int32_t *rows[3];    /* the pair's window in the three packed rows */
-    int32_t step;              /* bytes from one pair's window to the next */
-    const int32_t *stream;
+    const tc_kernel_word *stream;
     int8_t *out_end;           /* out_p after the last pair */
-    int32_t out_step;          /* 3 * M: from the store's last output to the next pair's */
-    int32_t pair_end;          /* code address: after the last channel's store */
+    int32_t step;              /* bytes from one pair's window to the next */
 } tc_1ch_job;
-
-#define TC_1CH_JOB_WORDS 13
 
 static int32_t tc_1ch_width(const tc_conv_params *p, const tc_filter_dims *f,
                             const tc_dims *out)
@@ -77,9 +85,7 @@ int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *p, const tc_filter_d
     if (p->groups != 1 || f->c != 1 || out->w < 1) {
         return 0;
     }
-    return (int32_t)sizeof(int32_t) *
-           (f->m * (f->kh * f->kw + 1) + TC_1CH_JOB_WORDS + f->m * TC_1CH_CONSTS +
-            f->kh * (1 + tc_1ch_width(p, f, out)));
+    return (int32_t)sizeof(int32_t) * f->kh * tc_1ch_width(p, f, out);
 }
 
 /* Packed row of input row x (NULL: a padding row): width words. Out of line: inlined into
@@ -128,13 +134,8 @@ static TC_NOINLINE void tc_1ch_fill(int32_t *row, const int8_t *x, int32_t w,
  * store pops the sums (channel M - 1 first), separates the lanes and requantizes both with one
  * SMLAL each onto C; per channel it loads the constants of the next (below) and goes to
  * tc_1ch_store (act_max 127: SSAT clamp) or tc_1ch_store_clamp, and after channel 0 to the
- * job's pair_end, tc_1ch_pair_end. */
-void tc_1ch_rows3(tc_1ch_job *job);
-void tc_1ch_next(void);
-void tc_1ch_last(void);
-void tc_1ch_store(void);
-void tc_1ch_store_clamp(void);
-void tc_1ch_pair_end(void);
+ * floor's tc_1ch_pair_end. The code addresses are in export's table (model_data.c). */
+void tc_1ch_rows3(const int32_t **rows);
 /* the sum in r0 (low word), r1; constants in r4 (right), r5..r10 (C, C, multiplier, offset):
  * p's output to r6, q's to r8 */
 #define TC_1CH_REQUANT \
@@ -157,19 +158,31 @@ void tc_1ch_pair_end(void);
     "  ldmdb r2!, {r4-r10, pc}\n"
 __asm__(
     TC_ASM_BEGIN("tc_1ch_rows3")
-    "  push {r4-r11, lr}\n"
-    "  add r2, r0, #20\n" /* between pairs r2 = &job->rows */
-    "2:\n"
+    "  push {r0, r4-r11, lr}\n" /* r0 = &job->rows, read back by tc_1ch_pair_end */
+    "  mov r2, r0\n"
+    "  ldr r5, [r2, #20]\n"
+    "  b 3f\n"
+    TC_ASM_LABEL("tc_1ch_pair_end") /* from the floor: r4 = 3 * M, r5 = step */
+    "  ldr r2, [sp]\n"
+    "  add r11, r11, r4\n"
+    "  add r12, r12, r4\n"
+    "  strd r11, r12, [r2, #-12]\n"
+    "  ldr r0, [r2, #16]\n"
+    "  cmp r11, r0\n"
+    "  beq 5f\n"
+    "3:\n"
     "  ldm r2, {r0, r1, r3, lr}\n"
+    "  add r7, r0, r5\n"
+    "  add r8, r1, r5\n"
+    "  add r9, r3, r5\n"
+    "  stm r2, {r7-r9}\n"
+    "  mov r2, lr\n"
     "  ldm r0, {r4-r6}\n"
     "  ldm r1, {r7-r9}\n"
     "  ldm r3, {r10-r12}\n"
-    "  add r0, r0, lr\n"
-    "  add r1, r1, lr\n"
-    "  add r3, r3, lr\n"
-    "  stm r2, {r0, r1, r3}\n"
-    "  ldr r2, [r2, #16]\n"
     "  b 4f\n"
+    "5:\n"
+    "  pop {r0, r4-r11, pc}\n"
     TC_ASM_LABEL("tc_1ch_next")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
@@ -190,7 +203,9 @@ __asm__(
     TC_ASM_LABEL("tc_1ch_last")
     "  smlal r0, r1, r3, r12\n"
     "  push {r0, r1}\n"
-    "  ldm r2, {r2, r3, r11, r12, lr}\n" /* r2 = job: consts end, act_max, out_p, out_q, act_min */
+    "  ldr r3, [r2]\n" /* 8 * M: the sums pushed above &job->rows */
+    "  ldr r2, [sp, r3]\n"
+    "  ldmdb r2, {r2, r3, r11, r12, lr}\n" /* consts end, act_max, out_p, out_q, act_min */
     "  ldmdb r2!, {r4-r10, pc}\n"
     TC_ASM_LABEL("tc_1ch_store")
     TC_1CH_REQUANT
@@ -218,33 +233,22 @@ __asm__(
     "  it gt\n"
     "  movgt r8, r3\n"
     TC_1CH_STORE
-    TC_ASM_LABEL("tc_1ch_pair_end") /* r2 = &job->rows */
-    "  ldr r0, [r2, #24]\n"
-    "  add r11, r11, r0\n"
-    "  add r12, r12, r0\n"
-    "  strd r11, r12, [r2, #-12]\n"
-    "  ldr r0, [r2, #20]\n"
-    "  cmp r11, r0\n"
-    "  bne 2b\n"
-    "  pop {r4-r11, pc}\n"
     TC_ASM_END("tc_1ch_rows3"));
-typedef char tc_1ch_job_words[sizeof(tc_1ch_job) == 4 * TC_1CH_JOB_WORDS ? 1 : -1];
-#define TC_1CH_CODE(label) ((int32_t)(uintptr_t)(label))
+typedef char tc_1ch_job_words[sizeof(tc_1ch_job) == 44 ? 1 : -1];
+typedef char tc_1ch_word_size[sizeof(tc_kernel_word) == 4 ? 1 : -1];
 #else
 #define TC_1CH_ASM 0
-#define TC_1CH_CODE(label) 0
 #endif
 
-/* The layer's constants, built once per call in the scratch. */
+/* The layer as the kernel reads it: export's table and the requantization. */
 typedef struct {
     int32_t taps;
-    const int32_t *stream;  /* taps + 1 words per channel */
-    tc_1ch_job *job;
+    const tc_kernel_word *stream; /* taps + 1 words per channel */
     const tc_requant_fast *fast;
-    const int32_t *bias;    /* input zero point folded in */
+    const int32_t *bias;          /* input zero point folded in */
     const tc_conv_params *params;
     const tc_requant_params *rq;
-    int asm_rows;           /* every channel fast and a 3x3 window without dilation along x */
+    int asm_rows;                 /* every channel fast, a 3x3 window without dilation along x */
 } tc_1ch_layer;
 
 /* Output channel m of a pixel whose lane holds a = 2 * its dot product. Out of line: it holds
@@ -265,7 +269,7 @@ static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
                           const int32_t *const *rows, int32_t col, int8_t *out_p, int8_t *out_q)
 {
     const int32_t dw = l->params->dilation_w, run = f->kw * dw;
-    const int32_t *w = l->stream;
+    const tc_kernel_word *w = l->stream;
     int32_t m, ky;
     for (m = 0; m < f->m; m++, w++) {
         int64_t sum = 0;
@@ -273,74 +277,13 @@ static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
         for (ky = 0; ky < f->kh; ky++) {
             const int32_t *x = rows[ky] + col, *const end = x + run;
             for (; x != end; x += dw) {
-                sum += (int64_t)*w++ * *x;
+                sum += (int64_t)(w++)->value * *x;
             }
         }
         a = (int32_t)((uint32_t)sum << (32 - TC_1CH_LANE)) >> (32 - TC_1CH_LANE);
         out_q[m] = tc_1ch_output(l, m, (int32_t)((sum - a) >> TC_1CH_LANE));
         out_p[m] = tc_1ch_output(l, m, a);
     }
-}
-
-/* Stream and constants; 0 when a channel breaks the lanes' bound or export gave no fast
- * requantization constants and folded biases (rq->fast, rq->folded_bias). */
-static int tc_1ch_prepare(tc_1ch_layer *l, const tc_context *ctx, const tc_conv_params *p,
-                          const tc_requant_params *rq, const tc_filter_dims *f,
-                          const int8_t *weights)
-{
-    int32_t *stream = (int32_t *)ctx->buf;
-    const tc_requant_fast *const fast = rq->fast;
-    const int32_t *const folded = rq->folded_bias;
-    int32_t *consts, m, t;
-    int all_fast = 1;
-    if (fast == NULL || folded == NULL) {
-        return 0;
-    }
-    l->taps = f->kh * f->kw;
-    l->stream = stream;
-    l->job = (tc_1ch_job *)(void *)(stream + f->m * (l->taps + 1));
-    consts = (int32_t *)(void *)l->job + TC_1CH_JOB_WORDS;
-    for (m = 0; m < f->m; m++, stream += l->taps + 1) {
-        int32_t abs_sum = 0;
-        for (t = 0; t < l->taps; t++) {
-            const int32_t w = weights[m * l->taps + t];
-            stream[t] = 2 * w;
-            abs_sum += w < 0 ? -w : w;
-        }
-        if (abs_sum >= TC_1CH_SUM_LIMIT) {
-            return 0;
-        }
-        stream[t] = m + 1 < f->m ? TC_1CH_CODE(tc_1ch_next) : TC_1CH_CODE(tc_1ch_last);
-    }
-    for (m = 0; m < f->m; m++, consts += TC_1CH_CONSTS) {
-        const int64_t c = (int64_t)(int32_t)((uint32_t)folded[m] << 1) * fast[m].multiplier +
-                          ((int64_t)1 << 31);
-        consts[0] = fast[m].right;
-        consts[1] = consts[3] = (int32_t)(uint32_t)(uint64_t)c;
-        consts[2] = consts[4] = (int32_t)(c >> 32);
-        consts[5] = fast[m].multiplier;
-        consts[6] = fast[m].offset;
-        consts[7] = p->act_max == 127 ? TC_1CH_CODE(tc_1ch_store)
-                                      : TC_1CH_CODE(tc_1ch_store_clamp);
-        all_fast &= fast[m].fast;
-    }
-    l->fast = fast;
-    l->bias = folded;
-    l->params = p;
-    l->rq = rq;
-    l->asm_rows = TC_1CH_ASM && all_fast && f->kh == 3 && f->kw == 3 &&
-                  p->dilation_w == 1 && f->m <= TC_1CH_MAX_ASM_M;
-    if (l->asm_rows) {
-        tc_1ch_job *job = l->job;
-        job->consts_end = consts;
-        job->act_min = p->act_min;
-        job->act_max = p->act_max;
-        job->step = 2 * p->stride_w * (int32_t)sizeof(int32_t);
-        job->stream = l->stream;
-        job->out_step = 3 * f->m;
-        job->pair_end = TC_1CH_CODE(tc_1ch_pair_end);
-    }
-    return 1;
 }
 
 int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
@@ -351,19 +294,41 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
     const int32_t size = tc_conv2d_1ch_get_buffer_size(params, filter, out_dims);
     const int32_t kh = filter->kh, m = filter->m, ow = out_dims->w;
     const int32_t width = size > 0 ? tc_1ch_width(params, filter, out_dims) : 0;
+    const tc_kernel_word *const table = params->table_1ch;
     const int32_t *rows[TC_1CH_MAX_KH];
+    int32_t tags[TC_1CH_MAX_KH];
     tc_1ch_layer l;
-    int32_t *tags, *ring, oy, ox, ky;
-    (void)bias; /* folded into rq->folded_bias at export */
-    if (size == 0 || in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
+#if TC_1CH_ASM
+    tc_1ch_job job;
+#endif
+    int32_t *ring, oy, ox, ky;
+    (void)weights; /* doubled in the table */
+    (void)bias;    /* folded into rq->folded_bias at export */
+    if (size == 0 || table == NULL || rq->fast == NULL || rq->folded_bias == NULL ||
+        in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
         params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
         params->dilation_w < 1 || ctx == NULL || ctx->buf == NULL || ctx->size < size ||
-        ((uintptr_t)ctx->buf & 3u) != 0 ||
-        !tc_1ch_prepare(&l, ctx, params, rq, filter, weights)) {
+        ((uintptr_t)ctx->buf & 3u) != 0) {
         return TC_ERR_UNSUPPORTED;
     }
-    tags = (int32_t *)(void *)((char *)ctx->buf + size) - kh * (1 + width);
-    ring = tags + kh;
+    l.taps = kh * filter->kw;
+    l.stream = table + 1;
+    l.fast = rq->fast;
+    l.bias = rq->folded_bias;
+    l.params = params;
+    l.rq = rq;
+    l.asm_rows = TC_1CH_ASM && table[0].value && kh == 3 && filter->kw == 3 &&
+                 params->dilation_w == 1 && m <= TC_1CH_MAX_ASM_M;
+#if TC_1CH_ASM
+    if (l.asm_rows) {
+        job.consts_end = l.stream + m * (l.taps + 1 + TC_1CH_CONSTS) + 1 + TC_1CH_FLOOR;
+        job.act_min = params->act_min;
+        job.act_max = params->act_max;
+        job.step = 2 * params->stride_w * (int32_t)sizeof(int32_t);
+        job.stream = l.stream;
+    }
+#endif
+    ring = (int32_t *)ctx->buf;
     for (ky = 0; ky < kh; ky++) {
         tags[ky] = INT32_MIN;
     }
@@ -385,20 +350,19 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
         }
 #if TC_1CH_ASM
         if (l.asm_rows) {
-            tc_1ch_job *job = l.job;
-            job->rows[0] = rows[0];
-            job->rows[1] = rows[1];
-            job->rows[2] = rows[2];
-            job->out_p = out + m - 1;
-            job->out_q = job->out_p + m;
-            job->out_end = job->out_p + (ow & ~1) * m;
+            job.rows[0] = rows[0];
+            job.rows[1] = rows[1];
+            job.rows[2] = rows[2];
+            job.out_p = out + m - 1;
+            job.out_q = job.out_p + m;
+            job.out_end = job.out_p + (ow & ~1) * m;
             if (ow > 1) {
-                tc_1ch_rows3(job);
+                tc_1ch_rows3(job.rows);
             }
             if (ow & 1) {
-                job->out_q = job->out_p;
-                job->out_end = job->out_p + 2 * m;
-                tc_1ch_rows3(job);
+                job.out_q = job.out_p;
+                job.out_end = job.out_p + 2 * m;
+                tc_1ch_rows3(job.rows);
             }
             continue;
         }

@@ -20,19 +20,30 @@
  * left of the first), so one SMLAL per tap serves both outputs of a pair; on the Cortex-M4 they
  * are the int16 columns above and the pair's two outputs are clamped as halfwords.
  *
- * Other shapes take a direct loop over the taps that fall inside the image.
+ * Other shapes take a direct loop over the taps that fall inside the image. Cores without
+ * these Thumb-2 loops (the Cortex-M0, the host build) read a 3x3 layer in place instead
+ * (tc_depthwise_inplace.c).
  *
  * Scratch beside CMSIS-NN: the column buffer, 12 B per input column of one channel's three
  * rows (216 B on the bench's 14x14x32 layer, 84-636 B on the MLPerf Tiny models), whatever the
- * channel count. CMSIS-NN's arm_depthwise_conv_3x3_s8 needs none (it reads the NHWC input in
- * place, one channel lane at a time) and its generic arm_depthwise_conv_s8_opt kh * kw * c
- * int16 (576 B on the bench layer). The buffer is what makes a 3x3 window three consecutive
- * columns and lets the M3 serve two outputs with one SMLAL per tap; reading the NHWC input in
- * place would stride by c bytes per tap and lose the pair packing. */
+ * channel count, and only in Thumb-2 images (export sizes TC_SCRATCH_SIZE per kind of core);
+ * the Cortex-M0 and the host need none. CMSIS-NN's arm_depthwise_conv_3x3_s8 needs none (it
+ * reads the NHWC input in place, one channel lane at a time) and its generic
+ * arm_depthwise_conv_s8_opt kh * kw * c int16 (576 B on the bench layer). The buffer stays
+ * because it is what holds the instructions per MAC: a 3x3 window is three consecutive columns
+ * at immediate offsets, so the nine weights and the bias stay in registers (the Cortex-M4's
+ * SMLAD pairs) and the M3 serves two outputs with one SMLAL per tap. Read in place, a tap
+ * value costs an LDRSB at a register offset (rows and columns are runtime strides apart) and
+ * the pair packing is redone per output; the sliding-window loops worked out for that (a
+ * horizontal int16 pair per tap row, the next pair's partial sums started as each value
+ * arrives) come to about 23.5 instructions per output on the M4 (counted, not built) before
+ * the per-row edges, against 22 for the column loops' pair, copy and store: no better than
+ * the 3.04 / 3.58 instructions per MAC held now. Written in C, the in-place loop measures
+ * 11.8 on both. */
 #include <stddef.h>
 
 #include "tc_asm.h"
-#include "tc_kernels.h"
+#include "tc_depthwise.h"
 
 /* hot loop: optimize for speed even in an -Os image */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -41,10 +52,6 @@
 
 #define TC_DW_COL 6 /* int16 per column */
 
-int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
-{
-    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3);
-}
 
 /* First tap index t with 0 <= start + t * step, and one past the last with start + t * step
  * < size, clipped to [0, taps]. */
@@ -259,38 +266,17 @@ __asm__(
 #define TC_DW_SMLAL 0
 #endif
 
+/* The column buffer where the Thumb-2 column loops run; elsewhere the 3x3 layers are read in
+ * place (tc_depthwise_inplace.c) and need none. */
+int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
+{
+    return TC_DW_ASM ? TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3) : 0;
+}
+
 /* the Cortex-M3 loops leave the bias out */
 #define TC_DW_BIAS_IN_LOOP (!(TC_DW_ASM && !TC_DW_PACKED))
 
-#if !TC_DW_ASM
-static void tc_dw3_window(int16_t *col, const int32_t *wk, int32_t bias)
-{
-    int32_t acc = bias, kx, s;
-    for (kx = 0; kx < 3; kx++) {
-        for (s = 0; s < 3; s++) {
-            acc += wk[kx * 3 + s] * col[kx * TC_DW_COL + s];
-        }
-    }
-    __builtin_memcpy(col + 4, &acc, sizeof acc);
-}
-
-static void tc_dw3_pairs(int16_t *cols, const int32_t *wk, int32_t pairs, int32_t bias)
-{
-    int32_t i;
-    for (i = 0; i < 2 * pairs; i++) {
-        tc_dw3_window(cols + i * TC_DW_COL, wk, bias);
-    }
-}
-
-static void tc_dw3_singles(int16_t *cols, const int32_t *wk, int32_t count, int32_t bias,
-                           int32_t step)
-{
-    int32_t i;
-    for (i = 0; i < count; i++) {
-        tc_dw3_window(cols + i * (step / (int32_t)sizeof(int16_t)), wk, bias);
-    }
-}
-#endif
+#if TC_DW_ASM /* the column kernel */
 
 /* Copy count values of one input row of one channel (src, stride `channels`) into slot s of
  * consecutive columns. Out of line so that its loop keeps everything in registers; external
@@ -489,20 +475,6 @@ __asm__(
     "  pop {r4-r11, pc}\n"
     TC_ASM_END("tc_dw3_pairs_store"));
 #endif
-#else
-static void tc_dw_store_row(const int16_t *acc, int32_t count, int8_t *out,
-                            const tc_dw_store_args *a)
-{
-    const tc_requant_fast f = {1, a->multiplier, a->offset, a->right};
-    int32_t i;
-    for (i = 0; i < count; i++, acc += a->step / (int32_t)sizeof(int16_t), out += a->out_stride) {
-        int32_t acc2, v;
-        __builtin_memcpy(&acc2, acc, sizeof acc2);
-        acc2 = (int32_t)((uint32_t)acc2 + (uint32_t)(TC_DW_BIAS_IN_LOOP ? 0 : a->bias));
-        v = tc_requant_double_fast(acc2, &f);
-        *out = (int8_t)(v < a->lo ? a->lo : (v > a->hi ? a->hi : v));
-    }
-}
 #endif
 
 /* Requantize, clamp and store one output row through the exact generic requantization (any
@@ -1002,6 +974,8 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     return TC_OK;
 }
 
+#endif
+
 int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
                         const tc_requant_params *rq, const tc_dims *in_dims,
                         const int8_t *input, const tc_filter_dims *filter,
@@ -1014,11 +988,18 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
         params->dilation_h < 1 || params->dilation_w < 1) {
         return TC_ERR_BAD_ARG;
     }
-    if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0 &&
-        ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
-        ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
-        return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
-                                out_dims, output);
+    if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0) {
+#if TC_DW_ASM /* without its buffer: the direct loop, so the in-place code is not linked */
+        if (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
+            ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
+            return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
+                                    out_dims, output);
+        }
+#else
+        (void)ctx;
+        return tc_depthwise_3x3_inplace(params, rq, in_dims, input, filter, weights, bias,
+                                        out_dims, output);
+#endif
     }
     return tc_depthwise_direct(params, rq, in_dims, input, filter, weights, bias, out_dims,
                                output);

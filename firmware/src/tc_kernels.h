@@ -28,6 +28,13 @@ typedef struct {
     int32_t m, kh, kw, c;
 } tc_filter_dims;
 
+/* A word of a table export writes to flash for a kernel: a constant or, on Thumb-2, the address
+ * of code the kernel's threaded loop jumps to (model_data.h's tc_layer_word, same layout). */
+typedef union {
+    int32_t value;
+    const unsigned char *code;
+} tc_kernel_word;
+
 typedef struct {
     int32_t input_zero_point;
     int32_t output_zero_point;
@@ -42,6 +49,9 @@ typedef struct {
     /* conv2d 1x1 without padding, optional (NULL: none): the input itself, when nothing reads
      * it after this layer; pixels already read may then hold the pair column */
     int8_t *input_spare;
+    /* one-channel conv2d, optional (NULL: the generic path): the layer's table, written at
+     * export (tc_conv2d_1ch.c) */
+    const tc_kernel_word *table_1ch;
 } tc_conv_params;
 
 typedef struct {
@@ -96,9 +106,10 @@ int32_t tc_conv2d_get_column_size(const tc_conv_params *params, const tc_filter_
 int32_t tc_conv2d_get_ring_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                 const tc_dims *out_dims);
 /* conv2d of a one-channel input (groups 1, kh <= 16): two adjacent output pixels per 64-bit
- * multiply-accumulate (tc_conv2d_1ch.c). The buffer size is 0 for other shapes. Returns
- * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the weights (a
- * channel with 256 * sum|w| >= 2^22) do not suit it; tc_conv2d then takes its generic path. */
+ * multiply-accumulate (tc_conv2d_1ch.c), from the table export wrote (params->table_1ch; none
+ * when a channel has 256 * sum|w| >= 2^22). The buffer size is 0 for other shapes. Returns
+ * TC_ERR_UNSUPPORTED, having written no output, when the shape, the buffer or the missing
+ * table do not suit it; tc_conv2d then takes its generic path. */
 int32_t tc_conv2d_1ch_get_buffer_size(const tc_conv_params *params, const tc_filter_dims *filter,
                                       const tc_dims *out_dims);
 int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
@@ -112,8 +123,9 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
 
 /* Depthwise conv2d: groups == in.c, filter.m = in.c * channel multiplier, filter.c == 1.
  * 3x3 kernels without horizontal dilation use the channel-major fast path when ctx holds
- * tc_depthwise_conv2d_get_buffer_size(out.w, stride_w) bytes (4-byte aligned); any other shape,
- * or a smaller buffer, takes the direct loop. */
+ * tc_depthwise_conv2d_get_buffer_size(out.w, stride_w) bytes (4-byte aligned; Thumb-2 cores);
+ * the other cores read their input in place (no buffer); any other shape, or a Thumb-2 core
+ * given a smaller buffer, takes the direct loop. */
 int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w);
 int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
                         const tc_requant_params *rq,

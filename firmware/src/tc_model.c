@@ -6,7 +6,7 @@
 #include "tc_kernels.h"
 #include "tc_model.h"
 
-#if TC_LAYER_TABLE_VERSION != 3
+#if TC_LAYER_TABLE_VERSION != 4
 #error "model_data.h has a layer table this tc_model.c does not know: re-export the model"
 #endif
 #if TC_REQUANT_MODE == TC_REQUANT_FLOAT && !TC_ENABLE_FLOAT_REQUANT
@@ -167,6 +167,7 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_max = l->act_max;
         p.weights_s16 = l->weights_s16;
         p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* conv2d 1x1 */
+        p.table_1ch = (const tc_kernel_word *)(const void *)l->table_1ch;
         f.m = l->out_c;
         f.kh = l->kernel_h;
         f.kw = l->kernel_w;

@@ -138,8 +138,25 @@ TC_INLINE int32_t tc_requant_double_prepared(int32_t acc, int32_t multiplier, in
     return (high >> right) + (int32_t)((uint32_t)(threshold - remainder) >> 31);
 }
 
+/* tc_mulh_round(a, b) from b's halves bh = b >> 16 and bl = b & 0xffff, in 32-bit multiplies:
+ * for the Cortex-M0, which has no 64-bit one (__aeabi_lmul is a call of ~40 instructions).
+ * Exact: a * b + 2^31 = ah * bh * 2^32 + (ah * bl + al * bh) * 2^16 + al * bl + 2^31, each
+ * partial product fits int32, and the parts below 2^16 of the middle ones, the high half of
+ * al * bl and the rounding 2^15 are summed before the shift (al * bl's low half cannot carry
+ * past 2^32). */
+TC_INLINE int32_t tc_mulh_round_halves(int32_t a, int32_t bh, int32_t bl)
+{
+    const int32_t ah = a >> 16;
+    const uint32_t al = (uint32_t)a & 0xffffu;
+    const int32_t m1 = ah * bl, m2 = (int32_t)al * bh;
+    const uint32_t low = ((uint32_t)m1 & 0xffffu) + ((uint32_t)m2 & 0xffffu) +
+                         ((al * (uint32_t)bl) >> 16) + 0x8000u;
+    return ah * bh + (m1 >> 16) + (m2 >> 16) + (int32_t)(low >> 16);
+}
+
 /* (a * b + 2^31) >> 32, the rounding high multiply: SMMULR on the Cortex-M4, SMULL plus the
- * rounding bit on the Cortex-M3, 64-bit C elsewhere. */
+ * rounding bit on the Cortex-M3, 32-bit multiplies of b's halves on the Cortex-M0 (above),
+ * 64-bit C elsewhere. */
 TC_INLINE int32_t tc_mulh_round(int32_t a, int32_t b)
 {
 #if defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
@@ -150,6 +167,8 @@ TC_INLINE int32_t tc_mulh_round(int32_t a, int32_t b)
     int32_t lo, hi;
     __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(b));
     return hi + (int32_t)((uint32_t)lo >> 31);
+#elif defined(__ARM_ARCH_6M__)
+    return tc_mulh_round_halves(a, b >> 16, b & 0xffff);
 #else
     return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
 #endif

@@ -47,7 +47,11 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
+    from runtime.errors import TinyconvError
     from tinyconv.demo.pipeline import run
+
+    if args.seed < 0:
+        raise TinyconvError(f"--seed must be a non-negative integer, got {args.seed}")
 
     return run(args.out, device=args.device, requant=args.requant,
                config=TrainConfig(seed=args.seed), retrain=args.retrain)

@@ -12,6 +12,7 @@ Everything lands in one output directory, so each step can be inspected or rerun
 from __future__ import annotations
 
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from runtime.errors import TinyconvError
 from runtime.model import write_atomic
 from tinyconv.demo.convnet import ConvNet, TrainConfig, train
 from tinyconv.demo.data import Digits, load_digits
@@ -59,6 +61,21 @@ def trained_network(out_dir: Path, digits: Digits, config: TrainConfig, retrain:
     return net
 
 
+DEMO_FILES = ("digits_convnet.onnx", "calibration.npz", "test.npz", "verify.json")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The demo rewrites its own files in a folder it wrote before (it has the ONNX model);
+    elsewhere a file of the same name is the user's (``--out .`` in a project holding a
+    test.npz): refused, before anything is trained or written."""
+    if (out_dir / DEMO_FILES[0]).is_file():
+        return
+    taken = [name for name in DEMO_FILES if os.path.lexists(out_dir / name)]
+    if taken:
+        raise TinyconvError(f"{out_dir / taken[0]} exists and the demo would replace it, but "
+                            f"{out_dir} holds no earlier demo: choose another --out")
+
+
 @dataclass
 class Prepared:
     """What the steps before the device produced."""
@@ -74,6 +91,7 @@ class Prepared:
 def prepare(out_dir: Path, config: TrainConfig = TrainConfig(), retrain: bool = False,
             say: Callable[[str], None] = _say) -> Prepared:
     """Data, training, the float ONNX model and the .npz files, checked against each other."""
+    _check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     say(f"data: scikit-learn digits upsampled to {digits.x_test.shape[-1]}x"

@@ -3,6 +3,7 @@ pictures, write ``index.html`` and the PNGs into the report directory in one ato
 from __future__ import annotations
 
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ from onnx import numpy_helper
 import runtime
 from runtime.dataset import class_labels, label_classes
 from runtime.errors import TinyconvError
-from runtime.inputs import float_output_to_nhwc, quantize_input
+from runtime.inputs import float_input, float_output_to_nhwc, quantize_input
 from runtime.model import QuantModel
 from tinyconv.report import figures, page, quality
 from tinyconv.report.verified import verify_rows
@@ -37,17 +38,35 @@ def load_inputs(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray |
             if "x" not in data.files:
                 raise TinyconvError(f"{path}: no array 'x' (it has "
                                     f"{', '.join(data.files) or 'none'})")
-            x = np.asarray(data["x"], dtype=np.float32)
+            x = np.asarray(data["x"])
             if not want_labels:
                 return x, None
             if "y" not in data.files:
                 raise TinyconvError(f"{path}: --labels given but there is no array 'y'")
             y = np.asarray(data["y"])  # checked by make_report (runtime.dataset)
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile) as exc:  # a truncated or damaged file
         raise TinyconvError(f"cannot read {path}: {exc}") from None
     except ValueError as exc:
         raise TinyconvError(f"{path}: not a readable .npz file ({exc})") from None
     return x, y
+
+
+def checked_inputs(model: QuantModel, x: np.ndarray, path) -> np.ndarray:
+    """What run and verify take (float, NCHW or NHWC), in model.onnx's layout; the report
+    compares with the float model, so int8 codes do not do. An empty file, another dtype, a
+    wrong shape or NaN is one line, as in run and verify, not an error inside onnxruntime."""
+    if x.ndim == 0:
+        raise TinyconvError(f"{path}: array 'x' is a scalar, not a batch")
+    if len(x) == 0:
+        raise TinyconvError(f"{path}: array 'x' holds no inputs")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TinyconvError(f"{path}: 'x' is {x.dtype}; the report compares int8 with the float "
+                            "model and takes float inputs, as in training")
+    try:
+        quantize_input(model, x)
+    except TinyconvError as exc:
+        raise TinyconvError(f"{path}: {exc}") from None
+    return float_input(model, x)
 
 
 def first_conv_filters(onnx_path: Path, model: QuantModel) -> tuple[np.ndarray, np.ndarray]:
@@ -110,14 +129,21 @@ def make_report(export_dir: Path, inputs: Path, out_dir: Path, *, labels: bool =
     onnx_path = export_dir / "model.onnx"
     if not onnx_path.is_file():
         raise TinyconvError(f"{export_dir}: no model.onnx (is it a tinyconv export directory?)")
+    page.check_out_dir(out_dir)  # before the re-exports: minutes of work, then a refusal
+    if device is not None:
+        from firmware_host.devices import resolve_device
+
+        resolve_device(device, export_dir)  # a typo, likewise
     model = runtime.load(export_dir)
     x, y = load_inputs(Path(inputs), labels)
+    x = checked_inputs(model, x, inputs)
     if y is not None:
         y, note = class_labels(y, len(x), label_classes(model), str(inputs))
         if note:
             say(f"report: note: {note}")
     verification = [] if verify_json is None else verify_rows(Path(verify_json), model.hash)
-    cal = x if calibration is None else load_inputs(Path(calibration), False)[0]
+    cal = x if calibration is None else checked_inputs(
+        model, load_inputs(Path(calibration), False)[0], calibration)
     warnings = [] if calibration is not None else [
         "The int8 re-exports are calibrated on the test inputs (--input), which they are then "
         "scored on: their accuracy is optimistic. Pass --calibration with separate data."]

@@ -116,12 +116,10 @@ float output of onnxruntime: higher is better, every 6 dB is one more bit.</p>
 def write_dir_atomic(path: Path, files: dict[str, bytes]) -> None:
     """Create ``path`` holding exactly ``files``: written into a temporary sibling first, then
     swapped in, so an interrupted run leaves either the old report or the new one. An existing
-    ``path`` is replaced only when it is empty or a previous report (it has an index.html)."""
+    ``path`` is replaced only when it is empty or a previous report: an index.html and
+    nothing but plain .png files beside it (a folder with anything else is the user's)."""
     path = Path(path)
-    if path.exists() and not (path.is_dir() and (not any(path.iterdir())
-                                                 or (path / "index.html").is_file())):
-        raise TinyconvError(f"{path} exists and is not a tinyconv report directory; "
-                            "choose another --out")
+    check_out_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     staging.chmod(0o755)
@@ -141,3 +139,28 @@ def write_dir_atomic(path: Path, files: dict[str, bytes]) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse a ``path`` that write_dir_atomic must not replace (see there)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink():
+        raise TinyconvError(f"{path} is a symbolic link, which the report would replace: give "
+                            f"its target ({os.path.realpath(path)}) as --out")
+    if not path.is_dir():
+        raise TinyconvError(f"{path} exists and is not a tinyconv report directory; "
+                            "choose another --out")
+    entries = sorted(path.iterdir())
+    if not entries:
+        return
+    if not (path / "index.html").is_file():
+        raise TinyconvError(f"{path} exists and is not a tinyconv report directory (no "
+                            "index.html); choose another --out")
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_file() or not (
+                entry.name == "index.html" or entry.suffix == ".png"):
+            raise TinyconvError(f"{path} holds {entry.name}, which a tinyconv report does not "
+                                "write; replacing the report would delete it: move it or "
+                                "choose another --out")

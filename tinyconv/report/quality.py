@@ -58,7 +58,20 @@ class Result:
 
 
 def float_activations(onnx_path: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tensor that a node of the float model computes, by name (ONNX layout)."""
+    """Every tensor that a node of the float model computes, by name (ONNX layout). A
+    model.onnx that cannot run on inputs model.tcm takes was edited or replaced after export:
+    one line, not onnxruntime's traceback."""
+    try:
+        return _float_activations(onnx_path, x)
+    except TinyconvError:
+        raise
+    except Exception as exc:  # onnx's DecodeError, onnxruntime's errors: the file is broken
+        raise TinyconvError(f"{onnx_path} does not run on the inputs model.tcm takes "
+                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); "
+                            "restore it or export again") from None
+
+
+def _float_activations(onnx_path: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     model = onnx.load(str(onnx_path))
