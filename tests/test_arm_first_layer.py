@@ -158,7 +158,7 @@ int main(void)
     static const tc_requant_fast fast = {1, 1 << 30, 128, 8};
     static const int32_t folded = 0;
     tc_requant_params rq = {TC_RQ_FIXED_DOUBLE, &multiplier, &shift, 0, &fast, &folded};
-    tc_conv_params p = {0, 0, 1, 1, 1, 0, 1, 1, 1, -128, 127, 0, 0};
+    tc_conv_params p = {0, 0, 1, 1, 1, 0, 1, 1, 1, -128, 127, 0, 0, 0};
     tc_filter_dims f = {1, 3, 43, 1};
     tc_dims in = {4, 47, 1}, out = {4, 5, 1};
     tc_context ctx = {scratch, (int32_t)sizeof scratch};
