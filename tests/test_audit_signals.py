@@ -77,3 +77,17 @@ def test_sigterm_stops_the_qemu_board_it_started(exported, tmp_path):
     finally:
         if hd.alive(qemu_pid):
             os.kill(qemu_pid, signal.SIGKILL)
+
+
+def test_ctrl_c_while_the_subcommands_load_is_one_line():
+    """A Ctrl-C in the first second of a command, while numpy and onnx load, printed a
+    KeyboardInterrupt traceback (failed before the fix). The child imports tinyconv.cli (the
+    standard library only), arms a real SIGINT 20 ms ahead and builds the command line."""
+    child = ("import os, signal, sys, threading\n"
+             "from tinyconv.cli import main\n"
+             "threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+             "sys.exit(main(['export', '--help']))\n")
+    done = subprocess.run([sys.executable, "-c", child], cwd=hd.ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGINT, done.stderr
+    assert done.stderr.strip() == "tinyconv: interrupted"

@@ -18,8 +18,6 @@ import signal
 import sys
 import threading
 
-from runtime.errors import TinyconvError
-
 SUBCOMMAND_MODULES = (
     "tinyconv.export_cli",   # export
     "tinyconv.run_cli",      # run
@@ -69,7 +67,13 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Only the standard library is imported before this runs, so that a Ctrl-C while the
+    subcommands' modules load (numpy, onnx: a second or so) is one line, not a traceback."""
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("tinyconv: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from runtime.errors import TinyconvError
+
     try:
         return int(args.func(args) or 0)
     except TinyconvError as exc:
