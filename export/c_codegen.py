@@ -267,8 +267,11 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             if kh == kw == 3 and int(dil[1]) == 1:
                 scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
         else:
+            # the model's input may be spare for a one-channel conv: every caller writes it
+            # before each run (tc_model_run copies it, each INFER frame is decoded into it,
+            # a resend carries the image again) and tc_model.h keeps nothing live between runs
             scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point,
-                                      layer.inputs[0] != model.input and
+                                      (layer.inputs[0] != model.input or in_c == 1) and
                                       lifetimes(model)[layer.inputs[0]][1] == index)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
@@ -358,14 +361,17 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
             w.chunks[-1] = f"#if TC_DSP_WEIGHTS\n{w.chunks[-1]}#endif\n"
             e["weights_s16"] = f"TC_DSP_ONLY({name})"
     if e["groups"] == 1 and cg == 1:
-        scratch = _one_channel(layer, e, w, prefix, scratch)
+        scratch = _one_channel(layer, e, w, prefix, scratch, spare_input)
     return scratch
 
 
-def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int) -> int:
+def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int,
+                 spare_input: bool) -> int:
     """A one-channel conv2d's table in flash (conv_constants.one_channel_table) and the scratch
     with its kernel's packed rows (tc_conv2d_1ch_get_buffer_size: kh rows of the pairs'
-    windows); the generic path's scratch alone when export keeps the kernel off the layer."""
+    windows), or none when the rows fit the output's tail until they can move to input rows
+    no later window reads (spare input); the generic path's scratch alone when export keeps
+    the kernel off the layer."""
     weights = layer.arrays["weights"]
     m, kh, kw, _ = weights.shape
     width = ((e["out_w"] + 1) // 2 - 1) * 2 * e["stride_w"] + (kw - 1) * e["dilation_w"] + 1
@@ -382,7 +388,17 @@ def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int) -
     words = [f"TC_CODE({v})" if isinstance(v, str) else f"{{{_c_int(v)}}}" for v in table]
     e["table_1ch"] = w.array("tc_layer_word", f"{prefix}_1ch", words, str,
                              f"{layer.name}: one-channel kernel's table")
+    # tc_conv2d_1ch's test without the caller's buffer, with the worst alignment (3 bytes)
+    row_bytes = e["out_w"] * m
+    move = max(e["out_h"] * row_bytes - rows - 3, 0) // row_bytes
+    if spare_input and kh <= ONE_CHANNEL_MAX_KH and move > 0 and \
+            (move * e["stride_h"] - e["pad_top"]) * e["in_w"] - 3 >= rows:
+        e["iparams"][0] = 1
+        return 0
     return max(scratch, rows)
+
+
+ONE_CHANNEL_MAX_KH = 16  # tc_conv2d_1ch.c TC_1CH_MAX_KH
 
 
 def _scratch_define(scratch: int, in_place: int) -> str:

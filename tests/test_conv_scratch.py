@@ -5,8 +5,9 @@ The layers: those of benchmarks/bench_kernels_arm.py and the conv shapes of the 
 models (ResNet-8, DS-CNN, MobileNetV1 0.25; tests/mlperf_tiny.py builds the real ones, too
 slowly for this check). A 1x1 conv without padding needs none, as CMSIS-NN's 1x1 kernels
 (tc_conv2d.c keeps its column in the output's unwritten part). Exceptions, each stated in its
-kernel's header comment: the one-channel kernel (tc_conv2d_1ch.c) is held to its packed rows
-alone (one int32 per input column an output row's windows read, per window row: nothing that
+kernel's header comment: the one-channel kernel (tc_conv2d_1ch.c), where its packed rows do
+not fit its output's tail and then its spare input (they do on the bench layer: held to 2x
+there), is held to its packed rows alone (one int32 per input column an output row's windows read, per window row: nothing that
 grows with the channels or the weights; 7.25x CMSIS-NN's on the bench layer, the reason in its
 header comment); the depthwise kernel is not held to it (docs/PERFORMANCE.md): its column
 buffer is in Thumb-2 images only, the M0 and the host read in place with none
@@ -61,6 +62,8 @@ def test_conv_scratch_within_twice_cmsis_nn(name):
             columns = ((out_w - 1) * layer.params["stride"][1] +
                        (kw - 1) * layer.params["dilation"][1] + 1)
             assert ours <= max(2 * theirs, 4 * kh * columns), (layer.name, ours)
+            if name == "bench":  # the rows in the output's tail, then in the spare input
+                assert ours <= 2 * theirs, (layer.name, ours, kernel, theirs)
             checked += 1
             continue
         assert ours <= 2 * theirs, (layer.name, ours, kernel, theirs)

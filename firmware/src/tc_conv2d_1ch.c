@@ -301,15 +301,35 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
 #if TC_1CH_ASM
     tc_1ch_job job;
 #endif
-    int32_t *ring, oy, ox, ky;
+    int32_t *ring, *spare = NULL, move = out_dims->h, oy, ox, ky;
     (void)weights; /* doubled in the table */
     (void)bias;    /* folded into rq->folded_bias at export */
     if (size == 0 || table == NULL || rq->fast == NULL || rq->folded_bias == NULL ||
         in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
         params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
-        params->dilation_w < 1 || ctx == NULL || ctx->buf == NULL || ctx->size < size ||
-        ((uintptr_t)ctx->buf & 3u) != 0) {
+        params->dilation_w < 1) {
         return TC_ERR_UNSUPPORTED;
+    }
+    if (ctx != NULL && ctx->buf != NULL && ctx->size >= size && ((uintptr_t)ctx->buf & 3u) == 0) {
+        ring = (int32_t *)ctx->buf;
+    } else { /* the output's last bytes, then input rows no later window reads */
+        const int32_t row_bytes = ow * m;
+        int32_t tail = out_dims->h * row_bytes - size;
+        int8_t *const in_spare = params->input_spare;
+        if (tail >= 0) {
+            tail -= (int32_t)(((uintptr_t)output + (uint32_t)tail) & 3u);
+        }
+        move = tail >= 0 ? tail / row_bytes : 0;
+        if (move > 0 && in_spare != NULL) {
+            const int32_t align = (int32_t)((4u - ((uintptr_t)in_spare & 3u)) & 3u);
+            if ((move * params->stride_h - params->pad_top) * in_dims->w - align >= size) {
+                spare = (int32_t *)(void *)(in_spare + align);
+            }
+        }
+        if (spare == NULL) {
+            return TC_ERR_UNSUPPORTED;
+        }
+        ring = (int32_t *)(void *)(output + tail);
     }
     l.taps = kh * filter->kw;
     l.stream = table + 1;
@@ -328,7 +348,6 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
         job.stream = l.stream;
     }
 #endif
-    ring = (int32_t *)ctx->buf;
     for (ky = 0; ky < kh; ky++) {
         tags[ky] = INT32_MIN;
     }
@@ -338,6 +357,12 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
         /* input row iy in slot (iy + pad_top) % kh: the kh rows of a window without vertical
          * dilation have kh different residues; with it, a row per window slot */
         int32_t slot = dh == 1 ? (oy * params->stride_h) % kh : 0;
+        if (oy == move) { /* the next output rows reach the ring: it moves, tags and all */
+            for (ky = 0; ky < size / (int32_t)sizeof(int32_t); ky++) {
+                spare[ky] = ring[ky];
+            }
+            ring = spare;
+        }
         for (ky = 0; ky < kh; ky++, slot = slot + 1 == kh ? 0 : slot + 1) {
             const int32_t iy = y0 + ky * dh;
             int32_t *row = ring + slot * width;
