@@ -24,8 +24,15 @@
  * model_data.c on Thumb-2 (0 elsewhere, where no assembly runs). The row loop's state (the job)
  * is on the stack: the loop keeps its address on its own stack, 8 * M bytes above the pushed
  * sums when the stream ends.
- * Scratch (tc_conv2d_1ch_get_buffer_size): kh packed input rows, int32 words; which input row
- * a slot holds is kept on the stack.
+ * The packed rows (tc_conv2d_1ch_get_buffer_size: kh rows of int32 words; which input row a
+ * slot holds is kept on the stack) live in the caller's buffer when it holds them (the
+ * model's scratch is its largest layer's). Else in the last bytes of the layer's own output
+ * (export's arena never lets a conv's output overlap its input), which the output rows before
+ * them leave alone; when the next output row would reach them they move once, slots and all,
+ * to the input rows no later window reads, if nothing reads the input after this layer
+ * (params->input_spare); a layer whose rows fit neither way is refused before it writes, and
+ * export then asks the rows in scratch (c_codegen._one_channel makes the same test, with the
+ * worst alignment).
  * A packed row holds P[j] = x[j - pad_left] + x[j - pad_left + stride_w] * 2^23 for the
  * columns j the windows of pixel p read (padding columns hold the input zero point, folded
  * into the bias), so the pair starting at output column ox reads P[ox * stride_w + kx * dil].
@@ -34,15 +41,17 @@
  * Export writes the table only while it stays within 4 KB of flash (c_codegen.WEIGHT_COPY_MAX)
  * and the packed rows fit the model's other layers' scratch or 4 KB; otherwise the kernel
  * refuses and tc_conv2d's generic path runs (DS-CNN's 10x4 x 64 first layer).
- * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer takes 348 B (the packed rows; 988 B
- * when the table was built in scratch) where arm_convolve_s8 takes 48 B: 7.25x, over the 2x of
- * issue 13. The packed rows are what lets one SMLAL serve two pixels (2.52 instructions per MAC
- * against the generic path's 10). Walked in vertical strips (a measurement build), the rows
- * would fit 96 B with strips of 6 pixels, but the layer then took 2.86 instructions per MAC on
- * the M3 (+13.5 %: a fill call, a row-loop call and the shared columns packed again per strip
- * and row), 2.77 with strips of 8 and 2.60 with 14, so the rows keep the layer's width. The
- * fast requantization constants and the folded biases come from export (rq->fast,
- * rq->folded_bias). */
+ * Beside CMSIS-NN: the bench's 3x3 28x28x1 -> 8 layer (and its 20x20 variant) asks no
+ * scratch (arm_convolve_s8: 48 B): its 348 B of rows fit the output's tail until output row
+ * 26, then input rows 0..12. Where the rows fit neither (an output smaller than them, an input
+ * read again later, too few input rows passed before the move), the layer asks them: 7.25x
+ * CMSIS-NN's on the bench layer, over the 2x of issue 13. The packed rows are what lets one
+ * SMLAL serve two pixels (2.52 instructions per MAC against the generic path's 10). Walked in
+ * vertical strips (a measurement build), the rows would fit 96 B with strips of 6 pixels, but
+ * the layer then took 2.86 instructions per MAC on the M3 (+13.5 %: a fill call, a row-loop
+ * call and the shared columns packed again per strip and row), 2.77 with strips of 8 and 2.60
+ * with 14, so the rows keep the layer's width. The fast requantization constants and the
+ * folded biases come from export (rq->fast, rq->folded_bias). */
 #include <stddef.h>
 
 #include "tc_asm.h"
@@ -268,13 +277,13 @@ static TC_NOINLINE int8_t tc_1ch_output(const tc_1ch_layer *l, int32_t m, int32_
 static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
                           const int32_t *const *rows, int32_t col, int8_t *out_p, int8_t *out_q)
 {
-    const int32_t dw = l->params->dilation_w, run = f->kw * dw;
+    const int32_t dw = l->params->dilation_w, run = f->kw * dw, kh = f->kh;
     const tc_kernel_word *w = l->stream;
     int32_t m, ky;
     for (m = 0; m < f->m; m++, w++) {
         int64_t sum = 0;
         int32_t a;
-        for (ky = 0; ky < f->kh; ky++) {
+        for (ky = 0; ky < kh; ky++) {
             const int32_t *x = rows[ky] + col, *const end = x + run;
             for (; x != end; x += dw) {
                 sum += (int64_t)(w++)->value * *x;
@@ -284,6 +293,52 @@ static void tc_1ch_pair_c(const tc_1ch_layer *l, const tc_filter_dims *f,
         out_q[m] = tc_1ch_output(l, m, (int32_t)((sum - a) >> TC_1CH_LANE));
         out_p[m] = tc_1ch_output(l, m, a);
     }
+}
+
+/* Where the packed rows live: ring until output row move, then spare. */
+typedef struct {
+    int32_t *ring, *spare;
+    int32_t move;
+} tc_1ch_place;
+
+/* The caller's buffer when it holds the rows; else the output's last bytes (a conv's output
+ * never overlaps its input), then the input rows no window from output row move on reads, if
+ * the input is spare. 0 when neither. Out of line, as tc_1ch_move: the row loop keeps the
+ * place in memory, off the registers (the Cortex-M0 has few). */
+static TC_NOINLINE int tc_1ch_place_rows(tc_1ch_place *w, const tc_context *ctx,
+                                         const tc_conv_params *p, const tc_dims *in_dims,
+                                         const tc_dims *out_dims, int8_t *output, int32_t size)
+{
+    const int32_t row_bytes = out_dims->w * out_dims->c;
+    int8_t *const spare = p->input_spare;
+    int32_t tail = out_dims->h * row_bytes - size;
+    w->move = out_dims->h;
+    if (ctx != NULL && ctx->buf != NULL && ctx->size >= size && ((uintptr_t)ctx->buf & 3u) == 0) {
+        w->ring = (int32_t *)ctx->buf;
+        return 1;
+    }
+    if (tail < 0 || spare == NULL) {
+        return 0;
+    }
+    tail -= (int32_t)(((uintptr_t)output + (uint32_t)tail) & 3u);
+    w->move = tail / row_bytes;
+    w->ring = (int32_t *)(void *)(output + tail);
+    w->spare = (int32_t *)(void *)(spare + ((4u - ((uintptr_t)spare & 3u)) & 3u));
+    return w->move > 0 && (w->move * p->stride_h - p->pad_top) * in_dims->w -
+                              ((int8_t *)w->spare - spare) >= size;
+}
+
+/* The output rows reach the rows: they move to the spare input, slots and all, for the rest
+ * of the layer's h output rows. 1, for the row loop's condition. */
+static TC_NOINLINE int tc_1ch_move(tc_1ch_place *w, int32_t size, int32_t h)
+{
+    int32_t i;
+    for (i = 0; i < size / (int32_t)sizeof(int32_t); i++) {
+        w->spare[i] = w->ring[i];
+    }
+    w->ring = w->spare;
+    w->move = h;
+    return 1;
 }
 
 int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
@@ -301,35 +356,16 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
 #if TC_1CH_ASM
     tc_1ch_job job;
 #endif
-    int32_t *ring, *spare = NULL, move = out_dims->h, oy, ox, ky;
+    tc_1ch_place place;
+    int32_t oy, ox, ky;
     (void)weights; /* doubled in the table */
     (void)bias;    /* folded into rq->folded_bias at export */
     if (size == 0 || table == NULL || rq->fast == NULL || rq->folded_bias == NULL ||
         in_dims->c != 1 || m != out_dims->c || kh > TC_1CH_MAX_KH ||
         params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
-        params->dilation_w < 1) {
+        params->dilation_w < 1 ||
+        !tc_1ch_place_rows(&place, ctx, params, in_dims, out_dims, output, size)) {
         return TC_ERR_UNSUPPORTED;
-    }
-    if (ctx != NULL && ctx->buf != NULL && ctx->size >= size && ((uintptr_t)ctx->buf & 3u) == 0) {
-        ring = (int32_t *)ctx->buf;
-    } else { /* the output's last bytes, then input rows no later window reads */
-        const int32_t row_bytes = ow * m;
-        int32_t tail = out_dims->h * row_bytes - size;
-        int8_t *const in_spare = params->input_spare;
-        if (tail >= 0) {
-            tail -= (int32_t)(((uintptr_t)output + (uint32_t)tail) & 3u);
-        }
-        move = tail >= 0 ? tail / row_bytes : 0;
-        if (move > 0 && in_spare != NULL) {
-            const int32_t align = (int32_t)((4u - ((uintptr_t)in_spare & 3u)) & 3u);
-            if ((move * params->stride_h - params->pad_top) * in_dims->w - align >= size) {
-                spare = (int32_t *)(void *)(in_spare + align);
-            }
-        }
-        if (spare == NULL) {
-            return TC_ERR_UNSUPPORTED;
-        }
-        ring = (int32_t *)(void *)(output + tail);
     }
     l.taps = kh * filter->kw;
     l.stream = table + 1;
@@ -351,21 +387,17 @@ int tc_conv2d_1ch(const tc_context *ctx, const tc_conv_params *params,
     for (ky = 0; ky < kh; ky++) {
         tags[ky] = INT32_MIN;
     }
-    for (oy = 0; oy < out_dims->h; oy++) {
+    /* the rows move (once) when the output reaches place.move: no test per row on the way */
+    for (oy = 0;
+         oy < place.move || (oy < out_dims->h && tc_1ch_move(&place, size, out_dims->h)); oy++) {
         const int32_t y0 = oy * params->stride_h - params->pad_top, dh = params->dilation_h;
         int8_t *out = output + oy * ow * m;
         /* input row iy in slot (iy + pad_top) % kh: the kh rows of a window without vertical
          * dilation have kh different residues; with it, a row per window slot */
         int32_t slot = dh == 1 ? (oy * params->stride_h) % kh : 0;
-        if (oy == move) { /* the next output rows reach the ring: it moves, tags and all */
-            for (ky = 0; ky < size / (int32_t)sizeof(int32_t); ky++) {
-                spare[ky] = ring[ky];
-            }
-            ring = spare;
-        }
         for (ky = 0; ky < kh; ky++, slot = slot + 1 == kh ? 0 : slot + 1) {
             const int32_t iy = y0 + ky * dh;
-            int32_t *row = ring + slot * width;
+            int32_t *row = place.ring + slot * width;
             if (tags[slot] != iy) {
                 tc_1ch_fill(row, iy >= 0 && iy < in_dims->h ? input + iy * in_dims->w : NULL,
                             in_dims->w, params, width);

@@ -46,8 +46,9 @@ typedef struct {
     /* conv2d 1x1 on a DSP core, optional (NULL: the dot loop sign-extends the int8 weights):
      * the weights as int16 row pairs, pair-swapped (tc_matmul.h), written at export */
     const int16_t *weights_s16;
-    /* conv2d 1x1 without padding, optional (NULL: none): the input itself, when nothing reads
-     * it after this layer; pixels already read may then hold the pair column */
+    /* conv2d 1x1 without padding and one-channel conv2d, optional (NULL: none): the input
+     * itself, when nothing reads it after this layer; pixels already read may then hold the
+     * pair column (1x1) or the packed rows (tc_conv2d_1ch.c) */
     int8_t *input_spare;
     /* one-channel conv2d, optional (NULL: the generic path): the layer's table, written at
      * export (tc_conv2d_1ch.c) */
