@@ -7,8 +7,8 @@ slowly for this check). A 1x1 conv without padding needs none, as CMSIS-NN's 1x1
 (tc_conv2d.c keeps its column in the output's unwritten part). Exceptions, each stated in its
 kernel's header comment: the one-channel kernel (tc_conv2d_1ch.c), where its packed rows do
 not fit its output's tail and then its spare input (they do on the bench layer: held to 2x
-there), is held to its packed rows alone (one int32 per input column an output row's windows read, per window row: nothing that
-grows with the channels or the weights; 7.25x CMSIS-NN's on the bench layer, the reason in its
+there), is held to its packed rows alone (one int32 per input column an output row's windows
+read, per window row: nothing that grows with the channels or the weights; the reason in its
 header comment); the depthwise kernel is not held to it (docs/PERFORMANCE.md): its column
 buffer is in Thumb-2 images only, the M0 and the host read in place with none
 (tests/test_depthwise_inplace.py)."""
