@@ -166,7 +166,7 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_min = l->act_min;
         p.act_max = l->act_max;
         p.weights_s16 = l->weights_s16;
-        p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* conv2d 1x1 */
+        p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* 1x1, one-channel */
         p.table_1ch = (const tc_kernel_word *)(const void *)l->table_1ch;
         f.m = l->out_c;
         f.kh = l->kernel_h;
