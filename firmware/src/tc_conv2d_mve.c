@@ -237,10 +237,11 @@ static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *
             }
             vstrwq_s32(lanes, b);
             for (i = 0; i < 4 && c + i < chunk; i++, d += words) {
-                for (q = 0; q < n; q++) {
+                int8_t *oq = o + i;
+                for (q = 0; q < n; q++, oq += stride) {
                     const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
-                    o[q * stride + i] = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp,
-                                                    p->act_min, p->act_max);
+                    *oq = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp, p->act_min,
+                                      p->act_max);
                 }
             }
         }
