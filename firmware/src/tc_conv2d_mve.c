@@ -238,6 +238,17 @@ static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *
             vstrwq_s32(lanes, b);
             for (i = 0; i < 4 && c + i < chunk; i++, d += words) {
                 int8_t *oq = o + i;
+#if TC_ENABLE_FLOAT_REQUANT
+                if (rq->mode == TC_RQ_FLOAT) { /* the channel's scale read once */
+                    const float scale = rq->scale[ch + i];
+                    for (q = 0; q < n; q++, oq += stride) {
+                        const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
+                        *oq = tc_clamp_s8(tc_requant_float(a, scale) + ozp, p->act_min,
+                                          p->act_max);
+                    }
+                    continue;
+                }
+#endif
                 for (q = 0; q < n; q++, oq += stride) {
                     const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
                     *oq = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp, p->act_min,
