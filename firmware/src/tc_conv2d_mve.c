@@ -191,9 +191,9 @@ __asm__(TC_MVE_DOT4("tc_mve_dot4_rows",
 
 #define TC_MVE_CHUNK 8 /* rows per tc_mve_dot4_rows call: 160 bytes of stack */
 
-/* The scalar requantization (float, single rounding) of count channels (from ch on) of the n
- * pixels: dots d (words per channel), the channels' bias in lanes. Out of line, so that the
- * vector loop's register allocation does not move with it. */
+/* The scalar requantization (single rounding) of count channels (from ch on) of the n pixels:
+ * dots d (words per channel), the channels' bias in lanes. Out of line, so that the vector
+ * loop's register allocation does not move with it. */
 static TC_NOINLINE void tc_mve_store_scalar(const int32_t *d, int32_t words,
                                             const int32_t *lanes, int32_t count, int32_t n,
                                             const tc_requant_params *rq, int32_t ch,
@@ -203,16 +203,6 @@ static TC_NOINLINE void tc_mve_store_scalar(const int32_t *d, int32_t words,
     int32_t i, q;
     for (i = 0; i < count; i++, d += words) {
         int8_t *oq = o + i;
-#if TC_ENABLE_FLOAT_REQUANT
-        if (rq->mode == TC_RQ_FLOAT) { /* the channel's scale read once */
-            const float scale = rq->scale[ch + i];
-            for (q = 0; q < n; q++, oq += stride) {
-                const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
-                *oq = tc_clamp_s8(tc_requant_float(a, scale) + ozp, p->act_min, p->act_max);
-            }
-            continue;
-        }
-#endif
         for (q = 0; q < n; q++, oq += stride) {
             const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
             *oq = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp, p->act_min, p->act_max);
@@ -265,6 +255,21 @@ static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *
                 continue;
             }
             vstrwq_s32(lanes, b);
+#if TC_ENABLE_FLOAT_REQUANT
+            if (rq->mode == TC_RQ_FLOAT) { /* inline: the float builds' common case */
+                int32_t i;
+                for (i = 0; i < 4 && c + i < chunk; i++, d += words) {
+                    const float scale = rq->scale[ch + i];
+                    int8_t *oq = o + i;
+                    for (q = 0; q < n; q++, oq += stride) {
+                        const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
+                        *oq = tc_clamp_s8(tc_requant_float(a, scale) + ozp, p->act_min,
+                                          p->act_max);
+                    }
+                }
+                continue;
+            }
+#endif
             tc_mve_store_scalar(d, words, lanes, chunk - c < 4 ? chunk - c : 4, n, rq, ch, p, o,
                                 stride);
         }
