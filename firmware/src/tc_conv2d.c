@@ -406,6 +406,10 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
             col = (int16_t *)(void *)spare;
             spare = NULL;
         }
+        if (out1 == NULL && zp == 0) { /* a last single pixel: one pass, not a pair's two */
+            tc_matmul_vector(weights, m, k, a, 0, o, out0);
+            continue;
+        }
         if ((TC_PAIR_RAW_FAST || col == NULL) && zp == 0) {
             tc_matmul_pair_raw(weights, w16, m, k, a, b, o, out0, out1);
             continue;
