@@ -370,6 +370,7 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
     const int32_t row_step = params->stride_h * in_dims->w * k - (ow - 1) * step;
     const int16_t *const w16 = raw ? params->weights_s16 : NULL;
     int32_t tail = pixels * m - column, i, ox = 0;
+    const int32_t paired = zp == 0 ? pixels & ~1 : pixels; /* a zero point: pairs only */
     const int8_t *x = input;
     int16_t *col;
     int8_t *spare = NULL;
@@ -384,12 +385,12 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
     out.fast = rq->fast;
     tail -= (int32_t)((uintptr_t)(output + tail) & 3u);
     col = tail >= 0 ? (int16_t *)(void *)(output + tail) : NULL;
-    for (i = 0; i < pixels; i += 2) {
+    for (i = 0; i < paired; i += 2) {
         const int8_t *const a = x, *b = x;
         int8_t *const out0 = output + i * m, *out1 = NULL;
         x += ++ox < ow ? step : row_step;
         ox = ox < ow ? ox : 0;
-        if (i + 1 < pixels) {
+        if (i + 1 < paired) {
             b = x;
             out1 = out0 + m;
             x += ++ox < ow ? step : row_step;
@@ -405,10 +406,6 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
         if (spare != NULL && a - spare >= column) { /* input pixels no one reads again */
             col = (int16_t *)(void *)spare;
             spare = NULL;
-        }
-        if (out1 == NULL && zp == 0) { /* a last single pixel: one pass, not a pair's two */
-            tc_matmul_vector(weights, m, k, a, 0, o, out0);
-            continue;
         }
         if ((TC_PAIR_RAW_FAST || col == NULL) && zp == 0) {
             tc_matmul_pair_raw(weights, w16, m, k, a, b, o, out0, out1);
@@ -428,6 +425,9 @@ static TC_NOINLINE void tc_conv2d_pointwise(const tc_context *ctx, const tc_conv
             tc_pair_fill(col, k, 1, 0, b, k, zp);
         }
         tc_conv_matmul(weights, w16, m, k, col, o, out0, out1);
+    }
+    if (i < pixels) { /* an odd last pixel: one pass, not a pair's two */
+        tc_matmul_vector(weights, m, k, x, 0, o, output + i * m);
     }
 }
 
