@@ -11,8 +11,9 @@
  * place use the caller's buffer when it holds a column (TC_SCRATCH_SIZE is the largest
  * layer's), else tc_matmul_pair_raw, which reads the raw inputs in place (slower per MAC on a
  * DSP core). The Cortex-M3 takes tc_matmul_pair_raw for every pixel: its LDRSB loop costs what
- * the column loop's LDRSH does, without the fill. The per-channel constants and the 1x1 int16
- * weights come from export in flash, not from scratch. */
+ * the column loop's LDRSH does, without the fill. On Thumb-2 an odd last pixel takes
+ * tc_matmul_vector (one pass of the fully connected loop, not a pair's two). The per-channel
+ * constants and the 1x1 int16 weights come from export in flash, not from scratch. */
 #include <stddef.h>
 
 #include "tc_asm.h"

@@ -8,7 +8,9 @@
  * interior pixels of one output row are copied in one call; a 1x1 conv without padding (any
  * stride) reads its four pixels where they are: no copy and, like CMSIS-NN's
  * arm_convolve_1x1_s8, no scratch; a one-channel input goes to tc_conv2d_1ch.c first, whose
- * scalar loop executes fewer instructions at k = kh * kw. */
+ * scalar loop executes fewer instructions at k = kh * kw. Float requantization stays scalar
+ * (integer MVE only), inline with the channel's scale read once; single rounding out of line,
+ * so that neither moves the vector loop's registers. */
 #include <stddef.h>
 
 #include "tc_asm.h"
