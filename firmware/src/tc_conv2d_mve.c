@@ -8,7 +8,9 @@
  * interior pixels of one output row are copied in one call; a 1x1 conv without padding (any
  * stride) reads its four pixels where they are: no copy and, like CMSIS-NN's
  * arm_convolve_1x1_s8, no scratch; a one-channel input goes to tc_conv2d_1ch.c first, whose
- * scalar loop executes fewer instructions at k = kh * kw. */
+ * scalar loop executes fewer instructions at k = kh * kw. Float requantization stays scalar
+ * (integer MVE only), inline with the channel's scale read once; single rounding out of line,
+ * so that neither moves the vector loop's registers. */
 #include <stddef.h>
 
 #include "tc_asm.h"
@@ -191,6 +193,25 @@ __asm__(TC_MVE_DOT4("tc_mve_dot4_rows",
 
 #define TC_MVE_CHUNK 8 /* rows per tc_mve_dot4_rows call: 160 bytes of stack */
 
+/* The scalar requantization (single rounding) of count channels (from ch on) of the n pixels:
+ * dots d (words per channel), the channels' bias in lanes. Out of line, so that the vector
+ * loop's register allocation does not move with it. */
+static TC_NOINLINE void tc_mve_store_scalar(const int32_t *d, int32_t words,
+                                            const int32_t *lanes, int32_t count, int32_t n,
+                                            const tc_requant_params *rq, int32_t ch,
+                                            const tc_conv_params *p, int8_t *o, int32_t stride)
+{
+    const int32_t ozp = p->output_zero_point;
+    int32_t i, q;
+    for (i = 0; i < count; i++, d += words) {
+        int8_t *oq = o + i;
+        for (q = 0; q < n; q++, oq += stride) {
+            const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
+            *oq = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp, p->act_min, p->act_max);
+        }
+    }
+}
+
 /* rows weight rows times the four columns; out points at pixel 0's first channel, pixel q's
  * output is q * stride further; only the first n pixels are stored (the other columns are
  * computed from whatever they hold). bias is the folded one (rq->folded_bias: no weight sums
@@ -206,7 +227,7 @@ static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *
     const uint32x4_t gather = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)words);
     const int32_t zp = p->input_zero_point, ozp = p->output_zero_point;
     int32_t dots[5 * TC_MVE_CHUNK], lanes[4];
-    int32_t r, q, c, i;
+    int32_t r, q, c;
     for (r = 0; r < rows; r += TC_MVE_CHUNK) {
         const int32_t chunk = rows - r < TC_MVE_CHUNK ? rows - r : TC_MVE_CHUNK;
         if (folded) {
@@ -236,13 +257,23 @@ static void tc_mve_rows(const int8_t *w, int32_t rows, int32_t k, const int8_t *
                 continue;
             }
             vstrwq_s32(lanes, b);
-            for (i = 0; i < 4 && c + i < chunk; i++) {
-                for (q = 0; q < n; q++) {
-                    const int32_t a = (int32_t)((uint32_t)d[words * i + q] + (uint32_t)lanes[i]);
-                    o[q * stride + i] = tc_clamp_s8(tc_requantize(a, rq, ch + i) + ozp,
-                                                    p->act_min, p->act_max);
+#if TC_ENABLE_FLOAT_REQUANT
+            if (rq->mode == TC_RQ_FLOAT) { /* inline: the float builds' common case */
+                int32_t i;
+                for (i = 0; i < 4 && c + i < chunk; i++, d += words) {
+                    const float scale = rq->scale[ch + i];
+                    int8_t *oq = o + i;
+                    for (q = 0; q < n; q++, oq += stride) {
+                        const int32_t a = (int32_t)((uint32_t)d[q] + (uint32_t)lanes[i]);
+                        *oq = tc_clamp_s8(tc_requant_float(a, scale) + ozp, p->act_min,
+                                          p->act_max);
+                    }
                 }
+                continue;
             }
+#endif
+            tc_mve_store_scalar(d, words, lanes, chunk - c < 4 ? chunk - c : 4, n, rq, ch, p, o,
+                                stride);
         }
     }
 }
