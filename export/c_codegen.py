@@ -266,6 +266,9 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             # shapes read the input in place (render: _scratch_define)
             if kh == kw == 3 and int(dil[1]) == 1:
                 scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
+                _depthwise_constants(layer, e, w, prefix)
+                requant_arrays(m)
+                return e, scratch
         else:
             scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point,
                                       layer.inputs[0] != model.input and
@@ -360,6 +363,21 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
     if e["groups"] == 1 and cg == 1:
         scratch = _one_channel(layer, e, w, prefix, scratch)
     return scratch
+
+
+def _depthwise_constants(layer: Layer, e: dict, w: _Writer, prefix: str) -> None:
+    """A depthwise 3x3 layer's weights and its constants computed at export
+    (conv_constants.depthwise_fast, folded_bias): the bias with the input zero point folded in
+    takes the plain bias's place (the kernels read only it, tc_depthwise.h)."""
+    weights, bias = layer.arrays["weights"], layer.arrays.get("bias")
+    e["weights"] = w.array("int8_t", f"{prefix}_weights", weights, str,
+                           f"{layer.name}: weights {'x'.join(map(str, weights.shape))}")
+    e["fast"] = w.array("int32_t", f"{prefix}_fast", conv_constants.depthwise_fast(
+        weights, bias, layer.requant(), e["output_zero_point"]), _c_int,
+                        f"{layer.name}: fast requantization {{flags, multiplier, offset, right}}")
+    e["folded_bias"] = w.array("int32_t", f"{prefix}_folded_bias", conv_constants.folded_bias(
+        weights, bias, e["input_zero_point"]), _c_int,
+                               f"{layer.name}: bias - input zero point * sum w")
 
 
 def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int) -> int:
