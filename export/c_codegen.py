@@ -107,8 +107,9 @@ typedef struct {{
     const float *scale;         /* float mode: [out_c] */
     int32_t iparams[{iparams}];
     const float *fparams;
-    /* conv2d: per channel the fast requantization's {{fast, multiplier, offset, right}}
-     * (tc_requant_fast) and the bias with the input zero point folded in; 1x1: the weights as
+    /* conv2d, depthwise 3x3: per channel the fast requantization's {{fast, multiplier, offset,
+     * right}} (tc_requant_fast; depthwise: fast holds flags, tc_depthwise.h) and the bias with
+     * the input zero point folded in (depthwise: in the bias's place); 1x1: the weights as
      * int16 row pairs for a DSP core's dot loop, or 0 */
     const int32_t *fast;
     const int32_t *folded_bias;

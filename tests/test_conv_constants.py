@@ -1,13 +1,14 @@
 """export/conv_constants.py == the firmware's own definition of the same constants.
 
 The conv kernels used to derive them on the device at every layer's set-up; export writes them
-into model_data.c now. tc_requant.h's tc_requant_fast_prepare (still the depthwise kernel's) is
+into model_data.c now. tc_requant.h's tc_requant_fast_prepare (the depthwise kernels' fallback) is
 the C statement of which channels may take the fast double rounding and with which offset;
 this compiles it natively and compares every field ==, with the folded bias computed in C by
 wrapping uint32 arithmetic, on random layers and on the edges: right shifts 0, 1, 21 and 22, a
 left shift, accumulator bounds just below and at 2^29, single rounding, float mode, extreme
 zero points and biases that wrap. And the 1x1 int16 weights export writes are linked only into
-the images whose dot loop reads them."""
+the images whose dot loop reads them. The depthwise constants (depthwise_fast, with the int16
+flag) likewise == tc_depthwise.h's derivation for callers that pass none."""
 from __future__ import annotations
 
 import subprocess

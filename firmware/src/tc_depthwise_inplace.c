@@ -6,9 +6,10 @@
  * loops need no vertical test. Values are raw int8 and the zero-point term lives in the row's
  * bias (bias - zp * sum of the weights in the image rows: export's folded bias, bias - zp * sum
  * of all nine, plus the padding rows' part): a padding column reads as the zero point and
- * cancels. The fast requantization's constants come from export too (rq->fast). At stride 1 a row slides a window of three columns, one new column
- * per output (the zero point where it lies in the padding); at other strides the outputs
- * whose window lies inside the image load it whole and the others take a per-tap test.
+ * cancels. The fast requantization's constants come from export too (rq->fast). At stride 1
+ * a row slides a window of three columns, one new column per output (the zero point where it
+ * lies in the padding); at other strides the outputs whose window lies inside the image load
+ * it whole and the others take a per-tap test.
  *
  * Scratch beside CMSIS-NN: none, as arm_depthwise_conv_3x3_s8 (and less than
  * arm_depthwise_conv_s8_opt's c * 9 int16 on the shapes that one takes). It is the path of
