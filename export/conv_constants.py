@@ -78,6 +78,24 @@ def depthwise_fast(weights: np.ndarray, bias, rq: Requant, output_zero_point: in
     return f.astype(np.int32)
 
 
+DW_FLAG_BITS = 2
+_DW_PER_WORD = 32 // DW_FLAG_BITS
+
+
+def depthwise_flags(weights: np.ndarray, bias, rq: Requant, output_zero_point: int
+                    ) -> np.ndarray:
+    """depthwise_fast's flags, all the kernels read from flash: two bits a channel, sixteen
+    channels an int32 word (channel m in word m // 16 at bit 2 * (m % 16)). The multiplier and
+    shift are the layer's own arrays already and offset / right follow from the shift and the
+    output zero point, so the kernels derive those at channel start (tc_depthwise.h
+    tc_dw_fast): 1 bit per channel of new information instead of 16 bytes."""
+    flags = depthwise_fast(weights, bias, rq, output_zero_point)[:, 0].astype(np.int64)
+    padded = np.zeros(-(-len(flags) // _DW_PER_WORD) * _DW_PER_WORD, np.int64)
+    padded[:len(flags)] = flags
+    at = DW_FLAG_BITS * np.arange(_DW_PER_WORD, dtype=np.int64)
+    return _wrap32((padded.reshape(-1, _DW_PER_WORD) << at).sum(axis=1))
+
+
 def folded_bias(weights: np.ndarray, bias, input_zero_point: int) -> np.ndarray:
     """bias - input_zero_point * sum(w) per output channel, wrapped like int32: the bias of a
     column that holds the raw inputs (and the zero point in the padding)."""

@@ -8,7 +8,8 @@ wrapping uint32 arithmetic, on random layers and on the edges: right shifts 0, 1
 left shift, accumulator bounds just below and at 2^29, single rounding, float mode, extreme
 zero points and biases that wrap. And the 1x1 int16 weights export writes are linked only into
 the images whose dot loop reads them. The depthwise constants (depthwise_fast, with the int16
-flag) likewise == tc_depthwise.h's derivation for callers that pass none."""
+flag) likewise == tc_depthwise.h's derivation for callers that pass none, and so does the
+kernels' reading of the flags packed two bits a channel (depthwise_flags)."""
 from __future__ import annotations
 
 import subprocess
@@ -148,12 +149,16 @@ int main(void)
 {
     int32_t i, r;
     for (i = 0; i < CASES; i++) {
-        tc_requant_params rq = {MODE, multiplier[i], shift[i], 0, 0, 0};
+        tc_requant_params rq = {MODE, multiplier[i], shift[i], 0, 0, 0}, from = rq;
+        from.fast = (const tc_requant_fast *)(const void *)flags[i];
         for (r = 0; r < ROWS; r++) {
             const int8_t *w = weights[i] + r * 9;
             const tc_requant_fast f = tc_dw_fast(&rq, r, w, bias[i], input_zp[i], output_zp[i]);
-            printf("%ld %ld %ld %ld %ld\n", (long)f.fast, (long)f.multiplier, (long)f.offset,
+            const tc_requant_fast g = tc_dw_fast(&from, r, w, bias[i], 0, output_zp[i]);
+            printf("%ld %ld %ld %ld %ld ", (long)f.fast, (long)f.multiplier, (long)f.offset,
                    (long)f.right, (long)tc_dw_folded_bias(&rq, r, w, bias[i], input_zp[i]));
+            printf("%ld %ld %ld %ld\n", (long)g.fast, (long)(g.fast ? g.multiplier : 0),
+                   (long)(g.fast ? g.offset : 0), (long)(g.fast ? g.right : 0));
         }
     }
     return 0;
@@ -199,12 +204,19 @@ def test_depthwise_constants_equal_the_c_definition(mode, rounding, tmp_path):
     the flags included: both kinds of channel and both answers of the int16 bound occur."""
     cc = require_tool("gcc")
     cases = make_depthwise_cases(np.random.default_rng(7))
+
+    def requant(case):
+        return Requant.fixed(case[2], case[3], rounding) if mode == "fixed" else \
+            Requant.float(np.full(ROWS, 0.01, np.float32))
+
     c_mode = {"double": 0, "single": 1}[rounding] if mode == "fixed" else 2
     header = [f"#define CASES {len(cases)}\n#define ROWS {ROWS}\n#define MODE {c_mode}\n",
               c_array("int8_t", "weights", [c[0].reshape(-1) for c in cases]),
               c_array("int32_t", "bias", [np.where(c[1] == -2**31, 0, c[1]) for c in cases]),
               c_array("int32_t", "multiplier", [c[2] for c in cases]),
               c_array("int32_t", "shift", [c[3] for c in cases]),
+              c_array("int32_t", "flags", [conv_constants.depthwise_flags(
+                  c[0], np.where(c[1] == -2**31, 0, c[1]), requant(c), c[5]) for c in cases]),
               "static const int32_t input_zp[] = {" + ", ".join(str(c[4]) for c in cases)
               + "};\n",
               "static const int32_t output_zp[] = {" + ", ".join(str(c[5]) for c in cases)
@@ -218,13 +230,15 @@ def test_depthwise_constants_equal_the_c_definition(mode, rounding, tmp_path):
     got = np.array([[int(v) for v in line.split()] for line in subprocess.run(
         [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()])
     expected = []
-    for weights, bias, multiplier, shift, izp, ozp in cases:
-        bias = np.where(bias == -2**31, 0, bias)
-        rq = Requant.fixed(multiplier, shift, rounding) if mode == "fixed" else \
-            Requant.float(np.full(ROWS, 0.01, np.float32))
-        expected.append(np.column_stack([
-            conv_constants.depthwise_fast(weights, bias, rq, ozp),
-            conv_constants.folded_bias(weights, bias, izp)]))
+    for case in cases:
+        weights, bias, izp, ozp = case[0], np.where(case[1] == -2**31, 0, case[1]), *case[4:]
+        rq = requant(case)
+        f = conv_constants.depthwise_fast(weights, bias, rq, ozp)
+        # the kernels' reading of the packed flags: the same fast channels, with the same
+        # constants as derived on the device (the others are not read)
+        fast = (f[:, :1] != 0)
+        expected.append(np.column_stack([f, conv_constants.folded_bias(weights, bias, izp),
+                                         np.where(fast, f, 0)]))
     expected = np.concatenate(expected)
     flags = set(expected[:, 0].tolist())
     if mode == "fixed" and rounding == "double":

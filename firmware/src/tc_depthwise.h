@@ -14,7 +14,7 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
                              const tc_filter_dims *filter, const int8_t *weights,
                              const int32_t *bias, const tc_dims *out_dims, int8_t *output);
 
-/* Flags of a depthwise channel's tc_requant_fast.fast: the fast requantization holds (and the
+/* Flags of a depthwise channel (tc_requant_fast.fast): the fast requantization holds (and the
  * multiplier is >= 0, as the Cortex-M4 store's sign term needs), and every output before the
  * clamp lies in int16 (the Cortex-M4 fused store clamps halfwords). */
 #define TC_DW_FAST 1
@@ -37,20 +37,34 @@ static inline int32_t tc_dw_bias(const tc_requant_params *rq, int32_t m, const i
     return (int32_t)b;
 }
 
-/* Channel m's fast requantization: export's (rq->fast, export/conv_constants.py
- * depthwise_fast), or, for a caller that passes none, the same derived here from the bound
- * |bias| + 255 * sum |w| over its nine weights. */
+/* Channel m's flags from export's rq->fast: two bits a channel, sixteen channels an int32 word
+ * (export/conv_constants.py depthwise_flags). */
+static inline int32_t tc_dw_flags(const tc_requant_params *rq, int32_t m)
+{
+    const int32_t *words = (const int32_t *)(const void *)rq->fast;
+    return (int32_t)(((uint32_t)words[m >> 4] >> ((m & 15) * 2)) & 3u);
+}
+
+/* Channel m's fast requantization: the flags from export (rq->fast) and the rest from the
+ * layer's multiplier and shift, or, for a caller that passes none, the same derived here from
+ * the bound |bias| + 255 * sum |w| over its nine weights. */
 static inline tc_requant_fast tc_dw_fast(const tc_requant_params *rq, int32_t m,
                                          const int8_t *w, const int32_t *bias, int32_t input_zp,
                                          int32_t output_zp)
 {
     tc_requant_fast f;
-    const int32_t b = rq->fast != NULL ? 0 : tc_dw_bias(rq, m, w, 9, bias, input_zp);
-    int64_t bound = b < 0 ? -(int64_t)b : b, high;
-    int32_t k;
+    int64_t bound, high;
+    int32_t b, k;
     if (rq->fast != NULL) {
-        return rq->fast[m];
+        f.fast = tc_dw_flags(rq, m);
+        f.multiplier = f.fast ? rq->multiplier[m] : 0;
+        f.right = f.fast ? -rq->shift[m] : 1;
+        f.offset = (int32_t)(((uint32_t)1 << (f.right - 1)) +
+                             (uint32_t)output_zp * ((uint32_t)1 << f.right));
+        return f;
     }
+    b = tc_dw_bias(rq, m, w, 9, bias, input_zp);
+    bound = b < 0 ? -(int64_t)b : b;
     for (k = 0; k < 9; k++) {
         bound += 255 * (w[k] < 0 ? -w[k] : w[k]);
     }

@@ -13,9 +13,11 @@
  * requantization multiplies (tc_requant_double_fast). Slots are reused across output rows: a
  * stride-1 layer copies each input row once per channel.
  *
- * Per-channel constants come from export (rq->fast: the fast requantization with its flags,
- * rq->folded_bias: bias - zp * sum of the nine weights; tc_depthwise.h); a row's bias adds back
- * the zero-point term of its tap rows in the padding. A caller that passes none (rq->fast,
+ * Per-channel constants come from export (rq->fast: the fast requantization's two flag bits,
+ * the multiplier, offset and right derived from them and the layer's multiplier and shift at
+ * channel start; rq->folded_bias: bias - zp * sum of the nine weights; tc_depthwise.h); a
+ * row's bias adds back the zero-point term of its tap rows in the padding. A caller that
+ * passes none (rq->fast,
  * rq->folded_bias NULL) gets the same derived here, once per channel and block.
  *
  * On Cortex-M a fast channel of a stride-1 layer takes the fused path: tc_dw_fused_rows walks a

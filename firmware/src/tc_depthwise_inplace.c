@@ -6,7 +6,7 @@
  * loops need no vertical test. Values are raw int8 and the zero-point term lives in the row's
  * bias (bias - zp * sum of the weights in the image rows: export's folded bias, bias - zp * sum
  * of all nine, plus the padding rows' part): a padding column reads as the zero point and
- * cancels. The fast requantization's constants come from export too (rq->fast). At stride 1
+ * cancels. The fast requantization's flags come from export too (rq->fast). At stride 1
  * a row slides a window of three columns, one new column per output (the zero point where it
  * lies in the padding); at other strides the outputs whose window lies inside the image load
  * it whole and the others take a per-tap test.
