@@ -45,26 +45,17 @@ static inline int32_t tc_dw_flags(const tc_requant_params *rq, int32_t m)
     return (int32_t)(((uint32_t)words[m >> 4] >> ((m & 15) * 2)) & 3u);
 }
 
-/* Channel m's fast requantization: the flags from export (rq->fast) and the rest from the
- * layer's multiplier and shift, or, for a caller that passes none, the same derived here from
- * the bound |bias| + 255 * sum |w| over its nine weights. */
-static inline tc_requant_fast tc_dw_fast(const tc_requant_params *rq, int32_t m,
-                                         const int8_t *w, const int32_t *bias, int32_t input_zp,
-                                         int32_t output_zp)
+/* Channel m's fast requantization for a caller that passes no flags, derived from the bound
+ * |bias| + 255 * sum |w| over its nine weights (out of line: the kernels' loops keep their
+ * inlining). */
+static TC_NOINLINE tc_requant_fast tc_dw_fast_derived(const tc_requant_params *rq, int32_t m,
+                                                      const int8_t *w, const int32_t *bias,
+                                                      int32_t input_zp, int32_t output_zp)
 {
     tc_requant_fast f;
-    int64_t bound, high;
-    int32_t b, k;
-    if (rq->fast != NULL) {
-        f.fast = tc_dw_flags(rq, m);
-        f.multiplier = f.fast ? rq->multiplier[m] : 0;
-        f.right = f.fast ? -rq->shift[m] : 1;
-        f.offset = (int32_t)(((uint32_t)1 << (f.right - 1)) +
-                             (uint32_t)output_zp * ((uint32_t)1 << f.right));
-        return f;
-    }
-    b = tc_dw_bias(rq, m, w, 9, bias, input_zp);
-    bound = b < 0 ? -(int64_t)b : b;
+    const int32_t b = tc_dw_bias(rq, m, w, 9, bias, input_zp);
+    int64_t bound = b < 0 ? -(int64_t)b : b, high;
+    int32_t k;
     for (k = 0; k < 9; k++) {
         bound += 255 * (w[k] < 0 ? -w[k] : w[k]);
     }
@@ -79,6 +70,24 @@ static inline tc_requant_fast tc_dw_fast(const tc_requant_params *rq, int32_t m,
                           (output_zp < 0 ? -output_zp : output_zp) + 1 < 32768) {
         f.fast |= TC_DW_FAST_HALVES;
     }
+    return f;
+}
+
+/* Channel m's fast requantization: the flags from export (rq->fast) and the rest from the
+ * layer's multiplier and shift, or, for a caller that passes none, tc_dw_fast_derived. */
+static inline tc_requant_fast tc_dw_fast(const tc_requant_params *rq, int32_t m,
+                                         const int8_t *w, const int32_t *bias, int32_t input_zp,
+                                         int32_t output_zp)
+{
+    tc_requant_fast f;
+    if (rq->fast == NULL) {
+        return tc_dw_fast_derived(rq, m, w, bias, input_zp, output_zp);
+    }
+    f.fast = tc_dw_flags(rq, m);
+    f.multiplier = f.fast ? rq->multiplier[m] : 0;
+    f.right = f.fast ? -rq->shift[m] : 1;
+    f.offset = (int32_t)(((uint32_t)1 << (f.right - 1)) +
+                         (uint32_t)output_zp * ((uint32_t)1 << f.right));
     return f;
 }
 
