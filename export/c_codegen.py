@@ -107,9 +107,10 @@ typedef struct {{
     const float *scale;         /* float mode: [out_c] */
     int32_t iparams[{iparams}];
     const float *fparams;
-    /* conv2d: per channel the fast requantization's {{fast, multiplier, offset, right}}
-     * (tc_requant_fast) and the bias with the input zero point folded in; 1x1: the weights as
-     * int16 row pairs for a DSP core's dot loop, or 0 */
+    /* conv2d, depthwise 3x3: per channel the fast requantization's {{fast, multiplier, offset,
+     * right}} (tc_requant_fast; depthwise: 2 flag bits a channel, tc_depthwise.h) and the
+     * bias with the input zero point folded in (depthwise: in the bias's place); 1x1: the
+     * weights as int16 row pairs for a DSP core's dot loop, or 0 */
     const int32_t *fast;
     const int32_t *folded_bias;
     const int16_t *weights_s16;
@@ -266,6 +267,9 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
             # shapes read the input in place (render: _scratch_define)
             if kh == kw == 3 and int(dil[1]) == 1:
                 scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
+                _depthwise_constants(layer, e, w, prefix)
+                requant_arrays(m)
+                return e, scratch
         else:
             # the model's input may be spare for a one-channel conv: every caller writes it
             # before each run (tc_model_run copies it, each INFER frame is decoded into it,
@@ -363,6 +367,21 @@ def _conv_constants(layer: Layer, e: dict, w: _Writer, prefix: str, input_zero_p
     if e["groups"] == 1 and cg == 1:
         scratch = _one_channel(layer, e, w, prefix, scratch, spare_input)
     return scratch
+
+
+def _depthwise_constants(layer: Layer, e: dict, w: _Writer, prefix: str) -> None:
+    """A depthwise 3x3 layer's weights and its constants computed at export
+    (conv_constants.depthwise_flags, folded_bias): the bias with the input zero point folded in
+    takes the plain bias's place (the kernels read only it, tc_depthwise.h)."""
+    weights, bias = layer.arrays["weights"], layer.arrays.get("bias")
+    e["weights"] = w.array("int8_t", f"{prefix}_weights", weights, str,
+                           f"{layer.name}: weights {'x'.join(map(str, weights.shape))}")
+    e["fast"] = w.array("int32_t", f"{prefix}_fast", conv_constants.depthwise_flags(
+        weights, bias, layer.requant(), e["output_zero_point"]), _c_int,
+                        f"{layer.name}: fast requantization flags, 2 bits a channel")
+    e["folded_bias"] = w.array("int32_t", f"{prefix}_folded_bias", conv_constants.folded_bias(
+        weights, bias, e["input_zero_point"]), _c_int,
+                               f"{layer.name}: bias - input zero point * sum w")
 
 
 def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int,

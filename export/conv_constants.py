@@ -28,15 +28,20 @@ def _wrap32(values) -> np.ndarray:
     return np.where(v >= 1 << 31, v - (1 << 32), v).astype(np.int32)
 
 
+def _acc_bound(weights: np.ndarray, bias) -> np.ndarray:
+    """|bias| + 255 * sum|w| per output channel: no accumulator of the channel is larger."""
+    m = weights.shape[0]
+    b = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
+    return np.abs(b) + _INPUT_SPAN * np.abs(weights.reshape(m, -1).astype(np.int64)).sum(axis=1)
+
+
 def fast_requant(weights: np.ndarray, bias, rq: Requant, output_zero_point: int) -> np.ndarray:
     """``tc_requant_fast`` per output channel, shape (m, 4) int32: {fast, multiplier, offset,
     right}. A channel is fast when the model rounds twice (TFLite's scheme), its right shift is
     in [1, 21] and every accumulator it can produce, |bias| + 255 * sum|w|, stays below 2^29;
     the others keep fast = 0 and take the generic requantization."""
     m = weights.shape[0]
-    w = weights.reshape(m, -1).astype(np.int64)
-    b = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
-    bound = np.abs(b) + _INPUT_SPAN * np.abs(w).sum(axis=1)
+    bound = _acc_bound(weights, bias)
     double = rq.mode == "fixed" and rq.rounding == "double"
     if double:
         multiplier = np.broadcast_to(np.asarray(rq.multiplier, np.int64), (m,))
@@ -48,6 +53,47 @@ def fast_requant(weights: np.ndarray, bias, rq: Requant, output_zero_point: int)
     offset = (np.int64(1) << (right - 1)) + np.int64(output_zero_point) * (np.int64(1) << right)
     return np.stack([fast.astype(np.int64), multiplier, _wrap32(offset), right], axis=1
                     ).astype(np.int32)
+
+
+# firmware/src/tc_depthwise.h: the flags of a depthwise channel's tc_requant_fast.fast
+DW_FAST, DW_FAST_HALVES = 1, 2
+
+
+def depthwise_fast(weights: np.ndarray, bias, rq: Requant, output_zero_point: int
+                   ) -> np.ndarray:
+    """The depthwise kernels' ``tc_requant_fast`` per channel (tc_depthwise.h): fast_requant's,
+    with fast a set of flags. DW_FAST: fast_requant's fast and a multiplier >= 0 (the
+    Cortex-M4 store loop's sign term needs it). DW_FAST_HALVES besides: every requantized
+    output before the clamp lies in int16, so the Cortex-M4 fused store may clamp halfwords;
+    bounded by the high multiply of 2 * bound (at most bound * multiplier / 2^31 + 1), the
+    offset's half, the sign and the shift, then the zero point."""
+    f = fast_requant(weights, bias, rq, output_zero_point).astype(np.int64)
+    fast = (f[:, 0] != 0) & (f[:, 1] >= 0)
+    bound = np.where(fast, _acc_bound(weights, bias), 0)
+    right = f[:, 3]
+    high = ((bound * f[:, 1]) >> 31) + 1
+    halves = fast & (((high + (np.int64(1) << (right - 1)) + 1) >> right)
+                     + abs(int(output_zero_point)) + 1 < 32768)
+    f[:, 0] = np.where(fast, DW_FAST, 0) | np.where(halves, DW_FAST_HALVES, 0)
+    return f.astype(np.int32)
+
+
+DW_FLAG_BITS = 2
+_DW_PER_WORD = 32 // DW_FLAG_BITS
+
+
+def depthwise_flags(weights: np.ndarray, bias, rq: Requant, output_zero_point: int
+                    ) -> np.ndarray:
+    """depthwise_fast's flags, all the kernels read from flash: two bits a channel, sixteen
+    channels an int32 word (channel m in word m // 16 at bit 2 * (m % 16)). The multiplier and
+    shift are the layer's own arrays already and offset / right follow from the shift and the
+    output zero point, so the kernels derive those at channel start (tc_depthwise.h
+    tc_dw_fast): 1 bit per channel of new information instead of 16 bytes."""
+    flags = depthwise_fast(weights, bias, rq, output_zero_point)[:, 0].astype(np.int64)
+    padded = np.zeros(-(-len(flags) // _DW_PER_WORD) * _DW_PER_WORD, np.int64)
+    padded[:len(flags)] = flags
+    at = DW_FLAG_BITS * np.arange(_DW_PER_WORD, dtype=np.int64)
+    return _wrap32((padded.reshape(-1, _DW_PER_WORD) << at).sum(axis=1))
 
 
 def folded_bias(weights: np.ndarray, bias, input_zero_point: int) -> np.ndarray:

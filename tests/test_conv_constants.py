@@ -1,13 +1,15 @@
 """export/conv_constants.py == the firmware's own definition of the same constants.
 
 The conv kernels used to derive them on the device at every layer's set-up; export writes them
-into model_data.c now. tc_requant.h's tc_requant_fast_prepare (still the depthwise kernel's) is
+into model_data.c now. tc_requant.h's tc_requant_fast_prepare (the depthwise kernels' fallback) is
 the C statement of which channels may take the fast double rounding and with which offset;
 this compiles it natively and compares every field ==, with the folded bias computed in C by
 wrapping uint32 arithmetic, on random layers and on the edges: right shifts 0, 1, 21 and 22, a
 left shift, accumulator bounds just below and at 2^29, single rounding, float mode, extreme
 zero points and biases that wrap. And the 1x1 int16 weights export writes are linked only into
-the images whose dot loop reads them."""
+the images whose dot loop reads them. The depthwise constants (depthwise_fast, with the int16
+flag) likewise == tc_depthwise.h's derivation for callers that pass none, and so does the
+kernels' reading of the flags packed two bits a channel (depthwise_flags)."""
 from __future__ import annotations
 
 import subprocess
@@ -137,3 +139,111 @@ def test_int16_pointwise_weights_only_in_dsp_images(board, holds, arm_tools, tmp
                              check=True).stdout
     assert ("tc_l0_weights_s16" in symbols) == holds
     assert "tc_l0_fast" in symbols and "tc_l0_folded_bias" in symbols
+
+
+DW_PROBE = r"""
+#include <stdio.h>
+#include "tc_depthwise.h"
+#include "cases.h"
+int main(void)
+{
+    int32_t i, r;
+    for (i = 0; i < CASES; i++) {
+        tc_requant_params rq = {MODE, multiplier[i], shift[i], 0, 0, 0}, from = rq;
+        from.fast = (const tc_requant_fast *)(const void *)flags[i];
+        for (r = 0; r < ROWS; r++) {
+            const int8_t *w = weights[i] + r * 9;
+            const tc_requant_fast f = tc_dw_fast(&rq, r, w, bias[i], input_zp[i], output_zp[i]);
+            const tc_requant_fast g = tc_dw_fast(&from, r, w, bias[i], 0, output_zp[i]);
+            printf("%ld %ld %ld %ld %ld ", (long)f.fast, (long)f.multiplier, (long)f.offset,
+                   (long)f.right, (long)tc_dw_folded_bias(&rq, r, w, bias[i], input_zp[i]));
+            printf("%ld %ld %ld %ld\n", (long)g.fast, (long)(g.fast ? g.multiplier : 0),
+                   (long)(g.fast ? g.offset : 0), (long)(g.fast ? g.right : 0));
+        }
+    }
+    return 0;
+}
+"""
+
+
+def make_depthwise_cases(rng):
+    """Depthwise layers (nine weights a channel): random ones, and the edges of the int16
+    output bound (small and large multipliers, output zero points -128 and 127, right shifts 1
+    and 21) and of the accumulator bound 2^29."""
+    cases = []
+    for i in range(60):
+        weights = rng.integers(-128, 128, (ROWS, 3, 3, 1), dtype=np.int8)
+        bias = rng.integers(-2**31, 2**31, ROWS, dtype=np.int64) if i % 5 == 0 else \
+            rng.integers(-2**20, 2**20, ROWS) if i % 5 == 1 else rng.integers(-5000, 5000, ROWS)
+        multiplier = rng.integers(2**30, 2**31, ROWS)
+        shift = rng.choice([-22, -21, -20, -12, -8, -4, -2, -1, 0, 1], ROWS)
+        cases.append((weights, bias, multiplier, shift, int(rng.integers(-128, 128)),
+                      int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))))
+    weights = np.full((ROWS, 3, 3, 1), -128, np.int8)
+    edge = 2**29 - 255 * 128 * 9
+    cases.append((weights, np.array([edge - 1, edge, -(edge - 1), -edge, 0, 1]),
+                  np.full(ROWS, 2**31 - 1), np.full(ROWS, -1), 127, -128))
+    # biases whose bound puts the largest output before the clamp (about bound / 2^right / 2
+    # + |output zero point| with a multiplier of 2^30) on every value around 2^15: both sides
+    # of the int16 bound, exactly
+    for right in (1, 2, 3):
+        for ozp in (0, -128, 127):
+            edge = (2**15 - abs(ozp)) * 2**(right + 1) - 255 * 27
+            for start in range(edge - 4 * 2**right, edge + 4 * 2**right, ROWS):
+                cases.append((np.full((ROWS, 3, 3, 1), 3, np.int8),
+                              np.arange(start, start + ROWS), np.full(ROWS, 2**30),
+                              np.full(ROWS, -right), 0, ozp))
+    return cases
+
+
+@pytest.mark.parametrize("mode,rounding", [("fixed", "double"), ("fixed", "single"),
+                                           ("float", "double")])
+def test_depthwise_constants_equal_the_c_definition(mode, rounding, tmp_path):
+    """conv_constants.depthwise_fast and folded_bias == what the depthwise kernels derive on
+    the device for a caller that passes none (tc_depthwise.h: tc_dw_fast, tc_dw_folded_bias),
+    the flags included: both kinds of channel and both answers of the int16 bound occur."""
+    cc = require_tool("gcc")
+    cases = make_depthwise_cases(np.random.default_rng(7))
+
+    def requant(case):
+        return Requant.fixed(case[2], case[3], rounding) if mode == "fixed" else \
+            Requant.float(np.full(ROWS, 0.01, np.float32))
+
+    c_mode = {"double": 0, "single": 1}[rounding] if mode == "fixed" else 2
+    header = [f"#define CASES {len(cases)}\n#define ROWS {ROWS}\n#define MODE {c_mode}\n",
+              c_array("int8_t", "weights", [c[0].reshape(-1) for c in cases]),
+              c_array("int32_t", "bias", [np.where(c[1] == -2**31, 0, c[1]) for c in cases]),
+              c_array("int32_t", "multiplier", [c[2] for c in cases]),
+              c_array("int32_t", "shift", [c[3] for c in cases]),
+              c_array("int32_t", "flags", [conv_constants.depthwise_flags(
+                  c[0], np.where(c[1] == -2**31, 0, c[1]), requant(c), c[5]) for c in cases]),
+              "static const int32_t input_zp[] = {" + ", ".join(str(c[4]) for c in cases)
+              + "};\n",
+              "static const int32_t output_zp[] = {" + ", ".join(str(c[5]) for c in cases)
+              + "};\n"]
+    (tmp_path / "cases.h").write_text("#include <stdint.h>\n" + "".join(header))
+    (tmp_path / "probe.c").write_text(DW_PROBE)
+    exe = tmp_path / "probe"
+    subprocess.run([cc, *CFLAGS, "-O2", f"-DTC_ENABLE_FLOAT_REQUANT={int(mode == 'float')}",
+                    "-I", str(FIRMWARE_SRC), "-I", str(tmp_path), str(tmp_path / "probe.c"),
+                    "-o", str(exe)], check=True)
+    got = np.array([[int(v) for v in line.split()] for line in subprocess.run(
+        [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()])
+    expected = []
+    for case in cases:
+        weights, bias, izp, ozp = case[0], np.where(case[1] == -2**31, 0, case[1]), *case[4:]
+        rq = requant(case)
+        f = conv_constants.depthwise_fast(weights, bias, rq, ozp)
+        # the kernels' reading of the packed flags: the same fast channels, with the same
+        # constants as derived on the device (the others are not read)
+        fast = (f[:, :1] != 0)
+        expected.append(np.column_stack([f, conv_constants.folded_bias(weights, bias, izp),
+                                         np.where(fast, f, 0)]))
+    expected = np.concatenate(expected)
+    flags = set(expected[:, 0].tolist())
+    if mode == "fixed" and rounding == "double":
+        assert flags == {0, conv_constants.DW_FAST,
+                         conv_constants.DW_FAST | conv_constants.DW_FAST_HALVES}
+    else:
+        assert flags == {0}
+    np.testing.assert_array_equal(got, expected)

@@ -13,6 +13,13 @@
  * requantization multiplies (tc_requant_double_fast). Slots are reused across output rows: a
  * stride-1 layer copies each input row once per channel.
  *
+ * Per-channel constants come from export (rq->fast: the fast requantization's two flag bits,
+ * the multiplier, offset and right derived from them and the layer's multiplier and shift at
+ * channel start; rq->folded_bias: bias - zp * sum of the nine weights; tc_depthwise.h); a
+ * row's bias adds back the zero-point term of its tap rows in the padding. A caller that
+ * passes none (rq->fast,
+ * rq->folded_bias NULL) gets the same derived here, once per channel and block.
+ *
  * On Cortex-M a fast channel of a stride-1 layer takes the fused path: tc_dw_fused_rows walks a
  * block's rows from a row list built once per block (the copies, then tc_dw3_pairs_store: two
  * outputs per iteration, requantized and stored in the same loop). On the Cortex-M3 its columns
@@ -92,7 +99,7 @@ static int tc_depthwise_direct(const tc_conv_params *params, const tc_requant_pa
                 const int32_t base = (y0 * in_dims->w + x0) * channels + m / multiplier;
                 const int32_t xstep = params->dilation_w * channels;
                 const int32_t ystep = params->dilation_h * in_dims->w * channels;
-                int32_t acc = bias ? bias[m] : 0, wsum = 0, ky, kx;
+                int32_t acc = tc_dw_bias(rq, m, w, taps, bias, zp), wsum = 0, ky, kx;
                 for (ky = ky0; ky < ky1; ky++) {
                     const int8_t *wr = w + ky * filter->kw;
                     const int8_t *xr = input + base + ky * ystep + kx0 * xstep;
@@ -494,43 +501,34 @@ static void tc_dw_store_exact(const int16_t *cols, int32_t step, int32_t count, 
 }
 
 /* One output channel of a 3x3 layer: its weights (doubled for a fast channel) by tap row, a
- * fourth row of zeros for slots no tap row uses (set once per layer), and the row sums for the
- * zero-point term. */
+ * fourth row of zeros for slots no tap row uses (set once per layer), the tap rows' sums and
+ * their total, and the bias with the zero-point term of all nine taps (folded). */
 typedef struct {
     int32_t w[4][3];
     int32_t row_sum[4];
+    int32_t total; /* the three rows' sum */
     int32_t bias;
     int32_t halves; /* every output before the clamp lies in int16 (the Cortex-M4 fused store) */
     tc_requant_fast f;
 } tc_dw_channel;
 
-static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, int32_t bias,
-                               const tc_requant_params *rq, int32_t m, int32_t output_zero_point)
+static void tc_dw_channel_init(tc_dw_channel *ch, const int8_t *w, const int32_t *bias,
+                               const tc_requant_params *rq, int32_t m, int32_t input_zp,
+                               int32_t output_zp)
 {
-    int32_t wabs = 0, twice, ky;
-    int64_t bound, high;
-    for (ky = 0; ky < 9; ky++) {
-        wabs += w[ky] < 0 ? -w[ky] : w[ky];
-    }
-    bound = (bias < 0 ? -(int64_t)bias : bias) + (int64_t)wabs * 255;
-    ch->f = tc_requant_fast_prepare(rq, m, bound, output_zero_point);
-    if (ch->f.multiplier < 0) {
-        ch->f.fast = 0; /* the Cortex-M4 store loop's sign term needs multiplier >= 0 */
-    }
-    /* |high multiply of 2 * acc| <= high, then the offset's half and the sign, the shift and
-     * the zero point */
-    high = ((bound * ch->f.multiplier) >> 31) + 1;
-    ch->halves = ch->f.fast && ((high + ((int64_t)1 << (ch->f.right - 1)) + 1) >> ch->f.right) +
-                                   (output_zero_point < 0 ? -output_zero_point
-                                                          : output_zero_point) + 1 < 32768;
+    int32_t twice, ky;
+    ch->f = tc_dw_fast(rq, m, w, bias, input_zp, output_zp);
+    ch->halves = (ch->f.fast & TC_DW_FAST_HALVES) != 0;
+    ch->f.fast &= TC_DW_FAST;
     twice = ch->f.fast ? 2 : 1; /* a fast channel works on 2 * acc: |acc| < 2^29 cannot wrap */
-    ch->bias = bias;
+    ch->bias = tc_dw_folded_bias(rq, m, w, bias, input_zp);
     for (ky = 0; ky < 3; ky++, w += 3) {
         ch->w[ky][0] = twice * w[0];
         ch->w[ky][1] = twice * w[1];
         ch->w[ky][2] = twice * w[2];
         ch->row_sum[ky] = w[0] + w[1] + w[2];
     }
+    ch->total = ch->row_sum[0] + ch->row_sum[1] + ch->row_sum[2];
 }
 
 /* The output rows of a layer are planned in blocks, once for all channels: which input rows
@@ -642,9 +640,10 @@ static void tc_dw_arrange(const tc_dw_channel *ch, int32_t key, int32_t zp,
         rw->w[3 * i + 2] = ch->w[k2][i];
 #endif
     }
+    /* the folded bias, less the zero-point term of the tap rows in the padding */
     rw->bias = (int32_t)((uint32_t)(ch->f.fast ? 2 : 1) *
-                         ((uint32_t)ch->bias - (uint32_t)zp *
-                          (uint32_t)(ch->row_sum[k0] + ch->row_sum[k1] + ch->row_sum[k2])));
+                         ((uint32_t)ch->bias + (uint32_t)zp * (uint32_t)(ch->total -
+                          ch->row_sum[k0] - ch->row_sum[k1] - ch->row_sum[k2])));
 }
 
 #if TC_DW_FUSED
@@ -902,6 +901,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     args.hi = p->act_max;
     args.out_stride = out_dims->c;
     args.step = step * (int32_t)sizeof(int16_t);
+    ch.row_sum[3] = 0;
     for (i = 0; i < 3; i++) {
         ch.w[3][i] = 0;
 #if TC_DW_FUSED
@@ -909,7 +909,6 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
         tc_dw_fused_layer(&rows[i + 3], &args, job.even_end);
 #endif
     }
-    ch.row_sum[3] = 0;
 #if TC_DW_FUSED
     tc_dw_fused_layer(&rows[6], &args, job.even_end);
     tc_dw_fused_layer(&rows[7], &args, job.even_end);
@@ -924,8 +923,7 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
             const int8_t *src = input + c / multiplier;
             int8_t *out = output + oy0 * out_row + c;
             int32_t r, fused;
-            tc_dw_channel_init(&ch, weights + c * 9, bias ? bias[c] : 0, rq, c,
-                               p->output_zero_point);
+            tc_dw_channel_init(&ch, weights + c * 9, bias, rq, c, zp, p->output_zero_point);
             fused = TC_DW_FUSED && sw == 1 && out_w > 1 && ch.f.fast &&
                     (TC_DW_SMLAL || ch.halves);
             if (layout != (TC_DW_SMLAL && fused)) {

@@ -4,10 +4,12 @@
  * row by row. A row's three tap rows are three input-row pointers; a tap row outside the
  * image gets zero weights (and a pointer to a row inside, never read for effect), so the
  * loops need no vertical test. Values are raw int8 and the zero-point term lives in the row's
- * bias (bias - zp * sum of the weights in the image rows): a padding column reads as the zero
- * point and cancels. At stride 1 a row slides a window of three columns, one new column
- * per output (the zero point where it lies in the padding); at other strides the outputs
- * whose window lies inside the image load it whole and the others take a per-tap test.
+ * bias (bias - zp * sum of the weights in the image rows: export's folded bias, bias - zp * sum
+ * of all nine, plus the padding rows' part): a padding column reads as the zero point and
+ * cancels. The fast requantization's flags come from export too (rq->fast). At stride 1
+ * a row slides a window of three columns, one new column per output (the zero point where it
+ * lies in the padding); at other strides the outputs whose window lies inside the image load
+ * it whole and the others take a per-tap test.
  *
  * Scratch beside CMSIS-NN: none, as arm_depthwise_conv_3x3_s8 (and less than
  * arm_depthwise_conv_s8_opt's c * 9 int16 on the shapes that one takes). It is the path of
@@ -173,20 +175,17 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
     l.end = l.end < l.first ? l.first : (l.end < l.out_w ? l.end : l.out_w);
     for (m = 0; m < filter->m; m++) {
         const int8_t *w = weights + m * 9, *src = input + m / multiplier;
-        const int32_t b = bias ? bias[m] : 0;
-        int32_t wabs = 0, k, oy;
+        const int32_t folded = tc_dw_folded_bias(rq, m, w, bias, l.zp);
+        int32_t oy;
         tc_dwi_row r;
-        for (k = 0; k < 9; k++) {
-            wabs += w[k] < 0 ? -w[k] : w[k];
-        }
         l.m = m;
-        l.f = tc_requant_fast_prepare(rq, m, (b < 0 ? -(int64_t)b : b) + (int64_t)wabs * 255,
-                                      l.ozp);
+        l.f = tc_dw_fast(rq, m, w, bias, l.zp, l.ozp);
+        l.f.fast &= TC_DW_FAST;
         l.mul_hi = l.f.multiplier >> 16;
         l.mul_lo = l.f.multiplier & 0xffff;
         for (oy = 0; oy < out_dims->h; oy++) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;
-            int32_t ky, sum = 0;
+            int32_t ky, outside = 0;
             for (ky = 0; ky < 3; ky++) {
                 const int32_t y = y0 + ky * p->dilation_h;
                 const int inside = y >= 0 && y < in_dims->h;
@@ -194,10 +193,11 @@ int tc_depthwise_3x3_inplace(const tc_conv_params *p, const tc_requant_params *r
                 r.row[ky] = src + (inside ? y : 0) * in_row;
                 for (kx = 0; kx < 3; kx++) {
                     r.w[ky][kx] = inside ? w[ky * 3 + kx] : 0;
-                    sum += r.w[ky][kx];
+                    outside += inside ? 0 : w[ky * 3 + kx];
                 }
             }
-            r.bias = (int32_t)((uint32_t)b - (uint32_t)l.zp * (uint32_t)sum);
+            /* the tap rows in the padding take no zero-point term */
+            r.bias = (int32_t)((uint32_t)folded + (uint32_t)l.zp * (uint32_t)outside);
             if (l.sw == 1) {
                 tc_dwi_row_s1(&l, &r, output + oy * out_dims->w * out_dims->c + m);
             } else {
