@@ -107,8 +107,10 @@ static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row,
  * ~25 instructions of set-up instead of a call from C; the loop counter, k, acc, bias and the
  * column's start and end live in a 24-byte frame. The inner loop does two groups per pass
  * (entered in its middle when their count is odd). Needs pairs >= 1, k >= 4 and a 4-byte
- * aligned column; the k % 4 tail is left to the caller. */
-#define TC_DOT_ROWS_PROLOGUE(name) \
+ * aligned column; the k % 4 tail is left to the caller. The in-place loops below share the
+ * frame: column_end scales k to the end of what the inner loop walks (the int16 pair column: 4
+ * bytes a value pair; the raw input: 1), pass_start loads what a row pair needs besides. */
+#define TC_DOT_PROLOGUE(name, column_end, pass_start) \
     TC_ASM_BEGIN(name) \
     "  push {r4-r11, lr}\n" \
     "  ldrd r12, lr, [sp, #36]\n" \
@@ -120,7 +122,7 @@ static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row,
     "  str r12, [sp, #20]\n" \
     "  add r1, r0, r2\n" \
     "  bic r2, r2, #3\n" \
-    "  add r2, r3, r2, lsl #2\n" \
+    "  add r2, r3, r2" column_end "\n" \
     "  str r2, [sp, #16]\n" \
     "2:\n" \
     "  ldr lr, [sp, #20]\n" \
@@ -129,22 +131,21 @@ static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row,
     "  mov r5, r4\n" \
     "  mov r7, r6\n" \
     "  ldrd r2, r3, [sp, #12]\n" \
+    pass_start \
     "  ldr r12, [sp, #8]\n" \
     "  tst r12, #4\n" \
     "  bne 3f\n" \
     "1:\n"
+#define TC_DOT_ROWS_PROLOGUE(name) TC_DOT_PROLOGUE(name, ", lsl #2", "")
 /* after the inner loop r0 and r1 point k & ~3 bytes into their rows; the next pair starts
  * 2k bytes after this one */
-#define TC_DOT_ROWS_EPILOGUE(name) \
+#define TC_DOT_EPILOGUE(name, next_rows) \
     "  cmp r2, r3\n" \
     "  bne 1b\n" \
     "  ldr lr, [sp, #0]\n" \
     "  stm lr!, {r4-r7}\n" \
     "  str lr, [sp, #0]\n" \
-    "  ldr r12, [sp, #8]\n" \
-    "  and r2, r12, #3\n" \
-    "  add r0, r1, r2\n" \
-    "  add r1, r0, r12\n" \
+    next_rows \
     "  ldr r12, [sp, #4]\n" \
     "  subs r12, r12, #1\n" \
     "  str r12, [sp, #4]\n" \
@@ -152,6 +153,12 @@ static TC_NOINLINE void tc_store_channel(const tc_matmul_output *o, int32_t row,
     "  add sp, sp, #24\n" \
     "  pop {r4-r11, pc}\n" \
     TC_ASM_END(name)
+#define TC_DOT_NEXT_ROWS \
+    "  ldr r12, [sp, #8]\n" \
+    "  and r2, r12, #3\n" \
+    "  add r0, r1, r2\n" \
+    "  add r1, r0, r12\n"
+#define TC_DOT_ROWS_EPILOGUE(name) TC_DOT_EPILOGUE(name, TC_DOT_NEXT_ROWS)
 
 #if TC_USE_DSP && defined(__thumb2__)
 /* Cortex-M4: 16.5 instructions per 16 MACs. One LDM brings a group of both pixels, one LDR
@@ -396,53 +403,9 @@ static void tc_dot_pair_1x2(const int8_t *w0, const int16_t *col, int32_t k, int
  * pixel 0 at a and pixel 1 at b (word loads: any alignment on Thumb-2). Same frame as
  * tc_dot_rows_asm; b is the seventh argument. Two groups of four per pass (entered at the
  * second, 3:, when their count is odd), no k % 4 tail. */
-#define TC_DOT_RAW_PROLOGUE(name) \
-    TC_ASM_BEGIN(name) \
-    "  push {r4-r11, lr}\n" \
-    "  ldrd r12, lr, [sp, #36]\n" \
-    "  sub sp, sp, #24\n" \
-    "  str lr, [sp, #0]\n" \
-    "  str r1, [sp, #4]\n" \
-    "  str r2, [sp, #8]\n" \
-    "  str r3, [sp, #12]\n" \
-    "  str r12, [sp, #20]\n" \
-    "  add r1, r0, r2\n" \
-    "  bic r2, r2, #3\n" \
-    "  add r2, r3, r2\n" \
-    "  str r2, [sp, #16]\n" \
-    "2:\n" \
-    "  ldr lr, [sp, #20]\n" \
-    "  ldrd r4, r6, [lr], #8\n" \
-    "  str lr, [sp, #20]\n" \
-    "  mov r5, r4\n" \
-    "  mov r7, r6\n" \
-    "  ldrd r2, r3, [sp, #12]\n" \
-    "  ldr r11, [sp, #68]\n" \
-    "  ldr r12, [sp, #8]\n" \
-    "  tst r12, #4\n" \
-    "  bne 3f\n" \
-    "1:\n"
+#define TC_DOT_RAW_PROLOGUE(name) TC_DOT_PROLOGUE(name, "", "  ldr r11, [sp, #68]\n")
 /* after the groups r0 and r1 point k & ~3 bytes into their rows (int8 weights); with int16
  * weights r0 already points at the next pair's */
-#define TC_DOT_RAW_EPILOGUE(name, next_rows) \
-    "  cmp r2, r3\n" \
-    "  bne 1b\n" \
-    "  ldr lr, [sp, #0]\n" \
-    "  stm lr!, {r4-r7}\n" \
-    "  str lr, [sp, #0]\n" \
-    next_rows \
-    "  ldr r12, [sp, #4]\n" \
-    "  subs r12, r12, #1\n" \
-    "  str r12, [sp, #4]\n" \
-    "  bne 2b\n" \
-    "  add sp, sp, #24\n" \
-    "  pop {r4-r11, pc}\n" \
-    TC_ASM_END(name)
-#define TC_DOT_RAW_NEXT_ROWS \
-    "  ldr r12, [sp, #8]\n" \
-    "  and r2, r12, #3\n" \
-    "  add r0, r1, r2\n" \
-    "  add r1, r0, r12\n"
 #if TC_USE_DSP && defined(__thumb2__)
 /* Cortex-M4, the int16 row pairs export wrote (tc_matmul_pair_s16's): per group the two
  * pixels' words, SXTB16 into the pair-swapped order the weights have, two LDRDs of weights
@@ -471,7 +434,7 @@ __asm__(
     TC_DOT_RAW_S16_GROUP
     "3:\n"
     TC_DOT_RAW_S16_GROUP
-    TC_DOT_RAW_EPILOGUE("tc_dot_rows_raw_s16_asm", ""));
+    TC_DOT_EPILOGUE("tc_dot_rows_raw_s16_asm", ""));
 /* Cortex-M4, int8 weights (a layer too large for the int16 copy): the weights' SXTB16s too,
  * 21.5 instructions per 16 MACs; every register holds a pointer, a value or a sum, so the end
  * of the inputs is read from the frame. */
@@ -500,7 +463,7 @@ __asm__(
     "3:\n"
     TC_DOT_RAW_M4_GROUP
     "  ldr r3, [sp, #16]\n"
-    TC_DOT_RAW_EPILOGUE("tc_dot_rows_raw_asm", TC_DOT_RAW_NEXT_ROWS));
+    TC_DOT_EPILOGUE("tc_dot_rows_raw_asm", TC_DOT_NEXT_ROWS));
 #define TC_HAVE_DOT_RAW_ASM 1
 #elif defined(__thumb2__)
 /* Cortex-M3: one LDRSB per input and weight, as tc_dot_rows_asm's LDRSH per column value:
@@ -533,7 +496,7 @@ __asm__(
     TC_DOT_RAW_M3_GROUP
     "3:\n"
     TC_DOT_RAW_M3_GROUP
-    TC_DOT_RAW_EPILOGUE("tc_dot_rows_raw_asm", TC_DOT_RAW_NEXT_ROWS));
+    TC_DOT_EPILOGUE("tc_dot_rows_raw_asm", TC_DOT_NEXT_ROWS));
 #define TC_HAVE_DOT_RAW_ASM 1
 #else
 #define TC_HAVE_DOT_RAW_ASM 0
