@@ -56,6 +56,31 @@ def c_array(ctype: str, name: str, values) -> str:
     return f"static const {ctype} {name}[][{np.asarray(values[0]).size}] = {{\n{rows}\n}};\n"
 
 
+def run_probe(tmp_path, source: str, cases, mode: str, rounding: str, defines: str,
+              *arrays: str) -> np.ndarray:
+    """Compile a C probe over the cases (their weights, bias, multiplier, shift and zero points
+    as arrays in cases.h, plus ``arrays``) and return the integers it prints, a row a line."""
+    cc = require_tool("gcc")
+    c_mode = {"double": 0, "single": 1}[rounding] if mode == "fixed" else 2
+    header = [f"#define CASES {len(cases)}\n#define ROWS {ROWS}\n{defines}#define MODE {c_mode}\n",
+              c_array("int8_t", "weights", [c[0].reshape(-1) for c in cases]),
+              c_array("int32_t", "bias", [np.where(c[1] == -2**31, 0, c[1]) for c in cases]),
+              c_array("int32_t", "multiplier", [c[2] for c in cases]),
+              c_array("int32_t", "shift", [c[3] for c in cases]), *arrays,
+              "static const int32_t input_zp[] = {" + ", ".join(str(c[4]) for c in cases)
+              + "};\n",
+              "static const int32_t output_zp[] = {" + ", ".join(str(c[5]) for c in cases)
+              + "};\n"]
+    (tmp_path / "cases.h").write_text("#include <stdint.h>\n" + "".join(header))
+    (tmp_path / "probe.c").write_text(source)
+    exe = tmp_path / "probe"
+    subprocess.run([cc, *CFLAGS, "-O2", f"-DTC_ENABLE_FLOAT_REQUANT={int(mode == 'float')}",
+                    "-I", str(FIRMWARE_SRC), "-I", str(tmp_path), str(tmp_path / "probe.c"),
+                    "-o", str(exe)], check=True)
+    return np.array([[int(v) for v in line.split()] for line in subprocess.run(
+        [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()])
+
+
 def make_cases(rng):
     cases = []
     for i in range(40):
@@ -77,27 +102,8 @@ def make_cases(rng):
 @pytest.mark.parametrize("mode,rounding", [("fixed", "double"), ("fixed", "single"),
                                            ("float", "double")])
 def test_export_constants_equal_the_c_definition(mode, rounding, tmp_path):
-    cc = require_tool("gcc")
     cases = make_cases(np.random.default_rng(5))
-    c_mode = {"double": 0, "single": 1}[rounding] if mode == "fixed" else 2
-    header = [f"#define CASES {len(cases)}\n#define ROWS {ROWS}\n#define K {K}\n"
-              f"#define MODE {c_mode}\n",
-              c_array("int8_t", "weights", [c[0].reshape(-1) for c in cases]),
-              c_array("int32_t", "bias", [np.where(c[1] == -2**31, 0, c[1]) for c in cases]),
-              c_array("int32_t", "multiplier", [c[2] for c in cases]),
-              c_array("int32_t", "shift", [c[3] for c in cases]),
-              "static const int32_t input_zp[] = {" + ", ".join(str(c[4]) for c in cases)
-              + "};\n",
-              "static const int32_t output_zp[] = {" + ", ".join(str(c[5]) for c in cases)
-              + "};\n"]
-    (tmp_path / "cases.h").write_text("#include <stdint.h>\n" + "".join(header))
-    (tmp_path / "probe.c").write_text(PROBE)
-    exe = tmp_path / "probe"
-    subprocess.run([cc, *CFLAGS, "-O2", f"-DTC_ENABLE_FLOAT_REQUANT={int(mode == 'float')}",
-                    "-I", str(FIRMWARE_SRC), "-I", str(tmp_path), str(tmp_path / "probe.c"),
-                    "-o", str(exe)], check=True)
-    got = np.array([[int(v) for v in line.split()] for line in subprocess.run(
-        [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()])
+    got = run_probe(tmp_path, PROBE, cases, mode, rounding, f"#define K {K}\n")
     expected = []
     for weights, bias, multiplier, shift, izp, ozp in cases:
         bias = np.where(bias == -2**31, 0, bias)
@@ -202,33 +208,15 @@ def test_depthwise_constants_equal_the_c_definition(mode, rounding, tmp_path):
     """conv_constants.depthwise_fast and folded_bias == what the depthwise kernels derive on
     the device for a caller that passes none (tc_depthwise.h: tc_dw_fast, tc_dw_folded_bias),
     the flags included: both kinds of channel and both answers of the int16 bound occur."""
-    cc = require_tool("gcc")
     cases = make_depthwise_cases(np.random.default_rng(7))
 
     def requant(case):
         return Requant.fixed(case[2], case[3], rounding) if mode == "fixed" else \
             Requant.float(np.full(ROWS, 0.01, np.float32))
 
-    c_mode = {"double": 0, "single": 1}[rounding] if mode == "fixed" else 2
-    header = [f"#define CASES {len(cases)}\n#define ROWS {ROWS}\n#define MODE {c_mode}\n",
-              c_array("int8_t", "weights", [c[0].reshape(-1) for c in cases]),
-              c_array("int32_t", "bias", [np.where(c[1] == -2**31, 0, c[1]) for c in cases]),
-              c_array("int32_t", "multiplier", [c[2] for c in cases]),
-              c_array("int32_t", "shift", [c[3] for c in cases]),
-              c_array("int32_t", "flags", [conv_constants.depthwise_flags(
-                  c[0], np.where(c[1] == -2**31, 0, c[1]), requant(c), c[5]) for c in cases]),
-              "static const int32_t input_zp[] = {" + ", ".join(str(c[4]) for c in cases)
-              + "};\n",
-              "static const int32_t output_zp[] = {" + ", ".join(str(c[5]) for c in cases)
-              + "};\n"]
-    (tmp_path / "cases.h").write_text("#include <stdint.h>\n" + "".join(header))
-    (tmp_path / "probe.c").write_text(DW_PROBE)
-    exe = tmp_path / "probe"
-    subprocess.run([cc, *CFLAGS, "-O2", f"-DTC_ENABLE_FLOAT_REQUANT={int(mode == 'float')}",
-                    "-I", str(FIRMWARE_SRC), "-I", str(tmp_path), str(tmp_path / "probe.c"),
-                    "-o", str(exe)], check=True)
-    got = np.array([[int(v) for v in line.split()] for line in subprocess.run(
-        [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()])
+    flags = c_array("int32_t", "flags", [conv_constants.depthwise_flags(
+        c[0], np.where(c[1] == -2**31, 0, c[1]), requant(c), c[5]) for c in cases])
+    got = run_probe(tmp_path, DW_PROBE, cases, mode, rounding, "", flags)
     expected = []
     for case in cases:
         weights, bias, izp, ozp = case[0], np.where(case[1] == -2**31, 0, case[1]), *case[4:]
