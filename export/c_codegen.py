@@ -262,21 +262,21 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         spatial(kh, kw, int(dil[0]), int(dil[1]))
         depthwise = cg == 1 and groups == in_c and groups > 1
         e.update(op=OP_CODES["depthwise_conv2d" if depthwise else "conv2d"], groups=groups)
-        if depthwise:  # tc_depthwise_conv2d_get_buffer_size: 12-byte columns of one row
-            # for the Thumb-2 column loops (3x3, no horizontal dilation); other cores and
-            # shapes read the input in place (render: _scratch_define)
+        # no later layer reads the input (iparams[0], tc_conv_params.input_spare): the pixels
+        # already read may hold a kernel's column or rows. The model's input may be spare too:
+        # every caller writes it before each run (tc_model_run copies it, each INFER frame is
+        # decoded into it, a resend carries the image again) and tc_model.h keeps nothing live
+        # between runs.
+        spare = lifetimes(model)[layer.inputs[0]][1] == index
+        if depthwise:  # no scratch: tc_depthwise_conv2d_get_buffer_size
             if kh == kw == 3 and int(dil[1]) == 1:
-                scratch = 12 * ((out_w + 1) * e["stride_w"] + 3)
+                e["iparams"][0] = int(spare)  # the Thumb-2 column kernel's room
                 _depthwise_constants(layer, e, w, prefix)
                 requant_arrays(m)
                 return e, scratch
         else:
-            # the model's input may be spare for a one-channel conv: every caller writes it
-            # before each run (tc_model_run copies it, each INFER frame is decoded into it,
-            # a resend carries the image again) and tc_model.h keeps nothing live between runs
             scratch = _conv_constants(layer, e, w, prefix, src.zero_point, dst.zero_point,
-                                      (layer.inputs[0] != model.input or in_c == 1) and
-                                      lifetimes(model)[layer.inputs[0]][1] == index)
+                                      spare)
         weights_and_bias(weights, m)
     elif layer.op == "fully_connected":
         weights = a["weights"]
@@ -420,20 +420,8 @@ def _one_channel(layer: Layer, e: dict, w: _Writer, prefix: str, scratch: int,
 ONE_CHANNEL_MAX_KH = 16  # tc_conv2d_1ch.c TC_1CH_MAX_KH
 
 
-def _scratch_define(scratch: int, in_place: int) -> str:
-    """TC_SCRATCH_SIZE; where only the depthwise column buffer makes it larger, that size for
-    the Thumb-2 cores whose column loops use it, and the rest for the others (the Cortex-M0,
-    the host), whose depthwise 3x3 reads its input in place."""
-    if scratch == in_place:
-        return f"#define TC_SCRATCH_SIZE {scratch}"
-    return (f"#if defined(__thumb2__) /* the depthwise 3x3 column buffer */\n"
-            f"#define TC_SCRATCH_SIZE {scratch}\n#else\n#define TC_SCRATCH_SIZE {in_place}\n"
-            "#endif")
-
-
 def layer_scratch(model: QuantModel) -> list[int]:
-    """Each layer's kernel scratch in bytes, as the generated TC_SCRATCH_SIZE takes it on the
-    Thumb-2 cores (elsewhere a depthwise layer's is 0: _scratch_define)."""
+    """Each layer's kernel scratch in bytes; the generated TC_SCRATCH_SIZE is the largest."""
     return [_layer_entry(model, i, layer, _Writer())[1] for i, layer in enumerate(model.layers)]
 
 
@@ -508,7 +496,7 @@ def render(model: QuantModel) -> tuple[str, str]:
     _check_arena(model)
     w = _Writer()
     entries = []
-    scratch = in_place = 4
+    scratch = 4
     for index, layer in enumerate(model.layers):
         try:
             entry, need = _layer_entry(model, index, layer, w)
@@ -517,10 +505,7 @@ def render(model: QuantModel) -> tuple[str, str]:
             raise _fail(model, f"layer {layer.name!r} ({layer.op}): {detail}") from None
         entries.append((layer, entry))
         scratch = max(scratch, need)
-        if entry["op"] != OP_CODES["depthwise_conv2d"]:
-            in_place = max(in_place, need)
     scratch = -(-scratch // 4) * 4
-    in_place = -(-in_place // 4) * 4
     inp, out = model.input_spec, model.output_spec
     mode_macro = "TC_REQUANT_FLOAT" if model.requant_mode == "float" else "TC_REQUANT_FIXED"
     total_macs = model.total_macs
@@ -547,7 +532,7 @@ def render(model: QuantModel) -> tuple[str, str]:
 #define TC_INPUT_OFFSET {inp.offset}
 #define TC_OUTPUT_OFFSET {out.offset}
 /* Scratch memory (bytes) the conv2d / fully_connected kernels need */
-{_scratch_define(scratch, in_place)}
+#define TC_SCRATCH_SIZE {scratch}
 
 #define TC_INPUT_SIZE {inp.size}
 #define TC_OUTPUT_SIZE {out.size}

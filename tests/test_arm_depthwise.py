@@ -140,3 +140,24 @@ def test_depthwise_outputs_beyond_int16_before_the_clamp_on_board_equal_runtime(
     lo, hi = model.layers[-1].params["act_min"], act_max
     assert np.unique(narrow[(narrow > lo) & (narrow < hi)]).size > 10, "outputs saturated"
     assert np.array_equal(got, expected)
+
+
+# The input read again by a residual add (not spare) and no caller's scratch: the column
+# buffer lives in the output rows not yet written, and the rows left without room for it take
+# the direct loop; at two rows no output row holds it and the whole layer does.
+RESIDUAL = {"tail_then_direct": (12, 9, 8), "direct_only": (2, 7, 4)}
+
+
+@pytest.mark.parametrize("shape", RESIDUAL)
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386"])
+def test_depthwise_input_read_later_on_board_equal_runtime(board, shape, arm_tools, tmp_path):
+    rng = np.random.default_rng(17)
+    c = RESIDUAL[shape][2]
+    model = random_model(rng, RESIDUAL[shape], [
+        dict(op="conv2d", out=c, kernel=(3, 3), groups=c, padding=(1, 1, 1, 1), relu=True),
+        dict(op="add", **{"with": 0}),
+    ], "fixed", name="dw")
+    x = random_inputs(rng, model, COUNT)
+    got, expected = run_on_board(model, x, board, tmp_path)
+    assert_not_saturated(expected, model, more_than=7)
+    assert np.array_equal(got, expected)

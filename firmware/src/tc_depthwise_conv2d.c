@@ -31,22 +31,25 @@
  * these Thumb-2 loops (the Cortex-M0, the host build) read a 3x3 layer in place instead
  * (tc_depthwise_inplace.c).
  *
- * Scratch beside CMSIS-NN: the column buffer, 12 B per input column of one channel's three
- * rows (216 B on the bench's 14x14x32 layer, 84-636 B on the MLPerf Tiny models), whatever the
- * channel count, and only in Thumb-2 images (export sizes TC_SCRATCH_SIZE per kind of core);
- * the Cortex-M0 and the host need none. CMSIS-NN's arm_depthwise_conv_3x3_s8 needs none (it
- * reads the NHWC input in place, one channel lane at a time) and its generic
- * arm_depthwise_conv_s8_opt kh * kw * c int16 (576 B on the bench layer). The buffer stays
- * because it is what holds the instructions per MAC: a 3x3 window is three consecutive columns
- * at immediate offsets, so the nine weights and the bias stay in registers (the Cortex-M4's
- * SMLAD pairs) and the M3 serves two outputs with one SMLAL per tap. Read in place, a tap
- * value costs an LDRSB at a register offset (rows and columns are runtime strides apart) and
- * the pair packing is redone per output; the sliding-window loops worked out for that (a
- * horizontal int16 pair per tap row, the next pair's partial sums started as each value
- * arrives) come to about 23.5 instructions per output on the M4 (counted, not built) before
- * the per-row edges, against 22 for the column loops' pair, copy and store: no better than
- * the 3.04 / 3.58 instructions per MAC held now. Written in C, the in-place loop measures
- * 11.8 on both. */
+ * Scratch beside CMSIS-NN: none, as arm_depthwise_conv_3x3_s8. The column buffer (12 B per
+ * input column of one channel's three rows: 216 B on the bench's 14x14x32 layer, 84-636 B on
+ * the MLPerf Tiny models) is needed on Thumb-2 cores only, and finds room (tc_dw_columns): the
+ * caller's scratch when another layer made it large enough (at no cost); else, block by block,
+ * input rows no later output row reads, when no later layer reads the input (export's flag,
+ * input_spare), or output rows not yet written. A block whose columns live in the output's
+ * tail ends before it, and its channels' set-up runs again in the next block: about 380
+ * instructions a channel, 3.54 -> 3.76 (M3) and 2.98 -> 3.19 (M4) instructions per MAC on the
+ * bench layer run alone (benchmarks/bench_kernels_arm.py --depthwise-alone). When neither holds
+ * it (an input read again later, no output row left unwritten), the remaining rows take the
+ * direct loop. The buffer stays because it is what holds the instructions per MAC: a 3x3
+ * window is three consecutive columns at immediate offsets, so the nine weights and the bias
+ * stay in registers (the Cortex-M4's SMLAD pairs) and the M3 serves two outputs with one SMLAL
+ * per tap. Read in place, a tap value costs an LDRSB at a register offset (rows and columns are
+ * runtime strides apart) and the pair packing is redone per output; the sliding-window loops
+ * worked out for that (a horizontal int16 pair per tap row, the next pair's partial sums
+ * started as each value arrives) come to about 23.5 instructions per output on the M4 (counted,
+ * not built) before the per-row edges, against 22 for the column loops' pair, copy and store.
+ * Written in C, the in-place loop measures 11.8 on both. */
 #include <stddef.h>
 
 #include "tc_asm.h"
@@ -273,11 +276,13 @@ __asm__(
 #define TC_DW_SMLAL 0
 #endif
 
-/* The column buffer where the Thumb-2 column loops run; elsewhere the 3x3 layers are read in
- * place (tc_depthwise_inplace.c) and need none. */
+/* None: the Thumb-2 column kernel finds room for its column buffer (tc_dw_columns), and
+ * elsewhere a 3x3 layer is read in place (tc_depthwise_inplace.c). */
 int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w)
 {
-    return TC_DW_ASM ? TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3) : 0;
+    (void)out_w;
+    (void)stride_w;
+    return 0;
 }
 
 /* the Cortex-M3 loops leave the bias out */
@@ -855,6 +860,70 @@ static int32_t *tc_dw_fused_list(const tc_dw_block *b, tc_dw_row_weights *rows, 
 }
 #endif
 
+/* The column buffer: TC_DW_COL int16 per column, a spare column left of the first (the
+ * Cortex-M3's packed copy) and the columns of out_w + 1 outputs. */
+static int32_t tc_dw_column_bytes(int32_t out_w, int32_t stride_w)
+{
+    return TC_DW_COL * (int32_t)sizeof(int16_t) * ((out_w + 1) * stride_w + 3);
+}
+
+/* The first 4-byte aligned address in [from, to) that starts `bytes` bytes, or NULL. */
+static int16_t *tc_dw_room(int8_t *from, int8_t *to, int32_t bytes)
+{
+    int8_t *const at = from + ((4u - ((uintptr_t)from & 3u)) & 3u);
+    return to - at >= bytes ? (int16_t *)(void *)at : NULL;
+}
+
+/* Where the column buffer lives for the output rows from oy0 on, and up to which row (*end):
+ * the caller's scratch; else input rows that no output row from oy0 on reads, when no later
+ * layer reads the input (p->input_spare); else the output rows past *end, not yet written.
+ * NULL when none holds it. */
+static int16_t *tc_dw_columns(const tc_context *ctx, const tc_conv_params *p,
+                              const tc_dims *in_dims, const tc_dims *out_dims, int8_t *output,
+                              int32_t oy0, int32_t *end)
+{
+    const int32_t bytes = tc_dw_column_bytes(out_dims->w, p->stride_w);
+    const int32_t out_row = out_dims->w * out_dims->c;
+    const int32_t read = oy0 * p->stride_h - p->pad_top; /* the first input row still read */
+    int16_t *cols = NULL;
+    int32_t rows;
+    *end = out_dims->h;
+    if (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
+        ctx->size >= bytes) {
+        return (int16_t *)ctx->buf;
+    }
+    if (p->input_spare != NULL && read > 0) {
+        cols = tc_dw_room(p->input_spare, p->input_spare + read * in_dims->w * in_dims->c,
+                          bytes);
+    }
+    for (rows = 1; cols == NULL && rows < out_dims->h - oy0; rows++) {
+        *end = out_dims->h - rows;
+        cols = tc_dw_room(output + *end * out_row, output + out_dims->h * out_row, bytes);
+    }
+    return cols;
+}
+
+/* The output rows from oy0 on through the direct loop: for a layer whose input is read again
+ * later, the rows that no unwritten output row is left to hold the columns for. */
+static int tc_dw_rows_direct(const tc_conv_params *p, const tc_requant_params *rq,
+                             const tc_dims *in_dims, const int8_t *input,
+                             const tc_filter_dims *filter, const int8_t *weights,
+                             const int32_t *bias, const tc_dims *out_dims, int8_t *output,
+                             int32_t oy0)
+{
+    const int32_t first = oy0 * p->stride_h - p->pad_top;
+    tc_conv_params q = *p;
+    tc_dims in = *in_dims, out = *out_dims;
+    if (first > 0) {
+        input += first * in_dims->w * in_dims->c;
+        in.h = in_dims->h > first ? in_dims->h - first : 0;
+    }
+    q.pad_top = first > 0 ? 0 : -first;
+    out.h -= oy0;
+    return tc_depthwise_direct(&q, rq, &in, input, filter, weights, bias, &out,
+                               output + oy0 * out_dims->w * out_dims->c);
+}
+
 static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
                             const tc_requant_params *rq, const tc_dims *in_dims,
                             const int8_t *input, const tc_filter_dims *filter,
@@ -868,14 +937,12 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     const int32_t copy = in_dims->w < ncols - p->pad_left ? in_dims->w : ncols - p->pad_left;
     const int32_t in_row = in_dims->w * channels, out_row = out_dims->w * out_dims->c;
     const int32_t out_w = out_dims->w, pairs = (out_w + 1) / 2;
-    /* after a spare column: the packed copy starts one column left of the input row */
-    int16_t *const cols = (int16_t *)ctx->buf + TC_DW_COL;
-    int16_t *const first_col = cols + p->pad_left * TC_DW_COL;
+    int16_t *place = NULL, *cols = NULL, *first_col = NULL; /* the columns: set per block */
 #if TC_DW_FUSED
     tc_dw_fused_job job;
     int32_t list[TC_DW_LIST], *list_end = list;
 #endif
-    int32_t group = 1, oy0, i, layout = -1;
+    int32_t group = 1, oy0, i, layout = -1, end = 0;
     tc_dw_row_weights rows[TC_DW_ARRANGEMENTS];
     tc_dw_store_args args;
     tc_dw_channel ch;
@@ -886,15 +953,11 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
         group *= 3;
     }
 #if TC_DW_FUSED
-    job.cols = cols;
     job.channels = channels;
     job.count = copy;
     job.zp = zp;
     job.ssat = p->act_max == 127;
     job.out_row = out_row;
-    job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
-    job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
-    job.odd_cols = cols + (out_w - 2) * TC_DW_COL;
     job.odd_out = (out_w - 2) * out_dims->c;
 #endif
     args.lo = p->act_min;
@@ -904,18 +967,34 @@ static int tc_depthwise_3x3(const tc_context *ctx, const tc_conv_params *p,
     ch.row_sum[3] = 0;
     for (i = 0; i < 3; i++) {
         ch.w[3][i] = 0;
-#if TC_DW_FUSED
-        tc_dw_fused_layer(&rows[i], &args, job.even_end);
-        tc_dw_fused_layer(&rows[i + 3], &args, job.even_end);
-#endif
     }
-#if TC_DW_FUSED
-    tc_dw_fused_layer(&rows[6], &args, job.even_end);
-    tc_dw_fused_layer(&rows[7], &args, job.even_end);
-#endif
     for (oy0 = 0; oy0 < out_dims->h; oy0 += block.rows) {
         int32_t c;
-        tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, out_dims->h, &block);
+        /* in the output's tail, the columns move on as soon as the spare input holds them */
+        int16_t *const buf = end == out_dims->h ? place
+                                                : tc_dw_columns(ctx, p, in_dims, out_dims,
+                                                                output, oy0, &end);
+        if (buf == NULL) {
+            return tc_dw_rows_direct(p, rq, in_dims, input, filter, weights, bias, out_dims,
+                                     output, oy0);
+        }
+        if (buf != place) {
+            place = buf;
+            /* after a spare column: the packed copy starts one column left of the input row */
+            cols = buf + TC_DW_COL;
+            first_col = cols + p->pad_left * TC_DW_COL;
+            layout = -1;
+#if TC_DW_FUSED
+            job.cols = cols;
+            job.odd_end = out_w & 1 ? (int32_t)(uintptr_t)(cols + out_w * TC_DW_COL) : 0;
+            job.even_end = (int32_t)(uintptr_t)(cols + (out_w & ~1) * TC_DW_COL);
+            job.odd_cols = cols + (out_w - 2) * TC_DW_COL;
+            for (i = 0; i < TC_DW_ARRANGEMENTS; i++) {
+                tc_dw_fused_layer(&rows[i], &args, job.even_end);
+            }
+#endif
+        }
+        tc_dw_plan_block(p, in_dims->h, in_row, copy, group, oy0, end, &block);
 #if TC_DW_FUSED
         list_end = tc_dw_fused_list(&block, rows, first_col, list);
 #endif
@@ -987,12 +1066,9 @@ int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
         return TC_ERR_BAD_ARG;
     }
     if (filter->kh == 3 && filter->kw == 3 && params->dilation_w == 1 && out_dims->w > 0) {
-#if TC_DW_ASM /* without its buffer: the direct loop, so the in-place code is not linked */
-        if (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0 &&
-            ctx->size >= tc_depthwise_conv2d_get_buffer_size(out_dims->w, params->stride_w)) {
-            return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
-                                    out_dims, output);
-        }
+#if TC_DW_ASM
+        return tc_depthwise_3x3(ctx, params, rq, in_dims, input, filter, weights, bias,
+                                out_dims, output);
 #else
         (void)ctx;
         return tc_depthwise_3x3_inplace(params, rq, in_dims, input, filter, weights, bias,

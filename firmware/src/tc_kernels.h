@@ -46,9 +46,10 @@ typedef struct {
     /* conv2d 1x1 on a DSP core, optional (NULL: the dot loop sign-extends the int8 weights):
      * the weights as int16 row pairs, pair-swapped (tc_matmul.h), written at export */
     const int16_t *weights_s16;
-    /* conv2d 1x1 without padding and one-channel conv2d, optional (NULL: none): the input
-     * itself, when nothing reads it after this layer; pixels already read may then hold the
-     * pair column (1x1) or the packed rows (tc_conv2d_1ch.c) */
+    /* conv2d 1x1 without padding, one-channel conv2d and depthwise 3x3, optional (NULL:
+     * none): the input itself, when nothing reads it after this layer; pixels already read
+     * may then hold the pair column (1x1), the packed rows (tc_conv2d_1ch.c) or the column
+     * buffer (tc_depthwise_conv2d.c) */
     int8_t *input_spare;
     /* one-channel conv2d, optional (NULL: the generic path): the layer's table, written at
      * export (tc_conv2d_1ch.c) */
@@ -123,10 +124,11 @@ int tc_conv2d(const tc_context *ctx, const tc_conv_params *params, const tc_requ
               int8_t *output);
 
 /* Depthwise conv2d: groups == in.c, filter.m = in.c * channel multiplier, filter.c == 1.
- * 3x3 kernels without horizontal dilation use the channel-major fast path when ctx holds
- * tc_depthwise_conv2d_get_buffer_size(out.w, stride_w) bytes (4-byte aligned; Thumb-2 cores);
- * the other cores read their input in place (no buffer); any other shape, or a Thumb-2 core
- * given a smaller buffer, takes the direct loop. */
+ * No scratch (tc_depthwise_conv2d_get_buffer_size is 0). 3x3 kernels without horizontal
+ * dilation take the channel-major fast path: on Thumb-2 cores its column buffer lives in ctx's
+ * buffer when that holds it, else in input rows already read (params->input_spare) or output
+ * rows not yet written, and the rows left without room take the direct loop; the other cores
+ * read their input in place. Any other shape takes the direct loop. */
 int32_t tc_depthwise_conv2d_get_buffer_size(int32_t out_w, int32_t stride_w);
 int tc_depthwise_conv2d(const tc_context *ctx, const tc_conv_params *params,
                         const tc_requant_params *rq,
