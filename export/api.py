@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from export import calibrate as _calibrate
 from export.c_codegen import write_c_sources
 from export.graph import FloatGraph
-from export.onnx_import import clean_model, load_model, to_graph
+from export.onnx_clean import clean_model
+from export.onnx_import import load_model, to_graph
 from export.plan import plan_arena
 from export.qimport import dequantize_model, is_quantized
 from export.qonnx import to_qonnx

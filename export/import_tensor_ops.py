@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from export.onnx_common import _attrs, _shape
+
 _COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                      "tf_half_pixel_for_nn")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _helpers():
-    from export.onnx_import import _attrs, _shape  # import cycle: onnx_import imports us
     return _attrs, _shape
 
 

@@ -12,7 +12,8 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
 
 import export
 import runtime
-from export.onnx_import import clean_model, load_model
+from export.onnx_clean import clean_model
+from export.onnx_import import load_model
 from export.qonnx import run_qonnx
 from runtime import kernels
 from test_export import cnn, images

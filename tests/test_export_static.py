@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import export
-from export.onnx_import import clean_model
+from export.onnx_clean import clean_model
 from runtime.errors import TinyconvError
 
 mk = helper.make_node
