@@ -15,10 +15,6 @@ _COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymm
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-def _helpers():
-    return _attrs, _shape
-
-
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -36,18 +32,16 @@ def _activations(mapper, node) -> list[str]:
 
 
 def map_concat(mapper, node) -> None:
-    attrs, shape = _helpers()
     inputs = _activations(mapper, node)
-    rank = len(shape(mapper.model, node.output[0]))
-    if rank != 4 or attrs(node).get("axis") % 4 != 1:
-        raise mapper.unsupported(node, f" on axis {attrs(node).get('axis')} of a rank-{rank} "
+    rank = len(_shape(mapper.model, node.output[0]))
+    if rank != 4 or _attrs(node).get("axis") % 4 != 1:
+        raise mapper.unsupported(node, f" on axis {_attrs(node).get('axis')} of a rank-{rank} "
                                        "tensor (only the channel axis of an NCHW map)")
     mapper.emit(node, "concat", inputs, node.output[0], fuse=False)
 
 
 def map_pad(mapper, node) -> None:
-    attrs, shape = _helpers()
-    a = attrs(node)
+    a = _attrs(node)
     mode = _text(a.get("mode", "constant"))
     if mode not in ("constant", "reflect", "edge"):
         raise mapper.unsupported(node, f" in mode {mode!r} (only constant, reflect, edge)")
@@ -57,7 +51,7 @@ def map_pad(mapper, node) -> None:
     value = float(np.asarray(value).reshape(-1)[0]) if value is not None and np.size(value) \
         else float(a.get("value", 0.0))
     axes = _optional_const(mapper, node, 3)
-    rank = len(shape(mapper.model, node.input[0]))
+    rank = len(_shape(mapper.model, node.input[0]))
     axes = list(range(rank)) if axes is None else [int(x) % rank for x in axes]
     full = np.zeros(2 * rank, np.int64)
     for k, axis in enumerate(axes):
@@ -103,8 +97,7 @@ def nearest_indices(in_size: int, out_size: int, scale: float, coordinate: str,
 
 
 def map_resize(mapper, node) -> None:
-    attrs, shape = _helpers()
-    a = attrs(node)
+    a = _attrs(node)
     mode, coordinate, nearest = (_text(a.get(k, d)) for k, d in (
         ("mode", "nearest"), ("coordinate_transformation_mode", "half_pixel"),
         ("nearest_mode", "round_prefer_floor")))
@@ -112,7 +105,7 @@ def map_resize(mapper, node) -> None:
             _NEAREST_MODES or a.get("antialias", 0) or a.get("axes") is not None:
         raise mapper.unsupported(node, f" in mode {mode!r} ({coordinate}, {nearest}); only "
                                        "nearest without antialias or axes")
-    in_shape, out_shape = shape(mapper.model, node.input[0]), shape(mapper.model, node.output[0])
+    in_shape, out_shape = _shape(mapper.model, node.input[0]), _shape(mapper.model, node.output[0])
     scales = _optional_const(mapper, node, 1 if node.op_type == "Upsample" else 2)
     if len(in_shape) != 4 or len(out_shape) != 4 or in_shape[1] != out_shape[1]:
         raise mapper.unsupported(node, f" from {in_shape} to {out_shape} (only H and W)")
@@ -126,9 +119,8 @@ def map_resize(mapper, node) -> None:
 
 def map_mul(mapper, node) -> None:
     """Mul of two activations; the one broadcast over H, W (and C) comes second."""
-    _, shape = _helpers()
     a, b = _activations(mapper, node)
-    sa, sb = shape(mapper.model, a), shape(mapper.model, b)
+    sa, sb = _shape(mapper.model, a), _shape(mapper.model, b)
     if len(sa) == 4 and len(sb) == 4 and sa != sb and sb[2:] != [1, 1]:
         a, b, sa, sb = b, a, sb, sa
     if not (len(sa) == 4 and len(sb) == 4 and (sb == sa or (sb[2:] == [1, 1] and sb[1] in
@@ -139,9 +131,8 @@ def map_mul(mapper, node) -> None:
 
 
 def map_sub(mapper, node) -> None:
-    _, shape = _helpers()
     a, b = _activations(mapper, node)
-    if shape(mapper.model, a) != shape(mapper.model, b):
+    if _shape(mapper.model, a) != _shape(mapper.model, b):
         raise mapper.unsupported(node, " with broadcasting")
     mapper.emit(node, "sub", [a, b], node.output[0])
 
@@ -149,8 +140,7 @@ def map_sub(mapper, node) -> None:
 def is_view(mapper, node) -> bool:
     """A Reshape between two NCHW maps that keeps the NHWC byte order (the same shape, or one
     value per channel either way, as tf2onnx writes for keepdims): an alias, no layer."""
-    _, shape = _helpers()
-    src, dst = shape(mapper.model, node.input[0]), shape(mapper.model, node.output[0])
+    src, dst = _shape(mapper.model, node.input[0]), _shape(mapper.model, node.output[0])
     if len(src) != 4 or len(dst) != 4:
         return False
     if src[1:] != dst[1:] and not (src[2:] == dst[2:] == [1, 1] and src[1] == dst[1]):
