@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from export import conv_constants
-from export.plan import lifetimes
+from export.plan import free_gap, lifetimes
 from runtime.errors import TinyconvError
 from runtime.kernels.tensor_ops import CODES, PAD_MODES
 from runtime.model import Layer, QuantModel, TensorSpec, layer_macs, write_atomic
@@ -270,7 +270,13 @@ def _layer_entry(model: QuantModel, index: int, layer: Layer, w: _Writer) -> tup
         spare = lifetimes(model)[layer.inputs[0]][1] == index
         if depthwise:  # no scratch: tc_depthwise_conv2d_get_buffer_size
             if kh == kw == 3 and int(dil[1]) == 1:
-                e["iparams"][0] = int(spare)  # the Thumb-2 column kernel's room
+                # the Thumb-2 column kernel's room: iparams[0] spare input; iparams[1], [2] an
+                # arena gap no live tensor uses that holds its columns (tc_dw_column_bytes)
+                e["iparams"][0] = int(spare)
+                columns = 12 * ((out_w + 1) * e["stride_w"] + 3)
+                gap = free_gap(model, index, columns)
+                if gap is not None:
+                    e["iparams"][1:3] = [gap, columns]
                 _depthwise_constants(layer, e, w, prefix)
                 requant_arrays(m)
                 return e, scratch

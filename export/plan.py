@@ -55,3 +55,18 @@ def plan_arena(model: QuantModel) -> QuantModel:
         model.tensors[name].offset = offset
     model.arena_size = max(end for _, end, _ in placed)
     return model
+
+
+def free_gap(model: QuantModel, step: int, size: int) -> int | None:
+    """The lowest aligned arena offset where ``size`` bytes overlap no tensor alive at ``step``
+    (a planned model), or None: a kernel's working room that costs no RAM, as the arena is
+    sized for its busiest step and most steps leave part of it unused."""
+    spans = lifetimes(model)
+    busy = sorted((model.tensors[n].offset, model.tensors[n].offset + _align(model.tensors[n].size))
+                  for n, (a, b) in spans.items() if a <= step <= b)
+    offset = 0
+    for start, end in busy:
+        if offset + size <= start:
+            break
+        offset = max(offset, end)
+    return offset if offset + size <= model.arena_size else None

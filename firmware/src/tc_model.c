@@ -166,7 +166,7 @@ static int tc_run_layer(const tc_layer_t *l)
         p.act_min = l->act_min;
         p.act_max = l->act_max;
         p.weights_s16 = l->weights_s16;
-        p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* 1x1, one-channel */
+        p.input_spare = l->iparams[0] ? tc_arena + l->input_offset : NULL; /* 1x1, 1ch, depthwise */
         p.table_1ch = (const tc_kernel_word *)(const void *)l->table_1ch;
         f.m = l->out_c;
         f.kh = l->kernel_h;
@@ -176,6 +176,10 @@ static int tc_run_layer(const tc_layer_t *l)
         ctx.buf = tc_scratch;
         ctx.size = (int32_t)sizeof tc_scratch;
         if (l->op == TC_OP_DEPTHWISE_CONV2D) {
+            if (l->iparams[2] > 0) { /* an arena gap no live tensor uses (export/plan.py) */
+                ctx.buf = tc_arena + l->iparams[1];
+                ctx.size = l->iparams[2];
+            }
             return TC_USES(TC_OP_DEPTHWISE_CONV2D)
                        ? tc_depthwise_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights,
                                              l->bias, &out_dims, out)
