@@ -40,7 +40,8 @@ SPECS = {
     # the second layer's input is read by nothing after it: once the output has no room, the
     # input pixels already read hold the column (tc_conv_params.input_spare)
     "spare": ((3, 3, 8), [pw(64, relu=True), pw(64)]),
-    # the second layer's input is read again by the add: not spare
+    # the second layer's input is read again by the add: not spare (the first's, the model's
+    # input, is)
     "residual": ((3, 3, 8), [pw(16, relu=True), pw(16), dict(op="add", **{"with": 1})]),
     # a 3x3 layer sizes the scratch: the 1x1 layers' last pixels take it
     "scratch": ((4, 3, 8), [dict(op="conv2d", out=8, kernel=(3, 3), padding=(1, 1, 1, 1)),
@@ -68,7 +69,7 @@ CASES = [(s, False) for s in SPECS] + [("odd", True)]
 IDS = [s + ("-extreme" if e else "") for s, e in CASES]
 # on the boards (each a firmware build): the M3 and M0 take the in-place loop for every pixel
 # or their C one, the M4 its column and the in-place loop for the last pixels, the M55 Helium
-BOARD_CASES = [("odd", True), ("tiny", False), ("spare", False)]
+BOARD_CASES = [("odd", True), ("tiny", False), ("spare", False), ("residual", False)]
 
 
 def test_pointwise_layers_need_no_scratch():
@@ -81,9 +82,10 @@ def test_pointwise_layers_need_no_scratch():
 
 def test_only_a_dead_input_is_spare():
     """iparams[0] (tc_conv_params.input_spare) is set for a 1x1 layer whose input no later
-    layer reads, and for no other: not the model's input, not a tensor an add reads later."""
+    layer reads, the model's input included (each run writes it anew), and for no other: not a
+    tensor an add reads later."""
     from export.c_codegen import _layer_entry, _Writer
-    expect = {"spare": [0, 1], "residual": [0, 0], "odd": [0, 1, 1, 1, 1]}
+    expect = {"spare": [1, 1], "residual": [1, 0], "odd": [1, 1, 1, 1, 1]}
     for spec, flags in expect.items():
         model, _ = make_case(spec, "fixed")
         got = [_layer_entry(model, i, layer, _Writer())[0]["iparams"][0]
@@ -113,7 +115,8 @@ def test_pointwise_native_equals_runtime(spec, extreme, mode, kernel_objects, tm
     check(reference_run(model, x).reshape(len(x), -1), got)
 
 
-@pytest.mark.parametrize("spec,extreme", BOARD_CASES, ids=["odd-extreme", "tiny", "spare"])
+@pytest.mark.parametrize("spec,extreme", BOARD_CASES,
+                         ids=["odd-extreme", "tiny", "spare", "residual"])
 @pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an386", "mps3-an547", "microbit"])
 def test_pointwise_on_board_equals_runtime(board, spec, extreme, arm_tools, tmp_path):
     model, x = make_case(spec, "fixed", extreme)
