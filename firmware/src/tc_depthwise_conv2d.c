@@ -878,9 +878,9 @@ static int16_t *tc_dw_room(int8_t *from, int8_t *to, int32_t bytes)
  * the caller's scratch; else input rows that no output row from oy0 on reads, when no later
  * layer reads the input (p->input_spare); else the output rows past *end, not yet written.
  * NULL when none holds it. */
-static int16_t *tc_dw_columns(const tc_context *ctx, const tc_conv_params *p,
-                              const tc_dims *in_dims, const tc_dims *out_dims, int8_t *output,
-                              int32_t oy0, int32_t *end)
+static TC_NOINLINE int16_t *tc_dw_columns(const tc_context *ctx, const tc_conv_params *p,
+                                          const tc_dims *in_dims, const tc_dims *out_dims,
+                                          int8_t *output, int32_t oy0, int32_t *end)
 {
     const int32_t bytes = tc_dw_column_bytes(out_dims->w, p->stride_w);
     const int32_t out_row = out_dims->w * out_dims->c;
@@ -905,11 +905,11 @@ static int16_t *tc_dw_columns(const tc_context *ctx, const tc_conv_params *p,
 
 /* The output rows from oy0 on through the direct loop: for a layer whose input is read again
  * later, the rows that no unwritten output row is left to hold the columns for. */
-static int tc_dw_rows_direct(const tc_conv_params *p, const tc_requant_params *rq,
-                             const tc_dims *in_dims, const int8_t *input,
-                             const tc_filter_dims *filter, const int8_t *weights,
-                             const int32_t *bias, const tc_dims *out_dims, int8_t *output,
-                             int32_t oy0)
+static TC_NOINLINE int tc_dw_rows_direct(const tc_conv_params *p,
+                                         const tc_requant_params *rq, const tc_dims *in_dims,
+                                         const int8_t *input, const tc_filter_dims *filter,
+                                         const int8_t *weights, const int32_t *bias,
+                                         const tc_dims *out_dims, int8_t *output, int32_t oy0)
 {
     const int32_t first = oy0 * p->stride_h - p->pad_top;
     tc_conv_params q = *p;
