@@ -57,16 +57,17 @@ def plan_arena(model: QuantModel) -> QuantModel:
     return model
 
 
-def free_gap(model: QuantModel, step: int, size: int) -> int | None:
-    """The lowest aligned arena offset where ``size`` bytes overlap no tensor alive at ``step``
-    (a planned model), or None: a kernel's working room that costs no RAM, as the arena is
-    sized for its busiest step and most steps leave part of it unused."""
+def free_gap(model: QuantModel, step: int, size: int) -> tuple[int, int] | None:
+    """The lowest run of the arena (offset, length; aligned) of at least ``size`` bytes that no
+    tensor alive at ``step`` overlaps, in a planned model, or None: a kernel's working room
+    that costs no RAM, as the arena is sized for its busiest step and most steps leave part of
+    it unused."""
     spans = lifetimes(model)
     busy = sorted((model.tensors[n].offset, model.tensors[n].offset + _align(model.tensors[n].size))
                   for n, (a, b) in spans.items() if a <= step <= b)
     offset = 0
-    for start, end in busy:
+    for start, end in busy + [(model.arena_size, model.arena_size)]:
         if offset + size <= start:
-            break
+            return offset, start - offset
         offset = max(offset, end)
-    return offset if offset + size <= model.arena_size else None
+    return None

@@ -1,6 +1,7 @@
 """export/plan.py free_gap, the arena room a kernel may borrow at one step, against a
-byte-map built from the planned tensors: the gap is the lowest aligned offset where the bytes
-are free of every tensor alive at that step, and None exactly when no such offset exists."""
+byte-map built from the planned tensors: the gap starts at the lowest aligned offset where the
+bytes are free of every tensor alive at that step, runs to the next byte that is not (or the
+arena's end), and is None exactly when no such offset exists."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,4 +35,8 @@ def test_free_gap_is_the_lowest_free_aligned_run(size):
         free = _free_bytes(model, step)
         starts = [o for o in range(0, model.arena_size - size + 1, ALIGN)
                   if free[o:o + size].all()]
-        assert free_gap(model, step, size) == (starts[0] if starts else None), (step, size)
+        expected = None
+        if starts:
+            busy = np.flatnonzero(~free[starts[0]:])
+            expected = starts[0], int(busy[0]) if busy.size else model.arena_size - starts[0]
+        assert free_gap(model, step, size) == expected, (step, size)

@@ -175,11 +175,11 @@ static int tc_run_layer(const tc_layer_t *l)
         tc_context ctx;
         ctx.buf = tc_scratch;
         ctx.size = (int32_t)sizeof tc_scratch;
+        if (l->iparams[2] > 0) { /* an arena gap no live tensor uses (export/plan.py) */
+            ctx.buf = tc_arena + l->iparams[1];
+            ctx.size = l->iparams[2];
+        }
         if (l->op == TC_OP_DEPTHWISE_CONV2D) {
-            if (l->iparams[2] > 0) { /* an arena gap no live tensor uses (export/plan.py) */
-                ctx.buf = tc_arena + l->iparams[1];
-                ctx.size = l->iparams[2];
-            }
             return TC_USES(TC_OP_DEPTHWISE_CONV2D)
                        ? tc_depthwise_conv2d(&ctx, &p, &rq, &in_dims, in, &f, l->weights,
                                              l->bias, &out_dims, out)
