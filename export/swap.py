@@ -43,19 +43,23 @@ def locked(*directories: Path):
     """Hold an exclusive flock on each of ``directories`` that exists, taken in the order
     given (ancestors first, so two exports never wait for each other in a cycle)."""
     with ExitStack() as stack:
-        for directory in directories if fcntl is not None else ():
+        for directory in dict.fromkeys(directories) if fcntl is not None else ():
             try:
                 fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             except OSError:  # missing (nothing of ours there yet) or unreadable
                 continue
             stack.callback(os.close, fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks: as on Windows
+                pass
         yield
 
 
 def swap(new: Path, target: Path, names, owned: set[str]) -> None:
-    """Move the ``owned`` artifacts of ``target`` aside and ``names`` in from ``new``; on any
-    error (or, through ``recover``, after a crash) undo it."""
+    """Move the ``owned`` artifacts of ``target`` aside and ``names`` in from ``new``, then
+    settle it as ``recover`` settles a crashed one: completed when the manifest landed, else
+    (an error on the way, Ctrl-C) undone."""
     old = Path(tempfile.mkdtemp(dir=target, prefix=OLD_PREFIX))
     journal = {"new": new.name,
                "out": [n for n in sorted(owned) if os.path.lexists(target / n)],
@@ -133,9 +137,14 @@ def _read_journal(old: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..")
-               for n in names):
+               for n in names) or not _is_new_folder(journal["new"]):
         return None
     return journal
+
+
+def _is_new_folder(name: str) -> bool:
+    """Named as ``new_prefix`` names one (for any directory name: it may have been renamed)."""
+    return name.startswith(".") and name[-_RANDOM - 5:-_RANDOM] == ".tmp-"
 
 
 def _remove_file(path: Path) -> None:
