@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import numbers
 import sys
 import time
 from collections import deque
@@ -99,8 +100,9 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     check_link_options(baud=baud, timeout=timeout, window=window, retries=retries,
                        silence=silence)
     export_dir = Path(export_dir)
-    if limit is not None and limit < 1:
-        raise TinyconvError(f"--limit must be at least 1, got {limit}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit < 1):
+        raise TinyconvError(f"--limit must be at least 1, got {limit!r}")
     if json_path is not None:
         from export.api import check_output
 

@@ -64,11 +64,12 @@ def test_link_takes_good_knobs(listener):
 
 
 @pytest.mark.parametrize("name,value", [("timeout", NAN), ("silence", INF), ("baud", 0),
-                                        ("retries", -2), ("window", 0)])
+                                        ("retries", -2), ("window", 0), ("limit", NAN),
+                                        ("limit", 2.5)])
 def test_verify_api_refuses_first(tmp_path, name, value):
     """verify() names the knob before it loads the model or starts a device (the export
     directory here does not even exist: that error would come later)."""
-    with pytest.raises(TinyconvError, match=rf"^{name} must be .*{value!r}"):
+    with pytest.raises(TinyconvError, match=rf"^(--)?{name} must be .*{value!r}"):
         verify(tmp_path / "no-export", hd.images(2), progress=False, **{name: value})
 
 
