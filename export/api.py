@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from export.qonnx import to_qonnx
 from export.qonnx_check import stamp
 from export.quantize import quantize
 from export.report import build_report, format_report
+from export.swap import MANIFEST, locked, new_prefix, recover, swap
 from export.tflm_arena import tflm_entry
 from runtime.errors import TinyconvError
 from runtime.model import UMASK, QuantModel
@@ -46,7 +48,8 @@ class ExportResult:
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write every artifact into ``out_dir``, all or nothing: afterwards either the complete
-        new export is there, or the previous one (or none) is left untouched.
+        new export is there, or the previous one (or none) is left untouched; a save killed
+        mid-way is settled by the next one (export/swap.py).
 
         tinyconv replaces only what it wrote there (the names in MANIFEST); the user's own
         files beside them (the source model, calibration data, notes) stay. A directory holding
@@ -54,15 +57,27 @@ class ExportResult:
         tinyconv did not write. A symbolic link is followed, never replaced."""
         out_dir = Path(out_dir)
         target = Path(os.path.realpath(out_dir))
+        made: list[Path] = []
+        try:
+            made = _make_dirs(target.parent)
+            with locked(target.parent, target):
+                recover(target)
+                self._write(target)
+        except BaseException as exc:
+            for directory in reversed(made):  # nothing written: not even the folders
+                with suppress(OSError):
+                    directory.rmdir()
+            if isinstance(exc, OSError):
+                raise TinyconvError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
+            raise
+        return out_dir
+
+    def _write(self, target: Path) -> None:
         owned = _owned_artifacts(target)
-        anchor = target if target.is_dir() else next(
-            p for p in (target.parent, *target.parent.parents) if p.exists())
+        anchor = target if target.is_dir() else target.parent
+        tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=new_prefix(target)))
         try:
-            tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{target.name}.tmp-"))
             os.chmod(tmp, 0o777 & ~UMASK)
-        except OSError as exc:
-            raise TinyconvError(f"cannot write {out_dir}: {exc.strerror}") from None
-        try:
             if self.float_model is not None:
                 onnx.save(self.float_model, tmp / "model.onnx")
             if self.quant_onnx is not None:
@@ -75,23 +90,29 @@ class ExportResult:
             names = sorted(p.name for p in tmp.iterdir())
             (tmp / MANIFEST).write_text(json.dumps({"artifacts": names}, indent=1) + "\n")
             if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
             else:
                 _clashes(target, names, owned)
-                _swap_artifacts(tmp, target, [*names, MANIFEST], owned | {MANIFEST})
-        except BaseException as exc:
+                swap(tmp, target, [*names, MANIFEST], owned | {MANIFEST})
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(exc, OSError):
-                raise TinyconvError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        return out_dir
 
 
-MANIFEST = ".tinyconv-export.json"  # the names of the artifacts export wrote into a directory
 _LEGACY = {"model.onnx", "model.q.onnx", "model.tcm", "report.json", "model_data.c",
            "model_data.h"}  # an export from before the manifest existed
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; the ones created, outermost first."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()][::-1]
+    made = []
+    for d in missing:
+        try:
+            d.mkdir()
+            made.append(d)
+        except FileExistsError:
+            pass
+    return made
 
 
 def _owned_artifacts(target: Path) -> set[str]:
@@ -153,28 +174,6 @@ def _clashes(target: Path, names, owned: set[str]) -> None:
         if name not in owned and os.path.lexists(target / name):
             raise TinyconvError(f"{target / name} was not written by tinyconv; move it or "
                                 "choose another --out")
-
-
-def _swap_artifacts(new: Path, target: Path, names, owned: set[str]) -> None:
-    """Move the old artifacts aside, the new ones in; on any error put the old ones back."""
-    old = Path(tempfile.mkdtemp(dir=target, prefix=".tinyconv-old-"))
-    moved_out, moved_in = [], []
-    try:
-        for name in sorted(owned):
-            if os.path.lexists(target / name):
-                os.replace(target / name, old / name)
-                moved_out.append(name)
-        for name in names:
-            os.replace(new / name, target / name)
-            moved_in.append(name)
-    except BaseException:
-        for name in moved_in:
-            os.replace(target / name, new / name)
-        for name in moved_out:
-            os.replace(old / name, target / name)
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def from_onnx(source, calibration, *, requant: str = "fixed", per_channel: bool = True,

@@ -13,6 +13,8 @@ instead of failing every remaining image one timeout after another.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import struct
 import sys
 import time
@@ -122,6 +124,27 @@ class _Babble:
         return now - self.since
 
 
+def check_link_options(*, baud=115200, timeout=2.0, window=4, retries=3,
+                       connect_timeout=0.0, silence=None, flag: str = "") -> None:
+    """Refuse, in one line naming the knob and its value, what the link cannot honour. A NaN
+    wait compares False with every clock reading and an infinite one never ends, so either
+    would wait for a dead device forever. One check for the API and the command line
+    (``flag="--"`` names the options as typed); a None timeout or silence is the default."""
+    def bad(name, value, wanted):
+        raise TinyconvError(f"{flag}{name} must be {wanted}, got {value!r}")
+
+    for name, value, low in (("baud", baud, 1), ("window", window, 1), ("retries", retries, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            bad(name, value, f"an integer >= {low}")
+    for name, value, positive in (("timeout", timeout, True), ("silence", silence, True),
+                                  ("connect_timeout", connect_timeout, False)):
+        if value is None and positive:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bad(name, value, f"{'>' if positive else '>='} 0 seconds (finite)")
+
+
 class Link:
     def __init__(self, url: str, *, baud: int = 115200, timeout: float = 2.0, window: int = 4,
                  retries: int = 3, connect_timeout: float = 0.0, silence: float | None = None,
@@ -135,11 +158,14 @@ class Link:
         device that stays silent longer ends the run instead of failing every image in turn.
         A device that sends only bytes that are not frames is named through ``notice`` (stderr)
         after a second and given up on after ``min(silence, 5)`` seconds (longer when the
-        largest valid frame takes longer on the wire at ``baud``)."""
+        largest valid frame takes longer on the wire at ``baud``).
+        A knob the link cannot honour (NaN, infinite, negative, not a number) is a
+        TinyconvError naming it, before the port is opened."""
+        check_link_options(baud=baud, timeout=timeout, window=window, retries=retries,
+                           connect_timeout=connect_timeout, silence=silence)
+        timeout = 2.0 if timeout is None else timeout
         if silence is None:
             silence = (retries + 1) * timeout
-        if window < 1 or retries < 0 or timeout <= 0 or silence <= 0:
-            raise ValueError("window >= 1, retries >= 0, timeout > 0 and silence > 0 are required")
         self.url, self.timeout, self.window, self.retries = url, timeout, window, retries
         self.baud = baud
         self.silence = silence

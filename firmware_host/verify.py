@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import numbers
 import sys
 import time
 from collections import deque
@@ -26,7 +27,7 @@ import numpy as np
 
 import runtime
 from firmware_host.devices import start_device
-from firmware_host.link import Link, LinkError
+from firmware_host.link import Link, LinkError, check_link_options
 from firmware_host.references import BadInput, References
 from firmware_host.summary import Tally, VerifyResult
 from runtime.dataset import NpzArray, class_labels, label_classes, read_labels
@@ -96,9 +97,12 @@ def verify(export_dir, inputs, *, labels=None, device: str = "host", baud: int =
     done and every retry stay on record; the error's ``result`` is that VerifyResult. An input
     holding NaN or infinity ends the run the same way, but returns: the inputs before it are
     verified and reported, and ``aborted`` names it."""
+    check_link_options(baud=baud, timeout=timeout, window=window, retries=retries,
+                       silence=silence)
     export_dir = Path(export_dir)
-    if limit is not None and limit < 1:
-        raise TinyconvError(f"--limit must be at least 1, got {limit}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit < 1):
+        raise TinyconvError(f"--limit must be at least 1, got {limit!r}")
     if json_path is not None:
         from export.api import check_output
 
@@ -292,13 +296,8 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    def seconds_bad(value) -> bool:  # nan and inf would wait for a dead device forever
-        return value is not None and not 0 < value < float("inf")
-
-    if args.window < 1 or args.retries < 0 or seconds_bad(args.timeout) \
-            or seconds_bad(args.silence):
-        raise TinyconvError("--window must be >= 1, --retries >= 0, --timeout > 0 and "
-                            "--silence > 0 (finite)")
+    check_link_options(baud=args.baud, timeout=args.timeout, window=args.window,
+                       retries=args.retries, silence=args.silence, flag="--")
     if not args.input.exists():
         raise TinyconvError(f"input file {args.input} does not exist")
     refuse_int8_values(NpzArray(args.input, "x").dtype, args.int8_codes, args.input)
