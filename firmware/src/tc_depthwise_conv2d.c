@@ -884,7 +884,8 @@ static TC_NOINLINE int16_t *tc_dw_columns(const tc_context *ctx, const tc_conv_p
 {
     const int32_t bytes = tc_dw_column_bytes(out_dims->w, p->stride_w);
     const int32_t out_row = out_dims->w * out_dims->c;
-    const int32_t read = oy0 * p->stride_h - p->pad_top; /* the first input row still read */
+    const int32_t first = oy0 * p->stride_h - p->pad_top; /* the first input row still read */
+    const int32_t read = first < in_dims->h ? first : in_dims->h;
     int16_t *cols = NULL;
     int32_t rows;
     *end = out_dims->h;
@@ -911,12 +912,13 @@ static TC_NOINLINE int tc_dw_rows_direct(const tc_conv_params *p,
                                          const int8_t *weights, const int32_t *bias,
                                          const tc_dims *out_dims, int8_t *output, int32_t oy0)
 {
-    const int32_t first = oy0 * p->stride_h - p->pad_top;
+    const int32_t y = oy0 * p->stride_h - p->pad_top; /* the rows' first tap row */
+    const int32_t first = y < in_dims->h ? y : in_dims->h; /* below the image: none read */
     tc_conv_params q = *p;
     tc_dims in = *in_dims, out = *out_dims;
     if (first > 0) {
         input += first * in_dims->w * in_dims->c;
-        in.h = in_dims->h > first ? in_dims->h - first : 0;
+        in.h = in_dims->h - first;
     }
     q.pad_top = first > 0 ? 0 : -first;
     out.h -= oy0;
