@@ -1,0 +1,63 @@
+"""tf2onnx writes Keras' ``hard_sigmoid`` (MobileNetV3) as ``Clip(x + 3, 0, 6) * (1/6)`` and
+its ``hard_swish`` as ``x * that``: four nodes, two of them an Add and a Mul by a constant that
+tinyconv has no layer for. Each chain is one elementwise function of ``x``, so it becomes the
+one ONNX HardSigmoid (alpha 1/6, beta 1/2) or HardSwish node it computes, which tinyconv maps
+to a 256-entry table. The float result is the same function; float32 rounding of the two
+forms may differ in the last bit, far below one int8 step."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from export.onnx_common import _drop_unused_initializers, _initializers
+
+
+def _scalar(params: dict, name: str) -> float | None:
+    value = params.get(name)
+    if value is None or value.size != 1 or value.dtype.kind != "f":
+        return None
+    return float(value.reshape(-1)[0])
+
+
+def fuse_hard_activations(graph) -> None:
+    """Replace every ``Mul(Clip(Add(x, 3), 0, 6), 1/6)`` by HardSigmoid and, when its only
+    reader is ``Mul(x, it)``, the pair by HardSwish."""
+    params = _initializers(graph)
+    outputs = {o.name for o in graph.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def only(tensor, op_type):
+        found = users.get(tensor, [])
+        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
+        return found[0] if ok else None
+
+    def other(node, name):
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(rest) == 1 else None
+
+    for add in [n for n in graph.node if n.op_type == "Add"]:
+        three = [i for i in add.input if _scalar(params, i) == 3.0]
+        clip = only(add.output[0], "Clip")
+        mul = clip and only(clip.output[0], "Mul")
+        if len(three) != 1 or mul is None or len(clip.input) != 3:
+            continue
+        x = other(add, three[0])
+        sixth = _scalar(params, other(mul, clip.output[0]) or "")
+        if (x is None or x in params or sixth is None
+                or np.float32(sixth) != np.float32(1.0 / 6.0)
+                or (_scalar(params, clip.input[1]), _scalar(params, clip.input[2])) != (0.0, 6.0)):
+            continue
+        output, op, attrs, chain = mul.output[0], "HardSigmoid", {"alpha": sixth, "beta": 0.5}, \
+            [add, clip, mul]
+        gate = only(output, "Mul")
+        if gate is not None and sorted(gate.input) == sorted([x, output]):
+            output, op, attrs, chain = gate.output[0], "HardSwish", {}, chain + [gate]
+        index = list(graph.node).index(chain[-1])
+        graph.node.insert(index, helper.make_node(op, [x], [output], name=chain[-1].name,
+                                                  **attrs))
+        for node in chain:
+            graph.node.remove(node)
+    _drop_unused_initializers(graph)
