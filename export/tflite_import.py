@@ -415,7 +415,7 @@ class _Importer:
     def add(self, op, ins, outs) -> None:
         a, b, y = ins[0], ins[1], outs[0]
         if a.data is not None or b.data is not None:
-            raise self.refuse("adding a constant is not supported (only two activations)")
+            return self._constant_table(op, ins, outs, "QLinearAdd", self.r.tflite.AddOptions)
         if a.shape != b.shape or a.shape != y.shape:
             raise self.refuse(f"broadcasting add {list(a.shape)} + {list(b.shape)} is not "
                               "supported")
@@ -613,10 +613,10 @@ class _Importer:
         self.add_layer("mul", names, outs[0], act, arrays)
 
     def _constant_table(self, op, ins, outs, function: str, options_class) -> None:
-        """An activation times an int8 constant, one value or one per channel (the converter's
-        MobileNetV3 hard sigmoid: ``x * 1/6``): per channel an int8 -> int8 function,
-        tabulated by TFLM's own MUL arithmetic (export/tables.py), then clamped to the fused
-        activation's range as TFLM clamps."""
+        """An activation times or plus an int8 constant, one value or one per channel (the
+        converter's MobileNetV3 hard sigmoid ``x * 1/6``, a Keras Rescaling at the input): per
+        channel an int8 -> int8 function, tabulated by TFLM's own MUL / ADD arithmetic
+        (export/tables.py), then clamped to the fused activation's range as TFLM clamps."""
         k = 0 if ins[0].data is not None else 1
         c, x, y = ins[k], ins[1 - k], outs[0]
         if x.data is not None:
