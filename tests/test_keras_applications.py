@@ -299,3 +299,35 @@ def test_tflite_input_rescaling_is_two_tables_equal_to_tflm(kernel_objects, tmp_
     assert comparison.first is None, comparison.summary()
     assert comparison.tensors == len(result.model.layers) + 1
     _native(result, images[9:], kernel_objects, tmp_path)
+
+
+@pytest.mark.parametrize("three,sixth,fused", [(3.0, 1 / 6, ["Conv", "HardSwish", "Conv"]),
+                                               (2.0, 1 / 6, None), (3.0, 0.2, None)])
+def test_only_the_exact_hard_swish_chain_is_fused(three, sixth, fused):
+    """``x * Clip(x + 3, 0, 6) * (1/6)`` becomes HardSwish with the same outputs; another
+    offset or factor is another function, left alone (and refused by name)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtime.errors import TinyconvError
+    rng = np.random.default_rng(2)
+    arrays = {"w": rng.normal(size=(4, 2, 3, 3)), "v": rng.normal(size=(3, 4, 1, 1)),
+              "three": np.array(three), "lo": np.array(0.0), "hi": np.array(6.0),
+              "sixth": np.array(sixth)}
+    mk = helper.make_node
+    nodes = [mk("Conv", ["x", "w"], ["c"]), mk("Add", ["c", "three"], ["a"], name="plus"),
+             mk("Clip", ["a", "lo", "hi"], ["r"]), mk("Mul", ["r", "sixth"], ["g"]),
+             mk("Mul", ["c", "g"], ["s"]), mk("Conv", ["s", "v"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 6, 6])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(0, 2, (6, 2, 8, 8)).astype(np.float32)
+    if fused is None:
+        with pytest.raises(TinyconvError, match="^node 'plus' has op Add with a constant"):
+            export.from_onnx(source, x)
+        return
+    result = export.from_onnx(source, x)
+    assert [node.op_type for node in result.float_model.graph.node] == fused
+    np.testing.assert_allclose(ort_float(result.float_model, x), ort_float(source, x),
+                               rtol=1e-5, atol=1e-5)
