@@ -1,9 +1,10 @@
-"""tf2onnx writes Keras' ``hard_sigmoid`` (MobileNetV3) as ``Clip(x + 3, 0, 6) * (1/6)`` and
-its ``hard_swish`` as ``x * that``: four nodes, two of them an Add and a Mul by a constant that
-tinyconv has no layer for. Each chain is one elementwise function of ``x``, so it becomes the
-one ONNX HardSigmoid (alpha 1/6, beta 1/2) or HardSwish node it computes, which tinyconv maps
-to a 256-entry table. The float result is the same function; float32 rounding of the two
-forms may differ in the last bit, far below one int8 step."""
+"""tf2onnx writes Keras' ``hard_sigmoid`` (MobileNetV3) as ``Clip(x + 3, 0, 6) * (1/6)``: an
+Add and a Mul by constants that tinyconv has no layer for. The chain is one elementwise
+function of ``x``, so it becomes the one ONNX HardSigmoid (alpha 1/6, beta 1/2) it computes
+(a table; its ``hard_swish``, ``x * that``, then maps to one HardSwish table, in
+export/onnx_import.py). HardSigmoid exists in every opset, HardSwish only from 14. The float
+result is the same function; float32 rounding of the two forms may differ in the last bit,
+far below one int8 step."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,8 @@ def _scalar(params: dict, name: str) -> float | None:
     return float(value.reshape(-1)[0])
 
 
-def fuse_hard_activations(graph) -> None:
-    """Replace every ``Mul(Clip(Add(x, 3), 0, 6), 1/6)`` by HardSigmoid and, when its only
-    reader is ``Mul(x, it)``, the pair by HardSwish."""
+def fuse_hard_sigmoid(graph) -> None:
+    """Replace every ``Mul(Clip(Add(x, 3), 0, 6), 1/6)`` by HardSigmoid."""
     params = _initializers(graph)
     outputs = {o.name for o in graph.output}
     users: dict[str, list] = {}
@@ -50,14 +50,9 @@ def fuse_hard_activations(graph) -> None:
                 or np.float32(sixth) != np.float32(1.0 / 6.0)
                 or (_scalar(params, clip.input[1]), _scalar(params, clip.input[2])) != (0.0, 6.0)):
             continue
-        output, op, attrs, chain = mul.output[0], "HardSigmoid", {"alpha": sixth, "beta": 0.5}, \
-            [add, clip, mul]
-        gate = only(output, "Mul")
-        if gate is not None and sorted(gate.input) == sorted([x, output]):
-            output, op, attrs, chain = gate.output[0], "HardSwish", {}, chain + [gate]
-        index = list(graph.node).index(chain[-1])
-        graph.node.insert(index, helper.make_node(op, [x], [output], name=chain[-1].name,
-                                                  **attrs))
-        for node in chain:
+        index = list(graph.node).index(mul)
+        graph.node.insert(index, helper.make_node("HardSigmoid", [x], [mul.output[0]],
+                                                  name=mul.name, alpha=sixth, beta=0.5))
+        for node in (add, clip, mul):
             graph.node.remove(node)
     _drop_unused_initializers(graph)

@@ -285,6 +285,12 @@ class _Mapper:
                 and not self.prequantized):  # a source's requantized sigmoid output stays
             params["function"], output = "Swish", mul.output[0]  # x * sigmoid(x): SiLU
             self.fused.add(mul.name)
+        if (node.op_type == "HardSigmoid" and mul is not None and mul.op_type == "Mul"
+                and sorted(mul.input) == sorted([node.input[0], output])
+                and not self.prequantized and _is_hard_swish_gate(params["attributes"])):
+            params["function"], params["attributes"] = "HardSwish", {}  # any opset
+            output = mul.output[0]
+            self.fused.add(mul.name)
         if node.op_type == "PRelu":
             shape = _shape(self.model, node.input[0])
             slope = self.const(node, 1)
@@ -329,6 +335,13 @@ class _Mapper:
         layer = self.emit(node, "softmax", [node.input[0]], node.output[0])
         # after a 1x1 conv head flattened by a Reshape (Keras MobileNet), keep the conv's shape
         self.shapes[layer.output] = self.shapes[self.src(node.input[0])]
+
+
+def _is_hard_swish_gate(attrs: dict) -> bool:
+    """HardSigmoid(alpha 1/6, beta 1/2): times its input it is HardSwish (tf2onnx's Keras
+    hard swish, PyTorch's Hardswish below opset 14)."""
+    return (np.float32(attrs.get("alpha", 0.2)) == np.float32(1.0 / 6.0)
+            and np.float32(attrs.get("beta", 0.5)) == np.float32(0.5))
 
 
 def _check_ops(graph, exempt=()) -> None:

@@ -186,11 +186,18 @@ def kernel_objects(tmp_path_factory):
 def test_the_converter_wrote_what_this_test_is_about(onnx_case):
     ops = {node.op_type for node in onnx_case.source.graph.node}
     assert PREMISE[onnx_case.name] <= ops, ops
-    cleaned = {node.op_type for node in onnx_case.results["float"].float_model.graph.node}
-    if onnx_case.name.startswith("mobilenet_v3_small") and "minimalistic" not in onnx_case.name:
-        assert {"HardSigmoid", "HardSwish"} <= cleaned, cleaned  # Add/Clip/Mul chains folded
-    layers = {layer.op for layer in onnx_case.results["fixed"].model.layers}
-    assert "softmax" in layers
+    graph = onnx_case.results["float"].float_model.graph
+    constants = {i.name for i in graph.initializer}
+    matmuls = {n.output[0] for n in graph.node if n.op_type == "MatMul"}
+    assert not [n.name for n in graph.node if n.op_type in ("Add", "Mul")
+                and constants & set(n.input) and not matmuls & set(n.input)]  # all folded
+    layers = onnx_case.results["fixed"].model.layers
+    functions = {layer.params.get("function") for layer in layers}
+    if onnx_case.name == "mobilenet_v3_small":
+        assert "HardSigmoid" in {node.op_type for node in graph.node}
+    if onnx_case.name in ("mobilenet_v3_small", "torch_blocks"):
+        assert {"HardSigmoid", "HardSwish"} <= functions, functions
+    assert "softmax" in {layer.op for layer in layers}
 
 
 def test_model_onnx_reproduces_the_framework(onnx_case):
@@ -301,11 +308,14 @@ def test_tflite_input_rescaling_is_two_tables_equal_to_tflm(kernel_objects, tmp_
     _native(result, images[9:], kernel_objects, tmp_path)
 
 
-@pytest.mark.parametrize("three,sixth,fused", [(3.0, 1 / 6, ["Conv", "HardSwish", "Conv"]),
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("three,sixth,fused", [(3.0, 1 / 6, ["Conv", "HardSigmoid", "Mul",
+                                                            "Conv"]),
                                                (2.0, 1 / 6, None), (3.0, 0.2, None)])
-def test_only_the_exact_hard_swish_chain_is_fused(three, sixth, fused):
-    """``x * Clip(x + 3, 0, 6) * (1/6)`` becomes HardSwish with the same outputs; another
-    offset or factor is another function, left alone (and refused by name)."""
+def test_only_the_exact_hard_swish_chain_is_fused(three, sixth, fused, opset):
+    """``x * Clip(x + 3, 0, 6) * (1/6)`` becomes ``x * HardSigmoid(x)`` (valid in opset 13,
+    which has no HardSwish) with the same outputs, and one HardSwish table; another offset or
+    factor is another function, left alone (and refused by name)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from runtime.errors import TinyconvError
@@ -321,7 +331,7 @@ def test_only_the_exact_hard_swish_chain_is_fused(three, sixth, fused):
         nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 6, 6])],
         [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()])
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     x = rng.normal(0, 2, (6, 2, 8, 8)).astype(np.float32)
     if fused is None:
         with pytest.raises(TinyconvError, match="^node 'plus' has op Add with a constant"):
@@ -329,5 +339,7 @@ def test_only_the_exact_hard_swish_chain_is_fused(three, sixth, fused):
         return
     result = export.from_onnx(source, x)
     assert [node.op_type for node in result.float_model.graph.node] == fused
+    assert [(layer.op, layer.params.get("function")) for layer in result.model.layers] == \
+        [("conv2d", None), ("lookup", "HardSwish"), ("conv2d", None)]
     np.testing.assert_allclose(ort_float(result.float_model, x), ort_float(source, x),
                                rtol=1e-5, atol=1e-5)
