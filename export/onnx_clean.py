@@ -15,6 +15,7 @@ import onnx.inliner
 import onnx.version_converter
 from onnx import helper, numpy_helper
 
+from export.activation_fold import fuse_hard_sigmoid
 from export.batch import free_batch
 from export.movement_fold import fold_movement
 from export.onnx_affine_fold import _fold_batchnorm, _fold_channel_affine, _fold_linear_affine
@@ -216,6 +217,7 @@ def clean_model(model: onnx.ModelProto, prequantized: bool = False) -> onnx.Mode
     _input_reshapes(graph)
     _fold_batchnorm(graph)
     _fuse_decomposed_prelu(graph)
+    fuse_hard_sigmoid(graph)
     if not prequantized:
         _fold_channel_affine(graph)
         _fold_linear_affine(graph)

@@ -226,6 +226,7 @@ class _Mapper:
         if self.prequantized and any(i in self.ints for i in node.input):
             return self.constant_lookup(node)
         if any(i in self.params for i in node.input):
+            self.refuse_preprocessing(node)
             raise self.unsupported(node, " with a constant operand (only residual Add of two "
                                    "activations, MatMul + Add, or a per-channel bias right "
                                    "after a Conv)")
@@ -241,10 +242,21 @@ class _Mapper:
         if self.prequantized and any(i in self.ints for i in node.input):
             return self.constant_lookup(node)
         if any(i in self.params for i in node.input):
+            self.refuse_preprocessing(node)
             raise self.unsupported(node, " that is not a per-channel constant scale right "
                                          "after a Conv whose output it alone reads (folded into "
                                          "the Conv)")
         tensor_ops.map_mul(self, node)
+
+    def refuse_preprocessing(self, node) -> None:
+        """A constant scale or offset of the model input itself is the network's input
+        preprocessing (Keras' Rescaling layer, ``include_preprocessing=True``): say so."""
+        inputs = [i for i in node.input if i not in self.params]
+        if len(inputs) == 1 and self.src(inputs[0]) == self.model.graph.input[0].name:
+            raise TinyconvError(
+                f"node {node.name!r} ({node.op_type}) scales or offsets the model input by a "
+                "constant (input preprocessing such as Keras' Rescaling), which tinyconv cannot "
+                "map; export the model without it and preprocess on the host")
 
     def op_Sub(self, node):
         tensor_ops.map_sub(self, node)
@@ -272,6 +284,12 @@ class _Mapper:
                 and sorted(mul.input) == sorted([node.input[0], output])
                 and not self.prequantized):  # a source's requantized sigmoid output stays
             params["function"], output = "Swish", mul.output[0]  # x * sigmoid(x): SiLU
+            self.fused.add(mul.name)
+        if (node.op_type == "HardSigmoid" and mul is not None and mul.op_type == "Mul"
+                and sorted(mul.input) == sorted([node.input[0], output])
+                and not self.prequantized and _is_hard_swish_gate(params["attributes"])):
+            params["function"], params["attributes"] = "HardSwish", {}  # any opset
+            output = mul.output[0]
             self.fused.add(mul.name)
         if node.op_type == "PRelu":
             shape = _shape(self.model, node.input[0])
@@ -314,7 +332,16 @@ class _Mapper:
             raise TinyconvError(f"node {node.name!r} (Softmax): axis {axis} of a rank-{rank} "
                                 "tensor is not the channel axis; only a softmax over the "
                                 "channels (axis 1 of [N, K] or NCHW) is supported")
-        self.emit(node, "softmax", [node.input[0]], node.output[0])
+        layer = self.emit(node, "softmax", [node.input[0]], node.output[0])
+        # after a 1x1 conv head flattened by a Reshape (Keras MobileNet), keep the conv's shape
+        self.shapes[layer.output] = self.shapes[self.src(node.input[0])]
+
+
+def _is_hard_swish_gate(attrs: dict) -> bool:
+    """HardSigmoid(alpha 1/6, beta 1/2): times its input it is HardSwish (tf2onnx's Keras
+    hard swish, PyTorch's Hardswish below opset 14)."""
+    return (np.float32(attrs.get("alpha", 0.2)) == np.float32(1.0 / 6.0)
+            and np.float32(attrs.get("beta", 0.5)) == np.float32(0.5))
 
 
 def _check_ops(graph, exempt=()) -> None:

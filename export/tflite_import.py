@@ -415,7 +415,7 @@ class _Importer:
     def add(self, op, ins, outs) -> None:
         a, b, y = ins[0], ins[1], outs[0]
         if a.data is not None or b.data is not None:
-            raise self.refuse("adding a constant is not supported (only two activations)")
+            return self._constant_table(op, ins, outs, "QLinearAdd", self.r.tflite.AddOptions)
         if a.shape != b.shape or a.shape != y.shape:
             raise self.refuse(f"broadcasting add {list(a.shape)} + {list(b.shape)} is not "
                               "supported")
@@ -599,6 +599,8 @@ class _Importer:
     def mul(self, op, ins, outs) -> None:
         """TFLM's int8 MUL (``QuantizeMultiplier(double(sa) * double(sb) / double(sy))``);
         an operand of shape (1, 1, C) or (1, 1, 1) is broadcast (put second: MUL commutes)."""
+        if ins[0].data is not None or ins[1].data is not None:
+            return self._constant_table(op, ins, outs, "QLinearMul", self.r.tflite.MulOptions)
         names, y_q, act = self._binary(op, ins, outs, self.r.tflite.MulOptions)
         if self.specs[names[0]].size < self.specs[names[1]].size:
             names.reverse()
@@ -609,6 +611,31 @@ class _Importer:
         arrays = kernels.mul_constants(a.scale, a.zero_point, b.scale, b.zero_point, *y_q,
                                        "fixed")
         self.add_layer("mul", names, outs[0], act, arrays)
+
+    def _constant_table(self, op, ins, outs, function: str, options_class) -> None:
+        """An activation times or plus an int8 constant, one value or one per channel (the
+        converter's MobileNetV3 hard sigmoid ``x * 1/6``, a Keras Rescaling at the input): per
+        channel an int8 -> int8 function, tabulated by TFLM's own MUL / ADD arithmetic
+        (export/tables.py), then clamped to the fused activation's range as TFLM clamps."""
+        k = 0 if ins[0].data is not None else 1
+        c, x, y = ins[k], ins[1 - k], outs[0]
+        if x.data is not None:
+            raise self.refuse("both operands are constants")
+        codes = self.const(c, "the constant operand")
+        channels = x.shape[-1] if len(x.shape) else 1
+        if c.dtype != _INT8 or c.scales.size != 1:
+            raise self.refuse("the constant operand must be int8, quantized per tensor")
+        if codes.size not in (1, channels) or (codes.size > 1 and codes.shape[-1] != channels):
+            raise self.refuse(f"a constant of shape {list(codes.shape)}; tinyconv takes one "
+                              "value or one per channel")
+        flat = codes.reshape(-1)
+        flat = flat if np.any(flat != flat[0]) else flat[:1]
+        attrs = {"constant": [int(v) for v in flat], "scale": float(c.scales[0]),
+                 "zero_point": int(c.zero_points[0])}
+        act = self.activation(self._options(op, options_class), y)
+        table = tables.table(function, attrs, self.act_quant(x), self.act_quant(y), "fixed")
+        table = np.clip(table, act["act_min"], act["act_max"]).astype(np.int8)
+        self._table_layer(x, y, table, {"function": function, "attributes": attrs})
 
     def sub(self, op, ins, outs) -> None:
         """TFLM's int8 SUB: ADD's constants (left shift 20), ``a - b``; same shapes."""
