@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from export.onnx_common import _drop_unused_initializers, _initializers
+from export.onnx_common import _drop_unused_initializers, _initializers, _sole_reader
 
 
 def _scalar(params: dict, name: str) -> float | None:
@@ -23,16 +23,7 @@ def _scalar(params: dict, name: str) -> float | None:
 def fuse_hard_sigmoid(graph) -> None:
     """Replace every ``Mul(Clip(Add(x, 3), 0, 6), 1/6)`` by HardSigmoid."""
     params = _initializers(graph)
-    outputs = {o.name for o in graph.output}
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
-
-    def only(tensor, op_type):
-        found = users.get(tensor, [])
-        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
-        return found[0] if ok else None
+    only = _sole_reader(graph)
 
     def other(node, name):
         rest = [i for i in node.input if i != name]

@@ -19,7 +19,7 @@ from export.activation_fold import fuse_hard_sigmoid
 from export.batch import free_batch
 from export.movement_fold import fold_movement
 from export.onnx_affine_fold import _fold_batchnorm, _fold_channel_affine, _fold_linear_affine
-from export.onnx_common import _drop_unused_initializers, _initializers
+from export.onnx_common import _drop_unused_initializers, _initializers, _sole_reader
 from export.onnx_import import _check_ops
 from export.static_fold import fold_static, static_nodes
 from runtime.errors import TinyconvError
@@ -151,17 +151,8 @@ def _fuse_decomposed_prelu(graph) -> None:
     """tf2onnx writes a Keras PReLU as ``Relu(x) + Relu(Neg(x)) * c`` with ``c = -alpha``:
     make it the one PRelu (slope ``-c``) it computes, bit for bit (negation is exact)."""
     params = _initializers(graph)
-    outputs = {o.name for o in graph.output}
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    only = _sole_reader(graph)
     by_output = {o: n for n in graph.node for o in n.output}
-
-    def only(tensor, op_type):
-        found = users.get(tensor, [])
-        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
-        return found[0] if ok else None
 
     for neg in [n for n in graph.node if n.op_type == "Neg"]:
         x = neg.input[0]

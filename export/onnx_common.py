@@ -59,3 +59,20 @@ def _shape(model, name: str) -> list[int]:
             dims = vi.type.tensor_type.shape.dim
             return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
     raise TinyconvError(f"shape inference could not determine the shape of tensor {name!r}")
+
+
+def _sole_reader(graph):
+    """``only(tensor, op_type)``: the one node that reads ``tensor``, when it is an
+    ``op_type`` and the tensor is no graph output, else None. The pattern folds ask it of each
+    link of a chain, so that nothing else sees the values they fold away."""
+    outputs = {o.name for o in graph.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def only(tensor, op_type):
+        found = users.get(tensor, [])
+        ok = len(found) == 1 and found[0].op_type == op_type and tensor not in outputs
+        return found[0] if ok else None
+    return only
